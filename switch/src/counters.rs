@@ -1,0 +1,166 @@
+//! Per-port counters: plain atomics, read by metrics and `ctl` without
+//! touching the data path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame was not delivered. Doubles as the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Shorter than the 14-byte Ethernet header (counted on ingress).
+    TooShort,
+    /// Longer than 65535 bytes (counted on ingress).
+    TooLong,
+    /// The source MAC has the multicast bit set (counted on ingress).
+    MulticastSource,
+    /// The destination was learned on the ingress port itself: the frame
+    /// would go back where it came from (counted on ingress).
+    LocalDestination,
+    /// The ingress port was being removed when the frame arrived.
+    IngressDown,
+    /// The destination's queue was full: a tail drop (counted on egress).
+    EgressFull,
+    /// The destination's peer has gone away (counted on egress).
+    EgressGone,
+    /// Sending failed for another reason (counted on egress).
+    EgressError,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`DropReason::index`].
+    pub const ALL: [DropReason; 8] = [
+        DropReason::TooShort,
+        DropReason::TooLong,
+        DropReason::MulticastSource,
+        DropReason::LocalDestination,
+        DropReason::IngressDown,
+        DropReason::EgressFull,
+        DropReason::EgressGone,
+        DropReason::EgressError,
+    ];
+
+    /// A dense index into per-reason arrays.
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::TooShort => 0,
+            DropReason::TooLong => 1,
+            DropReason::MulticastSource => 2,
+            DropReason::LocalDestination => 3,
+            DropReason::IngressDown => 4,
+            DropReason::EgressFull => 5,
+            DropReason::EgressGone => 6,
+            DropReason::EgressError => 7,
+        }
+    }
+
+    /// The snake_case label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::TooLong => "too_long",
+            DropReason::MulticastSource => "multicast_source",
+            DropReason::LocalDestination => "local_destination",
+            DropReason::IngressDown => "ingress_down",
+            DropReason::EgressFull => "egress_full",
+            DropReason::EgressGone => "egress_gone",
+            DropReason::EgressError => "egress_error",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Frames and bytes in and out of one port, and drops by reason.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// A copy of a port's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Frames received from the port's peer.
+    pub rx_frames: u64,
+    /// Bytes received from the port's peer.
+    pub rx_bytes: u64,
+    /// Frames sent to the port's peer.
+    pub tx_frames: u64,
+    /// Bytes sent to the port's peer.
+    pub tx_bytes: u64,
+    /// Drops, indexed by [`DropReason::index`].
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl CounterSnapshot {
+    /// Drops for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+}
+
+impl PortCounters {
+    /// Counts a frame received from the peer.
+    pub fn received(&self, bytes: usize) {
+        self.rx_frames.fetch_add(1, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts a frame sent to the peer.
+    pub fn sent(&self, bytes: usize) {
+        self.tx_frames.fetch_add(1, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts a drop.
+    pub fn dropped(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let mut drops = [0; DropReason::ALL.len()];
+        for (d, a) in drops.iter_mut().zip(self.drops.iter()) {
+            *d = a.load(Relaxed);
+        }
+        CounterSnapshot {
+            rx_frames: self.rx_frames.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_frames: self.tx_frames.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            drops,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_are_dense_and_match_all() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let c = PortCounters::default();
+        c.received(60);
+        c.received(40);
+        c.sent(1514);
+        c.dropped(DropReason::EgressFull);
+        let s = c.snapshot();
+        assert_eq!((s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes), (2, 100, 1, 1514));
+        assert_eq!(s.drops(DropReason::EgressFull), 1);
+        assert_eq!(s.drops(DropReason::TooShort), 0);
+    }
+}

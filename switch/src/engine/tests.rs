@@ -1,0 +1,286 @@
+use super::*;
+use crate::MacAddr;
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+fn s(x: u64) -> Duration {
+    Duration::from_secs(x)
+}
+
+/// A real ARP request from 02:00:00:00:00:01 (UML, 42 bytes, unpadded).
+const ARP_REQUEST: [u8; 42] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x01,
+    0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0xc0, 0x00, 0x02, 0x01,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x00, 0x02, 0x02,
+];
+
+/// The ARP reply from 02:00:00:00:00:02 back to 02:00:00:00:00:01.
+const ARP_REPLY: [u8; 42] = [
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x06, 0x00, 0x01,
+    0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0xc0, 0x00, 0x02, 0x02,
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0xc0, 0x00, 0x02, 0x01,
+];
+
+fn frame(dst: MacAddr, src: MacAddr, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(14)];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12] = 0x08;
+    f
+}
+
+fn engine(mode: Mode, ports: u32) -> Engine {
+    let mut e = Engine::new(EngineConfig::new(mode, FdbConfig::default()));
+    for p in 1..=ports {
+        e.add_port(PortId(p));
+    }
+    e
+}
+
+#[test]
+fn arp_request_floods_and_reply_is_switched() {
+    let mut e = engine(Mode::Switch, 3);
+    assert_eq!(e.decide(PortId(1), &ARP_REQUEST, s(0)), Decision::Flood);
+    assert_eq!(
+        e.decide(PortId(2), &ARP_REPLY, s(0)),
+        Decision::Forward(PortId(1))
+    );
+    assert_eq!(e.events().learned, 2);
+}
+
+#[test]
+fn runts_and_multicast_sources_are_dropped() {
+    let mut e = engine(Mode::Switch, 2);
+    assert_eq!(
+        e.decide(PortId(1), &ARP_REQUEST[..13], s(0)),
+        Decision::Drop(DropReason::TooShort)
+    );
+    assert_eq!(
+        e.decide(PortId(1), &[], s(0)),
+        Decision::Drop(DropReason::TooShort)
+    );
+    let bad = frame(MacAddr::BROADCAST, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 60);
+    assert_eq!(
+        e.decide(PortId(1), &bad, s(0)),
+        Decision::Drop(DropReason::MulticastSource)
+    );
+    assert!(e.fdb().is_empty());
+}
+
+#[test]
+fn jumbo_frames_pass_whole_and_giants_do_not() {
+    let mut e = engine(Mode::Switch, 2);
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let f = frame(MacAddr::BROADCAST, a, 65_535);
+    assert_eq!(e.decide(PortId(1), &f, s(0)), Decision::Flood);
+    let g = frame(MacAddr::BROADCAST, a, 65_536);
+    assert_eq!(
+        e.decide(PortId(1), &g, s(0)),
+        Decision::Drop(DropReason::TooLong)
+    );
+}
+
+#[test]
+fn destination_on_the_ingress_port_is_not_reflected() {
+    let mut e = engine(Mode::Switch, 2);
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    e.decide(PortId(1), &frame(MacAddr::BROADCAST, a, 60), s(0));
+    e.decide(PortId(1), &frame(MacAddr::BROADCAST, b, 60), s(0));
+    assert_eq!(
+        e.decide(PortId(1), &frame(b, a, 60), s(0)),
+        Decision::Drop(DropReason::LocalDestination)
+    );
+}
+
+#[test]
+fn hub_floods_everything_and_learns_nothing() {
+    let mut e = engine(Mode::Hub, 3);
+    e.decide(PortId(1), &ARP_REQUEST, s(0));
+    assert_eq!(e.decide(PortId(2), &ARP_REPLY, s(0)), Decision::Flood);
+    assert!(e.fdb().is_empty());
+}
+
+#[test]
+fn removing_a_port_purges_all_its_addresses() {
+    let mut e = engine(Mode::Switch, 3);
+    for n in 0..5u8 {
+        let m = MacAddr([2, 0, 0, 0, 1, n]);
+        e.decide(PortId(3), &frame(MacAddr::BROADCAST, m, 60), s(0));
+    }
+    assert_eq!(e.remove_port(PortId(3)), 5);
+    let m = MacAddr([2, 0, 0, 0, 1, 4]);
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    assert_eq!(e.decide(PortId(1), &frame(m, a, 60), s(1)), Decision::Flood);
+    assert_eq!(
+        e.decide(PortId(3), &frame(a, m, 60), s(1)),
+        Decision::Drop(DropReason::IngressDown)
+    );
+}
+
+#[test]
+fn aged_destination_floods_again() {
+    let mut e = Engine::new(EngineConfig::new(
+        Mode::Switch,
+        FdbConfig::new(s(10), 100, None),
+    ));
+    e.add_port(PortId(1));
+    e.add_port(PortId(2));
+    e.decide(PortId(2), &ARP_REPLY, s(0));
+    let b = MacAddr([2, 0, 0, 0, 0, 2]);
+    let a = MacAddr([2, 0, 0, 0, 0, 1]);
+    assert_eq!(
+        e.decide(PortId(1), &frame(b, a, 60), s(9)),
+        Decision::Forward(PortId(2))
+    );
+    assert_eq!(e.decide(PortId(1), &frame(b, a, 60), s(10)), Decision::Flood);
+    assert_eq!(e.age(s(10)), 1);
+    assert_eq!(e.events().aged, 1);
+}
+
+#[test]
+fn a_move_is_reported_once() {
+    let mut e = engine(Mode::Switch, 2);
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    e.decide(PortId(1), &frame(MacAddr::BROADCAST, a, 60), s(0));
+    assert_eq!(e.take_notice(), None);
+    e.decide(PortId(2), &frame(MacAddr::BROADCAST, a, 60), s(1));
+    assert_eq!(
+        e.take_notice(),
+        Some(FdbNotice::Moved {
+            mac: a,
+            from: PortId(1),
+            to: PortId(2)
+        })
+    );
+    assert_eq!(e.take_notice(), None);
+}
+
+#[test]
+fn full_table_still_forwards() {
+    let mut e = Engine::new(EngineConfig::new(
+        Mode::Switch,
+        FdbConfig::new(s(300), 1, None),
+    ));
+    e.add_port(PortId(1));
+    e.add_port(PortId(2));
+    e.decide(PortId(2), &ARP_REPLY, s(0));
+    // 02:..:01 cannot be learned, but its frame to 02:..:02 is delivered.
+    let a = MacAddr([2, 0, 0, 0, 0, 1]);
+    let b = MacAddr([2, 0, 0, 0, 0, 2]);
+    assert_eq!(
+        e.decide(PortId(1), &frame(b, a, 60), s(1)),
+        Decision::Forward(PortId(2))
+    );
+    assert_eq!(e.events().refused, 1);
+    assert_eq!(e.decide(PortId(2), &frame(a, b, 60), s(1)), Decision::Flood);
+}
+
+/// One input step for the model-based property test.
+#[derive(Debug, Clone)]
+struct Step {
+    ingress: u32,
+    src: u8,
+    dst: Option<u8>,
+    len: usize,
+    dt: u64,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (1u32..=5, 0u8..8, proptest::option::of(0u8..8), 0usize..200, 0u64..40).prop_map(
+        |(ingress, src, dst, len, dt)| Step {
+            ingress,
+            src,
+            dst,
+            len,
+            dt,
+        },
+    )
+}
+
+fn mac_of(n: u8) -> MacAddr {
+    // Host 7 stands for a multicast source or destination.
+    if n == 7 {
+        MacAddr([0x01, 0, 0x5e, 0, 0, 7])
+    } else {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+}
+
+proptest! {
+    /// Against a model FDB: a frame never goes back to its ingress port,
+    /// known unicast goes where its destination was last seen (within the
+    /// aging time), everything else floods, and drops have the right reason.
+    #[test]
+    fn engine_matches_model(steps in proptest::collection::vec(step(), 1..200), hub in any::<bool>()) {
+        let aging = s(100);
+        let mode = if hub { Mode::Hub } else { Mode::Switch };
+        let mut e = Engine::new(EngineConfig::new(mode, FdbConfig::new(aging, 1000, None)));
+        for p in 1..=4 { e.add_port(PortId(p)); }
+        let mut model: HashMap<MacAddr, (u32, Duration)> = HashMap::new();
+        let mut now = s(0);
+        for st in steps {
+            now += s(st.dt);
+            let src = mac_of(st.src);
+            let dst = st.dst.map(mac_of).unwrap_or(MacAddr::BROADCAST);
+            let f = frame(dst, src, st.len);
+            let f = if st.len < 14 { f[..st.len].to_vec() } else { f };
+            let d = e.decide(PortId(st.ingress), &f, now);
+            if let Decision::Forward(p) = d {
+                prop_assert_ne!(p, PortId(st.ingress));
+                prop_assert!(e.has_port(p));
+            }
+            let expect = if f.len() < 14 {
+                Decision::Drop(DropReason::TooShort)
+            } else if st.ingress == 5 {
+                Decision::Drop(DropReason::IngressDown)
+            } else if src.is_multicast() {
+                Decision::Drop(DropReason::MulticastSource)
+            } else if hub {
+                Decision::Flood
+            } else {
+                model.insert(src, (st.ingress, now));
+                if dst.is_multicast() {
+                    Decision::Flood
+                } else {
+                    match model.get(&dst) {
+                        Some((p, t)) if now.saturating_sub(*t) < aging => {
+                            if *p == st.ingress {
+                                Decision::Drop(DropReason::LocalDestination)
+                            } else {
+                                Decision::Forward(PortId(*p))
+                            }
+                        }
+                        _ => Decision::Flood,
+                    }
+                }
+            };
+            prop_assert_eq!(d, expect);
+        }
+    }
+
+    /// The flood set is exactly the members minus the ingress port.
+    #[test]
+    fn flood_set_is_members_minus_ingress(members in proptest::collection::btree_set(1u32..50, 0..20), ingress in 1u32..50) {
+        let mut e = engine(Mode::Switch, 0);
+        for m in &members { e.add_port(PortId(*m)); }
+        let got: Vec<u32> = e.flood_set(PortId(ingress)).map(|p| p.0).collect();
+        let want: Vec<u32> = members.iter().copied().filter(|m| *m != ingress).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    /// Aging removes exactly the entries idle for at least the aging time.
+    #[test]
+    fn aging_removes_exactly_the_stale(seen in proptest::collection::vec(0u64..1000, 1..100), at in 0u64..1200) {
+        let aging = s(300);
+        let mut f = Fdb::new(FdbConfig::new(aging, 10_000, None));
+        for (i, t) in seen.iter().enumerate() {
+            f.learn(MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]), 0, PortId(1 + (i as u32 % 3)), s(*t));
+        }
+        let stale = seen.iter().filter(|t| at.saturating_sub(**t) >= 300).count();
+        prop_assert_eq!(f.age(s(at)), stale);
+        prop_assert_eq!(f.len(), seen.len() - stale);
+        let per_port: usize = (1..=3).map(|p| f.port_len(PortId(p))).sum();
+        prop_assert_eq!(per_port, f.len());
+    }
+}

@@ -1,0 +1,351 @@
+//! The forwarding database: which port a (MAC, VLAN) was last seen on.
+//!
+//! Pure data: time comes in as a [`Duration`] on the switch's monotonic
+//! clock, so aging is exact and testable.
+
+use crate::frame::MacAddr;
+use crate::port::PortId;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+/// Limits and timers of the FDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FdbConfig {
+    /// An entry not refreshed for this long is forgotten (default 300 s).
+    pub aging: Duration,
+    /// The most entries the whole table holds (default 65 536).
+    pub max_entries: usize,
+    /// The most entries one port may hold; `None` for no per-port limit.
+    pub max_entries_per_port: Option<usize>,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig {
+            aging: Duration::from_secs(300),
+            max_entries: 65_536,
+            max_entries_per_port: None,
+        }
+    }
+}
+
+impl FdbConfig {
+    /// A config with the given aging time and limits.
+    pub fn new(aging: Duration, max_entries: usize, max_entries_per_port: Option<usize>) -> Self {
+        FdbConfig {
+            aging,
+            max_entries,
+            max_entries_per_port,
+        }
+    }
+}
+
+/// What learning a source address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Already known on this port; its age was reset.
+    Refreshed,
+    /// A new entry.
+    New,
+    /// The address moved here from another port.
+    Moved {
+        /// The port it was on before.
+        from: PortId,
+    },
+    /// Not learned: the table is full.
+    TableFull,
+    /// Not learned: the port holds its maximum number of entries.
+    PortFull,
+}
+
+/// One FDB entry as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The learned address.
+    pub mac: MacAddr,
+    /// The VLAN it was learned in (0 until VLANs exist).
+    pub vlan: u16,
+    /// The port it is reachable through.
+    pub port: PortId,
+    /// Time since it was last seen.
+    pub age: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    port: PortId,
+    last_seen: Duration,
+}
+
+/// A multiplicative hasher for the packed 64-bit (VLAN, MAC) key: the keys
+/// are not attacker-chosen in a way that matters more than the table limit,
+/// and SipHash would cost more than the whole lookup.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        let x = (v ^ (v >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        self.0 = x ^ (x >> 32);
+    }
+}
+
+fn key(mac: MacAddr, vlan: u16) -> u64 {
+    (u64::from(vlan & 0x0fff) << 48) | mac.to_u64()
+}
+
+/// The table itself.
+#[derive(Debug, Clone)]
+pub struct Fdb {
+    config: FdbConfig,
+    entries: HashMap<u64, Slot, BuildHasherDefault<KeyHasher>>,
+    per_port: HashMap<PortId, usize>,
+}
+
+impl Fdb {
+    /// An empty table.
+    pub fn new(config: FdbConfig) -> Self {
+        Fdb {
+            config,
+            entries: HashMap::default(),
+            per_port: HashMap::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &FdbConfig {
+        &self.config
+    }
+
+    /// Number of entries, stale ones included until the next [`Fdb::age`].
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries held by one port.
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.per_port.get(&port).copied().unwrap_or(0)
+    }
+
+    fn fresh(&self, slot: &Slot, now: Duration) -> bool {
+        now.saturating_sub(slot.last_seen) < self.config.aging
+    }
+
+    /// The port `mac` was learned on, if the entry has not aged out.
+    pub fn lookup(&self, mac: MacAddr, vlan: u16, now: Duration) -> Option<PortId> {
+        self.entries
+            .get(&key(mac, vlan))
+            .filter(|s| self.fresh(s, now))
+            .map(|s| s.port)
+    }
+
+    fn port_has_room(&self, port: PortId) -> bool {
+        match self.config.max_entries_per_port {
+            Some(max) => self.port_len(port) < max,
+            None => true,
+        }
+    }
+
+    fn inc(&mut self, port: PortId) {
+        *self.per_port.entry(port).or_insert(0) += 1;
+    }
+
+    fn dec(&mut self, port: PortId) {
+        if let Some(n) = self.per_port.get_mut(&port) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_port.remove(&port);
+            }
+        }
+    }
+
+    /// Records that `mac` was seen on `port` at `now`. A full table (or
+    /// port) refuses new addresses but keeps forwarding: learning is an
+    /// optimisation, never a reason to drop.
+    pub fn learn(&mut self, mac: MacAddr, vlan: u16, port: PortId, now: Duration) -> Learned {
+        let k = key(mac, vlan);
+        let aging = self.config.aging;
+        if let Some(slot) = self.entries.get_mut(&k) {
+            if slot.port == port {
+                slot.last_seen = now;
+                return Learned::Refreshed;
+            }
+            let from = slot.port;
+            let stale = now.saturating_sub(slot.last_seen) >= aging;
+            if !self.port_has_room(port) {
+                return Learned::PortFull;
+            }
+            if let Some(slot) = self.entries.get_mut(&k) {
+                slot.port = port;
+                slot.last_seen = now;
+            }
+            self.dec(from);
+            self.inc(port);
+            return if stale {
+                Learned::New
+            } else {
+                Learned::Moved { from }
+            };
+        }
+        if self.entries.len() >= self.config.max_entries {
+            return Learned::TableFull;
+        }
+        if !self.port_has_room(port) {
+            return Learned::PortFull;
+        }
+        self.entries.insert(
+            k,
+            Slot {
+                port,
+                last_seen: now,
+            },
+        );
+        self.inc(port);
+        Learned::New
+    }
+
+    /// Removes every entry not seen within the aging time; returns how many.
+    pub fn age(&mut self, now: Duration) -> usize {
+        let aging = self.config.aging;
+        let before = self.entries.len();
+        let mut gone: Vec<PortId> = Vec::new();
+        self.entries.retain(|_, s| {
+            let keep = now.saturating_sub(s.last_seen) < aging;
+            if !keep {
+                gone.push(s.port);
+            }
+            keep
+        });
+        for p in gone {
+            self.dec(p);
+        }
+        before - self.entries.len()
+    }
+
+    /// Removes every entry of `port`; returns how many.
+    pub fn purge_port(&mut self, port: PortId) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, s| s.port != port);
+        self.per_port.remove(&port);
+        before - self.entries.len()
+    }
+
+    /// Removes everything.
+    pub fn flush(&mut self) -> usize {
+        let n = self.entries.len();
+        self.entries.clear();
+        self.per_port.clear();
+        n
+    }
+
+    /// Every live entry, sorted by VLAN then MAC.
+    pub fn entries(&self, now: Duration) -> Vec<FdbEntry> {
+        let mut v: Vec<FdbEntry> = self
+            .entries
+            .iter()
+            .filter(|(_, s)| self.fresh(s, now))
+            .map(|(k, s)| FdbEntry {
+                mac: MacAddr::from_u64(*k),
+                vlan: (k >> 48) as u16,
+                port: s.port,
+                age: now.saturating_sub(s.last_seen),
+            })
+            .collect();
+        v.sort_by_key(|e| (e.vlan, e.mac));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+    fn s(x: u64) -> Duration {
+        Duration::from_secs(x)
+    }
+    const P1: PortId = PortId(1);
+    const P2: PortId = PortId(2);
+
+    #[test]
+    fn learns_refreshes_and_moves() {
+        let mut f = Fdb::new(FdbConfig::default());
+        assert_eq!(f.learn(mac(1), 0, P1, s(0)), Learned::New);
+        assert_eq!(f.learn(mac(1), 0, P1, s(1)), Learned::Refreshed);
+        assert_eq!(f.learn(mac(1), 0, P2, s(2)), Learned::Moved { from: P1 });
+        assert_eq!(f.lookup(mac(1), 0, s(2)), Some(P2));
+        assert_eq!((f.port_len(P1), f.port_len(P2)), (0, 1));
+    }
+
+    #[test]
+    fn vlans_are_separate_keys() {
+        let mut f = Fdb::new(FdbConfig::default());
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(1), 7, P2, s(0));
+        assert_eq!(f.lookup(mac(1), 0, s(0)), Some(P1));
+        assert_eq!(f.lookup(mac(1), 7, s(0)), Some(P2));
+    }
+
+    #[test]
+    fn aging_removes_exactly_the_stale() {
+        let mut f = Fdb::new(FdbConfig::new(s(300), 10, None));
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(2), 0, P1, s(100));
+        assert_eq!(f.lookup(mac(1), 0, s(299)), Some(P1));
+        assert_eq!(f.lookup(mac(1), 0, s(300)), None, "stale entries never answer");
+        assert_eq!(f.age(s(300)), 1);
+        assert_eq!(f.lookup(mac(2), 0, s(300)), Some(P1));
+        assert_eq!(f.port_len(P1), 1);
+    }
+
+    #[test]
+    fn full_table_refuses_new_but_refreshes_old() {
+        let mut f = Fdb::new(FdbConfig::new(s(300), 2, None));
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(2), 0, P1, s(0));
+        assert_eq!(f.learn(mac(3), 0, P1, s(0)), Learned::TableFull);
+        assert_eq!(f.learn(mac(1), 0, P1, s(1)), Learned::Refreshed);
+        assert_eq!(f.learn(mac(2), 0, P2, s(1)), Learned::Moved { from: P1 });
+        assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn per_port_limit() {
+        let mut f = Fdb::new(FdbConfig::new(s(300), 100, Some(1)));
+        assert_eq!(f.learn(mac(1), 0, P1, s(0)), Learned::New);
+        assert_eq!(f.learn(mac(2), 0, P1, s(0)), Learned::PortFull);
+        assert_eq!(f.learn(mac(2), 0, P2, s(0)), Learned::New);
+        assert_eq!(f.learn(mac(1), 0, P2, s(0)), Learned::PortFull, "a move respects the limit too");
+        assert_eq!(f.lookup(mac(1), 0, s(0)), Some(P1));
+    }
+
+    #[test]
+    fn purge_removes_every_entry_of_the_port() {
+        let mut f = Fdb::new(FdbConfig::default());
+        for n in 0..10 {
+            f.learn(mac(n), 0, P1, s(0));
+        }
+        f.learn(mac(20), 0, P2, s(0));
+        assert_eq!(f.purge_port(P1), 10);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.port_len(P1), 0);
+        assert_eq!(f.entries(s(1)).len(), 1);
+    }
+}

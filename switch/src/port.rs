@@ -1,0 +1,194 @@
+//! What every port offers the switch: an id, a name, counters, and a
+//! non-blocking, thread-safe send.
+
+use crate::counters::{DropReason, PortCounters};
+use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A port's identity inside one switch. Never reused while the switch runs,
+/// so a stale FDB entry can never point at a newer port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u32);
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Why a non-blocking send did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The destination queue is full (EAGAIN): drop this frame, keep the port.
+    #[error("destination queue is full")]
+    Full,
+    /// The peer is gone (ECONNREFUSED, ENOTCONN, ENOENT, EPIPE, a removed
+    /// device): the port should be removed.
+    #[error("peer is gone: {0}")]
+    Gone(io::Error),
+    /// Any other failure: drop and count.
+    #[error("send failed: {0}")]
+    Other(io::Error),
+}
+
+impl SendError {
+    /// Sorts an OS error from a send into the three outcomes.
+    pub fn from_io(e: io::Error) -> SendError {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return SendError::Full;
+        }
+        match e.raw_os_error() {
+            Some(libc::ENOBUFS) => SendError::Full,
+            Some(
+                libc::ECONNREFUSED
+                | libc::ENOTCONN
+                | libc::ENOENT
+                | libc::EPIPE
+                | libc::ECONNRESET
+                | libc::EBADFD
+                | libc::ENODEV
+                | libc::ENXIO
+                | libc::EIO,
+            ) => SendError::Gone(e),
+            _ => SendError::Other(e),
+        }
+    }
+}
+
+/// The transport half of a port: one frame out, never blocking.
+pub trait Transmit: Send + Sync {
+    /// Sends one whole frame without blocking.
+    fn transmit(&self, frame: &[u8]) -> Result<(), SendError>;
+}
+
+/// A port as the switch sees it.
+pub struct Port {
+    id: PortId,
+    name: String,
+    kind: &'static str,
+    peer: String,
+    counters: PortCounters,
+    log_limits: [LogLimiter; DropReason::ALL.len()],
+    closing: AtomicBool,
+    close_notify: Notify,
+    tx: Box<dyn Transmit>,
+}
+
+impl fmt::Debug for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Port")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Port {
+    /// A port named `name` of type `kind` (e.g. "unix", "tap"), whose peer
+    /// is described by `peer`, sending through `tx`.
+    pub fn new(
+        id: PortId,
+        name: impl Into<String>,
+        kind: &'static str,
+        peer: impl Into<String>,
+        tx: Box<dyn Transmit>,
+    ) -> Port {
+        Port {
+            id,
+            name: name.into(),
+            kind,
+            peer: peer.into(),
+            counters: PortCounters::default(),
+            log_limits: Default::default(),
+            closing: AtomicBool::new(false),
+            close_notify: Notify::new(),
+            tx,
+        }
+    }
+
+    /// The port's id.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    /// The port's name, unique within the switch.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The transport type.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Who is on the other end, in words.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The port's counters.
+    pub fn counters(&self) -> &PortCounters {
+        &self.counters
+    }
+
+    /// Sends one frame to the peer without blocking, counting the outcome.
+    /// A peer found gone marks the port closing; its owner removes it.
+    pub fn send(&self, frame: &[u8], now: Duration) {
+        match self.tx.transmit(frame) {
+            Ok(()) => self.counters.sent(frame.len()),
+            Err(SendError::Full) => self.drop_frame(DropReason::EgressFull, now, None),
+            Err(SendError::Gone(e)) => {
+                self.drop_frame(DropReason::EgressGone, now, Some(&e));
+                self.close();
+            }
+            Err(SendError::Other(e)) => self.drop_frame(DropReason::EgressError, now, Some(&e)),
+        }
+    }
+
+    /// Counts a dropped frame and logs it at most once a minute per reason.
+    pub fn drop_frame(&self, reason: DropReason, now: Duration, err: Option<&io::Error>) {
+        self.counters.dropped(reason);
+        if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
+            match err {
+                Some(e) => tracing::warn!(
+                    port = %self.name, reason = reason.as_str(), suppressed,
+                    "dropping frames: {e}"
+                ),
+                None => tracing::debug!(
+                    port = %self.name, reason = reason.as_str(), suppressed,
+                    "dropping frames"
+                ),
+            }
+        }
+    }
+
+    /// Asks the port's owner to tear it down (idempotent).
+    pub fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.close_notify.notify_waiters();
+            self.close_notify.notify_one();
+        }
+    }
+
+    /// True once [`Port::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Resolves when [`Port::close`] is called.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.close_notify.notified();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The switch: the engine behind a lock, the port table as an immutable
+//! snapshot swapped on change, and the one forwarding routine every port's
+//! receive loop calls.
+
+use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
+use crate::fdb::FdbEntry;
+use crate::port::{Port, PortId};
+use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// An immutable set of ports, sorted by id.
+#[derive(Debug, Default)]
+pub struct PortTable {
+    ports: Vec<Arc<Port>>,
+}
+
+impl PortTable {
+    /// The port with this id.
+    pub fn get(&self, id: PortId) -> Option<&Arc<Port>> {
+        self.ports
+            .binary_search_by_key(&id, |p| p.id())
+            .ok()
+            .map(|i| &self.ports[i])
+    }
+
+    /// Every port, by ascending id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Port>> {
+        self.ports.iter()
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// True when there are no ports.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+/// One switch: ports, engine, clock.
+#[derive(Debug)]
+pub struct Switch {
+    engine: Mutex<Engine>,
+    ports: ArcSwap<PortTable>,
+    /// Serialises port table changes (the data path never takes it).
+    table_lock: Mutex<()>,
+    next_id: AtomicU32,
+    epoch: Instant,
+    notice_log: LogLimiter,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(config: EngineConfig) -> Arc<Switch> {
+        Arc::new(Switch {
+            engine: Mutex::new(Engine::new(config)),
+            ports: ArcSwap::from_pointee(PortTable::default()),
+            table_lock: Mutex::new(()),
+            next_id: AtomicU32::new(1),
+            epoch: Instant::now(),
+            notice_log: LogLimiter::default(),
+        })
+    }
+
+    /// Monotonic time since the switch started: the engine's clock.
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// A fresh port id.
+    pub fn allocate_id(&self) -> PortId {
+        PortId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock cannot leave the engine half-updated
+        // in a way that matters more than stopping the switch would.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a port: it receives floods from now on.
+    pub fn add_port(&self, port: Arc<Port>) {
+        let _g = self.table_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ports: Vec<Arc<Port>> = self.ports.load().ports.clone();
+        ports.push(port.clone());
+        ports.sort_by_key(|p| p.id());
+        self.engine().add_port(port.id());
+        self.ports.store(Arc::new(PortTable { ports }));
+    }
+
+    /// Removes a port and purges its FDB entries; returns it if it was there.
+    pub fn remove_port(&self, id: PortId) -> Option<Arc<Port>> {
+        let _g = self.table_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.ports.load_full();
+        let removed = current.get(id).cloned();
+        let ports: Vec<Arc<Port>> = current
+            .ports
+            .iter()
+            .filter(|p| p.id() != id)
+            .cloned()
+            .collect();
+        self.ports.store(Arc::new(PortTable { ports }));
+        self.engine().remove_port(id);
+        removed
+    }
+
+    /// The current port table.
+    pub fn ports(&self) -> Arc<PortTable> {
+        self.ports.load_full()
+    }
+
+    /// Forwards one frame that arrived on `ingress` at `now`: asks the
+    /// engine, then sends to the destination ports directly.
+    pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
+        ingress.counters().received(frame.len());
+        let table = self.ports.load();
+        let (decision, notice) = {
+            let mut engine = self.engine();
+            let d = engine.decide(ingress.id(), frame, now);
+            (d, engine.take_notice())
+        };
+        if let Some(n) = notice {
+            self.log_notice(n, &table, now);
+        }
+        match decision {
+            Decision::Forward(p) => {
+                if let Some(port) = table.get(p) {
+                    port.send(frame, now);
+                }
+            }
+            Decision::Flood => {
+                for port in table.iter() {
+                    if port.id() != ingress.id() {
+                        port.send(frame, now);
+                    }
+                }
+            }
+            Decision::Drop(reason) => ingress.drop_frame(reason, now, None),
+        }
+    }
+
+    fn log_notice(&self, notice: FdbNotice, table: &PortTable, now: Duration) {
+        let Some(suppressed) = self.notice_log.allow(now, LOG_INTERVAL) else {
+            return;
+        };
+        let name = |id: PortId| {
+            table
+                .get(id)
+                .map(|p| p.name().to_string())
+                .unwrap_or_else(|| id.to_string())
+        };
+        match notice {
+            FdbNotice::Moved { mac, from, to } => tracing::info!(
+                %mac, from = %name(from), to = %name(to), suppressed,
+                "address moved to another port"
+            ),
+            FdbNotice::Refused { mac, port, per_port } => tracing::warn!(
+                %mac, port = %name(port), suppressed,
+                "FDB {} is full: forwarding without learning",
+                if per_port { "port limit" } else { "table" }
+            ),
+        }
+    }
+
+    /// Forgets idle FDB entries; call about once a second.
+    pub fn age(&self) -> usize {
+        let now = self.now();
+        self.engine().age(now)
+    }
+
+    /// The live FDB entries.
+    pub fn fdb_entries(&self) -> Vec<FdbEntry> {
+        let now = self.now();
+        self.engine().fdb_entries(now)
+    }
+
+    /// Learning events so far.
+    pub fn fdb_events(&self) -> FdbEvents {
+        self.engine().events()
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> EngineConfig {
+        *self.engine().config()
+    }
+}
