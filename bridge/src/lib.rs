@@ -1,1 +1,8 @@
-//! placeholder
+//! Switchyard's host-side ports: tap devices now, host NICs through
+//! libpcap later. Each port type is one module with the same surface as
+//! the socket ports: open, receive loop, non-blocking send, counters.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod tap;
+
+pub use tap::{TapDevice, TapError};

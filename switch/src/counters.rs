@@ -159,7 +159,10 @@ mod tests {
         c.sent(1514);
         c.dropped(DropReason::EgressFull);
         let s = c.snapshot();
-        assert_eq!((s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes), (2, 100, 1, 1514));
+        assert_eq!(
+            (s.rx_frames, s.rx_bytes, s.tx_frames, s.tx_bytes),
+            (2, 100, 1, 1514)
+        );
         assert_eq!(s.drops(DropReason::EgressFull), 1);
         assert_eq!(s.drops(DropReason::TooShort), 0);
     }

@@ -178,7 +178,11 @@ impl Engine {
             Learned::New => self.events.learned += 1,
             Learned::Moved { from } => {
                 self.events.moved += 1;
-                self.last_notice = Some(FdbNotice::Moved { mac, from, to: port });
+                self.last_notice = Some(FdbNotice::Moved {
+                    mac,
+                    from,
+                    to: port,
+                });
             }
             Learned::TableFull | Learned::PortFull => {
                 self.events.refused += 1;

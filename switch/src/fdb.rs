@@ -309,7 +309,11 @@ mod tests {
         f.learn(mac(1), 0, P1, s(0));
         f.learn(mac(2), 0, P1, s(100));
         assert_eq!(f.lookup(mac(1), 0, s(299)), Some(P1));
-        assert_eq!(f.lookup(mac(1), 0, s(300)), None, "stale entries never answer");
+        assert_eq!(
+            f.lookup(mac(1), 0, s(300)),
+            None,
+            "stale entries never answer"
+        );
         assert_eq!(f.age(s(300)), 1);
         assert_eq!(f.lookup(mac(2), 0, s(300)), Some(P1));
         assert_eq!(f.port_len(P1), 1);
@@ -332,7 +336,11 @@ mod tests {
         assert_eq!(f.learn(mac(1), 0, P1, s(0)), Learned::New);
         assert_eq!(f.learn(mac(2), 0, P1, s(0)), Learned::PortFull);
         assert_eq!(f.learn(mac(2), 0, P2, s(0)), Learned::New);
-        assert_eq!(f.learn(mac(1), 0, P2, s(0)), Learned::PortFull, "a move respects the limit too");
+        assert_eq!(
+            f.learn(mac(1), 0, P2, s(0)),
+            Learned::PortFull,
+            "a move respects the limit too"
+        );
         assert_eq!(f.lookup(mac(1), 0, s(0)), Some(P1));
     }
 

@@ -10,8 +10,8 @@ pub mod frame;
 pub mod port;
 pub mod ports;
 pub mod ratelimit;
-pub mod sys;
 mod switch;
+pub mod sys;
 
 pub use counters::{DropReason, PortCounters};
 pub use engine::{Decision, Engine, EngineConfig, Mode};

@@ -159,7 +159,11 @@ impl Switch {
                 %mac, from = %name(from), to = %name(to), suppressed,
                 "address moved to another port"
             ),
-            FdbNotice::Refused { mac, port, per_port } => tracing::warn!(
+            FdbNotice::Refused {
+                mac,
+                port,
+                per_port,
+            } => tracing::warn!(
                 %mac, port = %name(port), suppressed,
                 "FDB {} is full: forwarding without learning",
                 if per_port { "port limit" } else { "table" }

@@ -133,7 +133,10 @@ fn aged_destination_floods_again() {
         e.decide(PortId(1), &frame(b, a, 60), s(9)),
         Decision::Forward(PortId(2))
     );
-    assert_eq!(e.decide(PortId(1), &frame(b, a, 60), s(10)), Decision::Flood);
+    assert_eq!(
+        e.decide(PortId(1), &frame(b, a, 60), s(10)),
+        Decision::Flood
+    );
     assert_eq!(e.age(s(10)), 1);
     assert_eq!(e.events().aged, 1);
 }
@@ -187,15 +190,20 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (1u32..=5, 0u8..8, proptest::option::of(0u8..8), 0usize..200, 0u64..40).prop_map(
-        |(ingress, src, dst, len, dt)| Step {
+    (
+        1u32..=5,
+        0u8..8,
+        proptest::option::of(0u8..8),
+        0usize..200,
+        0u64..40,
+    )
+        .prop_map(|(ingress, src, dst, len, dt)| Step {
             ingress,
             src,
             dst,
             len,
             dt,
-        },
-    )
+        })
 }
 
 fn mac_of(n: u8) -> MacAddr {

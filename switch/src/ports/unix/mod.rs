@@ -323,7 +323,12 @@ impl UnixControl {
         }
     }
 
-    async fn client(self: Arc<Self>, mut stream: UnixStream, switch: Arc<Switch>, numbers: Arc<PortNumbers>) {
+    async fn client(
+        self: Arc<Self>,
+        mut stream: UnixStream,
+        switch: Arc<Switch>,
+        numbers: Arc<PortNumbers>,
+    ) {
         let cred = stream.peer_cred().ok();
         let pid = cred.as_ref().and_then(|c| c.pid()).unwrap_or(0);
         let uid = cred.as_ref().map(|c| c.uid()).unwrap_or(u32::MAX);
@@ -424,7 +429,11 @@ impl UnixControl {
         number: u32,
         id: PortId,
         client: &ClientAddr,
-    ) -> io::Result<(UnixDatagram, Option<PathBuf>, [u8; request::SOCKADDR_UN_LEN])> {
+    ) -> io::Result<(
+        UnixDatagram,
+        Option<PathBuf>,
+        [u8; request::SOCKADDR_UN_LEN],
+    )> {
         let client_addr = match client {
             ClientAddr::Abstract(name) => SocketAddr::from_abstract_name(&name[..])?,
             ClientAddr::Path(p) => SocketAddr::from_pathname(p)?,

@@ -131,9 +131,9 @@ fn parse_addr(sa: &[u8]) -> Result<ClientAddr, RequestError> {
     }
     let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
     use std::os::unix::ffi::OsStrExt;
-    Ok(ClientAddr::Path(PathBuf::from(std::ffi::OsStr::from_bytes(
-        &path[..end],
-    ))))
+    Ok(ClientAddr::Path(PathBuf::from(
+        std::ffi::OsStr::from_bytes(&path[..end]),
+    )))
 }
 
 fn description(bytes: &[u8]) -> String {
@@ -266,7 +266,11 @@ mod tests {
         match req.addr {
             ClientAddr::Abstract(name) => {
                 assert_eq!(&name[..3], &[0x7f, 0, 0]);
-                assert_eq!(&name[63..67], &[0x7c, 0x06, 0x67, 0x00], "garbage tail kept");
+                assert_eq!(
+                    &name[63..67],
+                    &[0x7c, 0x06, 0x67, 0x00],
+                    "garbage tail kept"
+                );
             }
             other => panic!("expected abstract, got {other:?}"),
         }
@@ -312,7 +316,10 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(parse(&[1, 2, 3]), Err(RequestError::TooShort(3)));
-        assert_eq!(parse(&uml_request()[..121]), Err(RequestError::TooShort(121)));
+        assert_eq!(
+            parse(&uml_request()[..121]),
+            Err(RequestError::TooShort(121))
+        );
         let mut bad = uml_request();
         bad[0] = 0;
         assert!(matches!(parse(&bad), Err(RequestError::BadMagic(_))));

@@ -1,0 +1,74 @@
+//! Command lines: switchyard's own, and uml_switch's and vde_switch's for
+//! when the binary is invoked under those names.
+
+pub mod native;
+pub mod uml_switch;
+pub mod vde_switch;
+
+use crate::settings::{Flavor, Settings};
+use std::ffi::OsString;
+
+/// A command line that does not parse: what to print and the exit code.
+#[derive(Debug)]
+pub struct Usage {
+    /// Text for the user.
+    pub message: String,
+    /// 0 for --help/--version, 2 for errors.
+    pub code: i32,
+    /// Print on stdout (help) rather than stderr (errors).
+    pub stdout: bool,
+}
+
+impl Usage {
+    /// A usage error.
+    pub fn error(message: impl Into<String>) -> Usage {
+        Usage {
+            message: message.into(),
+            code: 2,
+            stdout: false,
+        }
+    }
+
+    /// Help or version text.
+    pub fn info(message: impl Into<String>) -> Usage {
+        Usage {
+            message: message.into(),
+            code: 0,
+            stdout: true,
+        }
+    }
+}
+
+impl From<clap::Error> for Usage {
+    fn from(e: clap::Error) -> Usage {
+        let code = e.exit_code();
+        Usage {
+            message: e.render().to_string(),
+            code,
+            stdout: code == 0,
+        }
+    }
+}
+
+/// Which conventions apply, from the name the binary was run under.
+pub fn flavor_of(argv0: &std::ffi::OsStr) -> Flavor {
+    let name = std::path::Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.as_str() {
+        "uml_switch" => Flavor::UmlSwitch,
+        "vde_switch" => Flavor::VdeSwitch,
+        _ => Flavor::Native,
+    }
+}
+
+/// Parses a whole command line (argv[0] included).
+pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    match flavor_of(&argv0) {
+        Flavor::UmlSwitch => uml_switch::parse(&args),
+        Flavor::VdeSwitch => vde_switch::parse(args),
+        Flavor::Native => native::parse(args),
+    }
+}

@@ -1,0 +1,201 @@
+//! `switchyard`'s own command line (clap), plus a small translator so the
+//! single-dash uml_switch spellings (`-unix`, `-hub`, `-tap`, `-daemon`)
+//! work here too.
+
+use super::Usage;
+use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy};
+use clap::Parser;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchyard_switch::ports::unix::{Layout, UnixConfig};
+use switchyard_switch::{EngineConfig, FdbConfig, Mode};
+
+const EXAMPLES: &str = "\
+Examples:
+  switchyard
+      serve the default control sockets: /run/vde.ctl (VDE directory),
+      /run/uml-utilities/uml_switch.ctl and /tmp/uml.ctl (as root)
+  switchyard --vde /run/sw --tap tap0
+      a VDE directory for vde_plug, QEMU and UML, plus a tap port
+  switchyard --unix /tmp/uml.ctl --hub
+      a uml_switch-style hub
+
+Clients:
+  UML        linux eth0=daemon,,unix,/tmp/uml.ctl   (or eth0=daemon,,unix,DIR/ctl)
+  UML        linux eth0=vde,DIR
+  vde_plug   vde_plug tap://vtap0 DIR
+  QEMU       -netdev vde,id=n0,sock=DIR -device virtio-net-pci,netdev=n0
+
+Invoked as `uml_switch` or `vde_switch` (a symlink), switchyard takes those
+programs' command lines unchanged.";
+
+/// A virtual Ethernet switch for UML, QEMU and VDE guests, tap devices and
+/// the host.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, after_help = EXAMPLES)]
+struct NativeArgs {
+    /// A uml_switch-style control socket (UML `ethN=daemon,,unix,PATH`).
+    /// Repeatable.
+    #[arg(long = "unix", value_name = "PATH")]
+    unix: Vec<PathBuf>,
+
+    /// A VDE control directory holding DIR/ctl (vde_plug DIR, QEMU
+    /// `-netdev vde,sock=DIR`, UML `ethN=vde,DIR`). Repeatable. Without
+    /// --unix or --vde the default sockets are served.
+    #[arg(long = "vde", value_name = "DIR")]
+    vde: Vec<PathBuf>,
+
+    /// Attach tap device IF as a port, creating it if it does not exist.
+    /// Repeatable.
+    #[arg(long = "tap", value_name = "IF")]
+    tap: Vec<String>,
+
+    /// Be a hub: flood every frame to every other port, learn nothing.
+    #[arg(long)]
+    hub: bool,
+
+    /// Permission bits of the control and data sockets, octal
+    /// [default: 600, or 660 with --group].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
+    mode: Option<u32>,
+
+    /// Permission bits of a VDE directory switchyard creates, octal
+    /// [default: derived from --mode, e.g. 2700].
+    #[arg(long = "dir-mode", value_name = "OCTAL", value_parser = parse_octal)]
+    dir_mode: Option<u32>,
+
+    /// Group owner of the sockets (name or number), so its members'
+    /// guests may connect.
+    #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+    group: Option<u32>,
+
+    /// Detach from the terminal once the sockets are bound.
+    #[arg(long)]
+    daemon: bool,
+
+    /// Write the process id to FILE (removed on exit).
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+
+    /// Forget an address not seen for this many seconds.
+    #[arg(long = "fdb-aging", value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    fdb_aging: u64,
+
+    /// The most addresses the forwarding table holds; beyond it frames are
+    /// still forwarded (flooded) but new addresses are not learned.
+    #[arg(long = "fdb-max-entries", value_name = "N", default_value_t = 65_536)]
+    fdb_max_entries: usize,
+
+    /// The most addresses one port may hold in the forwarding table.
+    #[arg(long = "fdb-port-max-entries", value_name = "N")]
+    fdb_port_max_entries: Option<usize>,
+
+    /// Highest port number VDE clients may ask for (`DIR[N]`).
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    numports: u32,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+/// Rewrites uml_switch's single-dash long flags into clap's spelling.
+fn translate(args: Vec<OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 {
+                return a;
+            }
+            match a.to_str() {
+                Some("-unix") => "--unix".into(),
+                Some("-hub") => "--hub".into(),
+                Some("-tap") => "--tap".into(),
+                Some("-daemon") => "--daemon".into(),
+                _ => a,
+            }
+        })
+        .collect()
+}
+
+/// Parses `switchyard [OPTIONS]`.
+pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
+    let a = NativeArgs::try_parse_from(translate(args))?;
+    let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
+    let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
+    let mut controls: Vec<UnixConfig> = a
+        .vde
+        .iter()
+        .map(|d| with_perms(Layout::Directory(d.clone())))
+        .chain(a.unix.iter().map(|p| with_perms(Layout::Socket(p.clone()))))
+        .collect();
+    if controls.is_empty() {
+        controls = Settings::default_controls(nix::unistd::geteuid().is_root())
+            .into_iter()
+            .map(|c| with_perms(c.layout))
+            .collect();
+    }
+    Ok(Settings {
+        flavor: Flavor::Native,
+        controls,
+        taps: a.tap,
+        engine: EngineConfig::new(
+            if a.hub { Mode::Hub } else { Mode::Switch },
+            FdbConfig::new(
+                Duration::from_secs(a.fdb_aging),
+                a.fdb_max_entries,
+                a.fdb_port_max_entries,
+            ),
+        ),
+        numports: a.numports,
+        daemon: a.daemon,
+        pidfile: a.pidfile,
+        log_level: a.log_level,
+        stdin: StdinPolicy::Ignore,
+        notes: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Settings, Usage> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn single_dash_uml_flags_work_natively() {
+        let s = p(&["switchyard", "-unix", "/tmp/a.ctl", "-hub", "-tap", "tap0"]).expect("parses");
+        assert_eq!(s.controls.len(), 1);
+        assert_eq!(s.controls[0].layout, Layout::Socket("/tmp/a.ctl".into()));
+        assert_eq!(s.engine.mode, Mode::Hub);
+        assert_eq!(s.taps, vec!["tap0".to_string()]);
+        assert_eq!(s.stdin, StdinPolicy::Ignore);
+    }
+
+    #[test]
+    fn defaults_and_group_mode() {
+        let s = p(&["switchyard", "--vde", "/tmp/d", "--group", "0"]).expect("parses");
+        assert_eq!(s.controls[0].mode, Some(0o660));
+        assert_eq!(s.controls[0].group, Some(0));
+        assert_eq!(s.engine.fdb.aging, Duration::from_secs(300));
+        assert_eq!(s.engine.fdb.max_entries, 65_536);
+        let d = p(&["switchyard"]).expect("parses");
+        assert!(!d.controls.is_empty());
+    }
+
+    #[test]
+    fn bad_flags_exit_2() {
+        let e = p(&["switchyard", "--bogus"]).expect_err("rejected");
+        assert_eq!(e.code, 2);
+        let e = p(&["switchyard", "--mode", "999"]).expect_err("rejected");
+        assert_eq!(e.code, 2);
+        let h = p(&["switchyard", "--help"]).expect_err("help");
+        assert_eq!(h.code, 0);
+        assert!(h.message.contains("--unix"));
+    }
+}

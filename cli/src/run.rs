@@ -1,0 +1,289 @@
+//! The daemon's life: bind, (daemonize), serve, and clean up on a signal or
+//! stdin EOF.
+
+use crate::settings::{Flavor, Settings, StdinPolicy};
+use anyhow::{Context, Result};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_bridge::TapDevice;
+use switchyard_switch::ports::unix::{Layout, PortNumbers, UnixControl};
+use switchyard_switch::{Mode, Switch};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// Why the switch stops.
+#[derive(Debug)]
+enum Shutdown {
+    Signal(i32),
+    StdinEof,
+    Console,
+}
+
+fn say(flavor: Flavor, line: &str) {
+    // The compatibility modes print their classic lines on stdout, where
+    // scripts written for the originals look for them.
+    if flavor == Flavor::UmlSwitch {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+fn bind_controls(settings: &Settings) -> Result<Vec<Arc<UnixControl>>> {
+    let mut controls = Vec::new();
+    for cfg in &settings.controls {
+        if let Layout::Socket(path) = &cfg.layout {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if !parent.exists() {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!(
+                            "cannot create directory {} for the control socket",
+                            parent.display()
+                        )
+                    })?;
+                }
+            }
+        }
+        let control = UnixControl::bind(cfg.clone())?;
+        controls.push(Arc::new(control));
+    }
+    Ok(controls)
+}
+
+fn open_taps(settings: &Settings) -> Result<Vec<TapDevice>> {
+    let mut taps = Vec::new();
+    for name in &settings.taps {
+        match TapDevice::open(name) {
+            Ok(t) => taps.push(t),
+            // The originals run on without a tap that cannot be opened.
+            Err(e) if settings.flavor != Flavor::Native => {
+                tracing::error!("{e}; continuing without it");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(taps)
+}
+
+fn cleanup(controls: &[Arc<UnixControl>], pidfile: &Option<PathBuf>) {
+    for c in controls {
+        c.cleanup();
+    }
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Runs the switch until it is told to stop.
+pub fn run(settings: Settings) -> Result<()> {
+    let controls = bind_controls(&settings)?;
+    let taps = match open_taps(&settings) {
+        Ok(t) => t,
+        Err(e) => {
+            cleanup(&controls, &None);
+            return Err(e);
+        }
+    };
+    announce(&settings, &controls, &taps);
+    if settings.daemon {
+        // Keep stderr (our log) unless vde_switch's -d, which detaches all.
+        let noclose = settings.flavor != Flavor::VdeSwitch;
+        if let Err(e) = daemonize(noclose) {
+            cleanup(&controls, &None);
+            return Err(e);
+        }
+    }
+    let pidfile = match &settings.pidfile {
+        Some(p) => {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            if let Err(e) = std::fs::write(&p, format!("{}\n", std::process::id())) {
+                cleanup(&controls, &None);
+                return Err(e).with_context(|| format!("cannot write pid file {}", p.display()));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("switchyard")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(&settings, &controls, taps));
+    cleanup(&controls, &pidfile);
+    match result {
+        Ok(Shutdown::Signal(n)) => {
+            say(
+                settings.flavor,
+                &format!("Caught signal {n}, cleaning up and exiting"),
+            );
+            tracing::info!(signal = n, "stopping on signal");
+        }
+        Ok(Shutdown::StdinEof) => {
+            say(settings.flavor, "EOF on stdin, cleaning up and exiting");
+            tracing::info!("stopping: EOF on stdin");
+        }
+        Ok(Shutdown::Console) => tracing::info!("stopping: shutdown from the console"),
+        Err(e) => return Err(e),
+    }
+    // Do not wait for tasks blocked on stdin.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn announce(settings: &Settings, controls: &[Arc<UnixControl>], taps: &[TapDevice]) {
+    let mode = if settings.engine.mode == Mode::Hub {
+        "hub"
+    } else {
+        "switch"
+    };
+    for c in controls {
+        match c.layout() {
+            Layout::Directory(dir) => tracing::info!(
+                ctl = %c.ctl_path().display(), mode,
+                "listening: VDE directory {d} (vde_plug {d}, qemu -netdev vde,sock={d}, UML eth0=vde,{d} or eth0=daemon,,unix,{d}/ctl)",
+                d = dir.display()
+            ),
+            Layout::Socket(p) => tracing::info!(
+                ctl = %p.display(), mode,
+                "listening: control socket {p} (UML eth0=daemon,,unix,{p})",
+                p = p.display()
+            ),
+        }
+    }
+    if settings.flavor == Flavor::UmlSwitch {
+        if settings.engine.mode == Mode::Hub {
+            say(
+                settings.flavor,
+                "uml_switch will be a hub instead of a switch",
+            );
+        }
+        let ctl = match controls.first().map(|c| c.layout()) {
+            Some(Layout::Socket(p)) => p.display().to_string(),
+            _ => String::new(),
+        };
+        let mut line = format!("uml_switch attached to unix socket '{ctl}'");
+        for t in taps {
+            line.push_str(&format!(" tap device '{}'", t.name()));
+        }
+        say(settings.flavor, &line);
+    }
+}
+
+fn daemonize(noclose: bool) -> Result<()> {
+    nix::unistd::daemon(false, true).context("cannot daemonize")?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")?;
+    nix::unistd::dup2_stdin(&devnull).context("cannot redirect stdin")?;
+    nix::unistd::dup2_stdout(&devnull).context("cannot redirect stdout")?;
+    if !noclose {
+        nix::unistd::dup2_stderr(&devnull).context("cannot redirect stderr")?;
+    }
+    Ok(())
+}
+
+async fn serve(
+    settings: &Settings,
+    controls: &[Arc<UnixControl>],
+    taps: Vec<TapDevice>,
+) -> Result<Shutdown> {
+    let switch = Switch::new(settings.engine);
+    let numbers = Arc::new(PortNumbers::new(settings.numports));
+    for c in controls {
+        let c = c.clone();
+        let (switch, numbers) = (switch.clone(), numbers.clone());
+        tokio::spawn(async move {
+            let path = c.ctl_path().to_path_buf();
+            if let Err(e) = c.serve(switch, numbers).await {
+                tracing::error!(ctl = %path.display(), "control socket failed: {e}");
+            }
+        });
+    }
+    for t in taps {
+        tokio::spawn(t.serve(switch.clone()));
+    }
+    {
+        let switch = switch.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                switch.age();
+            }
+        });
+    }
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Shutdown>();
+    watch_stdin(settings, stop_tx);
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return Ok(Shutdown::Signal(libc::SIGINT)),
+            _ = sigterm.recv() => return Ok(Shutdown::Signal(libc::SIGTERM)),
+            _ = sighup.recv() => {
+                if settings.flavor == Flavor::Native {
+                    tracing::warn!("SIGHUP: configuration reload is not available yet; ignoring");
+                } else {
+                    return Ok(Shutdown::Signal(libc::SIGHUP));
+                }
+            }
+            why = stop_rx.recv() => {
+                if let Some(why) = why {
+                    return Ok(why);
+                }
+            }
+        }
+    }
+}
+
+/// Watches stdin on a plain thread (reads block) when the flavor asks for
+/// it. As vde_switch, stdin is a console: `shutdown` stops the switch, other
+/// commands are not implemented.
+fn watch_stdin(settings: &Settings, stop: mpsc::UnboundedSender<Shutdown>) {
+    let watch = match settings.stdin {
+        StdinPolicy::Ignore => false,
+        StdinPolicy::TerminalEof => nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+        StdinPolicy::AnyEof => true,
+    };
+    if !watch {
+        return;
+    }
+    let console = settings.flavor == Flavor::VdeSwitch;
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.lock().read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        let _ = stop.send(Shutdown::StdinEof);
+                        return;
+                    }
+                    Ok(_) if console => {
+                        let cmd = line.trim();
+                        if cmd == "shutdown" {
+                            let _ = stop.send(Shutdown::Console);
+                            return;
+                        }
+                        if !cmd.is_empty() {
+                            let mut out = std::io::stdout().lock();
+                            let _ = writeln!(out, "1038 Function not implemented");
+                            let _ = out.flush();
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch stdin: {e}");
+    }
+}
