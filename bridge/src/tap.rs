@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use switchyard_switch::port::{Port, SendError, Transmit};
-use switchyard_switch::sys::watch_readable;
+use switchyard_switch::sys::{watch_readable, RECEIVE_INTEREST};
 use switchyard_switch::Switch;
 use tun_tap::{Iface, Mode};
 
@@ -126,7 +126,7 @@ impl TapDevice {
         let why = loop {
             tokio::select! {
                 _ = port.closed() => break "device gone",
-                guard = afd.readable() => {
+                guard = afd.ready(RECEIVE_INTEREST) => {
                     let mut guard = match guard {
                         Ok(g) => g,
                         Err(_) => break "device failed",

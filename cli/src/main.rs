@@ -28,7 +28,6 @@ fn main() -> ExitCode {
     match run::run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             let _ = writeln!(std::io::stderr(), "switchyard: {e:#}");
             ExitCode::from(1)
         }

@@ -37,17 +37,25 @@ fn bind_controls(settings: &Settings) -> Result<Vec<Arc<UnixControl>>> {
         if let Layout::Socket(path) = &cfg.layout {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 if !parent.exists() {
-                    std::fs::create_dir_all(parent).with_context(|| {
-                        format!(
-                            "cannot create directory {} for the control socket",
-                            parent.display()
-                        )
-                    })?;
+                    if let Err(e) = std::fs::create_dir_all(parent) {
+                        cleanup(&controls, &None);
+                        return Err(e).with_context(|| {
+                            format!(
+                                "cannot create directory {} for the control socket",
+                                parent.display()
+                            )
+                        });
+                    }
                 }
             }
         }
-        let control = UnixControl::bind(cfg.clone())?;
-        controls.push(Arc::new(control));
+        match UnixControl::bind(cfg.clone()) {
+            Ok(c) => controls.push(Arc::new(c)),
+            Err(e) => {
+                cleanup(&controls, &None);
+                return Err(e.into());
+            }
+        }
     }
     Ok(controls)
 }

@@ -20,7 +20,7 @@ pub use request::{ClientAddr, Request, RequestError, RequestKind};
 use crate::port::{Port, PortId, SendError, Transmit};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::Switch;
-use crate::sys::{watch_readable, SharedFd};
+use crate::sys::{watch_readable, SharedFd, RECEIVE_INTEREST};
 use request::{encode_reply, ReplyAddr, SUN_PATH_LEN};
 use std::collections::HashSet;
 use std::io;
@@ -540,7 +540,7 @@ async fn run_port(
                 Err(_) => return "control connection failed",
             },
             _ = port.closed() => return "peer socket gone",
-            guard = data.readable() => {
+            guard = data.ready(RECEIVE_INTEREST) => {
                 let mut guard = match guard {
                     Ok(g) => g,
                     Err(_) => return "data socket failed",

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on Debian 12 and runs it all:
+# formatting, lints, unit and property tests, and the end-to-end tests with
+# real UML, vde_plug and QEMU clients (these need root: network namespaces,
+# tap devices). Usage: tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+deploy/setup.sh
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y -qq --no-install-recommends \
+    iproute2 iputils-ping procps psmisc kmod \
+    user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 >/dev/null
+echo "tests/run.sh: test dependencies installed"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI \
+        cargo test --workspace -- --test-threads=2
+fi
+exec cargo test --workspace -- --test-threads=2

@@ -1,0 +1,308 @@
+//! Child processes owned by a test: each runs in its own process group,
+//! its stdout and stderr are collected, and on drop the whole group is
+//! killed (SIGKILL) and the child reaped.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+/// Set this to `1` to copy every child's output to the test's stderr as it arrives.
+pub const VERBOSE_ENV: &str = "SWITCHYARD_TESTS_VERBOSE";
+
+/// What the child gets as standard input.
+#[derive(Debug)]
+pub enum Stdin {
+    /// `/dev/null`.
+    Null,
+    /// A pipe kept open by the [`Proc`] until [`Proc::close_stdin`] or drop.
+    Pipe,
+    /// A file descriptor, e.g. a pty slave.
+    Fd(OwnedFd),
+}
+
+#[derive(Debug, Default)]
+struct Captured {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    merged: Vec<u8>,
+}
+
+/// A spawned child process, killed (with its process group) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    captured: Arc<Mutex<Captured>>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd` in a new process group, with stdout and stderr captured.
+    /// `name` labels the process in messages.
+    pub fn spawn(name: &str, mut cmd: Command, stdin: Stdin) -> Result<Proc> {
+        cmd.process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match stdin {
+            Stdin::Null => cmd.stdin(Stdio::null()),
+            Stdin::Pipe => cmd.stdin(Stdio::piped()),
+            Stdin::Fd(fd) => cmd.stdin(Stdio::from(fd)),
+        };
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        // Close our copies of the child's descriptors (e.g. a pty slave).
+        drop(cmd);
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let verbose = std::env::var_os(VERBOSE_ENV).is_some_and(|v| v == "1");
+        if let Some(out) = child.stdout.take() {
+            spawn_reader(name, File::from(OwnedFd::from(out)), &captured, false, verbose);
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn_reader(name, File::from(OwnedFd::from(err)), &captured, true, verbose);
+        }
+        let stdin = child.stdin.take();
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            stdin,
+            captured,
+            status: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Everything printed so far on stdout and stderr, interleaved.
+    pub fn output(&self) -> String {
+        self.with_captured(|c| String::from_utf8_lossy(&c.merged).into_owned())
+    }
+
+    pub fn stdout(&self) -> String {
+        self.with_captured(|c| String::from_utf8_lossy(&c.stdout).into_owned())
+    }
+
+    pub fn stderr(&self) -> String {
+        self.with_captured(|c| String::from_utf8_lossy(&c.stderr).into_owned())
+    }
+
+    fn with_captured<R>(&self, f: impl FnOnce(&Captured) -> R) -> R {
+        match self.captured.lock() {
+            Ok(c) => f(&c),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Number of output lines containing `needle`.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.output().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until at least `n` output lines contain `needle`. Fails early if
+    /// the process exits first.
+    pub fn wait_for_lines(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.count_lines(needle) >= n {
+                return Ok(());
+            }
+            if let Some(status) = self.try_status()? {
+                // Give the reader threads a moment to drain the pipes.
+                thread::sleep(Duration::from_millis(100));
+                if self.count_lines(needle) >= n {
+                    return Ok(());
+                }
+                bail!(
+                    "{} exited ({status}) before printing {n} line(s) containing {needle:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not print {n} line(s) containing {needle:?} within {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until some output line contains `needle`.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.wait_for_lines(needle, 1, timeout)
+    }
+
+    /// The exit status if the process has exited (reaps it, and kills what
+    /// remains of its process group).
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        if self.exited_unreaped() {
+            // The leader is a zombie, so its process group id cannot be reused
+            // yet: kill any helpers left in the group, then reap.
+            let _ = signal::killpg(self.pid(), Signal::SIGKILL);
+            let status = self
+                .child
+                .wait()
+                .with_context(|| format!("waiting for {}", self.name))?;
+            self.status = Some(status);
+        }
+        Ok(self.status)
+    }
+
+    /// waitid(WEXITED | WNOHANG | WNOWAIT): has the child exited? Does not reap.
+    fn exited_unreaped(&self) -> bool {
+        // SAFETY: siginfo_t is plain data; waitid fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid for SIGCHLD-style siginfo filled by waitid.
+        rc == 0 && unsafe { info.si_pid() } != 0
+    }
+
+    pub fn is_running(&mut self) -> Result<bool> {
+        Ok(self.try_status()?.is_none())
+    }
+
+    /// Waits for the process to exit, failing after `timeout` (the process is
+    /// then left running; drop kills it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status()? {
+                // Let the readers collect the last output.
+                thread::sleep(Duration::from_millis(50));
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} still running after {timeout:?}; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to the process (not its group).
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        if self.status.is_some() {
+            bail!("{} has already exited", self.name);
+        }
+        signal::kill(self.pid(), sig).with_context(|| format!("kill -{sig} {}", self.name))
+    }
+
+    /// SIGKILLs the whole process group and reaps the process.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let _ = signal::killpg(self.pid(), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("reaping {}", self.name))?;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// Writes to the child's stdin pipe.
+    pub fn write_stdin(&mut self, data: &[u8]) -> Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            bail!("{} has no stdin pipe", self.name);
+        };
+        stdin.write_all(data)?;
+        Ok(())
+    }
+
+    /// Closes our end of the child's stdin pipe (the child sees EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+}
+
+/// Describes an exit status for messages: "exit code N" or "signal N".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => format!("{status}"),
+    }
+}
+
+fn spawn_reader(
+    name: &str,
+    mut src: File,
+    captured: &Arc<Mutex<Captured>>,
+    is_stderr: bool,
+    verbose: bool,
+) {
+    let captured = Arc::clone(captured);
+    let label = format!("{name}{}", if is_stderr { "!" } else { "" });
+    thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if verbose {
+                        eprint!("[{label}] {}", String::from_utf8_lossy(&buf[..n]));
+                    }
+                    let mut c = match captured.lock() {
+                        Ok(c) => c,
+                        Err(p) => p.into_inner(),
+                    };
+                    if is_stderr {
+                        c.stderr.extend_from_slice(&buf[..n]);
+                    } else {
+                        c.stdout.extend_from_slice(&buf[..n]);
+                    }
+                    c.merged.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    });
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        thread::sleep(Duration::from_millis(30));
+        // libtest shows a test's captured stderr only when the test fails, so
+        // this costs nothing on success and explains failures.
+        eprintln!(
+            "----- output of {} ({}) -----\n{}\n----- end of {} -----",
+            self.name,
+            self.status.map(describe).unwrap_or_default(),
+            self.output(),
+            self.name
+        );
+    }
+}
