@@ -96,9 +96,16 @@ impl Netns {
     /// Pings `addr` from inside the namespace: `ping -c COUNT -i 0.2 -W 2`.
     /// Returns Ok only if every echo was answered.
     pub fn ping(&self, addr: &str, count: u32) -> Result<String> {
-        run(self
-            .command("ping")
-            .args(["-n", "-c", &count.to_string(), "-i", "0.2", "-W", "2", addr]))
+        run(self.command("ping").args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            addr,
+        ]))
         .with_context(|| format!("ping {addr} from namespace {}", self.name))
     }
 
@@ -106,9 +113,12 @@ impl Netns {
     /// up), at most `tries` attempts of one second each, then `ping -c 3`.
     pub fn ping_eventually(&self, addr: &str, tries: u32) -> Result<String> {
         for _ in 0..tries {
-            let ok = output(self.command("ping").args(["-n", "-c", "1", "-W", "1", addr]))
-                .map(|o| o.status.success())
-                .unwrap_or(false);
+            let ok = output(
+                self.command("ping")
+                    .args(["-n", "-c", "1", "-W", "1", addr]),
+            )
+            .map(|o| o.status.success())
+            .unwrap_or(false);
             if ok {
                 break;
             }

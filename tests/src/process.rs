@@ -66,10 +66,22 @@ impl Proc {
         let captured = Arc::new(Mutex::new(Captured::default()));
         let verbose = std::env::var_os(VERBOSE_ENV).is_some_and(|v| v == "1");
         if let Some(out) = child.stdout.take() {
-            spawn_reader(name, File::from(OwnedFd::from(out)), &captured, false, verbose);
+            spawn_reader(
+                name,
+                File::from(OwnedFd::from(out)),
+                &captured,
+                false,
+                verbose,
+            );
         }
         if let Some(err) = child.stderr.take() {
-            spawn_reader(name, File::from(OwnedFd::from(err)), &captured, true, verbose);
+            spawn_reader(
+                name,
+                File::from(OwnedFd::from(err)),
+                &captured,
+                true,
+                verbose,
+            );
         }
         let stdin = child.stdin.take();
         Ok(Proc {

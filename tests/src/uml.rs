@@ -100,7 +100,13 @@ impl Uml {
         cmd.arg(format!("umid={umid}"))
             .arg(format!("uml_dir={}", tmp.path().display()))
             .arg(format!("mem={}", self.mem))
-            .args(["quiet", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro"])
+            .args([
+                "quiet",
+                "root=/dev/root",
+                "rootfstype=hostfs",
+                "rootflags=/",
+                "ro",
+            ])
             .arg(format!("init={}", init.display()))
             .args(["con=null", "con0=fd:0,fd:1"]);
         for (i, spec) in self.ifaces.iter().enumerate() {

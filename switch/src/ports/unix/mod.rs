@@ -167,6 +167,35 @@ fn clear_stale_socket(path: &Path) -> Result<(), UnixPortError> {
     }
 }
 
+/// Removes data sockets (`NNN.ID`) that a killed switch left in `dir`:
+/// only sockets nobody is bound to, so a live switch's are never touched.
+fn sweep_stale_data_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_data_name = name.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        });
+        let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
+        if !is_data_name || !is_socket {
+            continue;
+        }
+        let path = entry.path();
+        let stale = UnixDatagram::unbound()
+            .and_then(|s| s.connect(&path))
+            .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED));
+        if stale && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "removed stale data socket");
+        }
+    }
+}
+
 fn set_permissions(path: &Path, mode: Option<u32>, group: Option<u32>) -> io::Result<()> {
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
@@ -184,6 +213,8 @@ pub struct UnixControl {
     config: UnixConfig,
     ctl_path: PathBuf,
     listener: Mutex<Option<UnixListener>>,
+    /// True when we made the directory (a failure to remove it is worth
+    /// a warning).
     created_dir: bool,
     data_paths: Mutex<HashSet<PathBuf>>,
     bad_request_log: LogLimiter,
@@ -206,7 +237,7 @@ impl UnixControl {
         let ctl_path = match &config.layout {
             Layout::Directory(dir) => {
                 match std::fs::metadata(dir) {
-                    Ok(m) if m.is_dir() => {}
+                    Ok(m) if m.is_dir() => sweep_stale_data_sockets(dir),
                     Ok(_) => return Err(UnixPortError::NotADirectory { path: dir.clone() }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         std::fs::create_dir(dir).map_err(io_err("cannot create directory", dir))?;
@@ -277,9 +308,15 @@ impl UnixControl {
         for p in paths {
             let _ = std::fs::remove_file(p);
         }
-        if let (Layout::Directory(dir), true) = (&self.config.layout, self.created_dir) {
-            if let Err(e) = std::fs::remove_dir(dir) {
-                tracing::warn!(dir = %dir.display(), "cannot remove control directory: {e}");
+        // vde_switch removes its directory on exit; one that still holds
+        // someone else's files stays.
+        if let Layout::Directory(dir) = &self.config.layout {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if self.created_dir => {
+                    tracing::warn!(dir = %dir.display(), "cannot remove control directory: {e}")
+                }
+                Err(_) => {}
             }
         }
     }

@@ -1,0 +1,418 @@
+//! The four measurements. Each takes the control socket of a freshly
+//! started switch, attaches its own ports, and reports numbers; nothing
+//! here asserts anything about the switch.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::proto::{self, Port, BROADCAST, ETHERTYPE};
+use super::sys::{self, MsgBatch};
+
+/// The measurements, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Measurement {
+    Unicast64,
+    Unicast1514,
+    Broadcast,
+    Latency,
+}
+
+impl Measurement {
+    pub const ALL: [Measurement; 4] = [
+        Measurement::Unicast64,
+        Measurement::Unicast1514,
+        Measurement::Broadcast,
+        Measurement::Latency,
+    ];
+
+    /// Name used by `--only` and as the JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measurement::Unicast64 => "unicast_64",
+            Measurement::Unicast1514 => "unicast_1514",
+            Measurement::Broadcast => "broadcast_3",
+            Measurement::Latency => "latency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Measurement> {
+        Measurement::ALL.into_iter().find(|m| m.name() == s)
+    }
+}
+
+/// Knobs shared by all measurements.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub batch: usize,
+    pub pings: usize,
+    pub ping_warmup: usize,
+}
+
+/// Size of a broadcast test frame and of the latency probe.
+pub const SMALL_FRAME: usize = 64;
+pub const LARGE_FRAME: usize = 1514;
+const RECV_SLOT: usize = 2048;
+
+/// Raw counts of one flood run over the measurement window.
+#[derive(Clone, Debug)]
+pub struct FloodSample {
+    pub frame_len: usize,
+    pub window_s: f64,
+    pub tx_frames: u64,
+    /// Valid frames (right length and source) per receiver.
+    pub rx_frames: Vec<u64>,
+    /// Anything else the receivers saw during the whole run.
+    pub odd_frames: u64,
+}
+
+impl FloodSample {
+    pub fn tx_fps(&self) -> f64 {
+        self.tx_frames as f64 / self.window_s
+    }
+    pub fn rx_fps(&self, i: usize) -> f64 {
+        self.rx_frames[i] as f64 / self.window_s
+    }
+    pub fn total_rx_fps(&self) -> f64 {
+        self.rx_frames.iter().sum::<u64>() as f64 / self.window_s
+    }
+    /// Share of the frames that should have been delivered but were not.
+    pub fn loss_pct(&self) -> f64 {
+        let expected = self.tx_frames as f64 * self.rx_frames.len() as f64;
+        if expected == 0.0 {
+            return f64::NAN;
+        }
+        let got = self.rx_frames.iter().sum::<u64>() as f64;
+        (100.0 * (1.0 - got / expected)).max(0.0)
+    }
+}
+
+/// Round-trip time statistics of one ping-pong run, in microseconds.
+#[derive(Clone, Debug)]
+pub struct LatencySample {
+    pub count: usize,
+    pub lost: usize,
+    pub min_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Sample {
+    Flood(FloodSample),
+    Latency(LatencySample),
+}
+
+/// Run measurement `m` against the switch listening on `ctl`.
+pub fn run(m: Measurement, ctl: &Path, cfg: &Config) -> Result<Sample> {
+    Ok(match m {
+        Measurement::Unicast64 => Sample::Flood(flood(ctl, cfg, SMALL_FRAME, 1, false)?),
+        Measurement::Unicast1514 => Sample::Flood(flood(ctl, cfg, LARGE_FRAME, 1, false)?),
+        Measurement::Broadcast => Sample::Flood(flood(ctl, cfg, SMALL_FRAME, 3, true)?),
+        Measurement::Latency => Sample::Latency(ping_pong(ctl, cfg)?),
+    })
+}
+
+/// Port 0 blasts `frame_len`-byte frames (to port 1's MAC, or broadcast)
+/// while `receivers` other ports count what arrives.
+fn flood(
+    ctl: &Path,
+    cfg: &Config,
+    frame_len: usize,
+    receivers: usize,
+    broadcast: bool,
+) -> Result<FloodSample> {
+    let ports = (0..=receivers)
+        .map(|_| Port::connect(ctl))
+        .collect::<Result<Vec<_>>>()?;
+    proto::learn_all(&ports)?;
+    let (sender, rx_ports) = ports.split_first().context("no ports")?;
+    let dst = if broadcast { BROADCAST } else { rx_ports[0].mac };
+    let frame = proto::build_frame(dst, sender.mac, frame_len);
+
+    let stop = AtomicBool::new(false);
+    let tx = AtomicU64::new(0);
+    let rx: Vec<AtomicU64> = rx_ports.iter().map(|_| AtomicU64::new(0)).collect();
+    let odd = AtomicU64::new(0);
+
+    std::thread::scope(|s| {
+        let send_thread = s.spawn(|| {
+            let r = send_loop(&sender.data, &frame, cfg.batch, &stop, &tx);
+            if r.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            r
+        });
+        let recv_threads: Vec<_> = rx_ports
+            .iter()
+            .zip(&rx)
+            .map(|(p, count)| {
+                let (stop, odd, src) = (&stop, &odd, sender.mac);
+                s.spawn(move || {
+                    let r = recv_loop(&p.data, src, frame_len, stop, count, odd);
+                    if r.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    r
+                })
+            })
+            .collect();
+
+        let window = (|| -> Result<(f64, u64, Vec<u64>)> {
+            let snap = || -> (Instant, u64, Vec<u64>) {
+                (
+                    Instant::now(),
+                    tx.load(Ordering::Relaxed),
+                    rx.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+                )
+            };
+            if !sys::sleep_checked(cfg.warmup, &stop)? {
+                bail!("a worker thread stopped during warm-up");
+            }
+            let (t0, tx0, rx0) = snap();
+            if !sys::sleep_checked(cfg.duration, &stop)? {
+                bail!("a worker thread stopped during the measurement");
+            }
+            let (t1, tx1, rx1) = snap();
+            let rx_delta = rx1.iter().zip(&rx0).map(|(a, b)| a - b).collect();
+            Ok(((t1 - t0).as_secs_f64(), tx1 - tx0, rx_delta))
+        })();
+        stop.store(true, Ordering::SeqCst);
+
+        // Worker errors explain a failed window better than the window's own.
+        let mut first_err: Option<anyhow::Error> = None;
+        let send_res = send_thread
+            .join()
+            .map_err(|_| anyhow!("the sender thread panicked"))
+            .and_then(|r| r.context("sender"));
+        if let Err(e) = send_res {
+            first_err.get_or_insert(e);
+        }
+        for (i, h) in recv_threads.into_iter().enumerate() {
+            let res = h
+                .join()
+                .map_err(|_| anyhow!("receiver thread {i} panicked"))
+                .and_then(|r| r.with_context(|| format!("receiver {i}")));
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let (window_s, tx_frames, rx_frames) = window?;
+        Ok(FloodSample {
+            frame_len,
+            window_s,
+            tx_frames,
+            rx_frames,
+            odd_frames: odd.load(Ordering::Relaxed),
+        })
+    })
+}
+
+/// Blast `frame` with sendmmsg until `stop`; on EAGAIN wait for POLLOUT.
+fn send_loop(
+    sock: &UnixDatagram,
+    frame: &[u8],
+    batch: usize,
+    stop: &AtomicBool,
+    tx: &AtomicU64,
+) -> Result<()> {
+    let mut msgs = MsgBatch::for_send(batch, frame);
+    let n = msgs.len();
+    while !stop.load(Ordering::Relaxed) {
+        match msgs.send(sock, n) {
+            Ok(sent) => {
+                tx.fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sys::wait_fd(sock, libc::POLLOUT, Duration::from_millis(20))
+                    .context("poll for POLLOUT")?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("sendmmsg"),
+        }
+    }
+    Ok(())
+}
+
+/// Count frames with recvmmsg until `stop` and the socket is empty.
+fn recv_loop(
+    sock: &UnixDatagram,
+    src: [u8; 6],
+    frame_len: usize,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+    odd: &AtomicU64,
+) -> Result<()> {
+    let mut msgs = MsgBatch::for_recv(64, RECV_SLOT);
+    loop {
+        match msgs.recv(sock) {
+            Ok(n) => {
+                let good = (0..n)
+                    .filter(|&i| {
+                        let f = msgs.frame(i);
+                        f.len() == frame_len && f[6..12] == src && f[12..14] == ETHERTYPE
+                    })
+                    .count();
+                count.fetch_add(good as u64, Ordering::Relaxed);
+                if good < n {
+                    odd.fetch_add((n - good) as u64, Ordering::Relaxed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                sys::wait_fd(sock, libc::POLLIN, Duration::from_millis(20))
+                    .context("poll for POLLIN")?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("recvmmsg"),
+        }
+    }
+}
+
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A sends a frame carrying a sequence number to B; B echoes it back to A;
+/// one frame in flight. Returns the round-trip statistics.
+fn ping_pong(ctl: &Path, cfg: &Config) -> Result<LatencySample> {
+    let ports = [Port::connect(ctl)?, Port::connect(ctl)?];
+    proto::learn_all(&ports)?;
+    let [a, b] = &ports;
+    let stop = AtomicBool::new(false);
+
+    std::thread::scope(|s| {
+        let echo = s.spawn(|| {
+            let r = echo_loop(b, a.mac, &stop);
+            if r.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            r
+        });
+        let res = ping_loop(a, b.mac, cfg, &stop);
+        stop.store(true, Ordering::SeqCst);
+        let echo_res = echo
+            .join()
+            .map_err(|_| anyhow!("the echo thread panicked"))
+            .and_then(|r| r.context("echo"));
+        echo_res?;
+        res
+    })
+}
+
+fn echo_loop(b: &Port, a_mac: [u8; 6], stop: &AtomicBool) -> Result<()> {
+    let mut buf = [0u8; RECV_SLOT];
+    while !stop.load(Ordering::Relaxed) {
+        match b.data.recv(&mut buf) {
+            Ok(n) => {
+                let f = &mut buf[..n];
+                if n < 22 || f[0..6] != b.mac || f[12..14] != ETHERTYPE {
+                    continue;
+                }
+                f[0..6].copy_from_slice(&a_mac);
+                f[6..12].copy_from_slice(&b.mac);
+                proto::send_one(&b.data, f, Duration::from_secs(1)).context("echo send")?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sys::wait_fd(&b.data, libc::POLLIN, Duration::from_millis(20))
+                    .context("poll for POLLIN")?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("echo recv"),
+        }
+    }
+    Ok(())
+}
+
+fn ping_loop(a: &Port, b_mac: [u8; 6], cfg: &Config, stop: &AtomicBool) -> Result<LatencySample> {
+    let mut frame = proto::build_frame(b_mac, a.mac, SMALL_FRAME);
+    let mut buf = [0u8; RECV_SLOT];
+    let mut rtts: Vec<u64> = Vec::with_capacity(cfg.pings);
+    let mut lost = 0usize;
+    let mut lost_in_a_row = 0usize;
+    let total = cfg.ping_warmup + cfg.pings;
+    // Generous cap so a pathological switch cannot blow the time budget.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for seq in 0..total as u64 {
+        sys::check_interrupted()?;
+        if stop.load(Ordering::Relaxed) {
+            bail!("the echo side stopped");
+        }
+        if Instant::now() > deadline {
+            eprintln!("warning: latency run cut short after 30 s ({seq} round trips)");
+            break;
+        }
+        frame[14..22].copy_from_slice(&seq.to_ne_bytes());
+        let t0 = Instant::now();
+        proto::send_one(&a.data, &frame, Duration::from_secs(1)).context("ping send")?;
+        let answered = loop {
+            let waited = t0.elapsed();
+            if waited >= PING_TIMEOUT {
+                break false;
+            }
+            match a.data.recv(&mut buf) {
+                Ok(n) => {
+                    let f = &buf[..n];
+                    if n >= 22 && f[6..12] == b_mac && f[14..22] == seq.to_ne_bytes() {
+                        let rtt = t0.elapsed();
+                        if seq >= cfg.ping_warmup as u64 {
+                            rtts.push(rtt.as_nanos() as u64);
+                        }
+                        break true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sys::wait_fd(&a.data, libc::POLLIN, PING_TIMEOUT - waited)
+                        .context("poll for POLLIN")?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("ping recv"),
+            }
+        };
+        if answered {
+            lost_in_a_row = 0;
+        } else {
+            lost += 1;
+            lost_in_a_row += 1;
+            if lost_in_a_row >= 10 {
+                bail!("10 pings in a row got no echo: the switch is not forwarding");
+            }
+        }
+    }
+    if rtts.is_empty() {
+        bail!("no round trip completed");
+    }
+    rtts.sort_unstable();
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let pct = |q: f64| {
+        let rank = ((q * rtts.len() as f64).ceil() as usize).clamp(1, rtts.len());
+        us(rtts[rank - 1])
+    };
+    Ok(LatencySample {
+        count: rtts.len(),
+        lost,
+        min_us: us(rtts[0]),
+        p50_us: pct(0.50),
+        p90_us: pct(0.90),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        max_us: us(rtts[rtts.len() - 1]),
+        mean_us: us(rtts.iter().sum::<u64>()) / rtts.len() as f64,
+    })
+}
