@@ -6,7 +6,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use switchyard_switch::port::{Port, SendError, Transmit};
-use switchyard_switch::sys::{watch_readable, RECEIVE_INTEREST};
+use switchyard_switch::ports::receive::{frame_buffer, receive_loop, Received};
+use switchyard_switch::sys::watch_readable;
 use switchyard_switch::Switch;
 use tun_tap::{Iface, Mode};
 
@@ -122,43 +123,14 @@ impl TapDevice {
             port = %port.name(), tap = %name,
             "port attached ({} tap)", if self.created { "created" } else { "existing" }
         );
-        let mut buf = vec![0u8; switchyard_switch::MAX_FRAME + 1];
-        let why = loop {
-            tokio::select! {
-                _ = port.closed() => break "device gone",
-                guard = afd.ready(RECEIVE_INTEREST) => {
-                    let mut guard = match guard {
-                        Ok(g) => g,
-                        Err(_) => break "device failed",
-                    };
-                    let now = switch.now();
-                    let mut n = 0;
-                    let mut failed = None;
-                    while n < 256 {
-                        match guard.get_inner().0.recv(&mut buf) {
-                            Ok(len) => {
-                                switch.forward(&port, &buf[..len], now);
-                                n += 1;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(e) = failed {
-                        tracing::warn!(tap = %name, "tap read failed: {e}");
-                        break "device gone";
-                    }
-                    if n == 256 {
-                        tokio::task::yield_now().await;
-                    }
-                }
+        let mut buf = frame_buffer();
+        let read = |iface: &Iface, b: &mut [u8]| iface.recv(b).map(|n| Received::Frame(0..n));
+        let why = match receive_loop(&switch, &port, &afd, &mut buf, read).await {
+            Ok(()) => "device gone",
+            Err(e) => {
+                // EBADFD: the device was deleted under us.
+                tracing::warn!(tap = %name, "tap read failed: {e}");
+                "device gone"
             }
         };
         switch.remove_port(id);

@@ -20,6 +20,8 @@ pub enum DropReason {
     IngressDown,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
+    /// The destination's link is down (counted on egress).
+    EgressDown,
     /// The destination's peer has gone away (counted on egress).
     EgressGone,
     /// Sending failed for another reason (counted on egress).
@@ -28,13 +30,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
         DropReason::LocalDestination,
         DropReason::IngressDown,
         DropReason::EgressFull,
+        DropReason::EgressDown,
         DropReason::EgressGone,
         DropReason::EgressError,
     ];
@@ -48,8 +51,9 @@ impl DropReason {
             DropReason::LocalDestination => 3,
             DropReason::IngressDown => 4,
             DropReason::EgressFull => 5,
-            DropReason::EgressGone => 6,
-            DropReason::EgressError => 7,
+            DropReason::EgressDown => 6,
+            DropReason::EgressGone => 7,
+            DropReason::EgressError => 8,
         }
     }
 
@@ -62,6 +66,7 @@ impl DropReason {
             DropReason::LocalDestination => "local_destination",
             DropReason::IngressDown => "ingress_down",
             DropReason::EgressFull => "egress_full",
+            DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",
             DropReason::EgressError => "egress_error",
         }

@@ -30,6 +30,10 @@ pub enum SendError {
     /// device): the port should be removed.
     #[error("peer is gone: {0}")]
     Gone(io::Error),
+    /// The destination's link is down (a tap not yet `ip link set up`):
+    /// drop and count, keep the port.
+    #[error("link is down")]
+    Down,
     /// Any other failure: drop and count.
     #[error("send failed: {0}")]
     Other(io::Error),
@@ -43,6 +47,8 @@ impl SendError {
         }
         match e.raw_os_error() {
             Some(libc::ENOBUFS) => SendError::Full,
+            // A tap answers EIO while its interface is down.
+            Some(libc::EIO | libc::ENETDOWN) => SendError::Down,
             Some(
                 libc::ECONNREFUSED
                 | libc::ENOTCONN
@@ -51,8 +57,7 @@ impl SendError {
                 | libc::ECONNRESET
                 | libc::EBADFD
                 | libc::ENODEV
-                | libc::ENXIO
-                | libc::EIO,
+                | libc::ENXIO,
             ) => SendError::Gone(e),
             _ => SendError::Other(e),
         }
@@ -143,6 +148,7 @@ impl Port {
         match self.tx.transmit(frame) {
             Ok(()) => self.counters.sent(frame.len()),
             Err(SendError::Full) => self.drop_frame(DropReason::EgressFull, now, None),
+            Err(SendError::Down) => self.drop_frame(DropReason::EgressDown, now, None),
             Err(SendError::Gone(e)) => {
                 self.drop_frame(DropReason::EgressGone, now, Some(&e));
                 self.close();
@@ -190,5 +196,34 @@ impl Port {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(errno: i32) -> &'static str {
+        match SendError::from_io(io::Error::from_raw_os_error(errno)) {
+            SendError::Full => "full",
+            SendError::Down => "down",
+            SendError::Gone(_) => "gone",
+            SendError::Other(_) => "other",
+        }
+    }
+
+    #[test]
+    fn send_errors_are_sorted_by_what_they_mean() {
+        assert_eq!(classify(libc::EAGAIN), "full");
+        assert_eq!(classify(libc::ENOBUFS), "full");
+        assert_eq!(
+            classify(libc::EIO),
+            "down",
+            "a tap that is down is not gone"
+        );
+        assert_eq!(classify(libc::ECONNREFUSED), "gone");
+        assert_eq!(classify(libc::ENOENT), "gone");
+        assert_eq!(classify(libc::EBADFD), "gone");
+        assert_eq!(classify(libc::EMSGSIZE), "other");
     }
 }

@@ -10,6 +10,7 @@
 #   PEER         address to ping (ROLE=ping)
 #   TRIES        warm-up attempts of "ping -c 1 -W 1" before the real ping (default 20)
 #   PINGSIZE     optional payload size for the real ping (-s)
+#   LINGER       seconds to stay up after the ping result (default 0)
 #
 # Markers printed on the console (the tests wait for them):
 #   SY_BOOTED            init started
@@ -73,6 +74,7 @@ ping)
     else
         echo "SY_RESULT=FAIL"
     fi
+    sleep "${LINGER:-0}"
     ;;
 *)
     sleep "${WAITS:-60}"

@@ -27,6 +27,7 @@
 pub mod netns;
 pub mod process;
 pub mod proto;
+pub mod scenarios;
 pub mod switch;
 pub mod tools;
 pub mod uml;

@@ -318,3 +318,74 @@ impl Drop for Proc {
         );
     }
 }
+
+/// A pseudo-terminal pair for a child's stdin: keep `master` (closing it
+/// hangs the terminal up, i.e. EOF for the child), hand `slave` to
+/// [`Stdin::Fd`]. Both descriptors are close-on-exec from the start, so
+/// children spawned concurrently by other tests cannot keep the pty open.
+#[derive(Debug)]
+pub struct Pty {
+    pub master: nix::pty::PtyMaster,
+    pub slave: OwnedFd,
+}
+
+impl Pty {
+    pub fn open() -> Result<Pty> {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::OpenOptionsExt;
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+            .context("posix_openpt")?;
+        nix::pty::grantpt(&master).context("grantpt")?;
+        nix::pty::unlockpt(&master).context("unlockpt")?;
+        let name = nix::pty::ptsname_r(&master).context("ptsname_r")?;
+        // std opens with O_CLOEXEC.
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&name)
+            .with_context(|| format!("opening {name}"))?;
+        Ok(Pty {
+            master,
+            slave: OwnedFd::from(slave),
+        })
+    }
+}
+
+/// A process we did not spawn directly (e.g. a daemon that forked away),
+/// known by pid; SIGKILLed on drop if still alive.
+#[derive(Debug)]
+pub struct PidGuard {
+    pub pid: Pid,
+}
+
+impl PidGuard {
+    pub fn alive(&self) -> bool {
+        // A zombie still answers kill(0); check /proc state too.
+        if signal::kill(self.pid, None).is_err() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until the process is gone.
+    pub fn wait_gone(&self, timeout: Duration) -> Result<()> {
+        crate::util::wait_until(timeout, &format!("pid {} to exit", self.pid), || {
+            !self.alive()
+        })
+    }
+}
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = signal::kill(self.pid, Signal::SIGKILL);
+        }
+    }
+}

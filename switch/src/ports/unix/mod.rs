@@ -18,9 +18,10 @@ pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
 use crate::port::{Port, PortId, SendError, Transmit};
+use crate::ports::receive::{frame_buffer, receive_loop, Received};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::Switch;
-use crate::sys::{watch_readable, SharedFd, RECEIVE_INTEREST};
+use crate::sys::{watch_readable, SharedFd};
 use request::{encode_reply, ReplyAddr, SUN_PATH_LEN};
 use std::collections::HashSet;
 use std::io;
@@ -548,9 +549,6 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> 
     }
 }
 
-/// Frames per wake-up before yielding to other tasks.
-const BATCH: usize = 256;
-
 /// Moves frames until the control connection ends or the port is closed;
 /// returns why it stopped.
 async fn run_port(
@@ -559,7 +557,7 @@ async fn run_port(
     ctl: &mut UnixStream,
     data: &AsyncFd<SharedFd<UnixDatagram>>,
 ) -> &'static str {
-    let mut buf = vec![0u8; crate::MAX_FRAME + 1];
+    let mut buf = frame_buffer();
     let mut scratch = [0u8; 256];
     let mut extra_logged = false;
     loop {
@@ -576,34 +574,14 @@ async fn run_port(
                 }
                 Err(_) => return "control connection failed",
             },
-            _ = port.closed() => return "peer socket gone",
-            guard = data.ready(RECEIVE_INTEREST) => {
-                let mut guard = match guard {
-                    Ok(g) => g,
-                    Err(_) => return "data socket failed",
-                };
-                let now = switch.now();
-                let mut n = 0;
-                while n < BATCH {
-                    match guard.get_inner().0.recv(&mut buf) {
-                        Ok(len) => {
-                            switch.forward(port, &buf[..len], now);
-                            n += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            tracing::warn!(port = %port.name(), "receive failed: {e}");
-                            return "data socket failed";
-                        }
+            r = receive_loop(switch, port, data, &mut buf, |s, b| s.recv(b).map(|n| Received::Frame(0..n))) => {
+                return match r {
+                    Ok(()) => "peer socket gone",
+                    Err(e) => {
+                        tracing::warn!(port = %port.name(), "receive failed: {e}");
+                        "data socket failed"
                     }
-                }
-                if n == BATCH {
-                    tokio::task::yield_now().await;
-                }
+                };
             }
         }
     }

@@ -137,7 +137,11 @@ fn flood(
         .collect::<Result<Vec<_>>>()?;
     proto::learn_all(&ports)?;
     let (sender, rx_ports) = ports.split_first().context("no ports")?;
-    let dst = if broadcast { BROADCAST } else { rx_ports[0].mac };
+    let dst = if broadcast {
+        BROADCAST
+    } else {
+        rx_ports[0].mac
+    };
     let frame = proto::build_frame(dst, sender.mac, frame_len);
 
     let stop = AtomicBool::new(false);

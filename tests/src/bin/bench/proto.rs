@@ -88,9 +88,7 @@ fn connect_ctl(ctl: &Path, deadline: Instant) -> Result<UnixStream> {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("connecting to {}", ctl.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {}", ctl.display())),
         }
     }
 }
@@ -119,19 +117,25 @@ impl Port {
             .write(&req)
             .with_context(|| format!("sending the request to {}", ctl.display()))?;
         if written != req.len() {
-            bail!("short write of the request: {written} of {} bytes", req.len());
+            bail!(
+                "short write of the request: {written} of {} bytes",
+                req.len()
+            );
         }
         let mut reply = [0u8; SOCKADDR_UN_LEN];
-        ctl_sock.read_exact(&mut reply).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
-                "{}: the switch closed the control connection instead of replying",
-                ctl.display()
-            ),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                anyhow::anyhow!("{}: no reply within 5 s", ctl.display())
-            }
-            _ => anyhow::Error::new(e).context(format!("reading the reply from {}", ctl.display())),
-        })?;
+        ctl_sock
+            .read_exact(&mut reply)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
+                    "{}: the switch closed the control connection instead of replying",
+                    ctl.display()
+                ),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    anyhow::anyhow!("{}: no reply within 5 s", ctl.display())
+                }
+                _ => anyhow::Error::new(e)
+                    .context(format!("reading the reply from {}", ctl.display())),
+            })?;
         let remote = parse_reply(&reply)?;
         data.connect_addr(&remote)
             .with_context(|| format!("connecting the data socket to {remote:?}"))?;

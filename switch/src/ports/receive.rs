@@ -1,0 +1,66 @@
+//! The receive loop every datagram-like port shares: wait for readiness,
+//! read a batch, forward each frame where it arrived.
+
+use crate::port::Port;
+use crate::switch::Switch;
+use crate::sys::{SharedFd, RECEIVE_INTEREST};
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use tokio::io::unix::AsyncFd;
+
+/// Frames per wake-up before yielding to other tasks.
+pub const BATCH: usize = 256;
+
+/// What a port's read function made of one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A frame at these bytes of the buffer.
+    Frame(Range<usize>),
+    /// Nothing to forward (our own looped-back datagram, a transient
+    /// error); already counted if it was a drop.
+    Skip,
+}
+
+/// Reads from `fd` with `read` until the port is closed (`Ok`) or the
+/// descriptor fails (`Err`). `buf` must hold the largest datagram.
+pub async fn receive_loop<T: AsRawFd>(
+    switch: &Switch,
+    port: &Port,
+    fd: &AsyncFd<SharedFd<T>>,
+    buf: &mut [u8],
+    mut read: impl FnMut(&T, &mut [u8]) -> io::Result<Received>,
+) -> io::Result<()> {
+    loop {
+        let mut guard = tokio::select! {
+            _ = port.closed() => return Ok(()),
+            g = fd.ready(RECEIVE_INTEREST) => g?,
+        };
+        let now = switch.now();
+        let mut n = 0;
+        while n < BATCH {
+            match read(&guard.get_inner().0, buf) {
+                Ok(Received::Frame(r)) => {
+                    switch.forward(port, &buf[r], now);
+                    n += 1;
+                }
+                Ok(Received::Skip) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == BATCH {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A receive buffer for the largest frame plus one byte, so that an
+/// oversized datagram shows up as too long instead of silently cut.
+pub fn frame_buffer() -> Vec<u8> {
+    vec![0u8; crate::MAX_FRAME + 1]
+}

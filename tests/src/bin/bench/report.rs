@@ -1,0 +1,438 @@
+//! Turning samples into medians, the markdown table and the JSON record.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::json::Json;
+use super::measure::{Measurement, Sample};
+use super::world::SwitchKind;
+
+/// Everything recorded for one (measurement, switch) pair.
+#[derive(Default, Debug)]
+pub struct Outcome {
+    pub samples: Vec<Sample>,
+    pub errors: Vec<String>,
+}
+
+pub type Results = BTreeMap<(Measurement, SwitchKind), Outcome>;
+
+/// Named numbers of one sample. The keys are stable: they are the JSON keys.
+pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
+    match sample {
+        Sample::Flood(f) if f.rx_frames.len() == 1 => vec![
+            ("rx_fps", f.rx_fps(0)),
+            ("rx_mbps", f.rx_fps(0) * f.frame_len as f64 * 8.0 / 1e6),
+            ("tx_fps", f.tx_fps()),
+            ("loss_pct", f.loss_pct()),
+            ("odd_frames", f.odd_frames as f64),
+            ("window_s", f.window_s),
+        ],
+        Sample::Flood(f) => {
+            let mut v = vec![("delivered_fps", f.total_rx_fps())];
+            const NAMES: [&str; 3] = ["rx_fps_b", "rx_fps_c", "rx_fps_d"];
+            for (i, name) in NAMES.iter().enumerate().take(f.rx_frames.len()) {
+                v.push((name, f.rx_fps(i)));
+            }
+            v.extend([
+                ("tx_fps", f.tx_fps()),
+                ("loss_pct", f.loss_pct()),
+                ("odd_frames", f.odd_frames as f64),
+                ("window_s", f.window_s),
+            ]);
+            v
+        }
+        Sample::Latency(l) => vec![
+            ("p50_us", l.p50_us),
+            ("p90_us", l.p90_us),
+            ("p99_us", l.p99_us),
+            ("p999_us", l.p999_us),
+            ("mean_us", l.mean_us),
+            ("min_us", l.min_us),
+            ("max_us", l.max_us),
+            ("round_trips", l.count as f64),
+            ("lost", l.lost as f64),
+        ],
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Per-key medians over the samples of one outcome (each number is the
+/// median of its own runs).
+pub fn medians(o: &Outcome) -> Vec<(&'static str, f64)> {
+    let Some(first) = o.samples.first() else {
+        return Vec::new();
+    };
+    metrics(first)
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let vals = o
+                .samples
+                .iter()
+                .filter_map(|s| metrics(s).into_iter().find(|(k, _)| *k == key))
+                .map(|(_, v)| v)
+                .collect();
+            median(vals).map(|m| (key, m))
+        })
+        .collect()
+}
+
+fn median_of(results: &Results, m: Measurement, k: SwitchKind, key: &str) -> Option<f64> {
+    let o = results.get(&(m, k))?;
+    medians(o)
+        .into_iter()
+        .find(|(kk, _)| *kk == key)
+        .map(|(_, v)| v)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+    /// Shown without ratios.
+    Neither,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Kfps,
+    Mbps,
+    Pct,
+    Us,
+}
+
+impl Unit {
+    fn fmt(self, v: f64) -> String {
+        match self {
+            Unit::Kfps => format!("{:.1}", v / 1000.0),
+            Unit::Mbps => format!("{v:.0}"),
+            Unit::Pct => format!("{v:.1}"),
+            Unit::Us => format!("{v:.1}"),
+        }
+    }
+}
+
+struct Row {
+    m: Measurement,
+    key: &'static str,
+    label: &'static str,
+    unit: Unit,
+    better: Better,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        m: Measurement::Unicast64,
+        key: "rx_fps",
+        label: "64 B unicast, 2 ports: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Unicast64,
+        key: "tx_fps",
+        label: "64 B unicast: sent (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Unicast64,
+        key: "loss_pct",
+        label: "64 B unicast: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Unicast1514,
+        key: "rx_fps",
+        label: "1514 B unicast, 2 ports: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Unicast1514,
+        key: "rx_mbps",
+        label: "1514 B unicast: received (Mbit/s)",
+        unit: Unit::Mbps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Unicast1514,
+        key: "tx_fps",
+        label: "1514 B unicast: sent (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Unicast1514,
+        key: "loss_pct",
+        label: "1514 B unicast: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "delivered_fps",
+        label: "64 B broadcast 1→3: delivered, B+C+D (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "per_receiver",
+        label: "64 B broadcast: per receiver B / C / D (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "tx_fps",
+        label: "64 B broadcast: sent (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "loss_pct",
+        label: "64 B broadcast: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Latency,
+        key: "p50_us",
+        label: "64 B ping-pong RTT p50 (µs, lower is better)",
+        unit: Unit::Us,
+        better: Better::Lower,
+    },
+    Row {
+        m: Measurement::Latency,
+        key: "p99_us",
+        label: "64 B ping-pong RTT p99 (µs, lower is better)",
+        unit: Unit::Us,
+        better: Better::Lower,
+    },
+];
+
+fn ratio(results: &Results, row: &Row, base: SwitchKind) -> Option<f64> {
+    let sy = median_of(results, row.m, SwitchKind::Switchyard, row.key)?;
+    let b = median_of(results, row.m, base, row.key)?;
+    (b != 0.0).then_some(sy / b)
+}
+
+/// The cell for one switch: the median, "failed", or "—" (not run).
+fn cell(results: &Results, row: &Row, k: SwitchKind) -> String {
+    let Some(o) = results.get(&(row.m, k)) else {
+        return "—".into();
+    };
+    if o.samples.is_empty() {
+        return if o.errors.is_empty() {
+            "—".into()
+        } else {
+            "failed".into()
+        };
+    }
+    if row.key == "per_receiver" {
+        let parts: Vec<String> = ["rx_fps_b", "rx_fps_c", "rx_fps_d"]
+            .iter()
+            .filter_map(|key| median_of(results, row.m, k, key))
+            .map(|v| row.unit.fmt(v))
+            .collect();
+        return parts.join(" / ");
+    }
+    match median_of(results, row.m, k, row.key) {
+        Some(v) => row.unit.fmt(v),
+        None => "n/a".into(),
+    }
+}
+
+/// The markdown table: rows = measurements, columns = switches and ratios.
+pub fn markdown(results: &Results, header_notes: &[String], footer_notes: &[String]) -> String {
+    let mut out = String::new();
+    for n in header_notes {
+        out.push_str(n);
+        out.push('\n');
+    }
+    if !header_notes.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(
+        "| measurement | switchyard | uml_switch | vde_switch | switchyard / uml_switch | switchyard / vde_switch |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for row in ROWS {
+        if !results.keys().any(|(m, _)| *m == row.m) {
+            continue;
+        }
+        let cells: Vec<String> = SwitchKind::ALL
+            .iter()
+            .map(|&k| cell(results, row, k))
+            .collect();
+        let ratios: Vec<String> = [SwitchKind::UmlSwitch, SwitchKind::VdeSwitch]
+            .iter()
+            .map(|&b| match row.better {
+                Better::Neither => "".into(),
+                _ => ratio(results, row, b).map_or("—".into(), |r| format!("{r:.2}")),
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            row.label, cells[0], cells[1], cells[2], ratios[0], ratios[1]
+        ));
+    }
+    out.push('\n');
+    for n in footer_notes {
+        out.push_str(n);
+        out.push('\n');
+    }
+    out
+}
+
+fn outcome_json(o: &Outcome) -> Json {
+    let runs = o
+        .samples
+        .iter()
+        .map(|s| {
+            metrics(s)
+                .into_iter()
+                .fold(Json::obj(), |j, (k, v)| j.with(k, v))
+        })
+        .collect::<Vec<_>>();
+    let median = medians(o)
+        .into_iter()
+        .fold(Json::obj(), |j, (k, v)| j.with(k, v));
+    Json::obj().with("runs", runs).with("median", median).with(
+        "errors",
+        o.errors
+            .iter()
+            .map(|e| Json::from(e.as_str()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The `results` and `ratios` parts of the JSON record.
+pub fn results_json(results: &Results) -> (Json, Json) {
+    let mut res = Json::obj();
+    for m in Measurement::ALL {
+        let mut per = Json::obj();
+        for k in SwitchKind::ALL {
+            if let Some(o) = results.get(&(m, k)) {
+                per.set(k.name(), outcome_json(o));
+            }
+        }
+        if let Json::Obj(f) = &per {
+            if !f.is_empty() {
+                res.set(m.name(), per);
+            }
+        }
+    }
+    let mut ratios = Json::obj();
+    for row in ROWS.iter().filter(|r| r.better != Better::Neither) {
+        if !results.keys().any(|(m, _)| *m == row.m) {
+            continue;
+        }
+        ratios.set(
+            &format!("{}.{}", row.m.name(), row.key),
+            Json::obj()
+                .with(
+                    "switchyard/uml_switch",
+                    ratio(results, row, SwitchKind::UmlSwitch),
+                )
+                .with(
+                    "switchyard/vde_switch",
+                    ratio(results, row, SwitchKind::VdeSwitch),
+                )
+                .with(
+                    "better",
+                    if row.better == Better::Higher {
+                        "higher (switchyard faster when > 1)"
+                    } else {
+                        "lower (switchyard faster when < 1)"
+                    },
+                ),
+        );
+    }
+    (res, ratios)
+}
+
+/// Current UTC time as RFC 3339 (`2025-01-31T12:34:56Z`).
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil-from-days (proleptic Gregorian), after Howard Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// nproc, CPU model and kernel, read from /proc.
+pub fn machine_json() -> Json {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned());
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    Json::obj()
+        .with(
+            "nproc",
+            std::thread::available_parallelism().ok().map(|n| n.get()),
+        )
+        .with("cpu_model", model)
+        .with("kernel", read("/proc/sys/kernel/osrelease"))
+        .with("kernel_version", read("/proc/sys/kernel/version"))
+        .with(
+            "net.unix.max_dgram_qlen",
+            read("/proc/sys/net/unix/max_dgram_qlen").and_then(|s| s.parse::<u64>().ok()),
+        )
+        .with(
+            "net.core.wmem_default",
+            read("/proc/sys/net/core/wmem_default").and_then(|s| s.parse::<u64>().ok()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_nan() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![f64::NAN]), None);
+    }
+
+    #[test]
+    fn date_format() {
+        let d = utc_now();
+        assert_eq!(d.len(), 20);
+        assert!(d.ends_with('Z'));
+    }
+}

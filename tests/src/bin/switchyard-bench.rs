@@ -1,0 +1,515 @@
+//! switchyard-bench: a load generator that speaks the uml_switch / VDE
+//! control protocol itself and measures switchyard, uml_switch and
+//! vde_switch with the same client, in the same run, inside a private
+//! network namespace. It reports numbers; it never asserts.
+//!
+//! Run it through `tests/bench/run.sh`, or directly as root:
+//! `target/release/switchyard-bench [--duration 3] [--only NAME,...]`.
+
+#[path = "bench/mod.rs"]
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use bench::json::Json;
+use bench::measure::{self, Config, Measurement};
+use bench::report::{self, Outcome, Results};
+use bench::sys;
+use bench::world::{self, Netns, SwitchKind, SwitchProc, TempDir};
+
+const USAGE: &str = "\
+usage: switchyard-bench [options]
+
+Measures switchyard, uml_switch and vde_switch with one client inside a
+private network namespace (needs root). Prints a markdown table on stdout,
+progress on stderr, and writes a JSON record.
+
+options:
+  --switchyard PATH   switchyard binary (default: next to this binary, then
+                      <workspace>/target/release/switchyard; skipped with a
+                      warning when the default is missing)
+  --switchyard-arg A  extra argument for switchyard (repeatable)
+  --duration SECS     measurement window per throughput run (default 3)
+  --warmup SECS       warm-up before each window (default 0.5)
+  --reps N            repetitions per measurement; the median is reported (default 3)
+  --pings N           ping-pong round trips per latency run (default 20000)
+  --batch N           frames per sendmmsg call (default 32)
+  --only NAMES        comma-separated switches (switchyard, uml_switch,
+                      vde_switch) and/or measurements (unicast_64,
+                      unicast_1514, broadcast_3, latency); repeatable
+  --json PATH         JSON output (default target/bench/results.json)
+  --netns NAME        name of the namespace to create (default swbench-<pid>)
+  --logs DIR          keep each switch's stdout/stderr in DIR
+  -h, --help          this text
+";
+
+struct Args {
+    switchyard: Option<PathBuf>,
+    switchyard_args: Vec<String>,
+    duration: f64,
+    warmup: f64,
+    reps: usize,
+    pings: usize,
+    batch: usize,
+    switches: Vec<SwitchKind>,
+    measurements: Vec<Measurement>,
+    json: PathBuf,
+    netns: String,
+    logs: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Option<Args>> {
+    let mut a = Args {
+        switchyard: None,
+        switchyard_args: Vec::new(),
+        duration: 3.0,
+        warmup: 0.5,
+        reps: 3,
+        pings: 20_000,
+        batch: 32,
+        switches: Vec::new(),
+        measurements: Vec::new(),
+        json: PathBuf::from("target/bench/results.json"),
+        netns: format!("swbench-{}", std::process::id()),
+        logs: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            print!("{USAGE}");
+            return Ok(None);
+        }
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .with_context(|| format!("{flag} needs a value (see --help)")),
+            }
+        };
+        let secs = |v: String| -> Result<f64> {
+            let x: f64 = v
+                .parse()
+                .with_context(|| format!("{flag}: bad number {v:?}"))?;
+            if !(x.is_finite() && x > 0.0 && x < 3600.0) {
+                bail!("{flag}: {x} is out of range");
+            }
+            Ok(x)
+        };
+        let count = |v: String| -> Result<usize> {
+            let n: usize = v
+                .parse()
+                .with_context(|| format!("{flag}: bad count {v:?}"))?;
+            if n == 0 {
+                bail!("{flag} must be at least 1");
+            }
+            Ok(n)
+        };
+        match flag.as_str() {
+            "--switchyard" => a.switchyard = Some(PathBuf::from(value()?)),
+            "--switchyard-arg" => a.switchyard_args.push(value()?),
+            "--duration" => a.duration = secs(value()?)?,
+            "--warmup" => a.warmup = secs(value()?)?,
+            "--reps" => a.reps = count(value()?)?,
+            "--pings" => a.pings = count(value()?)?,
+            "--batch" => a.batch = count(value()?)?.min(1024),
+            "--json" => a.json = PathBuf::from(value()?),
+            "--netns" => a.netns = value()?,
+            "--logs" => a.logs = Some(PathBuf::from(value()?)),
+            "--only" => {
+                for name in value()?.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if let Some(k) = SwitchKind::parse(name) {
+                        a.switches.push(k);
+                    } else if let Some(m) = Measurement::parse(name) {
+                        a.measurements.push(m);
+                    } else {
+                        bail!(
+                            "--only: unknown name {name:?}; use switchyard, uml_switch, vde_switch, \
+                             unicast_64, unicast_1514, broadcast_3 or latency"
+                        );
+                    }
+                }
+            }
+            _ => bail!("unknown argument {arg:?} (see --help)"),
+        }
+    }
+    if a.switches.is_empty() {
+        a.switches = SwitchKind::ALL.to_vec();
+    }
+    if a.measurements.is_empty() {
+        a.measurements = Measurement::ALL.to_vec();
+    }
+    a.switches.sort();
+    a.switches.dedup();
+    a.measurements.sort();
+    a.measurements.dedup();
+    Ok(Some(a))
+}
+
+/// The default switchyard binary: beside this one (both live in
+/// target/release), else the workspace's target/release.
+fn default_switchyard() -> PathBuf {
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("switchyard")))
+        .filter(|p| p.is_file())
+    {
+        return p;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/switchyard")
+}
+
+/// Resolve the executable of every selected switch. A missing uml_switch
+/// or vde_switch is an error; a missing default switchyard is skipped.
+fn resolve_switches(args: &Args, notes: &mut Vec<String>) -> Result<Vec<(SwitchKind, PathBuf)>> {
+    let mut out = Vec::new();
+    for &k in &args.switches {
+        match k {
+            SwitchKind::Switchyard => match &args.switchyard {
+                Some(p) if p.is_file() => out.push((k, p.clone())),
+                Some(p) => bail!("--switchyard {}: no such file", p.display()),
+                None => {
+                    let p = default_switchyard();
+                    if p.is_file() {
+                        out.push((k, p));
+                    } else {
+                        let msg = format!(
+                            "switchyard skipped: {} does not exist (build it with \
+                             `cargo build --release -p switchyard-cli` or pass --switchyard PATH)",
+                            p.display()
+                        );
+                        eprintln!("warning: {msg}");
+                        notes.push(msg);
+                    }
+                }
+            },
+            SwitchKind::UmlSwitch => {
+                let p = world::find_in_path("uml_switch").context(
+                    "uml_switch is not installed (Debian package uml-utilities: \
+                     `apt-get install uml-utilities`), or use --only to leave it out",
+                )?;
+                out.push((k, p));
+            }
+            SwitchKind::VdeSwitch => {
+                let p = world::find_in_path("vde_switch").context(
+                    "vde_switch is not installed (Debian package vde-switch, from vde2: \
+                     `apt-get install vde2`), or use --only to leave it out",
+                )?;
+                out.push((k, p));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no switch left to measure");
+    }
+    Ok(out)
+}
+
+fn versions_json(exes: &[(SwitchKind, PathBuf)]) -> Json {
+    let mut v = Json::obj();
+    for (k, exe) in exes {
+        let info = match k {
+            SwitchKind::Switchyard => {
+                let git = world::probe_output(
+                    Path::new("git"),
+                    &[
+                        "-C",
+                        env!("CARGO_MANIFEST_DIR"),
+                        "describe",
+                        "--always",
+                        "--dirty",
+                    ],
+                );
+                Json::obj()
+                    .with("binary", exe.display().to_string())
+                    .with("version", world::probe_output(exe, &["--version"]))
+                    .with("git", git)
+            }
+            SwitchKind::UmlSwitch => Json::obj()
+                .with("binary", exe.display().to_string())
+                .with("debian_package", "uml-utilities")
+                .with("version", world::dpkg_version("uml-utilities")),
+            SwitchKind::VdeSwitch => Json::obj()
+                .with("binary", exe.display().to_string())
+                .with("debian_package", "vde-switch")
+                .with("version", world::dpkg_version("vde-switch"))
+                .with(
+                    "reports",
+                    world::probe_output(exe, &["-v"])
+                        .and_then(|s| s.lines().next().map(str::to_owned)),
+                ),
+        };
+        v.set(k.name(), info);
+    }
+    v.set(
+        "generator",
+        format!("switchyard-bench {}", env!("CARGO_PKG_VERSION")),
+    );
+    v
+}
+
+/// One fresh switch, one measurement, one sample.
+fn run_one(
+    kind: SwitchKind,
+    exe: &Path,
+    args: &Args,
+    m: Measurement,
+    rep: usize,
+    cfg: &Config,
+    tmp: &Path,
+) -> Result<measure::Sample> {
+    let tag = format!("{}-{}-r{rep}", kind.name(), m.name());
+    let log = args.logs.as_ref().map(|d| d.join(format!("{tag}.log")));
+    let extra: &[String] = if kind == SwitchKind::Switchyard {
+        &args.switchyard_args
+    } else {
+        &[]
+    };
+    let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log)?;
+    sw.wait_ready(Duration::from_secs(10))?;
+    let sample = measure::run(m, sw.ctl(), cfg);
+    // A crash explains a failed measurement better than the client's error.
+    sw.check_alive()?;
+    sample
+}
+
+fn summary(s: &measure::Sample) -> String {
+    match s {
+        measure::Sample::Flood(f) => {
+            let rx: Vec<String> = (0..f.rx_frames.len())
+                .map(|i| format!("{:.1}k", f.rx_fps(i) / 1000.0))
+                .collect();
+            format!(
+                "rx {} fps, tx {:.1}k fps, loss {:.1}%{}",
+                rx.join("+"),
+                f.tx_fps() / 1000.0,
+                f.loss_pct(),
+                if f.odd_frames > 0 {
+                    format!(", {} odd frames", f.odd_frames)
+                } else {
+                    String::new()
+                }
+            )
+        }
+        measure::Sample::Latency(l) => format!(
+            "p50 {:.1} µs, p99 {:.1} µs ({} round trips, {} lost)",
+            l.p50_us, l.p99_us, l.count, l.lost
+        ),
+    }
+}
+
+fn real_main(args: Args) -> Result<bool> {
+    let mut footer: Vec<String> = Vec::new();
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("switchyard-bench must run as root: it creates a network namespace (try tests/bench/run.sh)");
+    }
+    let exes = resolve_switches(&args, &mut footer)?;
+
+    sys::install_signal_handlers()?;
+    // Declared first so it is dropped last, after every switch is gone.
+    let netns = Netns::create_and_enter(&args.netns)?;
+    let tmp = TempDir::new("switchyard-bench")?;
+    if let Some(d) = &args.logs {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    let date = report::utc_now();
+    let machine = report::machine_json();
+    let versions = versions_json(&exes);
+    let cfg = Config {
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        batch: args.batch,
+        pings: args.pings,
+        ping_warmup: (args.pings / 20).clamp(10, 1000),
+    };
+
+    let flood_runs = args
+        .measurements
+        .iter()
+        .filter(|m| **m != Measurement::Latency)
+        .count();
+    let estimate = (args.reps * exes.len()) as f64
+        * (flood_runs as f64 * (args.warmup + args.duration + 0.3)
+            + if args.measurements.contains(&Measurement::Latency) {
+                0.5 + args.pings as f64 * 50e-6
+            } else {
+                0.0
+            });
+    eprintln!(
+        "switchyard-bench: namespace {}, {} switch(es), {} measurement(s) x {} reps; about {:.0} s",
+        netns.name(),
+        exes.len(),
+        args.measurements.len(),
+        args.reps,
+        estimate
+    );
+
+    let started = Instant::now();
+    let mut results: Results = Results::new();
+    let total = args.reps * args.measurements.len() * exes.len();
+    let mut done = 0;
+    // Interleave the switches inside each repetition so that slow drift of
+    // the machine affects all of them alike.
+    for rep in 1..=args.reps {
+        for &m in &args.measurements {
+            for (kind, exe) in &exes {
+                done += 1;
+                let outcome: &mut Outcome = results.entry((m, *kind)).or_default();
+                if rep > 1 && outcome.samples.is_empty() && !outcome.errors.is_empty() {
+                    continue; // failed before; do not waste the time budget
+                }
+                sys::check_interrupted()?;
+                let t = Instant::now();
+                match run_one(*kind, exe, &args, m, rep, &cfg, tmp.path()) {
+                    Ok(s) => {
+                        eprintln!(
+                            "[{done}/{total}] {} rep {rep} {:<10}: {} ({:.1} s)",
+                            m.name(),
+                            kind.name(),
+                            summary(&s),
+                            t.elapsed().as_secs_f64()
+                        );
+                        outcome.samples.push(s);
+                    }
+                    Err(e) => {
+                        sys::check_interrupted()?;
+                        eprintln!(
+                            "[{done}/{total}] {} rep {rep} {:<10}: FAILED: {e:#}",
+                            m.name(),
+                            kind.name()
+                        );
+                        outcome.errors.push(format!("rep {rep}: {e:#}"));
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let any_error = results.values().any(|o| !o.errors.is_empty());
+    for ((m, k), o) in &results {
+        if let Some(e) = o.errors.first() {
+            footer.push(format!(
+                "{} failed {} of {} runs of {} (first error: {e})",
+                k.name(),
+                o.errors.len(),
+                o.errors.len() + o.samples.len(),
+                m.name()
+            ));
+        }
+    }
+    let cpu = match &machine {
+        Json::Obj(f) => f
+            .iter()
+            .find(|(k, _)| k == "cpu_model")
+            .and_then(|(_, v)| match v {
+                Json::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "unknown CPU".into()),
+        _ => "unknown CPU".into(),
+    };
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").unwrap_or_default();
+    let header = vec![
+        format!("### switchyard benchmark, {date}"),
+        String::new(),
+        format!(
+            "{nproc} CPUs ({cpu}), kernel {}, net.unix.max_dgram_qlen = {}. Median of {} runs; \
+             throughput counted over {} s after {} s of warm-up, batches of {} frames \
+             (sendmmsg/recvmmsg); latency over {} round trips. Frame sizes are datagram \
+             sizes (Ethernet header + payload, no FCS). Each run starts the switch afresh.",
+            kernel.trim(),
+            qlen.trim(),
+            args.reps,
+            args.duration,
+            args.warmup,
+            args.batch,
+            args.pings
+        ),
+    ];
+    footer.insert(
+        0,
+        "Ratios are switchyard ÷ the other switch. Throughput rows: above 1 means switchyard \
+         is faster. Latency rows: below 1 means switchyard is faster (lower latency)."
+            .into(),
+    );
+    footer.push(format!("Total measuring time {elapsed:.0} s."));
+    let table = report::markdown(&results, &header, &footer);
+
+    let (res_json, ratios_json) = report::results_json(&results);
+    let record = Json::obj()
+        .with("date", date)
+        .with("machine", machine)
+        .with("versions", versions)
+        .with(
+            "config",
+            Json::obj()
+                .with("duration_s", args.duration)
+                .with("warmup_s", args.warmup)
+                .with("reps", args.reps)
+                .with("pings", args.pings)
+                .with("ping_warmup", cfg.ping_warmup)
+                .with("batch", args.batch)
+                .with("small_frame_bytes", measure::SMALL_FRAME)
+                .with("large_frame_bytes", measure::LARGE_FRAME)
+                .with("elapsed_s", elapsed)
+                .with(
+                    "switches",
+                    exes.iter()
+                        .map(|(k, _)| Json::from(k.name()))
+                        .collect::<Vec<_>>(),
+                ),
+        )
+        .with("results", res_json)
+        .with("ratios", ratios_json)
+        .with(
+            "notes",
+            footer
+                .iter()
+                .map(|s| Json::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        );
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.json, record.pretty())
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+
+    print!("{table}");
+    Ok(!any_error)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match real_main(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("switchyard-bench: some runs failed (see the notes under the table)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("switchyard-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
