@@ -2,6 +2,7 @@
 //! tap devices and the host. Also answers to `uml_switch` and `vde_switch`.
 
 mod args;
+mod ports;
 mod run;
 mod settings;
 

@@ -1,6 +1,7 @@
 //! The daemon's life: bind, (daemonize), serve, and clean up on a signal or
 //! stdin EOF.
 
+use crate::ports::OpenPort;
 use crate::settings::{Flavor, Settings, StdinPolicy};
 use anyhow::{Context, Result};
 use std::io::{BufRead, Write};
@@ -75,6 +76,23 @@ fn open_taps(settings: &Settings) -> Result<Vec<TapDevice>> {
     Ok(taps)
 }
 
+/// What to remove on exit.
+#[derive(Debug, Default)]
+struct Leftovers {
+    controls: Vec<Arc<UnixControl>>,
+    sockets: Vec<PathBuf>,
+    pidfile: Option<PathBuf>,
+}
+
+impl Leftovers {
+    fn remove(&self) {
+        cleanup(&self.controls, &self.pidfile);
+        for p in &self.sockets {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn cleanup(controls: &[Arc<UnixControl>], pidfile: &Option<PathBuf>) {
     for c in controls {
         c.cleanup();
@@ -94,6 +112,20 @@ pub fn run(settings: Settings) -> Result<()> {
             return Err(e);
         }
     };
+    let mut ports = Vec::new();
+    for spec in &settings.ports {
+        match OpenPort::open(spec) {
+            Ok(p) => ports.push(p),
+            Err(e) => {
+                cleanup(&controls, &None);
+                for p in ports.iter().filter_map(OpenPort::socket_path) {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let sockets: Vec<PathBuf> = ports.iter().filter_map(OpenPort::socket_path).collect();
     announce(&settings, &controls, &taps);
     if settings.daemon {
         // Keep stderr (our log) unless vde_switch's -d, which detaches all.
@@ -119,8 +151,13 @@ pub fn run(settings: Settings) -> Result<()> {
         .thread_name("switchyard")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(&settings, &controls, taps));
-    cleanup(&controls, &pidfile);
+    let leftovers = Leftovers {
+        controls: controls.clone(),
+        sockets,
+        pidfile,
+    };
+    let result = runtime.block_on(serve(&settings, &controls, taps, ports));
+    leftovers.remove();
     match result {
         Ok(Shutdown::Signal(n)) => {
             say(
@@ -199,6 +236,7 @@ async fn serve(
     settings: &Settings,
     controls: &[Arc<UnixControl>],
     taps: Vec<TapDevice>,
+    ports: Vec<OpenPort>,
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
     let numbers = Arc::new(PortNumbers::new(settings.numports));
@@ -214,6 +252,9 @@ async fn serve(
     }
     for t in taps {
         tokio::spawn(t.serve(switch.clone()));
+    }
+    for p in ports {
+        p.spawn(switch.clone());
     }
     {
         let switch = switch.clone();

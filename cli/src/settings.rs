@@ -35,6 +35,8 @@ pub struct Settings {
     pub controls: Vec<UnixConfig>,
     /// Tap devices to attach or create.
     pub taps: Vec<String>,
+    /// Other transports (`--port`).
+    pub ports: Vec<crate::args::port_spec::PortSpec>,
     /// Engine mode and FDB limits.
     pub engine: EngineConfig,
     /// Highest VDE port number.

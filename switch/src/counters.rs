@@ -18,6 +18,12 @@ pub enum DropReason {
     LocalDestination,
     /// The ingress port was being removed when the frame arrived.
     IngressDown,
+    /// A datagram from an address that is not the port's peer.
+    UnknownSender,
+    /// A tunnel header that is malformed (VXLAN: I flag clear, too short).
+    BadEncapsulation,
+    /// A VXLAN packet for another network identifier.
+    WrongVni,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
     /// The destination's link is down (counted on egress).
@@ -30,12 +36,15 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
         DropReason::LocalDestination,
         DropReason::IngressDown,
+        DropReason::UnknownSender,
+        DropReason::BadEncapsulation,
+        DropReason::WrongVni,
         DropReason::EgressFull,
         DropReason::EgressDown,
         DropReason::EgressGone,
@@ -50,10 +59,13 @@ impl DropReason {
             DropReason::MulticastSource => 2,
             DropReason::LocalDestination => 3,
             DropReason::IngressDown => 4,
-            DropReason::EgressFull => 5,
-            DropReason::EgressDown => 6,
-            DropReason::EgressGone => 7,
-            DropReason::EgressError => 8,
+            DropReason::UnknownSender => 5,
+            DropReason::BadEncapsulation => 6,
+            DropReason::WrongVni => 7,
+            DropReason::EgressFull => 8,
+            DropReason::EgressDown => 9,
+            DropReason::EgressGone => 10,
+            DropReason::EgressError => 11,
         }
     }
 
@@ -65,6 +77,9 @@ impl DropReason {
             DropReason::MulticastSource => "multicast_source",
             DropReason::LocalDestination => "local_destination",
             DropReason::IngressDown => "ingress_down",
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::BadEncapsulation => "bad_encapsulation",
+            DropReason::WrongVni => "wrong_vni",
             DropReason::EgressFull => "egress_full",
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",

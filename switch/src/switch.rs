@@ -72,6 +72,12 @@ impl Switch {
         self.epoch.elapsed()
     }
 
+    /// The instant the switch's clock counts from; `epoch.elapsed()` is
+    /// [`Switch::now`]. Lets a port read the clock without holding the switch.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// A fresh port id.
     pub fn allocate_id(&self) -> PortId {
         PortId(self.next_id.fetch_add(1, Ordering::Relaxed))

@@ -2,6 +2,7 @@
 //! when the binary is invoked under those names.
 
 pub mod native;
+pub mod port_spec;
 pub mod uml_switch;
 pub mod vde_switch;
 

@@ -2,7 +2,7 @@
 //! single-dash uml_switch spellings (`-unix`, `-hub`, `-tap`, `-daemon`)
 //! work here too.
 
-use super::Usage;
+use super::{port_spec, Usage};
 use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy};
 use clap::Parser;
 use std::ffi::OsString;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchyard_switch::ports::unix::{Layout, UnixConfig};
 use switchyard_switch::{EngineConfig, FdbConfig, Mode};
 
-const EXAMPLES: &str = "\
+const EXAMPLES_TEMPLATE: &str = "\
 Examples:
   switchyard
       serve the default control sockets: /run/vde.ctl (VDE directory),
@@ -27,13 +27,16 @@ Clients:
   vde_plug   vde_plug tap://vtap0 DIR
   QEMU       -netdev vde,id=n0,sock=DIR -device virtio-net-pci,netdev=n0
 
+Port specs (--port):
+{PORTS}
+
 Invoked as `uml_switch` or `vde_switch` (a symlink), switchyard takes those
 programs' command lines unchanged.";
 
 /// A virtual Ethernet switch for UML, QEMU and VDE guests, tap devices and
 /// the host.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about, after_help = EXAMPLES)]
+#[command(name = "switchyard", version, about)]
 struct NativeArgs {
     /// A uml_switch-style control socket (UML `ethN=daemon,,unix,PATH`).
     /// Repeatable.
@@ -50,6 +53,11 @@ struct NativeArgs {
     /// Repeatable.
     #[arg(long = "tap", value_name = "IF")]
     tap: Vec<String>,
+
+    /// Another transport: udp, mcast, stream or vxlan, as TYPE,key=value,…
+    /// (see below). Repeatable.
+    #[arg(long = "port", value_name = "SPEC")]
+    port: Vec<String>,
 
     /// Be a hub: flood every frame to every other port, learn nothing.
     #[arg(long)]
@@ -123,7 +131,22 @@ fn translate(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Parses `switchyard [OPTIONS]`.
 pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
-    let a = NativeArgs::try_parse_from(translate(args))?;
+    use clap::{CommandFactory, FromArgMatches};
+    let after_help = EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX);
+    let matches = NativeArgs::command()
+        .after_help(after_help)
+        .try_get_matches_from(translate(args))?;
+    let a = NativeArgs::from_arg_matches(&matches)?;
+    let mut per_type: std::collections::HashMap<String, usize> = Default::default();
+    let mut ports = Vec::new();
+    for spec in &a.port {
+        let kind = spec.split(',').next().unwrap_or_default().to_string();
+        let n = per_type.entry(kind).or_insert(0);
+        *n += 1;
+        let p = port_spec::parse(spec, *n)
+            .map_err(|e| Usage::error(format!("error: --port {spec}: {e}")))?;
+        ports.push(p);
+    }
     let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
     let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
     let mut controls: Vec<UnixConfig> = a
@@ -142,6 +165,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         flavor: Flavor::Native,
         controls,
         taps: a.tap,
+        ports,
         engine: EngineConfig::new(
             if a.hub { Mode::Hub } else { Mode::Switch },
             FdbConfig::new(

@@ -55,6 +55,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         // uml_switch never chmods its socket: the umask decides.
         controls: vec![UnixConfig::new(Layout::Socket(ctl))],
         taps,
+        ports: Vec::new(),
         engine: EngineConfig::new(
             if hub { Mode::Hub } else { Mode::Switch },
             FdbConfig::default(),

@@ -220,6 +220,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             Some(dirmode),
             group,
         )],
+        ports: Vec::new(),
         taps: m
             .get_many::<String>("tap")
             .map(|v| v.cloned().collect())

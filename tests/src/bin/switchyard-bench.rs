@@ -164,7 +164,11 @@ fn default_switchyard() -> PathBuf {
     {
         return p;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/switchyard")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target/release/switchyard")
 }
 
 /// Resolve the executable of every selected switch. A missing uml_switch
@@ -275,7 +279,7 @@ fn run_one(
     };
     let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log)?;
     sw.wait_ready(Duration::from_secs(10))?;
-    let sample = measure::run(m, sw.ctl(), cfg);
+    let sample = measure::run(m, sw.ctl(), sw.pid(), cfg);
     // A crash explains a failed measurement better than the client's error.
     sw.check_alive()?;
     sample
@@ -288,10 +292,12 @@ fn summary(s: &measure::Sample) -> String {
                 .map(|i| format!("{:.1}k", f.rx_fps(i) / 1000.0))
                 .collect();
             format!(
-                "rx {} fps, tx {:.1}k fps, loss {:.1}%{}",
+                "rx {} fps, tx {:.1}k fps, loss {:.1}%, switch CPU {}{}",
                 rx.join("+"),
                 f.tx_fps() / 1000.0,
                 f.loss_pct(),
+                f.switch_cpu_pct()
+                    .map_or("?".into(), |c| format!("{c:.0}%")),
                 if f.odd_frames > 0 {
                     format!(", {} odd frames", f.odd_frames)
                 } else {
@@ -323,6 +329,18 @@ fn real_main(args: Args) -> Result<bool> {
     }
 
     let date = report::utc_now();
+    let load1: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    if load1 > 0.5 {
+        let msg = format!(
+            "The machine was not idle at the start (1-minute load average {load1:.2}): \
+             other work competes for the CPUs and the numbers are noisier than usual."
+        );
+        eprintln!("warning: {msg}");
+        footer.push(msg);
+    }
     let machine = report::machine_json();
     let versions = versions_json(&exes);
     let cfg = Config {

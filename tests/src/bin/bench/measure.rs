@@ -70,6 +70,8 @@ pub struct FloodSample {
     pub rx_frames: Vec<u64>,
     /// Anything else the receivers saw during the whole run.
     pub odd_frames: u64,
+    /// CPU time the switch process (all its threads) used in the window.
+    pub switch_cpu_s: Option<f64>,
 }
 
 impl FloodSample {
@@ -78,6 +80,15 @@ impl FloodSample {
     }
     pub fn rx_fps(&self, i: usize) -> f64 {
         self.rx_frames[i] as f64 / self.window_s
+    }
+    /// Switch CPU use over the window, in % of one core.
+    pub fn switch_cpu_pct(&self) -> Option<f64> {
+        self.switch_cpu_s.map(|c| 100.0 * c / self.window_s)
+    }
+    /// Delivered frames per CPU-second of the switch process.
+    pub fn rx_per_switch_cpu_s(&self) -> Option<f64> {
+        let cpu = self.switch_cpu_s?;
+        (cpu > 0.0).then(|| self.rx_frames.iter().sum::<u64>() as f64 / cpu)
     }
     pub fn total_rx_fps(&self) -> f64 {
         self.rx_frames.iter().sum::<u64>() as f64 / self.window_s
@@ -113,20 +124,37 @@ pub enum Sample {
     Latency(LatencySample),
 }
 
-/// Run measurement `m` against the switch listening on `ctl`.
-pub fn run(m: Measurement, ctl: &Path, cfg: &Config) -> Result<Sample> {
+/// Run measurement `m` against the switch listening on `ctl`, whose
+/// process id is `pid` (for its CPU time).
+pub fn run(m: Measurement, ctl: &Path, pid: u32, cfg: &Config) -> Result<Sample> {
     Ok(match m {
-        Measurement::Unicast64 => Sample::Flood(flood(ctl, cfg, SMALL_FRAME, 1, false)?),
-        Measurement::Unicast1514 => Sample::Flood(flood(ctl, cfg, LARGE_FRAME, 1, false)?),
-        Measurement::Broadcast => Sample::Flood(flood(ctl, cfg, SMALL_FRAME, 3, true)?),
+        Measurement::Unicast64 => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 1, false)?),
+        Measurement::Unicast1514 => Sample::Flood(flood(ctl, pid, cfg, LARGE_FRAME, 1, false)?),
+        Measurement::Broadcast => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 3, true)?),
         Measurement::Latency => Sample::Latency(ping_pong(ctl, cfg)?),
     })
+}
+
+/// User + system CPU seconds of process `pid` (all threads), from
+/// /proc/PID/stat; None if unreadable.
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted from the state field (3).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf(3) has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
 /// Port 0 blasts `frame_len`-byte frames (to port 1's MAC, or broadcast)
 /// while `receivers` other ports count what arrives.
 fn flood(
     ctl: &Path,
+    pid: u32,
     cfg: &Config,
     frame_len: usize,
     receivers: usize,
@@ -172,24 +200,26 @@ fn flood(
             })
             .collect();
 
-        let window = (|| -> Result<(f64, u64, Vec<u64>)> {
-            let snap = || -> (Instant, u64, Vec<u64>) {
+        let window = (|| -> Result<(f64, u64, Vec<u64>, Option<f64>)> {
+            let snap = || -> (Instant, u64, Vec<u64>, Option<f64>) {
                 (
                     Instant::now(),
                     tx.load(Ordering::Relaxed),
                     rx.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+                    process_cpu_s(pid),
                 )
             };
             if !sys::sleep_checked(cfg.warmup, &stop)? {
                 bail!("a worker thread stopped during warm-up");
             }
-            let (t0, tx0, rx0) = snap();
+            let (t0, tx0, rx0, cpu0) = snap();
             if !sys::sleep_checked(cfg.duration, &stop)? {
                 bail!("a worker thread stopped during the measurement");
             }
-            let (t1, tx1, rx1) = snap();
+            let (t1, tx1, rx1, cpu1) = snap();
             let rx_delta = rx1.iter().zip(&rx0).map(|(a, b)| a - b).collect();
-            Ok(((t1 - t0).as_secs_f64(), tx1 - tx0, rx_delta))
+            let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
+            Ok(((t1 - t0).as_secs_f64(), tx1 - tx0, rx_delta, cpu))
         })();
         stop.store(true, Ordering::SeqCst);
 
@@ -214,13 +244,14 @@ fn flood(
         if let Some(e) = first_err {
             return Err(e);
         }
-        let (window_s, tx_frames, rx_frames) = window?;
+        let (window_s, tx_frames, rx_frames, switch_cpu_s) = window?;
         Ok(FloodSample {
             frame_len,
             window_s,
             tx_frames,
             rx_frames,
             odd_frames: odd.load(Ordering::Relaxed),
+            switch_cpu_s,
         })
     })
 }

@@ -24,6 +24,11 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("rx_mbps", f.rx_fps(0) * f.frame_len as f64 * 8.0 / 1e6),
             ("tx_fps", f.tx_fps()),
             ("loss_pct", f.loss_pct()),
+            ("switch_cpu_pct", f.switch_cpu_pct().unwrap_or(f64::NAN)),
+            (
+                "rx_per_switch_cpu_s",
+                f.rx_per_switch_cpu_s().unwrap_or(f64::NAN),
+            ),
             ("odd_frames", f.odd_frames as f64),
             ("window_s", f.window_s),
         ],
@@ -36,6 +41,11 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             v.extend([
                 ("tx_fps", f.tx_fps()),
                 ("loss_pct", f.loss_pct()),
+                ("switch_cpu_pct", f.switch_cpu_pct().unwrap_or(f64::NAN)),
+                (
+                    "rx_per_switch_cpu_s",
+                    f.rx_per_switch_cpu_s().unwrap_or(f64::NAN),
+                ),
                 ("odd_frames", f.odd_frames as f64),
                 ("window_s", f.window_s),
             ]);
@@ -110,6 +120,7 @@ enum Unit {
     Kfps,
     Mbps,
     Pct,
+    Cpu,
     Us,
 }
 
@@ -119,6 +130,7 @@ impl Unit {
             Unit::Kfps => format!("{:.1}", v / 1000.0),
             Unit::Mbps => format!("{v:.0}"),
             Unit::Pct => format!("{v:.1}"),
+            Unit::Cpu => format!("{v:.0}"),
             Unit::Us => format!("{v:.1}"),
         }
     }
@@ -155,6 +167,20 @@ const ROWS: &[Row] = &[
         better: Better::Neither,
     },
     Row {
+        m: Measurement::Unicast64,
+        key: "switch_cpu_pct",
+        label: "64 B unicast: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Unicast64,
+        key: "rx_per_switch_cpu_s",
+        label: "64 B unicast: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
         m: Measurement::Unicast1514,
         key: "rx_fps",
         label: "1514 B unicast, 2 ports: received (kframes/s)",
@@ -183,6 +209,20 @@ const ROWS: &[Row] = &[
         better: Better::Neither,
     },
     Row {
+        m: Measurement::Unicast1514,
+        key: "switch_cpu_pct",
+        label: "1514 B unicast: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Unicast1514,
+        key: "rx_per_switch_cpu_s",
+        label: "1514 B unicast: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
         m: Measurement::Broadcast,
         key: "delivered_fps",
         label: "64 B broadcast 1→3: delivered, B+C+D (kframes/s)",
@@ -209,6 +249,20 @@ const ROWS: &[Row] = &[
         label: "64 B broadcast: loss (%)",
         unit: Unit::Pct,
         better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "switch_cpu_pct",
+        label: "64 B broadcast: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Broadcast,
+        key: "rx_per_switch_cpu_s",
+        label: "64 B broadcast: delivered per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
     },
     Row {
         m: Measurement::Latency,
@@ -412,6 +466,7 @@ pub fn machine_json() -> Json {
             "net.unix.max_dgram_qlen",
             read("/proc/sys/net/unix/max_dgram_qlen").and_then(|s| s.parse::<u64>().ok()),
         )
+        .with("loadavg", read("/proc/loadavg"))
         .with(
             "net.core.wmem_default",
             read("/proc/sys/net/core/wmem_default").and_then(|s| s.parse::<u64>().ok()),

@@ -257,6 +257,10 @@ impl SwitchProc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fail if the switch has exited (e.g. crashed under load).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait().context("waiting for the switch")? {

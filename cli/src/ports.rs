@@ -1,0 +1,56 @@
+//! Opening and serving the `--port` transports: the one place that knows
+//! every port type (a new transport is a new arm here).
+
+use crate::args::port_spec::PortSpec;
+use std::path::PathBuf;
+use std::sync::Arc;
+use switchyard_switch::ports::mcast::McastPort;
+use switchyard_switch::ports::stream::StreamPort;
+use switchyard_switch::ports::udp::UdpPort;
+use switchyard_switch::ports::vxlan::VxlanPort;
+use switchyard_switch::ports::PortError;
+use switchyard_switch::Switch;
+
+/// A transport whose sockets are bound, ready to serve.
+#[derive(Debug)]
+pub enum OpenPort {
+    /// udp
+    Udp(UdpPort),
+    /// mcast
+    Mcast(McastPort),
+    /// stream
+    Stream(StreamPort),
+    /// vxlan
+    Vxlan(VxlanPort),
+}
+
+impl OpenPort {
+    /// Binds what the spec asks for.
+    pub fn open(spec: &PortSpec) -> Result<OpenPort, PortError> {
+        Ok(match spec {
+            PortSpec::Udp(c) => OpenPort::Udp(UdpPort::open(c.clone())?),
+            PortSpec::Mcast(c) => OpenPort::Mcast(McastPort::open(c.clone())?),
+            PortSpec::Stream(c) => OpenPort::Stream(StreamPort::open(c.clone())?),
+            PortSpec::Vxlan(c) => OpenPort::Vxlan(VxlanPort::open(c.clone())?),
+        })
+    }
+
+    /// A socket file to remove on shutdown, if the port made one.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match self {
+            OpenPort::Udp(p) => p.cleanup_path(),
+            OpenPort::Stream(p) => p.cleanup_path(),
+            OpenPort::Mcast(_) | OpenPort::Vxlan(_) => None,
+        }
+    }
+
+    /// Runs the port on the switch.
+    pub fn spawn(self, switch: Arc<Switch>) {
+        match self {
+            OpenPort::Udp(p) => tokio::spawn(p.serve(switch)),
+            OpenPort::Mcast(p) => tokio::spawn(p.serve(switch)),
+            OpenPort::Stream(p) => tokio::spawn(p.serve(switch)),
+            OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch)),
+        };
+    }
+}

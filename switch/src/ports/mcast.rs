@@ -1,0 +1,214 @@
+//! The `mcast` port: one raw frame per UDP datagram to an IPv4 multicast
+//! group, the wire of UML `ethN=mcast` and QEMU `-netdev socket,mcast=` /
+//! `dgram` with a multicast remote. The whole group is one port; the
+//! engine learns the MACs behind it.
+//!
+//! Every member on a host sends from the group port and hears its own
+//! datagrams (loopback must stay on, or guests on this host would not hear
+//! us). So we send from a socket of our own with an ephemeral port, and
+//! ignore exactly the datagrams that come from that address.
+
+use super::receive::{frame_buffer, receive_loop, Received};
+use super::PortError;
+use crate::port::{Port, SendError, Transmit};
+use crate::switch::Switch;
+use crate::sys::watch_readable;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+
+/// UML's default group and port.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 192, 168, 1), 1102);
+
+/// Settings of a mcast port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct McastConfig {
+    /// The port's name.
+    pub name: String,
+    /// Group and UDP port.
+    pub group: SocketAddrV4,
+    /// Hop limit of our datagrams (1: this link only).
+    pub ttl: u32,
+    /// The interface address to join and send on; `None` lets the routing
+    /// table choose.
+    pub interface: Option<Ipv4Addr>,
+}
+
+impl McastConfig {
+    /// A config with TTL 1 on the default interface.
+    pub fn new(name: impl Into<String>, group: SocketAddrV4) -> McastConfig {
+        McastConfig {
+            name: name.into(),
+            group,
+            ttl: 1,
+            interface: None,
+        }
+    }
+
+    /// Sets the TTL and interface.
+    pub fn with_options(mut self, ttl: u32, interface: Option<Ipv4Addr>) -> McastConfig {
+        self.ttl = ttl;
+        self.interface = interface;
+        self
+    }
+}
+
+/// An open mcast port.
+#[derive(Debug)]
+pub struct McastPort {
+    config: McastConfig,
+    rx: Arc<UdpSocket>,
+    tx: Arc<UdpSocket>,
+    own: SocketAddrV4,
+}
+
+impl McastPort {
+    /// Joins the group and prepares the sending socket.
+    pub fn open(config: McastConfig) -> Result<McastPort, PortError> {
+        let name = config.name.clone();
+        let group = config.group;
+        if !group.ip().is_multicast() {
+            return Err(PortError::Config {
+                port: name,
+                message: format!(
+                    "{} is not an IPv4 multicast address (224.0.0.0/4)",
+                    group.ip()
+                ),
+            });
+        }
+        let iface = config.interface.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(PortError::io(&name, "create socket for", group))?;
+        rx.set_reuse_address(true)
+            .map_err(PortError::io(&name, "configure", group))?;
+        rx.bind(&SockAddr::from(group))
+            .map_err(PortError::io(&name, "bind", group))?;
+        rx.join_multicast_v4(group.ip(), &iface)
+            .map_err(PortError::io(&name, "join group", group))?;
+        rx.set_nonblocking(true)
+            .map_err(PortError::io(&name, "configure", group))?;
+        let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(PortError::io(&name, "create socket for", group))?;
+        tx.set_multicast_ttl_v4(config.ttl)
+            .and_then(|()| tx.set_multicast_loop_v4(true))
+            .map_err(PortError::io(&name, "configure", group))?;
+        if let Some(i) = config.interface {
+            tx.set_multicast_if_v4(&i)
+                .map_err(PortError::io(&name, "use interface", i))?;
+        }
+        tx.bind(&SockAddr::from(SocketAddrV4::new(iface, 0)))
+            .map_err(PortError::io(&name, "bind", iface))?;
+        // Connecting fixes the source address the kernel will use, which is
+        // how our own looped-back datagrams are recognised.
+        tx.connect(&SockAddr::from(group))
+            .map_err(PortError::io(&name, "send to", group))?;
+        tx.set_nonblocking(true)
+            .map_err(PortError::io(&name, "configure", group))?;
+        let own = tx
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket_ipv4())
+            .ok_or_else(|| PortError::Config {
+                port: name.clone(),
+                message: "cannot read the sending socket's address".into(),
+            })?;
+        Ok(McastPort {
+            config,
+            rx: Arc::new(rx.into()),
+            tx: Arc::new(tx.into()),
+            own,
+        })
+    }
+
+    /// The port's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Becomes a port and forwards frames until the switch stops.
+    pub async fn serve(self, switch: Arc<Switch>) {
+        let id = switch.allocate_id();
+        let name = self.config.name.clone();
+        let peer = format!(
+            "multicast group {} ttl {}",
+            self.config.group, self.config.ttl
+        );
+        let port = Arc::new(Port::new(
+            id,
+            &name,
+            "mcast",
+            &peer,
+            Box::new(McastTx(self.tx.clone())),
+        ));
+        let afd = match watch_readable(self.rx.clone()) {
+            Ok(a) => a,
+            Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
+        };
+        switch.add_port(port.clone());
+        tracing::info!(port = %name, %peer, own = %self.own, "port attached");
+        let own = self.own;
+        let mut buf = frame_buffer();
+        let r = receive_loop(&switch, &port, &afd, &mut buf, move |s, b| {
+            let (n, from) = s.recv_from(b)?;
+            Ok(if is_own(from, own) {
+                Received::Skip
+            } else {
+                Received::Frame(0..n)
+            })
+        })
+        .await;
+        switch.remove_port(id);
+        if let Err(e) = r {
+            tracing::error!(port = %name, "port stopped: {e}");
+        }
+    }
+}
+
+/// True when `from` is our own sending socket. Inside a bare network
+/// namespace the source may read 0.0.0.0, so an unspecified address on
+/// either side matches on the port alone (ours is an ephemeral port bound
+/// on this host, which no other member here can hold).
+fn is_own(from: SocketAddr, own: SocketAddrV4) -> bool {
+    match from {
+        SocketAddr::V4(f) => {
+            f.port() == own.port()
+                && (f.ip() == own.ip() || f.ip().is_unspecified() || own.ip().is_unspecified())
+        }
+        SocketAddr::V6(_) => false,
+    }
+}
+
+struct McastTx(Arc<UdpSocket>);
+
+impl Transmit for McastTx {
+    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
+        self.0
+            .send(frame)
+            .map(|_| ())
+            .map_err(|e| match SendError::from_io(e) {
+                SendError::Gone(_) => SendError::Down,
+                other => other,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_datagrams_are_recognised() {
+        let own = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000);
+        assert!(is_own("192.0.2.1:40000".parse().expect("addr"), own));
+        assert!(is_own("0.0.0.0:40000".parse().expect("addr"), own));
+        assert!(
+            !is_own("192.0.2.1:1102".parse().expect("addr"), own),
+            "a guest on this host"
+        );
+        assert!(
+            !is_own("192.0.2.7:40000".parse().expect("addr"), own),
+            "another host"
+        );
+    }
+}

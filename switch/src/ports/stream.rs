@@ -1,0 +1,495 @@
+//! The `stream` port: QEMU's stream framing (a 4-byte big-endian length,
+//! then the frame) over TCP or a unix stream socket: QEMU `-netdev stream`
+//! and `socket,listen=/connect=`, and passt. As a server every accepted
+//! connection is a port of its own; as a client it reconnects with backoff
+//! whenever the peer goes away (QEMU 7.2's server never reconnects).
+//!
+//! Sending never blocks: a frame is written at once when the socket takes
+//! it, otherwise queued whole (up to [`TX_QUEUE_BYTES`]) for a writer task;
+//! a full queue drops the frame. Frames are never split across a drop.
+
+use super::{remove_stale_socket_file, Endpoint, PortError};
+use crate::counters::DropReason;
+use crate::port::{Port, SendError, Transmit};
+use crate::switch::Switch;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
+
+/// Bytes a connection may have queued for sending before frames drop.
+pub const TX_QUEUE_BYTES: usize = 256 * 1024;
+/// The longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The first reconnect delay.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Server or client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRole {
+    /// Listen; every accepted connection becomes a port.
+    Listen,
+    /// Connect, and reconnect whenever the connection ends.
+    Connect,
+}
+
+/// Settings of a stream port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamConfig {
+    /// The port's name (accepted connections get `NAME:N`).
+    pub name: String,
+    /// Server or client.
+    pub role: StreamRole,
+    /// Where to listen or connect.
+    pub endpoint: Endpoint,
+}
+
+impl StreamConfig {
+    /// A config from its parts.
+    pub fn new(name: impl Into<String>, role: StreamRole, endpoint: Endpoint) -> StreamConfig {
+        StreamConfig {
+            name: name.into(),
+            role,
+            endpoint,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+}
+
+/// An open stream port (bound, for a server).
+#[derive(Debug)]
+pub struct StreamPort {
+    config: StreamConfig,
+    listener: Option<Listener>,
+}
+
+impl StreamPort {
+    /// Binds the listening socket (server); a client only checks its
+    /// settings here and connects once serving.
+    pub fn open(config: StreamConfig) -> Result<StreamPort, PortError> {
+        let name = config.name.clone();
+        let listener = match (config.role, &config.endpoint) {
+            (StreamRole::Connect, _) => None,
+            (StreamRole::Listen, Endpoint::Inet(a)) => {
+                let l =
+                    std::net::TcpListener::bind(a).map_err(PortError::io(&name, "listen on", a))?;
+                l.set_nonblocking(true)
+                    .map_err(PortError::io(&name, "configure", a))?;
+                Some(Listener::Tcp(l))
+            }
+            (StreamRole::Listen, Endpoint::Unix(p)) => {
+                let p =
+                    std::path::absolute(p).map_err(PortError::io(&name, "resolve", p.display()))?;
+                remove_stale_socket_file(&p).map_err(PortError::io(
+                    &name,
+                    "replace",
+                    p.display(),
+                ))?;
+                let l = std::os::unix::net::UnixListener::bind(&p).map_err(PortError::io(
+                    &name,
+                    "listen on",
+                    p.display(),
+                ))?;
+                l.set_nonblocking(true)
+                    .map_err(PortError::io(&name, "configure", p.display()))?;
+                Some(Listener::Unix(l, p))
+            }
+        };
+        Ok(StreamPort { config, listener })
+    }
+
+    /// The port's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The listening socket's path (unix server), to remove on shutdown.
+    pub fn cleanup_path(&self) -> Option<PathBuf> {
+        match &self.listener {
+            Some(Listener::Unix(_, p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Accepts or connects until the switch stops.
+    pub async fn serve(self, switch: Arc<Switch>) {
+        let name = self.config.name.clone();
+        match self.listener {
+            Some(l) => {
+                if let Err(e) = accept_loop(l, &name, switch).await {
+                    tracing::error!(port = %name, "listener failed: {e}");
+                }
+            }
+            None => connect_loop(&self.config, switch).await,
+        }
+    }
+}
+
+async fn accept_loop(listener: Listener, name: &str, switch: Arc<Switch>) -> io::Result<()> {
+    let mut n: u64 = 0;
+    match listener {
+        Listener::Tcp(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            loop {
+                match l.accept().await {
+                    Ok((s, peer)) => {
+                        let _ = s.set_nodelay(true);
+                        n += 1;
+                        let conn = Arc::new(Conn::Tcp(s));
+                        tokio::spawn(run_connection(
+                            switch.clone(),
+                            format!("{name}:{n}"),
+                            peer.to_string(),
+                            conn,
+                        ));
+                    }
+                    Err(e) => accept_failed(name, e).await,
+                }
+            }
+        }
+        Listener::Unix(l, path) => {
+            let l = tokio::net::UnixListener::from_std(l)?;
+            loop {
+                match l.accept().await {
+                    Ok((s, _)) => {
+                        n += 1;
+                        let who = match s.peer_cred() {
+                            Ok(c) => format!("{} pid {}", path.display(), c.pid().unwrap_or(0)),
+                            Err(_) => path.display().to_string(),
+                        };
+                        let conn = Arc::new(Conn::Unix(s));
+                        tokio::spawn(run_connection(
+                            switch.clone(),
+                            format!("{name}:{n}"),
+                            who,
+                            conn,
+                        ));
+                    }
+                    Err(e) => accept_failed(name, e).await,
+                }
+            }
+        }
+    }
+}
+
+async fn accept_failed(name: &str, e: io::Error) {
+    tracing::warn!(port = %name, "accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
+    Ok(match endpoint {
+        Endpoint::Inet(a) => {
+            let s = TcpStream::connect(a).await?;
+            s.set_nodelay(true)?;
+            Conn::Tcp(s)
+        }
+        Endpoint::Unix(p) => Conn::Unix(UnixStream::connect(p).await?),
+    })
+}
+
+async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut failures: u64 = 0;
+    loop {
+        match connect(&config.endpoint).await {
+            Ok(conn) => {
+                if failures > 0 {
+                    tracing::info!(port = %config.name, peer = %config.endpoint, failures, "connected after retrying");
+                }
+                failures = 0;
+                backoff = MIN_BACKOFF;
+                run_connection(
+                    switch.clone(),
+                    config.name.clone(),
+                    config.endpoint.to_string(),
+                    Arc::new(conn),
+                )
+                .await;
+            }
+            Err(e) => {
+                // One line for the first failure, then one a minute.
+                if failures % 60 == 0 {
+                    tracing::warn!(port = %config.name, peer = %config.endpoint, "cannot connect: {e}; retrying");
+                }
+                failures += 1;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A connected stream socket of either family.
+#[derive(Debug)]
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.readable().await,
+            Conn::Unix(s) => s.readable().await,
+        }
+    }
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.writable().await,
+            Conn::Unix(s) => s.writable().await,
+        }
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.try_read(buf),
+            Conn::Unix(s) => s.try_read(buf),
+        }
+    }
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.try_write_vectored(bufs),
+            Conn::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+}
+
+/// One connection as one port, until either side ends it.
+async fn run_connection(switch: Arc<Switch>, name: String, peer: String, conn: Arc<Conn>) {
+    let id = switch.allocate_id();
+    let tx = Arc::new(StreamTx {
+        conn: conn.clone(),
+        queue: Mutex::new(TxQueue::default()),
+        wake: Notify::new(),
+    });
+    let port = Arc::new(Port::new(
+        id,
+        &name,
+        "stream",
+        &peer,
+        Box::new(TxHandle(tx.clone())),
+    ));
+    switch.add_port(port.clone());
+    tracing::info!(port = %name, %peer, "port attached");
+    let why = tokio::select! {
+        r = read_frames(&switch, &port, &conn) => r,
+        r = tx.writer() => r,
+        _ = port.closed() => "peer gone".to_string(),
+    };
+    switch.remove_port(id);
+    tx.close();
+    let c = port.counters().snapshot();
+    tracing::info!(port = %name, %peer, reason = %why, rx_frames = c.rx_frames, tx_frames = c.tx_frames, "port detached");
+}
+
+/// What the length prefix says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    /// Need more bytes.
+    Incomplete,
+    /// A whole frame of this length follows the 4 bytes.
+    Frame(usize),
+    /// A length of 0 or above the limit: the stream is out of step.
+    Bad(usize),
+}
+
+fn prefix(bytes: &[u8]) -> Prefix {
+    let Some(hdr) = bytes.get(..4) else {
+        return Prefix::Incomplete;
+    };
+    let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+    if len == 0 || len > crate::MAX_FRAME {
+        return Prefix::Bad(len);
+    }
+    if bytes.len() < 4 + len {
+        Prefix::Incomplete
+    } else {
+        Prefix::Frame(len)
+    }
+}
+
+async fn read_frames(switch: &Switch, port: &Port, conn: &Conn) -> String {
+    let mut buf = vec![0u8; 4 * (crate::MAX_FRAME + 4)];
+    let (mut start, mut end) = (0usize, 0usize);
+    loop {
+        if let Err(e) = conn.readable().await {
+            return format!("read failed: {e}");
+        }
+        match conn.try_read(&mut buf[end..]) {
+            Ok(0) => return "connection closed by peer".into(),
+            Ok(n) => end += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return format!("read failed: {e}"),
+        }
+        let now = switch.now();
+        loop {
+            match prefix(&buf[start..end]) {
+                Prefix::Incomplete => break,
+                Prefix::Frame(len) => {
+                    switch.forward(port, &buf[start + 4..start + 4 + len], now);
+                    start += 4 + len;
+                }
+                Prefix::Bad(len) => {
+                    let reason = if len == 0 {
+                        DropReason::TooShort
+                    } else {
+                        DropReason::TooLong
+                    };
+                    port.drop_frame(reason, now, None);
+                    return format!("bad frame length {len}: closing the connection");
+                }
+            }
+        }
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if buf.len() - end < crate::MAX_FRAME + 4 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TxQueue {
+    bytes: VecDeque<u8>,
+    closed: bool,
+}
+
+struct StreamTx {
+    conn: Arc<Conn>,
+    queue: Mutex<TxQueue>,
+    wake: Notify,
+}
+
+impl StreamTx {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TxQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.bytes.clear();
+    }
+
+    /// Sends one record, or queues what the socket did not take.
+    fn send(&self, frame: &[u8]) -> Result<(), SendError> {
+        let hdr = (frame.len() as u32).to_be_bytes();
+        let total = hdr.len() + frame.len();
+        let mut q = self.lock();
+        if q.closed {
+            return Err(SendError::Gone(io::Error::from(
+                io::ErrorKind::NotConnected,
+            )));
+        }
+        if !q.bytes.is_empty() {
+            if q.bytes.len() + total > TX_QUEUE_BYTES {
+                return Err(SendError::Full);
+            }
+            q.bytes.extend(hdr);
+            q.bytes.extend(frame);
+            return Ok(());
+        }
+        let written = match self
+            .conn
+            .try_write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(SendError::from_io(e)),
+        };
+        if written == total {
+            return Ok(());
+        }
+        if written == 0 && total > TX_QUEUE_BYTES {
+            return Err(SendError::Full);
+        }
+        // The rest of this record must follow, or the stream is broken.
+        let rest = hdr.iter().chain(frame.iter()).skip(written).copied();
+        q.bytes.extend(rest);
+        drop(q);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Drains the queue whenever the socket can take more.
+    async fn writer(&self) -> String {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let result = {
+                    let mut q = self.lock();
+                    if q.bytes.is_empty() {
+                        break;
+                    }
+                    let (a, b) = q.bytes.as_slices();
+                    match self
+                        .conn
+                        .try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+                    {
+                        Ok(n) => {
+                            q.bytes.drain(..n);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.conn.writable().await {
+                            return format!("write failed: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return format!("write failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+struct TxHandle(Arc<StreamTx>);
+
+impl Transmit for TxHandle {
+    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
+        self.0.send(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_prefix() {
+        assert_eq!(prefix(&[0, 0, 0]), Prefix::Incomplete);
+        let mut rec = vec![0, 0, 0, 42];
+        rec.extend([0u8; 41]);
+        assert_eq!(prefix(&rec), Prefix::Incomplete);
+        rec.push(0);
+        assert_eq!(prefix(&rec), Prefix::Frame(42));
+        assert_eq!(prefix(&[0, 0, 0, 0]), Prefix::Bad(0));
+        assert_eq!(prefix(&[0, 1, 0, 0]), Prefix::Bad(65_536));
+        assert_eq!(prefix(&[0, 0, 0xff, 0xff]), Prefix::Incomplete);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prefix_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = prefix(&bytes);
+        }
+    }
+}
