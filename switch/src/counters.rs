@@ -69,6 +69,20 @@ impl DropReason {
         }
     }
 
+    /// True for drops caused by what a peer sent (malformed or unexpected
+    /// input), worth a warning; the others are load or topology.
+    pub fn is_bad_input(self) -> bool {
+        matches!(
+            self,
+            DropReason::TooShort
+                | DropReason::TooLong
+                | DropReason::MulticastSource
+                | DropReason::UnknownSender
+                | DropReason::BadEncapsulation
+                | DropReason::WrongVni
+        )
+    }
+
     /// The snake_case label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

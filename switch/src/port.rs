@@ -166,6 +166,10 @@ impl Port {
                     port = %self.name, reason = reason.as_str(), suppressed,
                     "dropping frames: {e}"
                 ),
+                None if reason.is_bad_input() => tracing::warn!(
+                    port = %self.name, reason = reason.as_str(), suppressed,
+                    "dropping bad frames from this port's peer"
+                ),
                 None => tracing::debug!(
                     port = %self.name, reason = reason.as_str(), suppressed,
                     "dropping frames"
