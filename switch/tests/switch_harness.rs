@@ -1,0 +1,176 @@
+//! The switch with in-memory ports: what each port receives, and how send
+//! outcomes (full queue, vanished peer) are counted.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_switch::port::{Port, PortId, SendError, Transmit};
+use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
+
+/// What a test port does with frames sent to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Accept,
+    Full,
+    Gone,
+}
+
+struct MemoryTx {
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl Transmit for MemoryTx {
+    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
+        match *self.behaviour.lock().expect("lock") {
+            Behaviour::Accept => {
+                self.got.lock().expect("lock").push(frame.to_vec());
+                Ok(())
+            }
+            Behaviour::Full => Err(SendError::Full),
+            Behaviour::Gone => Err(SendError::Gone(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+        }
+    }
+}
+
+struct TestPort {
+    port: Arc<Port>,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl TestPort {
+    fn received(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.got.lock().expect("lock"))
+    }
+    fn set(&self, b: Behaviour) {
+        *self.behaviour.lock().expect("lock") = b;
+    }
+}
+
+fn harness(mode: Mode, n: usize) -> (Arc<Switch>, Vec<TestPort>) {
+    let switch = Switch::new(EngineConfig::new(mode, FdbConfig::default()));
+    let ports = (0..n)
+        .map(|i| {
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
+            let tx = MemoryTx {
+                got: got.clone(),
+                behaviour: behaviour.clone(),
+            };
+            let port = Arc::new(Port::new(
+                switch.allocate_id(),
+                format!("p{i}"),
+                "memory",
+                "test",
+                Box::new(tx),
+            ));
+            switch.add_port(port.clone());
+            TestPort {
+                port,
+                got,
+                behaviour,
+            }
+        })
+        .collect();
+    (switch, ports)
+}
+
+fn frame(dst: u8, src: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&if dst == 0xff {
+        [0xff; 6]
+    } else {
+        [2, 0, 0, 0, 0, dst]
+    });
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+    f[12] = 0x08;
+    f
+}
+
+const T0: Duration = Duration::from_secs(0);
+
+#[test]
+fn flood_then_learn_then_unicast() {
+    let (sw, p) = harness(Mode::Switch, 3);
+    sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+    assert!(p[0].received().is_empty(), "never back to the ingress port");
+    assert_eq!(p[1].received().len(), 1);
+    assert_eq!(p[2].received().len(), 1);
+    sw.forward(&p[1].port, &frame(1, 2, 60), T0);
+    assert_eq!(p[0].received(), vec![frame(1, 2, 60)]);
+    assert!(p[2].received().is_empty(), "known unicast goes to one port");
+    assert_eq!(sw.fdb_entries().len(), 2);
+}
+
+#[test]
+fn jumbo_frames_arrive_whole() {
+    let (sw, p) = harness(Mode::Switch, 2);
+    let big = frame(0xff, 1, 65_535);
+    sw.forward(&p[0].port, &big, T0);
+    assert_eq!(p[1].received(), vec![big]);
+}
+
+#[test]
+fn a_full_port_drops_for_itself_only() {
+    let (sw, p) = harness(Mode::Hub, 3);
+    p[1].set(Behaviour::Full);
+    for _ in 0..5 {
+        sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+    }
+    assert_eq!(p[2].received().len(), 5, "the others still get everything");
+    let c = p[1].port.counters().snapshot();
+    assert_eq!(c.drops(DropReason::EgressFull), 5);
+    assert_eq!(c.tx_frames, 0);
+    assert!(!p[1].port.is_closing(), "a full queue is not a dead peer");
+}
+
+#[test]
+fn a_vanished_peer_closes_its_port() {
+    let (sw, p) = harness(Mode::Switch, 3);
+    p[2].set(Behaviour::Gone);
+    sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+    assert!(p[2].port.is_closing());
+    assert_eq!(
+        p[2].port
+            .counters()
+            .snapshot()
+            .drops(DropReason::EgressGone),
+        1
+    );
+    // The owner removes it; its addresses go with it.
+    sw.forward(&p[2].port, &frame(0xff, 9, 60), T0);
+    sw.remove_port(p[2].port.id());
+    assert!(sw.fdb_entries().iter().all(|e| e.port != p[2].port.id()));
+    assert_eq!(sw.ports().len(), 2);
+    p[1].received();
+    sw.forward(&p[0].port, &frame(9, 1, 60), T0);
+    assert_eq!(
+        p[1].received().len(),
+        1,
+        "unknown again: flooded to the rest"
+    );
+}
+
+#[test]
+fn bad_frames_are_counted_on_ingress() {
+    let (sw, p) = harness(Mode::Switch, 2);
+    sw.forward(&p[0].port, &[0u8; 10], T0);
+    let mut mc = frame(0xff, 1, 60);
+    mc[6] = 0x01;
+    sw.forward(&p[0].port, &mc, T0);
+    let c = p[0].port.counters().snapshot();
+    assert_eq!(c.drops(DropReason::TooShort), 1);
+    assert_eq!(c.drops(DropReason::MulticastSource), 1);
+    assert_eq!(c.rx_frames, 2);
+    assert!(p[1].received().is_empty());
+}
+
+#[test]
+fn port_ids_are_never_reused() {
+    let (sw, p) = harness(Mode::Switch, 2);
+    let old: PortId = p[1].port.id();
+    sw.remove_port(old);
+    assert!(sw.allocate_id() > old);
+}
