@@ -2,6 +2,10 @@
 //! tap devices and the host. Also answers to `uml_switch` and `vde_switch`.
 
 mod args;
+mod config;
+mod control;
+mod ctl;
+mod metrics;
 mod ports;
 mod run;
 mod settings;
@@ -12,7 +16,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let settings = match args::parse(argv) {
-        Ok(s) => s,
+        Ok(args::Invocation::Run(s)) => *s,
+        Ok(args::Invocation::CheckConfig(path)) => return check_config(&path),
+        Ok(args::Invocation::Ctl(argv)) => return ctl::main(argv),
         Err(usage) => {
             if usage.stdout {
                 let _ = writeln!(std::io::stdout(), "{}", usage.message.trim_end());
@@ -31,6 +37,32 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "switchyard: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `switchyard check-config FILE`: 0 when the file is valid, 2 otherwise.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let argv = vec![
+        "switchyard".into(),
+        "--config".into(),
+        path.as_os_str().to_owned(),
+    ];
+    match args::native::parse(argv) {
+        Ok(s) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: ok ({} control sockets, {} taps, {} other ports)",
+                path.display(),
+                s.controls.len(),
+                s.taps.len(),
+                s.ports.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(usage) => {
+            let _ = writeln!(std::io::stderr(), "{}", usage.message.trim_end());
+            ExitCode::from(2)
         }
     }
 }

@@ -35,6 +35,16 @@ impl OpenPort {
         })
     }
 
+    /// The port's name.
+    pub fn name(&self) -> &str {
+        match self {
+            OpenPort::Udp(p) => p.name(),
+            OpenPort::Mcast(p) => p.name(),
+            OpenPort::Stream(p) => p.name(),
+            OpenPort::Vxlan(p) => p.name(),
+        }
+    }
+
     /// A socket file to remove on shutdown, if the port made one.
     pub fn socket_path(&self) -> Option<PathBuf> {
         match self {

@@ -61,6 +61,44 @@ fn bind_controls(settings: &Settings) -> Result<Vec<Arc<UnixControl>>> {
     Ok(controls)
 }
 
+/// The control socket and metrics listener, bound before detaching.
+#[derive(Debug, Default)]
+struct Operations {
+    control: Option<(PathBuf, std::os::unix::net::UnixListener)>,
+    metrics: Option<std::net::TcpListener>,
+}
+
+fn bind_operations(settings: &Settings) -> Result<Operations> {
+    let mut ops = Operations::default();
+    if settings.flavor == Flavor::Native {
+        match &settings.extras.control {
+            Some((path, mode, group)) => {
+                let l = crate::control::bind(path, *mode, *group)?;
+                tracing::info!(path = %path.display(), "control socket for `switchyard ctl`");
+                ops.control = Some((path.clone(), l));
+            }
+            None => {
+                // The default is a convenience: a second switch on this
+                // host runs without one rather than failing.
+                let path = crate::control::default_path();
+                match crate::control::bind(&path, None, None) {
+                    Ok(l) => {
+                        tracing::info!(path = %path.display(), "control socket for `switchyard ctl`");
+                        ops.control = Some((path, l));
+                    }
+                    Err(e) => tracing::warn!("no control socket: {e:#}"),
+                }
+            }
+        }
+    }
+    if let Some(addr) = settings.extras.metrics {
+        let l = crate::metrics::bind(addr)?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        ops.metrics = Some(l);
+    }
+    Ok(ops)
+}
+
 fn open_taps(settings: &Settings) -> Result<Vec<TapDevice>> {
     let mut taps = Vec::new();
     for name in &settings.taps {
@@ -125,7 +163,20 @@ pub fn run(settings: Settings) -> Result<()> {
             }
         }
     }
-    let sockets: Vec<PathBuf> = ports.iter().filter_map(OpenPort::socket_path).collect();
+    let mut sockets: Vec<PathBuf> = ports.iter().filter_map(OpenPort::socket_path).collect();
+    let ops = match bind_operations(&settings) {
+        Ok(o) => o,
+        Err(e) => {
+            cleanup(&controls, &None);
+            for p in &sockets {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
+    if let Some((path, _)) = &ops.control {
+        sockets.push(path.clone());
+    }
     announce(&settings, &controls, &taps);
     if settings.daemon {
         // Keep stderr (our log) unless vde_switch's -d, which detaches all.
@@ -156,7 +207,7 @@ pub fn run(settings: Settings) -> Result<()> {
         sockets,
         pidfile,
     };
-    let result = runtime.block_on(serve(&settings, &controls, taps, ports));
+    let result = runtime.block_on(serve(&settings, &controls, taps, ports, ops));
     leftovers.remove();
     match result {
         Ok(Shutdown::Signal(n)) => {
@@ -237,6 +288,7 @@ async fn serve(
     controls: &[Arc<UnixControl>],
     taps: Vec<TapDevice>,
     ports: Vec<OpenPort>,
+    ops: Operations,
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
     let numbers = Arc::new(PortNumbers::new(settings.numports));
@@ -255,6 +307,12 @@ async fn serve(
     }
     for p in ports {
         p.spawn(switch.clone());
+    }
+    if let Some((_, l)) = ops.control {
+        tokio::spawn(crate::control::serve(l, switch.clone()));
+    }
+    if let Some(l) = ops.metrics {
+        tokio::spawn(crate::metrics::serve(l, switch.clone()));
     }
     {
         let switch = switch.clone();

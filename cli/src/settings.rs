@@ -51,6 +51,8 @@ pub struct Settings {
     pub stdin: StdinPolicy,
     /// Remarks about the command line, logged once logging is up.
     pub notes: Vec<String>,
+    /// Metrics and control socket settings.
+    pub extras: crate::config::Extras,
 }
 
 impl Settings {

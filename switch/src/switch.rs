@@ -189,6 +189,16 @@ impl Switch {
         self.engine().fdb_entries(now)
     }
 
+    /// Empties the FDB, or only one port's entries; returns how many.
+    pub fn fdb_flush(&self, port: Option<PortId>) -> usize {
+        self.engine().flush(port)
+    }
+
+    /// Number of FDB entries.
+    pub fn fdb_len(&self) -> usize {
+        self.engine().fdb().len()
+    }
+
     /// Learning events so far.
     pub fn fdb_events(&self) -> FdbEvents {
         self.engine().events()

@@ -64,12 +64,30 @@ pub fn flavor_of(argv0: &std::ffi::OsStr) -> Flavor {
     }
 }
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the switch.
+    Run(Box<Settings>),
+    /// `switchyard check-config FILE`: validate and exit.
+    CheckConfig(std::path::PathBuf),
+    /// `switchyard ctl …`: talk to a running daemon.
+    Ctl(Vec<OsString>),
+}
+
 /// Parses a whole command line (argv[0] included).
-pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
+pub fn parse(args: Vec<OsString>) -> Result<Invocation, Usage> {
     let argv0 = args.first().cloned().unwrap_or_default();
     match flavor_of(&argv0) {
-        Flavor::UmlSwitch => uml_switch::parse(&args),
-        Flavor::VdeSwitch => vde_switch::parse(args),
-        Flavor::Native => native::parse(args),
+        Flavor::UmlSwitch => uml_switch::parse(&args).map(|s| Invocation::Run(Box::new(s))),
+        Flavor::VdeSwitch => vde_switch::parse(args).map(|s| Invocation::Run(Box::new(s))),
+        Flavor::Native => match args.get(1).and_then(|a| a.to_str()) {
+            Some("check-config") => match args.get(2) {
+                Some(f) if args.len() == 3 => Ok(Invocation::CheckConfig(f.into())),
+                _ => Err(Usage::error("usage: switchyard check-config FILE")),
+            },
+            Some("ctl") => Ok(Invocation::Ctl(args)),
+            _ => native::parse(args).map(|s| Invocation::Run(Box::new(s))),
+        },
     }
 }

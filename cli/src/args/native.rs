@@ -105,6 +105,20 @@ struct NativeArgs {
           value_parser = clap::value_parser!(u32).range(1..=65_535))]
     numports: u32,
 
+    /// Read settings and ports from this YAML file (see
+    /// deploy/examples/); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on ADDRESS:PORT (e.g. 127.0.0.1:9590).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// The control socket for `switchyard ctl`
+    /// [default: /run/switchyard/control.sock as root].
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -131,43 +145,21 @@ fn translate(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Parses `switchyard [OPTIONS]`.
 pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
+    use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let after_help = EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX);
     let matches = NativeArgs::command()
         .after_help(after_help)
         .try_get_matches_from(translate(args))?;
     let a = NativeArgs::from_arg_matches(&matches)?;
-    let mut per_type: std::collections::HashMap<String, usize> = Default::default();
-    let mut ports = Vec::new();
-    for spec in &a.port {
-        let kind = spec.split(',').next().unwrap_or_default().to_string();
-        let n = per_type.entry(kind).or_insert(0);
-        *n += 1;
-        let p = port_spec::parse(spec, *n)
-            .map_err(|e| Usage::error(format!("error: --port {spec}: {e}")))?;
-        ports.push(p);
-    }
-    let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
-    let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
-    let mut controls: Vec<UnixConfig> = a
-        .vde
-        .iter()
-        .map(|d| with_perms(Layout::Directory(d.clone())))
-        .chain(a.unix.iter().map(|p| with_perms(Layout::Socket(p.clone()))))
-        .collect();
-    if controls.is_empty() {
-        controls = Settings::default_controls(nix::unistd::geteuid().is_root())
-            .into_iter()
-            .map(|c| with_perms(c.layout))
-            .collect();
-    }
-    Ok(Settings {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let mut s = Settings {
         flavor: Flavor::Native,
-        controls,
-        taps: a.tap,
-        ports,
+        controls: Vec::new(),
+        taps: Vec::new(),
+        ports: Vec::new(),
         engine: EngineConfig::new(
-            if a.hub { Mode::Hub } else { Mode::Switch },
+            Mode::Switch,
             FdbConfig::new(
                 Duration::from_secs(a.fdb_aging),
                 a.fdb_max_entries,
@@ -176,11 +168,71 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         ),
         numports: a.numports,
         daemon: a.daemon,
-        pidfile: a.pidfile,
-        log_level: a.log_level,
+        pidfile: a.pidfile.clone(),
+        log_level: a.log_level.clone(),
         stdin: StdinPolicy::Ignore,
         notes: Vec::new(),
-    })
+        extras: Default::default(),
+    };
+    // The file first, then what the command line says explicitly on top.
+    if let Some(path) = &a.config {
+        s.extras = crate::config::load(path, &mut s).map_err(|e| Usage::error(e.to_string()))?;
+        s.extras.config_path = Some(path.clone());
+    }
+    if a.hub {
+        s.engine.mode = Mode::Hub;
+    }
+    let fdb = s.engine.fdb;
+    s.engine.fdb = FdbConfig::new(
+        if given("fdb_aging") {
+            Duration::from_secs(a.fdb_aging)
+        } else {
+            fdb.aging
+        },
+        if given("fdb_max_entries") {
+            a.fdb_max_entries
+        } else {
+            fdb.max_entries
+        },
+        a.fdb_port_max_entries.or(fdb.max_entries_per_port),
+    );
+    if given("numports") {
+        s.numports = a.numports;
+    }
+    if given("log_level") {
+        s.log_level = a.log_level.clone();
+    }
+    if let Some(m) = a.metrics {
+        s.extras.metrics = Some(m);
+    }
+    if let Some(c) = &a.control {
+        s.extras.control = Some((c.clone(), None, a.group));
+    }
+    let mut per_type: std::collections::HashMap<String, usize> = Default::default();
+    for spec in &a.port {
+        let kind = spec.split(',').next().unwrap_or_default().to_string();
+        let n = per_type.entry(kind).or_insert(0);
+        *n += 1;
+        let p = port_spec::parse(spec, *n)
+            .map_err(|e| Usage::error(format!("error: --port {spec}: {e}")))?;
+        s.ports.push(p);
+    }
+    s.taps.extend(a.tap.iter().cloned());
+    let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
+    let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
+    s.controls.extend(
+        a.vde
+            .iter()
+            .map(|d| with_perms(Layout::Directory(d.clone())))
+            .chain(a.unix.iter().map(|p| with_perms(Layout::Socket(p.clone())))),
+    );
+    if s.controls.is_empty() && a.config.is_none() {
+        s.controls = Settings::default_controls(nix::unistd::geteuid().is_root())
+            .into_iter()
+            .map(|c| with_perms(c.layout))
+            .collect();
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         log_level: "info".into(),
         stdin: StdinPolicy::TerminalEof,
         notes: Vec::new(),
+        extras: Default::default(),
     })
 }
 

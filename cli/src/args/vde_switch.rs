@@ -243,6 +243,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             StdinPolicy::AnyEof
         },
         notes,
+        extras: Default::default(),
     })
 }
 

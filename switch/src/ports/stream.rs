@@ -218,7 +218,7 @@ async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>) {
             }
             Err(e) => {
                 // One line for the first failure, then one a minute.
-                if failures % 60 == 0 {
+                if failures.is_multiple_of(60) {
                     tracing::warn!(port = %config.name, peer = %config.endpoint, "cannot connect: {e}; retrying");
                 }
                 failures += 1;

@@ -1,0 +1,203 @@
+//! The control socket behind `switchyard ctl`: one JSON request line in,
+//! one JSON reply line out. Runs beside the data path and reads only its
+//! snapshots and atomics.
+
+use crate::args::port_spec;
+use crate::ports::OpenPort;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use switchyard_switch::{DropReason, Mode, Switch};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// The default control socket: /run/switchyard as root, else the user's
+/// runtime directory (or /tmp).
+pub fn default_path() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/switchyard/control.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => Path::new(&d).join("switchyard/control.sock"),
+        None => PathBuf::from(format!(
+            "/tmp/switchyard-{}/control.sock",
+            nix::unistd::geteuid()
+        )),
+    }
+}
+
+/// Binds the control socket (0660, optional group), replacing a stale one.
+pub fn bind(
+    path: &Path,
+    mode: Option<u32>,
+    group: Option<u32>,
+) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => anyhow::bail!("control socket {} is in use by another switchyard; stop it or choose another path with --control", path.display()),
+            Err(_) => std::fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?,
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.unwrap_or(0o660)))
+        .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("cannot set group of {}", path.display()))?;
+    }
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Answers clients until the runtime stops.
+pub async fn serve(listener: std::os::unix::net::UnixListener, switch: Arc<Switch>) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("control socket: {e}"),
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let switch = switch.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client(stream, switch).await {
+                        tracing::debug!("control client: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, switch: Arc<Switch>) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r.take(64 * 1024)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Ok(req) => answer(&req, &switch),
+            Err(e) => json!({"error": format!("bad request: {e}")}),
+        };
+        let mut text = reply.to_string();
+        text.push('\n');
+        w.write_all(text.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::Port>> {
+    switch.ports().iter().find(|p| p.name() == name).cloned()
+}
+
+/// One request, one reply.
+pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
+    let arg = |i: usize| req["args"].get(i).and_then(Value::as_str);
+    match req["cmd"].as_str().unwrap_or_default() {
+        "ports" => {
+            let ports: Vec<Value> = switch
+                .ports()
+                .iter()
+                .map(|p| {
+                    let c = p.counters().snapshot();
+                    let drops: serde_json::Map<String, Value> = DropReason::ALL
+                        .iter()
+                        .filter(|r| c.drops(**r) > 0)
+                        .map(|r| (r.as_str().to_string(), json!(c.drops(*r))))
+                        .collect();
+                    json!({
+                        "id": p.id().0, "name": p.name(), "type": p.kind(), "peer": p.peer(),
+                        "state": if p.is_closing() { "closing" } else { "up" },
+                        "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
+                        "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes, "drops": drops,
+                    })
+                })
+                .collect();
+            json!({ "ports": ports })
+        }
+        "fdb" => {
+            let table = switch.ports();
+            let entries: Vec<Value> = switch
+                .fdb_entries()
+                .iter()
+                .map(|e| {
+                    let port = table.get(e.port).map(|p| p.name().to_string()).unwrap_or_else(|| e.port.to_string());
+                    json!({"mac": e.mac.to_string(), "vlan": e.vlan, "port": port, "age_seconds": e.age.as_secs()})
+                })
+                .collect();
+            json!({ "fdb": entries })
+        }
+        "fdb-flush" => match arg(0) {
+            None => json!({"flushed": switch.fdb_flush(None)}),
+            Some(name) => match find_port(switch, name) {
+                Some(p) => json!({"flushed": switch.fdb_flush(Some(p.id()))}),
+                None => {
+                    json!({"error": format!("no port named {name:?}; see `switchyard ctl ports`")})
+                }
+            },
+        },
+        "stats" => {
+            let ev = switch.fdb_events();
+            let table = switch.ports();
+            let (mut rx, mut tx, mut drops) = (0u64, 0u64, 0u64);
+            for p in table.iter() {
+                let c = p.counters().snapshot();
+                rx += c.rx_frames;
+                tx += c.tx_frames;
+                drops += c.drops.iter().sum::<u64>();
+            }
+            let cfg = switch.config();
+            json!({
+                "mode": if cfg.mode == Mode::Hub { "hub" } else { "switch" },
+                "ports": table.len(), "fdb_entries": switch.fdb_len(),
+                "fdb_max_entries": cfg.fdb.max_entries, "fdb_aging_seconds": cfg.fdb.aging.as_secs(),
+                "fdb_learned": ev.learned, "fdb_moved": ev.moved, "fdb_aged": ev.aged, "fdb_refused": ev.refused,
+                "rx_frames": rx, "tx_frames": tx, "drops": drops,
+                "uptime_seconds": switch.now().as_secs(),
+            })
+        }
+        "port-del" => match arg(0).and_then(|n| find_port(switch, n)) {
+            Some(p) => {
+                p.close();
+                json!({"removed": p.name()})
+            }
+            None => {
+                json!({"error": format!("no port named {:?}; see `switchyard ctl ports`", arg(0).unwrap_or(""))})
+            }
+        },
+        "port-add" => {
+            let Some(spec) = arg(0) else {
+                return json!({"error": format!("port add needs a spec:\n{}", port_spec::SYNTAX)});
+            };
+            let n = switch.ports().len() + 1;
+            match port_spec::parse(spec, n) {
+                Err(e) => json!({"error": e}),
+                Ok(spec) => match OpenPort::open(&spec) {
+                    Err(e) => json!({"error": e.to_string()}),
+                    Ok(port) => {
+                        let name = port.name().to_string();
+                        port.spawn(switch.clone());
+                        json!({"added": name})
+                    }
+                },
+            }
+        }
+        "macnat" => {
+            json!({"error": "no port has MAC-NAT enabled (MAC-NAT is not available in this version)"})
+        }
+        other => {
+            json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del")})
+        }
+    }
+}

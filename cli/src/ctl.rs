@@ -1,0 +1,185 @@
+//! `switchyard ctl`: a client for the control socket, printing tables for
+//! people and JSON (`-j`) for programs.
+
+use crate::control::default_path;
+use serde_json::{json, Value};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: switchyard ctl [-s SOCKET] [-j] COMMAND
+commands:
+  ports                  ports with type, peer, state and counters
+  fdb                    the forwarding table (MAC, VLAN, port, age)
+  stats                  switch-wide counters
+  fdb flush [PORT]       empty the forwarding table, or one port's entries
+  port add SPEC          add a port (udp, mcast, stream, vxlan spec as for --port)
+  port del NAME          remove a port
+  macnat                 the MAC-NAT table
+options:
+  -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
+  -j, --json             print JSON";
+
+/// Runs `switchyard ctl …` (argv[0] and "ctl" included).
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let mut args: Vec<String> = argv
+        .iter()
+        .skip(2)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut socket = default_path();
+    let mut as_json = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-j" | "--json" => {
+                as_json = true;
+                args.remove(i);
+            }
+            "-s" | "--socket" if i + 1 < args.len() => {
+                socket = PathBuf::from(args.remove(i + 1));
+                args.remove(i);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => i += 1,
+        }
+    }
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (cmd, rest): (&str, &[&str]) = match words.as_slice() {
+        ["fdb", "flush", rest @ ..] => ("fdb-flush", rest),
+        ["port", "add", rest @ ..] => ("port-add", rest),
+        ["port", "del", rest @ ..] => ("port-del", rest),
+        [c @ ("ports" | "fdb" | "stats" | "macnat"), rest @ ..] => (c, rest),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let reply = match request(&socket, &json!({"cmd": cmd, "args": rest})) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(err) = reply.get("error").and_then(Value::as_str) {
+        eprintln!("switchyard ctl: {err}");
+        return ExitCode::from(1);
+    }
+    if as_json {
+        println!("{reply}");
+    } else {
+        print_human(cmd, &reply);
+    }
+    ExitCode::SUCCESS
+}
+
+fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied on {}: run as root or as a member of the socket's group",
+            socket.display()
+        ),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+            "no switchyard is listening on {} (is it running? choose another socket with -s)",
+            socket.display()
+        ),
+        _ => format!("cannot connect to {}: {e}", socket.display()),
+    })?;
+    let mut line = req.to_string();
+    line.push('\n');
+    s.write_all(line.as_bytes())
+        .map_err(|e| format!("cannot send request: {e}"))?;
+    let mut reply = String::new();
+    BufReader::new(s)
+        .read_line(&mut reply)
+        .map_err(|e| format!("cannot read reply: {e}"))?;
+    serde_json::from_str(&reply).map_err(|e| format!("bad reply from the daemon: {e}"))
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_human(cmd: &str, r: &Value) {
+    let empty = Vec::new();
+    match cmd {
+        "ports" => table(
+            &["NAME", "TYPE", "STATE", "RX", "TX", "DROPS", "PEER"],
+            r["ports"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|p| {
+                    let drops: u64 = p["drops"]
+                        .as_object()
+                        .map(|m| m.values().filter_map(Value::as_u64).sum())
+                        .unwrap_or(0);
+                    vec![
+                        s(&p["name"]),
+                        s(&p["type"]),
+                        s(&p["state"]),
+                        s(&p["rx_frames"]),
+                        s(&p["tx_frames"]),
+                        drops.to_string(),
+                        s(&p["peer"]),
+                    ]
+                })
+                .collect(),
+        ),
+        "fdb" => table(
+            &["MAC", "VLAN", "PORT", "AGE"],
+            r["fdb"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|e| {
+                    vec![
+                        s(&e["mac"]),
+                        s(&e["vlan"]),
+                        s(&e["port"]),
+                        format!("{}s", s(&e["age_seconds"])),
+                    ]
+                })
+                .collect(),
+        ),
+        _ => {
+            if let Some(m) = r.as_object() {
+                for (k, v) in m {
+                    println!("{k}: {}", s(v));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The Prometheus endpoint: text exposition format 0.0.4, rendered at
+//! scrape time straight from the switch's atomics and snapshots (no
+//! registry to keep in step with ports that come and go).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_switch::{DropReason, Switch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Reads one counter from a snapshot.
+type Getter = fn(&switchyard_switch::counters::CounterSnapshot) -> u64;
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric.
+pub fn render(switch: &Switch) -> String {
+    let mut o = String::with_capacity(4096);
+    family(
+        &mut o,
+        "switchyard_build_info",
+        "gauge",
+        "Build information; always 1.",
+    );
+    let _ = writeln!(
+        o,
+        "switchyard_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        &mut o,
+        "switchyard_uptime_seconds",
+        "gauge",
+        "Seconds since the switch started.",
+    );
+    let _ = writeln!(
+        o,
+        "switchyard_uptime_seconds {:.3}",
+        switch.now().as_secs_f64()
+    );
+    let table = switch.ports();
+    family(
+        &mut o,
+        "switchyard_ports",
+        "gauge",
+        "Ports attached, by type.",
+    );
+    let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
+    for p in table.iter() {
+        *by_type.entry(p.kind()).or_default() += 1;
+    }
+    for (t, n) in &by_type {
+        let _ = writeln!(o, "switchyard_ports{{type=\"{t}\"}} {n}");
+    }
+    let snaps: Vec<_> = table
+        .iter()
+        .map(|p| (p.clone(), p.counters().snapshot()))
+        .collect();
+    let counters: [(&str, &str, Getter); 4] = [
+        (
+            "switchyard_port_rx_frames_total",
+            "Frames received from the port's peer.",
+            |c| c.rx_frames,
+        ),
+        (
+            "switchyard_port_rx_bytes_total",
+            "Bytes received from the port's peer.",
+            |c| c.rx_bytes,
+        ),
+        (
+            "switchyard_port_tx_frames_total",
+            "Frames sent to the port's peer.",
+            |c| c.tx_frames,
+        ),
+        (
+            "switchyard_port_tx_bytes_total",
+            "Bytes sent to the port's peer.",
+            |c| c.tx_bytes,
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(&mut o, name, "counter", help);
+        for (p, c) in &snaps {
+            let _ = writeln!(
+                o,
+                "{name}{{port=\"{}\",type=\"{}\"}} {}",
+                esc(p.name()),
+                p.kind(),
+                get(c)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "switchyard_port_drops_total",
+        "counter",
+        "Frames dropped, by port and reason.",
+    );
+    for (p, c) in &snaps {
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                o,
+                "switchyard_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
+                esc(p.name()),
+                r.as_str(),
+                c.drops(r)
+            );
+        }
+    }
+    let cfg = switch.config();
+    family(
+        &mut o,
+        "switchyard_fdb_entries",
+        "gauge",
+        "Addresses in the forwarding table.",
+    );
+    let _ = writeln!(o, "switchyard_fdb_entries {}", switch.fdb_len());
+    family(
+        &mut o,
+        "switchyard_fdb_max_entries",
+        "gauge",
+        "The forwarding table's limit.",
+    );
+    let _ = writeln!(o, "switchyard_fdb_max_entries {}", cfg.fdb.max_entries);
+    let ev = switch.fdb_events();
+    for (name, help, v) in [
+        (
+            "switchyard_fdb_learned_total",
+            "Addresses learned.",
+            ev.learned,
+        ),
+        (
+            "switchyard_fdb_moved_total",
+            "Addresses that moved to another port.",
+            ev.moved,
+        ),
+        (
+            "switchyard_fdb_aged_total",
+            "Addresses forgotten by aging.",
+            ev.aged,
+        ),
+        (
+            "switchyard_fdb_refused_total",
+            "Addresses not learned because a limit was reached.",
+            ev.refused,
+        ),
+    ] {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    o
+}
+
+/// Binds the metrics address (before daemonizing, so errors show).
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context;
+    let l = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen for metrics on {addr}; choose another address"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves `GET /metrics` until the runtime stops.
+pub async fn serve(listener: std::net::TcpListener, switch: Arc<Switch>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("metrics listener: {e}"),
+    };
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let switch = switch.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), respond(s, &switch)).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("metrics accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if len == buf.len() {
+            return s
+                .write_all(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        }
+        let n = s.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(switch),
+        ),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "switchyard: metrics at /metrics\n".to_string(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found; try /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(resp.as_bytes()).await?;
+    s.shutdown().await
+}
