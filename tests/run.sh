@@ -18,6 +18,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 if [ "$(id -u)" -ne 0 ]; then
     exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI \
-        cargo test --workspace -- --test-threads=2
+        cargo test --workspace --no-fail-fast -- --test-threads=2
 fi
-exec cargo test --workspace -- --test-threads=2
+exec cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -14,6 +14,15 @@ use switchyard_switch::{Mode, Switch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+fn termination_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
 /// Why the switch stops.
 #[derive(Debug)]
 enum Shutdown {
@@ -142,6 +151,12 @@ fn cleanup(controls: &[Arc<UnixControl>], pidfile: &Option<PathBuf>) {
 
 /// Runs the switch until it is told to stop.
 pub fn run(settings: Settings) -> Result<()> {
+    // Hold termination signals until the runtime's handlers exist, so a
+    // SIGTERM right after the sockets appear still cleans them up.
+    let held = termination_signals();
+    if let Err(e) = held.thread_block() {
+        tracing::warn!("cannot hold signals during start-up: {e}");
+    }
     let controls = bind_controls(&settings)?;
     let taps = match open_taps(&settings) {
         Ok(t) => t,
@@ -178,25 +193,34 @@ pub fn run(settings: Settings) -> Result<()> {
         sockets.push(path.clone());
     }
     announce(&settings, &controls, &taps);
+    // Resolved before --daemon changes directory to /.
+    let pidfile = settings
+        .pidfile
+        .as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let mut parent = None;
     if settings.daemon {
         // Keep stderr (our log) unless vde_switch's -d, which detaches all.
         let noclose = settings.flavor != Flavor::VdeSwitch;
-        if let Err(e) = daemonize(noclose) {
-            cleanup(&controls, &None);
-            return Err(e);
+        match daemonize(noclose) {
+            Ok(p) => parent = Some(p),
+            Err(e) => {
+                cleanup(&controls, &None);
+                return Err(e);
+            }
         }
     }
-    let pidfile = match &settings.pidfile {
-        Some(p) => {
-            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            if let Err(e) = std::fs::write(&p, format!("{}\n", std::process::id())) {
-                cleanup(&controls, &None);
-                return Err(e).with_context(|| format!("cannot write pid file {}", p.display()));
-            }
-            Some(p)
+    if let Some(p) = &pidfile {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            cleanup(&controls, &None);
+            return Err(e).with_context(|| format!("cannot write pid file {}", p.display()));
         }
-        None => None,
-    };
+    }
+    // The launching process exits only now, so whoever started us finds
+    // the sockets bound and the pid file written.
+    if let Some(p) = parent {
+        p.release();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard")
@@ -208,6 +232,7 @@ pub fn run(settings: Settings) -> Result<()> {
         pidfile,
     };
     let result = runtime.block_on(serve(&settings, &controls, taps, ports, ops));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     leftovers.remove();
     match result {
         Ok(Shutdown::Signal(n)) => {
@@ -268,8 +293,38 @@ fn announce(settings: &Settings, controls: &[Arc<UnixControl>], taps: &[TapDevic
     }
 }
 
-fn daemonize(noclose: bool) -> Result<()> {
-    nix::unistd::daemon(false, true).context("cannot daemonize")?;
+/// The detached child's link to the process that launched it.
+struct Launcher(std::os::fd::OwnedFd);
+
+impl Launcher {
+    /// Lets the launching process exit 0.
+    fn release(self) {
+        let _ = nix::unistd::write(&self.0, b"1");
+    }
+}
+
+/// Forks: the parent waits until the child calls [`Launcher::release`]
+/// (exit 0) or dies first (exit 1); the child starts a new session in `/`
+/// with stdin and stdout (and stderr unless `noclose`) on /dev/null.
+fn daemonize(noclose: bool) -> Result<Launcher> {
+    use nix::unistd::{fork, ForkResult};
+    use std::io::Read;
+    let (read_end, write_end) = nix::unistd::pipe().context("cannot create a pipe")?;
+    // SAFETY: no other thread exists yet (the runtime and the stdin thread
+    // start later), so the child may run arbitrary code after fork.
+    match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut b = [0u8; 1];
+            let ok = std::fs::File::from(read_end)
+                .read(&mut b)
+                .is_ok_and(|n| n == 1);
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        ForkResult::Child => drop(read_end),
+    }
+    nix::unistd::setsid().context("cannot start a session")?;
+    std::env::set_current_dir("/").context("cannot change directory to /")?;
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -280,7 +335,7 @@ fn daemonize(noclose: bool) -> Result<()> {
     if !noclose {
         nix::unistd::dup2_stderr(&devnull).context("cannot redirect stderr")?;
     }
-    Ok(())
+    Ok(Launcher(write_end))
 }
 
 async fn serve(
@@ -324,11 +379,19 @@ async fn serve(
             }
         });
     }
+    // Every port task is spawned and every socket bound: tell systemd.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Shutdown>();
     watch_stdin(settings, stop_tx);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    // Handlers are in place: take what arrived meanwhile.
+    if let Err(e) = termination_signals().thread_unblock() {
+        tracing::warn!("cannot release held signals: {e}");
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => return Ok(Shutdown::Signal(libc::SIGINT)),

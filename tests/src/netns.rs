@@ -156,3 +156,41 @@ impl Drop for Netns {
         let _ = output(Command::new("ip").args(["netns", "del", &self.name]));
     }
 }
+
+/// Runs `f` on a new thread that has entered the network and mount
+/// namespaces of process `pid` (e.g. a switch started under
+/// `unshare --mount`), so paths like `/run/vde.ctl` mean what they mean to
+/// that process.
+pub fn run_in_namespaces_of<F, R>(pid: nix::unistd::Pid, f: F) -> Result<R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    let net = File::open(format!("/proc/{pid}/ns/net")).context("opening the net namespace")?;
+    let mnt = File::open(format!("/proc/{pid}/ns/mnt")).context("opening the mount namespace")?;
+    thread::scope(|s| {
+        let handle = s.spawn(|| {
+            // A thread may join another mount namespace only once it no
+            // longer shares its filesystem attributes with the process.
+            // SAFETY: plain syscalls on valid fds; they affect this thread only.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) != 0 {
+                    return Err(
+                        anyhow!(std::io::Error::last_os_error()).context("unshare(CLONE_FS)")
+                    );
+                }
+                if libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    return Err(anyhow!(std::io::Error::last_os_error()).context("setns(mount)"));
+                }
+                if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(anyhow!(std::io::Error::last_os_error()).context("setns(net)"));
+                }
+            }
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}

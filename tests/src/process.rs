@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,6 +44,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     captured: Arc<Mutex<Captured>>,
+    /// Reader threads still running (stdout, stderr).
+    readers: Arc<AtomicUsize>,
     status: Option<ExitStatus>,
 }
 
@@ -64,12 +67,14 @@ impl Proc {
         // Close our copies of the child's descriptors (e.g. a pty slave).
         drop(cmd);
         let captured = Arc::new(Mutex::new(Captured::default()));
+        let readers = Arc::new(AtomicUsize::new(0));
         let verbose = std::env::var_os(VERBOSE_ENV).is_some_and(|v| v == "1");
         if let Some(out) = child.stdout.take() {
             spawn_reader(
                 name,
                 File::from(OwnedFd::from(out)),
                 &captured,
+                &readers,
                 false,
                 verbose,
             );
@@ -79,6 +84,7 @@ impl Proc {
                 name,
                 File::from(OwnedFd::from(err)),
                 &captured,
+                &readers,
                 true,
                 verbose,
             );
@@ -89,6 +95,7 @@ impl Proc {
             child,
             stdin,
             captured,
+            readers,
             status: None,
         })
     }
@@ -135,8 +142,7 @@ impl Proc {
                 return Ok(());
             }
             if let Some(status) = self.try_status()? {
-                // Give the reader threads a moment to drain the pipes.
-                thread::sleep(Duration::from_millis(100));
+                self.drain_output(Duration::from_secs(1));
                 if self.count_lines(needle) >= n {
                     return Ok(());
                 }
@@ -162,16 +168,24 @@ impl Proc {
         self.wait_for_lines(needle, 1, timeout)
     }
 
-    /// The exit status if the process has exited (reaps it, and kills what
-    /// remains of its process group).
+    /// After an exit: waits (at most `timeout`) until the output pipes are
+    /// closed and fully read. A daemonized child that kept them open makes
+    /// this wait the whole timeout.
+    fn drain_output(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.readers.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The exit status if the process has exited (reaps it).
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_some() {
             return Ok(self.status);
         }
         if self.exited_unreaped() {
-            // The leader is a zombie, so its process group id cannot be reused
-            // yet: kill any helpers left in the group, then reap.
-            let _ = signal::killpg(self.pid(), Signal::SIGKILL);
+            // Do not kill the rest of the group here: a daemonizing child may
+            // not have left it yet (fork, parent exits, child calls setsid).
             let status = self
                 .child
                 .wait()
@@ -207,8 +221,7 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_status()? {
-                // Let the readers collect the last output.
-                thread::sleep(Duration::from_millis(50));
+                self.drain_output(Duration::from_secs(1));
                 return Ok(status);
             }
             if Instant::now() >= deadline {
@@ -273,10 +286,13 @@ fn spawn_reader(
     name: &str,
     mut src: File,
     captured: &Arc<Mutex<Captured>>,
+    readers: &Arc<AtomicUsize>,
     is_stderr: bool,
     verbose: bool,
 ) {
     let captured = Arc::clone(captured);
+    let readers = Arc::clone(readers);
+    readers.fetch_add(1, Ordering::SeqCst);
     let label = format!("{name}{}", if is_stderr { "!" } else { "" });
     thread::spawn(move || {
         let mut buf = [0u8; 8192];
@@ -300,13 +316,14 @@ fn spawn_reader(
                 }
             }
         }
+        readers.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.kill();
-        thread::sleep(Duration::from_millis(30));
+        self.drain_output(Duration::from_millis(200));
         // libtest shows a test's captured stderr only when the test fails, so
         // this costs nothing on success and explains failures.
         eprintln!(

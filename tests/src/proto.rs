@@ -239,6 +239,11 @@ impl Client {
         ))
     }
 
+    /// The control connection, for tests that misbehave on it.
+    pub fn ctl_stream(&mut self) -> &mut UnixStream {
+        &mut self.ctl
+    }
+
     /// The path our data socket was bound to (already unlinked).
     pub fn bound_path(&self) -> &Path {
         &self.bound
@@ -279,4 +284,73 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 /// True if `f` is one of our test frames (EtherType 0x88b5) from `src`.
 pub fn is_test_frame_from(f: &[u8], src: [u8; 6]) -> bool {
     f.len() >= 14 && f[6..12] == src && f[12..14] == [0x88, 0xb5]
+}
+
+/// An ARP request (broadcast) from `src_mac`/`src_ip` asking for `target_ip`.
+pub fn arp_request(src_mac: [u8; 6], src_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&BROADCAST);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&src_ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target_ip);
+    f
+}
+
+/// If `f` is an ARP reply telling `to_mac` where `ip` is, the answering MAC.
+pub fn arp_reply_for(f: &[u8], to_mac: [u8; 6], ip: [u8; 4]) -> Option<[u8; 6]> {
+    if f.len() < 42 || f[0..6] != to_mac || f[12..14] != [0x08, 0x06] || f[20..22] != [0, 2] {
+        return None;
+    }
+    if f[28..32] != ip {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&f[22..28]);
+    Some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout_is_native_endian_and_packed() {
+        let sa = sockaddr_path(Path::new("/tmp/x")).expect("short path");
+        let r = request(3, 0, 5, &sa, b"hi");
+        assert_eq!(r.len(), REQUEST_LEN + 2);
+        assert_eq!(&r[0..4], &MAGIC.to_ne_bytes());
+        assert_eq!(&r[4..8], &3u32.to_ne_bytes());
+        assert_eq!(&r[8..12], &(5u32 << 8).to_ne_bytes());
+        assert_eq!(&r[12..14], &(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(&r[14..20], b"/tmp/x");
+        assert_eq!(&r[122..], b"hi");
+    }
+
+    #[test]
+    fn reply_parsing_handles_paths_and_abstract_names() {
+        let sa = sockaddr_path(Path::new("/run/sw/001.7")).expect("short path");
+        let addr = parse_reply(&sa).expect("path reply");
+        assert_eq!(addr.as_pathname(), Some(Path::new("/run/sw/001.7")));
+        let mut abs = [0u8; SOCKADDR_LEN];
+        abs[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        abs[3] = 0x7f;
+        let addr = parse_reply(&abs).expect("abstract reply");
+        assert_eq!(addr.as_abstract_name().map(<[u8]>::len), Some(107));
+        assert!(parse_reply(&abs[..100]).is_err());
+    }
+
+    #[test]
+    fn frames_have_the_requested_length() {
+        for len in [14, 60, 1514, 65535] {
+            let f = frame(BROADCAST, mac(1), len, 3);
+            assert_eq!(f.len(), len);
+            assert!(is_test_frame_from(&f, mac(1)));
+        }
+        let arp = arp_request(mac(2), [192, 0, 2, 1], [192, 0, 2, 254]);
+        assert_eq!(arp.len(), 42);
+    }
 }

@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
+use crate::netns::Netns;
 use crate::proto::{self, Client, BROADCAST};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -50,4 +51,39 @@ pub fn unicast_reaches_third_port(dir: &Path, scratch: &Path) -> Result<bool> {
     // A's unicast to B.
     pass_frame(&a, &b, b.mac(), 60, 2)?;
     hears_from(&c, a.mac())
+}
+
+/// Attaches a client to VDE directory `dir` (from inside `ns`) and asks by
+/// ARP for 192.0.2.254, which the test put on a tap behind the switch.
+/// Returns the MAC that answered. `n` varies the client's MAC and IP.
+pub fn arp_via(ns: &Netns, dir: &Path, scratch: &Path, n: u8) -> Result<[u8; 6]> {
+    let c = ns.run(|| Client::attach(dir, 0, scratch, proto::mac(0x90 + u16::from(n))))??;
+    let ip = [192, 0, 2, 254];
+    for _ in 0..5 {
+        c.send(&proto::arp_request(c.mac(), [192, 0, 2, 10 + n], ip))?;
+        let reply = c.recv_matching(Duration::from_secs(1), |f| {
+            proto::arp_reply_for(f, c.mac(), ip).is_some()
+        })?;
+        if let Some(f) = reply {
+            return proto::arp_reply_for(&f, c.mac(), ip).context("ARP reply");
+        }
+    }
+    bail!("no ARP reply from 192.0.2.254 through the tap port")
+}
+
+/// The MAC of interface `dev` in `ns`, as `xx:xx:...`.
+pub fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
+    let out = ns.ip(["-o", "link", "show", "dev", dev])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_string)
+        .context("interface has no MAC")
+}
+
+pub fn mac_string(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -83,6 +83,7 @@ pub struct SwitchCmd {
     native: bool,
     stdin: Option<Stdin>,
     label: String,
+    cwd: Option<PathBuf>,
 }
 
 impl SwitchCmd {
@@ -95,6 +96,7 @@ impl SwitchCmd {
             native: true,
             stdin: None,
             label: "switchyard".into(),
+            cwd: None,
         })
     }
 
@@ -108,6 +110,7 @@ impl SwitchCmd {
             native: false,
             stdin: None,
             label: label.into(),
+            cwd: None,
         }
     }
 
@@ -145,6 +148,12 @@ impl SwitchCmd {
         self
     }
 
+    /// Working directory of the process (for relative paths).
+    pub fn current_dir(mut self, dir: &Path) -> SwitchCmd {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
     pub fn stdin(mut self, stdin: Stdin) -> SwitchCmd {
         self.stdin = Some(stdin);
         self
@@ -154,6 +163,9 @@ impl SwitchCmd {
     pub fn spawn(self, ns: Option<&Netns>) -> Result<Switch> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
         if let Some(ns) = ns {
             ns.enter_on_spawn(&mut cmd);
         }
@@ -191,6 +203,19 @@ impl Switch {
             self.proc.wait_for_lines("listening", n, START_TIMEOUT)?;
         }
         for s in self.sockets.clone() {
+            if self.native {
+                // `listening` means ready; a probing connection would only
+                // add a "refused a client" warning to the log.
+                if !crate::util::exists(&s) {
+                    bail!(
+                        "{} logged `listening` but {} does not exist; output:\n{}",
+                        self.proc.name(),
+                        s.display(),
+                        self.proc.output()
+                    );
+                }
+                continue;
+            }
             let what = format!("{} accepting connections", s.display());
             let mut exited = None;
             wait_until(START_TIMEOUT, &what, || {
@@ -269,4 +294,19 @@ pub fn start_vde_switch(
     let dir = tmp.join(name);
     let sw = SwitchCmd::native()?.vde(&dir).args(extra).start(Some(ns))?;
     Ok((sw, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ports_in_lines;
+
+    #[test]
+    fn port_numbers_are_parsed_from_log_lines() {
+        let log = "x INFO port attached port=unix:1 pid=3 uid=0 client=a\n\
+                   x INFO port attached port=\"unix:12\" pid=4\n\
+                   x INFO port detached port=unix:1 pid=3\n\
+                   x INFO listening: ...\n";
+        assert_eq!(ports_in_lines(log, "port attached"), vec![1, 12]);
+        assert_eq!(ports_in_lines(log, "port detached"), vec![1]);
+    }
 }

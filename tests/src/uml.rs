@@ -31,6 +31,24 @@ pub fn install_init(dir: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
+/// `/dev/shm` when it is a tmpfs that allows exec, else the test's temp dir.
+fn ram_dir(tmp: &TempDir) -> PathBuf {
+    let shm_ok = fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 4
+                && f[1] == "/dev/shm"
+                && f[2] == "tmpfs"
+                && !f[3].split(',').any(|o| o == "noexec")
+        })
+    });
+    if shm_ok {
+        PathBuf::from("/dev/shm")
+    } else {
+        tmp.path().to_path_buf()
+    }
+}
+
 /// Builder for one UML guest.
 #[derive(Debug, Clone)]
 pub struct Uml {
@@ -115,7 +133,9 @@ impl Uml {
         for (k, v) in &self.params {
             cmd.arg(format!("{k}={v}"));
         }
-        cmd.env("TMPDIR", tmp.path());
+        // The guest's RAM is a file in $TMPDIR (unlinked at once); tmpfs is
+        // much faster than a disk, and UML warns when it is not tmpfs.
+        cmd.env("TMPDIR", ram_dir(tmp));
         let proc = Proc::spawn(&format!("uml {}", self.label), cmd, Stdin::Null)?;
         Ok(Guest { proc })
     }

@@ -197,13 +197,18 @@ fn vde_switch_name_serves_guests_and_exits_on_stdin_eof() -> Result<()> {
         describe(status)
     );
     ensure!(!exists(&ctl), "stdin EOF left {} behind", ctl.display());
+    ensure!(
+        !exists(&dir),
+        "stdin EOF left the directory {} behind (vde_switch removes it)",
+        dir.display()
+    );
     Ok(())
 }
 
-/// Test 5e: `vde_switch -x -d -p PIDFILE -m 660 -n 8 -s DIR`: daemonizes
+/// Test 5e: `vde_switch -x -d -p PIDFILE -m 660 -n 8 -t TAP -s DIR`: daemonizes
 /// (the launcher exits 0), writes the pid file, the ctl socket gets mode
-/// 0660, hub mode floods a known unicast to a third port, and SIGTERM
-/// removes the control directory's socket.
+/// 0660, hub mode floods a known unicast to a third port, the tap is a
+/// port, and SIGTERM removes the control socket and the pid file.
 #[test]
 fn vde_switch_name_daemon_hub_mode() -> Result<()> {
     preflight()?;
@@ -212,8 +217,9 @@ fn vde_switch_name_daemon_hub_mode() -> Result<()> {
     let dir = tmp.join("vde");
     let ctl = dir.join("ctl");
     let pidfile = tmp.join("vde.pid");
+    let tap = unique_name("syd");
     let mut launcher: Switch = vde_switch_cmd(&tmp)?
-        .args(["-x", "-d", "-m", "660", "-n", "8", "-p"])
+        .args(["-x", "-d", "-m", "660", "-n", "8", "-t", &tap, "-p"])
         .arg(&pidfile)
         .arg("-s")
         .arg(&dir)
@@ -224,6 +230,8 @@ fn vde_switch_name_daemon_hub_mode() -> Result<()> {
         "vde_switch -d: launcher {}",
         describe(status)
     );
+    // The original vde_switch writes its pid file after detaching: allow that.
+    switchyard_tests::wait_until(Duration::from_secs(5), "the pid file", || exists(&pidfile))?;
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .with_context(|| format!("reading the pid file {}", pidfile.display()))?
         .trim()
@@ -246,8 +254,70 @@ fn vde_switch_name_daemon_hub_mode() -> Result<()> {
         "in hub mode (-x) a known unicast must reach every port"
     );
 
+    // The -t tap is a port too.
+    ensure!(ns.has_link(&tap), "-t {tap}: no such tap");
+    ns.addr_up(&tap, "192.0.2.254/24")?;
+    scenarios::arp_via(&ns, &dir, &scratch, 1).context("ARP through the -t tap")?;
+
     nix::sys::signal::kill(daemon.pid, Signal::SIGTERM)?;
     daemon.wait_gone(Duration::from_secs(5))?;
     ensure!(!exists(&ctl), "SIGTERM left {} behind", ctl.display());
+    ensure!(
+        !exists(&pidfile),
+        "SIGTERM left the pid file behind (vde_switch removes it)"
+    );
     Ok(())
+}
+
+/// Test 5f: `uml_switch -unix CTL -daemon` detaches (the launcher exits 0)
+/// and keeps serving; SIGINT still cleans up the (absolute) socket path.
+#[test]
+fn uml_switch_name_daemon_flag() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("cm")?;
+    let ns = Netns::new()?;
+    let ctl = tmp.join("uml.ctl");
+    let mut launcher = uml_switch_cmd(&tmp)?
+        .arg("-unix")
+        .arg(&ctl)
+        .arg("-daemon")
+        .spawn(Some(&ns))?;
+    let status = launcher.proc.wait_exit(Duration::from_secs(10))?;
+    ensure!(
+        status.success(),
+        "uml_switch -daemon: launcher {}",
+        describe(status)
+    );
+    let pid = find_pid_with_arg(&ctl).context("finding the daemonized uml_switch")?;
+    let daemon = PidGuard { pid };
+    ensure!(exists(&ctl), "no control socket after -daemon returned");
+    std::os::unix::net::UnixStream::connect(&ctl)
+        .context("the daemonized switch does not accept")?;
+    nix::sys::signal::kill(daemon.pid, Signal::SIGINT)?;
+    daemon.wait_gone(Duration::from_secs(5))?;
+    ensure!(!exists(&ctl), "SIGINT left {} behind", ctl.display());
+    Ok(())
+}
+
+/// The pid of a live process one of whose arguments is `arg`.
+fn find_pid_with_arg(arg: &Path) -> Result<nix::unistd::Pid> {
+    use std::os::unix::ffi::OsStrExt;
+    let want = arg.as_os_str().as_bytes();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|a| a == want) {
+            return Ok(nix::unistd::Pid::from_raw(pid));
+        }
+    }
+    anyhow::bail!("no process has {} on its command line", arg.display())
 }

@@ -10,7 +10,7 @@ use switchyard_tests::proto::{
     self, raw_handshake, request, request_with_magic, sockaddr_path, Client, Outcome, BROADCAST,
     MAGIC,
 };
-use switchyard_tests::scenarios::{pass_frame, unicast_reaches_third_port};
+use switchyard_tests::scenarios::{hears_from, pass_frame, unicast_reaches_third_port};
 use switchyard_tests::switch::start_vde_switch;
 use switchyard_tests::tools::vde_plug;
 use switchyard_tests::{preflight, unique_name, wait_until, Netns, TempDir};
@@ -193,6 +193,213 @@ fn hub_mode_floods_known_unicast() -> Result<()> {
     let scratch = tmp.path().to_path_buf();
     let third = ns.run(|| unicast_reaches_third_port(&dir, &scratch))??;
     ensure!(third, "--hub did not flood a unicast to a third port");
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7e: a request split over two writes 20 ms apart is still accepted
+/// (protocols.md §7.1: wait briefly for the rest of a short request).
+#[test]
+fn request_split_over_two_writes_is_accepted() -> Result<()> {
+    use std::io::Write;
+    preflight()?;
+    let tmp = TempDir::new("sp")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &[])?;
+    let scratch = tmp.path().to_path_buf();
+    ns.run(|| -> Result<()> {
+        let sock_path = scratch.join(format!(".{}", unique_name("split")));
+        let _sock = UnixDatagram::bind(&sock_path)?;
+        let req = request(3, 0, 0, &sockaddr_path(&sock_path)?, b"split request");
+        let mut s = UnixStream::connect(dir.join("ctl"))?;
+        s.write_all(&req[..60])?;
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(&req[60..])?;
+        match proto::read_outcome(&mut s, REJECT_TIMEOUT)? {
+            Outcome::Reply(_) => Ok(()),
+            other => bail!("split request: expected a reply, got {other:?}"),
+        }
+    })??;
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7f: when every port up to --numports is taken, one more "any port"
+/// request gets EOF; a freed port is handed out again.
+#[test]
+fn full_switch_refuses_with_eof() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("fu")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &["--numports", "3"])?;
+    let scratch = tmp.path().to_path_buf();
+    ns.run(|| -> Result<()> {
+        let mut clients = Vec::new();
+        for i in 0..3u16 {
+            clients.push(
+                Client::attach(&dir, 0, &scratch, proto::mac(0x50 + i))
+                    .with_context(|| format!("client {} of 3", i + 1))?,
+            );
+        }
+        let sock_path = scratch.join(format!(".{}", unique_name("full")));
+        let _sock = UnixDatagram::bind(&sock_path)?;
+        let sa = sockaddr_path(&sock_path)?;
+        expect_eof(
+            &dir.join("ctl"),
+            "a 4th client on a 3-port switch",
+            &request(3, 0, 0, &sa, b"x"),
+        )?;
+        drop(clients.pop());
+        wait_until(
+            Duration::from_secs(3),
+            "a freed port to be handed out",
+            || Client::attach(&dir, 0, &scratch, proto::mac(0x5f)).is_ok(),
+        )?;
+        Ok(())
+    })??;
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7g: runt datagrams (0, 5 and 13 bytes) are dropped without harm:
+/// nothing is delivered for them and the next frame passes.
+#[test]
+fn runt_datagrams_are_dropped() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("rn")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &[])?;
+    let scratch = tmp.path().to_path_buf();
+    let (a, b) = ns.run(|| -> Result<(Client, Client)> {
+        Ok((
+            Client::attach(&dir, 0, &scratch, proto::mac(0x61))?,
+            Client::attach(&dir, 0, &scratch, proto::mac(0x62))?,
+        ))
+    })??;
+    a.send(&[])?;
+    a.send(&[0xff; 5])?;
+    a.send(&[0xff; 13])?;
+    if let Some(f) = b.recv(Duration::from_millis(300))? {
+        ensure!(f.len() >= 14, "a {}-byte runt was forwarded", f.len());
+    }
+    pass_frame(&a, &b, BROADCAST, 14, 1)?;
+    pass_frame(&b, &a, BROADCAST, 60, 2)?;
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7h: when a port goes away, the addresses learned on it are
+/// forgotten: a unicast to such an address is flooded again (here to a new
+/// port that has not sent anything yet) instead of vanishing.
+#[test]
+fn fdb_forgets_a_detached_port() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("fd")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &[])?;
+    let scratch = tmp.path().to_path_buf();
+    let moving = proto::mac(0x7b);
+    let (a, b) = ns.run(|| -> Result<(Client, Client)> {
+        Ok((
+            Client::attach(&dir, 0, &scratch, proto::mac(0x7a))?,
+            Client::attach(&dir, 0, &scratch, moving)?,
+        ))
+    })??;
+    // Learn `moving` on B's port, with a second MAC behind it too.
+    pass_frame(&b, &a, BROADCAST, 60, 1)?;
+    b.send(&proto::frame(BROADCAST, proto::mac(0x7c), 60, 9))?;
+    pass_frame(&a, &b, moving, 60, 2)?;
+    let detached_before = sw.detached_ports().len();
+    drop(b);
+    wait_until(Duration::from_secs(3), "`port detached`", || {
+        sw.detached_ports().len() > detached_before
+    })
+    .with_context(|| format!("switch log:\n{}", sw.proc.output()))?;
+    let c = ns.run(|| Client::attach(&dir, 0, &scratch, proto::mac(0x7d)))??;
+    pass_frame(&a, &c, moving, 60, 3).context("unicast to a MAC of a detached port")?;
+    pass_frame(&a, &c, proto::mac(0x7c), 60, 4)
+        .context("unicast to the second MAC of a detached port")?;
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7i: `--fdb-aging 1`: a learned address is forgotten after about a
+/// second of silence, so unicast to it floods again.
+#[test]
+fn fdb_aging_expires_addresses() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("ag")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &["--fdb-aging", "1"])?;
+    let scratch = tmp.path().to_path_buf();
+    let (a, b, c) = ns.run(|| -> Result<(Client, Client, Client)> {
+        Ok((
+            Client::attach(&dir, 0, &scratch, proto::mac(0x81))?,
+            Client::attach(&dir, 0, &scratch, proto::mac(0x82))?,
+            Client::attach(&dir, 0, &scratch, proto::mac(0x83))?,
+        ))
+    })??;
+    pass_frame(&b, &a, BROADCAST, 60, 1)?;
+    ensure!(hears_from(&c, b.mac())?, "C missed B's broadcast");
+    pass_frame(&a, &b, b.mac(), 60, 2)?;
+    ensure!(
+        !hears_from(&c, a.mac())?,
+        "B's address was not learned (unicast flooded)"
+    );
+    // Now wait for the entry to age out: unicast to B floods to C again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let mut seed = 3;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        pass_frame(&a, &b, b.mac(), 60, seed)?;
+        seed += 1;
+        if hears_from(&c, a.mac())? {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "B's address was still learned 8 s after its last frame with --fdb-aging 1"
+        );
+    }
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Test 7j: bytes a client writes on its control connection after the
+/// handshake do not tear its port down (protocols.md §7.1 step 9), and a
+/// known unicast is never reflected to the port it came from (no hairpin).
+#[test]
+fn extra_control_bytes_and_no_hairpin() -> Result<()> {
+    use std::io::Write;
+    preflight()?;
+    let tmp = TempDir::new("xb")?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &[])?;
+    let scratch = tmp.path().to_path_buf();
+    let (mut a, b) = ns.run(|| -> Result<(Client, Client)> {
+        Ok((
+            Client::attach(&dir, 0, &scratch, proto::mac(0x91))?,
+            Client::attach(&dir, 0, &scratch, proto::mac(0x92))?,
+        ))
+    })??;
+    a.ctl_stream().write_all(b"x")?;
+    ensure!(
+        !a.ctl_closed(Duration::from_millis(500))?,
+        "a stray byte on the control connection closed the port"
+    );
+    pass_frame(&a, &b, BROADCAST, 60, 1)?;
+    pass_frame(&b, &a, a.mac(), 60, 2)?;
+
+    // A is learned on its port; a frame from A to A's own MAC must not come back.
+    a.send(&proto::frame(a.mac(), a.mac(), 60, 3))?;
+    ensure!(
+        a.recv_matching(Duration::from_millis(500), |f| proto::is_test_frame_from(
+            f,
+            a.mac()
+        ))?
+        .is_none(),
+        "a unicast was reflected to its ingress port"
+    );
     sw.assert_running()?;
     Ok(())
 }

@@ -306,8 +306,12 @@ fn summary(s: &measure::Sample) -> String {
             )
         }
         measure::Sample::Latency(l) => format!(
-            "p50 {:.1} µs, p99 {:.1} µs ({} round trips, {} lost)",
-            l.p50_us, l.p99_us, l.count, l.lost
+            "p50 {:.1} µs, p99 {:.1} µs ({} round trips, {} lost), switch CPU {}",
+            l.p50_us,
+            l.p99_us,
+            l.count,
+            l.lost,
+            l.switch_cpu_pct.map_or("?".into(), |c| format!("{c:.0}%"))
         ),
     }
 }

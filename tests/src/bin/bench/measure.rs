@@ -116,6 +116,9 @@ pub struct LatencySample {
     pub p999_us: f64,
     pub max_us: f64,
     pub mean_us: f64,
+    /// Switch CPU use while the measured round trips ran, in % of one core
+    /// (on a VM, a busy switch keeps a vCPU awake and lowers wake-up latency).
+    pub switch_cpu_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +134,7 @@ pub fn run(m: Measurement, ctl: &Path, pid: u32, cfg: &Config) -> Result<Sample>
         Measurement::Unicast64 => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 1, false)?),
         Measurement::Unicast1514 => Sample::Flood(flood(ctl, pid, cfg, LARGE_FRAME, 1, false)?),
         Measurement::Broadcast => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 3, true)?),
-        Measurement::Latency => Sample::Latency(ping_pong(ctl, cfg)?),
+        Measurement::Latency => Sample::Latency(ping_pong(ctl, pid, cfg)?),
     })
 }
 
@@ -326,7 +329,7 @@ const PING_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// A sends a frame carrying a sequence number to B; B echoes it back to A;
 /// one frame in flight. Returns the round-trip statistics.
-fn ping_pong(ctl: &Path, cfg: &Config) -> Result<LatencySample> {
+fn ping_pong(ctl: &Path, pid: u32, cfg: &Config) -> Result<LatencySample> {
     let ports = [Port::connect(ctl)?, Port::connect(ctl)?];
     proto::learn_all(&ports)?;
     let [a, b] = &ports;
@@ -340,7 +343,7 @@ fn ping_pong(ctl: &Path, cfg: &Config) -> Result<LatencySample> {
             }
             r
         });
-        let res = ping_loop(a, b.mac, cfg, &stop);
+        let res = ping_loop(a, b.mac, pid, cfg, &stop);
         stop.store(true, Ordering::SeqCst);
         let echo_res = echo
             .join()
@@ -375,7 +378,13 @@ fn echo_loop(b: &Port, a_mac: [u8; 6], stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-fn ping_loop(a: &Port, b_mac: [u8; 6], cfg: &Config, stop: &AtomicBool) -> Result<LatencySample> {
+fn ping_loop(
+    a: &Port,
+    b_mac: [u8; 6],
+    pid: u32,
+    cfg: &Config,
+    stop: &AtomicBool,
+) -> Result<LatencySample> {
     let mut frame = proto::build_frame(b_mac, a.mac, SMALL_FRAME);
     let mut buf = [0u8; RECV_SLOT];
     let mut rtts: Vec<u64> = Vec::with_capacity(cfg.pings);
@@ -384,7 +393,11 @@ fn ping_loop(a: &Port, b_mac: [u8; 6], cfg: &Config, stop: &AtomicBool) -> Resul
     let total = cfg.ping_warmup + cfg.pings;
     // Generous cap so a pathological switch cannot blow the time budget.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut cpu_start: Option<(Instant, Option<f64>)> = None;
     for seq in 0..total as u64 {
+        if seq == cfg.ping_warmup as u64 {
+            cpu_start = Some((Instant::now(), process_cpu_s(pid)));
+        }
         sys::check_interrupted()?;
         if stop.load(Ordering::Relaxed) {
             bail!("the echo side stopped");
@@ -433,6 +446,11 @@ fn ping_loop(a: &Port, b_mac: [u8; 6], cfg: &Config, stop: &AtomicBool) -> Resul
     if rtts.is_empty() {
         bail!("no round trip completed");
     }
+    let switch_cpu_pct = cpu_start.and_then(|(t0, cpu0)| {
+        let wall = t0.elapsed().as_secs_f64();
+        let used = process_cpu_s(pid)? - cpu0?;
+        (wall > 0.0).then(|| 100.0 * used / wall)
+    });
     rtts.sort_unstable();
     let us = |ns: u64| ns as f64 / 1000.0;
     let pct = |q: f64| {
@@ -449,5 +467,6 @@ fn ping_loop(a: &Port, b_mac: [u8; 6], cfg: &Config, stop: &AtomicBool) -> Resul
         p999_us: pct(0.999),
         max_us: us(rtts[rtts.len() - 1]),
         mean_us: us(rtts.iter().sum::<u64>()) / rtts.len() as f64,
+        switch_cpu_pct,
     })
 }

@@ -59,6 +59,7 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("mean_us", l.mean_us),
             ("min_us", l.min_us),
             ("max_us", l.max_us),
+            ("switch_cpu_pct", l.switch_cpu_pct.unwrap_or(f64::NAN)),
             ("round_trips", l.count as f64),
             ("lost", l.lost as f64),
         ],
@@ -277,6 +278,13 @@ const ROWS: &[Row] = &[
         label: "64 B ping-pong RTT p99 (µs, lower is better)",
         unit: Unit::Us,
         better: Better::Lower,
+    },
+    Row {
+        m: Measurement::Latency,
+        key: "switch_cpu_pct",
+        label: "ping-pong: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
     },
 ];
 
