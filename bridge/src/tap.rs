@@ -101,7 +101,7 @@ impl TapDevice {
 
     /// Makes the device a port and moves frames until it vanishes; the
     /// port is then removed and the switch keeps running.
-    pub async fn serve(self, switch: Arc<Switch>) {
+    pub async fn serve(self, switch: Arc<Switch>, stop: switchyard_switch::Stop) {
         let name = self.name().to_string();
         let id = switch.allocate_id();
         let port = Arc::new(Port::new(
@@ -119,6 +119,7 @@ impl TapDevice {
             }
         };
         switch.add_port(port.clone());
+        stop.adopt(&port);
         tracing::info!(
             port = %port.name(), tap = %name,
             "port attached ({} tap)", if self.created { "created" } else { "existing" }

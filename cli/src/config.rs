@@ -193,6 +193,8 @@ pub struct Extras {
     pub control: Option<(PathBuf, Option<u32>, Option<u32>)>,
     /// The file these came from, for reload.
     pub config_path: Option<PathBuf>,
+    /// The command line, re-read on reload so flags still override.
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 /// Reads and checks `path`, applying it over `base`.
@@ -427,6 +429,7 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         metrics,
         control,
         config_path: None,
+        argv: Vec::new(),
     })
 }
 

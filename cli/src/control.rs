@@ -2,8 +2,6 @@
 //! one JSON reply line out. Runs beside the data path and reads only its
 //! snapshots and atomics.
 
-use crate::args::port_spec;
-use crate::ports::OpenPort;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +9,7 @@ use std::sync::Arc;
 use switchyard_switch::{DropReason, Mode, Switch};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 
 /// The default control socket: /run/switchyard as root, else the user's
 /// runtime directory (or /tmp).
@@ -58,8 +57,23 @@ pub fn bind(
     Ok(l)
 }
 
+/// A request only the main loop can carry out (it owns the running set).
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the configuration file.
+    Reload(oneshot::Sender<Result<String, String>>),
+    /// Add a port from a `--port` spec.
+    PortAdd(String, oneshot::Sender<Result<String, String>>),
+    /// Remove a configured port, or kick a client's port.
+    PortDel(String, oneshot::Sender<Result<String, String>>),
+}
+
 /// Answers clients until the runtime stops.
-pub async fn serve(listener: std::os::unix::net::UnixListener, switch: Arc<Switch>) {
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    switch: Arc<Switch>,
+    commands: mpsc::Sender<Command>,
+) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!("control socket: {e}"),
@@ -68,8 +82,9 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, switch: Arc<Switc
         match listener.accept().await {
             Ok((stream, _)) => {
                 let switch = switch.clone();
+                let commands = commands.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client(stream, switch).await {
+                    if let Err(e) = client(stream, switch, commands).await {
                         tracing::debug!("control client: {e}");
                     }
                 });
@@ -82,12 +97,30 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, switch: Arc<Switc
     }
 }
 
-async fn client(stream: UnixStream, switch: Arc<Switch>) -> std::io::Result<()> {
+async fn client(
+    stream: UnixStream,
+    switch: Arc<Switch>,
+    commands: mpsc::Sender<Command>,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => answer(&req, &switch),
+            Ok(req) => match main_loop_command(&req) {
+                Some(make) => {
+                    let (tx, rx) = oneshot::channel();
+                    if commands.send(make(tx)).await.is_err() {
+                        json!({"error": "the switch is shutting down"})
+                    } else {
+                        match rx.await {
+                            Ok(Ok(done)) => json!({"ok": done}),
+                            Ok(Err(e)) => json!({"error": e}),
+                            Err(_) => json!({"error": "the switch is shutting down"}),
+                        }
+                    }
+                }
+                None => answer(&req, &switch),
+            },
             Err(e) => json!({"error": format!("bad request: {e}")}),
         };
         let mut text = reply.to_string();
@@ -97,7 +130,28 @@ async fn client(stream: UnixStream, switch: Arc<Switch>) -> std::io::Result<()> 
     Ok(())
 }
 
-fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::Port>> {
+type Reply = oneshot::Sender<Result<String, String>>;
+
+/// A command that builds its main-loop request from the reply channel.
+type MakeCommand = Box<dyn FnOnce(Reply) -> Command + Send>;
+
+/// The requests that change the running set, as commands for the main loop.
+fn main_loop_command(req: &Value) -> Option<MakeCommand> {
+    let arg = req["args"]
+        .get(0)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match req["cmd"].as_str().unwrap_or_default() {
+        "reload" => Some(Box::new(Command::Reload)),
+        "port-add" => Some(Box::new(move |r| Command::PortAdd(arg, r))),
+        "port-del" => Some(Box::new(move |r| Command::PortDel(arg, r))),
+        _ => None,
+    }
+}
+
+/// Finds a live port by name.
+pub fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::Port>> {
     switch.ports().iter().find(|p| p.name() == name).cloned()
 }
 
@@ -167,37 +221,11 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
                 "uptime_seconds": switch.now().as_secs(),
             })
         }
-        "port-del" => match arg(0).and_then(|n| find_port(switch, n)) {
-            Some(p) => {
-                p.close();
-                json!({"removed": p.name()})
-            }
-            None => {
-                json!({"error": format!("no port named {:?}; see `switchyard ctl ports`", arg(0).unwrap_or(""))})
-            }
-        },
-        "port-add" => {
-            let Some(spec) = arg(0) else {
-                return json!({"error": format!("port add needs a spec:\n{}", port_spec::SYNTAX)});
-            };
-            let n = switch.ports().len() + 1;
-            match port_spec::parse(spec, n) {
-                Err(e) => json!({"error": e}),
-                Ok(spec) => match OpenPort::open(&spec) {
-                    Err(e) => json!({"error": e.to_string()}),
-                    Ok(port) => {
-                        let name = port.name().to_string();
-                        port.spawn(switch.clone());
-                        json!({"added": name})
-                    }
-                },
-            }
-        }
         "macnat" => {
             json!({"error": "no port has MAC-NAT enabled (MAC-NAT is not available in this version)"})
         }
         other => {
-            json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del")})
+            json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del, reload")})
         }
     }
 }

@@ -18,6 +18,7 @@ commands:
   fdb flush [PORT]       empty the forwarding table, or one port's entries
   port add SPEC          add a port (udp, mcast, stream, vxlan spec as for --port)
   port del NAME          remove a port
+  reload                 re-read the configuration file (as SIGHUP does)
   macnat                 the MAC-NAT table
 options:
   -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
@@ -55,6 +56,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         ["fdb", "flush", rest @ ..] => ("fdb-flush", rest),
         ["port", "add", rest @ ..] => ("port-add", rest),
         ["port", "del", rest @ ..] => ("port-del", rest),
+        ["reload"] => ("reload", &[][..]),
         [c @ ("ports" | "fdb" | "stats" | "macnat"), rest @ ..] => (c, rest),
         _ => {
             eprintln!("{USAGE}");

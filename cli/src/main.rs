@@ -8,6 +8,7 @@ mod ctl;
 mod metrics;
 mod ports;
 mod run;
+mod running;
 mod settings;
 
 use std::io::Write;

@@ -9,7 +9,7 @@ use switchyard_switch::ports::stream::StreamPort;
 use switchyard_switch::ports::udp::UdpPort;
 use switchyard_switch::ports::vxlan::VxlanPort;
 use switchyard_switch::ports::PortError;
-use switchyard_switch::Switch;
+use switchyard_switch::{Stop, Switch};
 
 /// A transport whose sockets are bound, ready to serve.
 #[derive(Debug)]
@@ -35,16 +35,6 @@ impl OpenPort {
         })
     }
 
-    /// The port's name.
-    pub fn name(&self) -> &str {
-        match self {
-            OpenPort::Udp(p) => p.name(),
-            OpenPort::Mcast(p) => p.name(),
-            OpenPort::Stream(p) => p.name(),
-            OpenPort::Vxlan(p) => p.name(),
-        }
-    }
-
     /// A socket file to remove on shutdown, if the port made one.
     pub fn socket_path(&self) -> Option<PathBuf> {
         match self {
@@ -55,12 +45,12 @@ impl OpenPort {
     }
 
     /// Runs the port on the switch.
-    pub fn spawn(self, switch: Arc<Switch>) {
+    pub fn spawn(self, switch: Arc<Switch>, stop: Stop) {
         match self {
-            OpenPort::Udp(p) => tokio::spawn(p.serve(switch)),
-            OpenPort::Mcast(p) => tokio::spawn(p.serve(switch)),
-            OpenPort::Stream(p) => tokio::spawn(p.serve(switch)),
-            OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch)),
+            OpenPort::Udp(p) => tokio::spawn(p.serve(switch, stop)),
+            OpenPort::Mcast(p) => tokio::spawn(p.serve(switch, stop)),
+            OpenPort::Stream(p) => tokio::spawn(p.serve(switch, stop)),
+            OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch, stop)),
         };
     }
 }

@@ -1,7 +1,9 @@
 //! The daemon's life: bind, (daemonize), serve, and clean up on a signal or
 //! stdin EOF.
 
+use crate::control::Command;
 use crate::ports::OpenPort;
+use crate::running::Running;
 use crate::settings::{Flavor, Settings, StdinPolicy};
 use anyhow::{Context, Result};
 use std::io::{BufRead, Write};
@@ -347,24 +349,19 @@ async fn serve(
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
     let numbers = Arc::new(PortNumbers::new(settings.numports));
-    for c in controls {
-        let c = c.clone();
-        let (switch, numbers) = (switch.clone(), numbers.clone());
-        tokio::spawn(async move {
-            let path = c.ctl_path().to_path_buf();
-            if let Err(e) = c.serve(switch, numbers).await {
-                tracing::error!(ctl = %path.display(), "control socket failed: {e}");
-            }
-        });
+    let mut running = Running::new(switch.clone(), numbers);
+    for (c, cfg) in controls.iter().zip(&settings.controls) {
+        running.start_control(c.clone(), cfg.clone());
     }
     for t in taps {
-        tokio::spawn(t.serve(switch.clone()));
+        running.start_tap(t);
     }
-    for p in ports {
-        p.spawn(switch.clone());
+    for (spec, p) in settings.ports.iter().zip(ports) {
+        running.start_port(spec.clone(), p);
     }
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(8);
     if let Some((_, l)) = ops.control {
-        tokio::spawn(crate::control::serve(l, switch.clone()));
+        tokio::spawn(crate::control::serve(l, switch.clone(), cmd_tx));
     }
     if let Some(l) = ops.metrics {
         tokio::spawn(crate::metrics::serve(l, switch.clone()));
@@ -392,24 +389,71 @@ async fn serve(
     if let Err(e) = termination_signals().thread_unblock() {
         tracing::warn!("cannot release held signals: {e}");
     }
-    loop {
+    let mut stdin_watched = true;
+    let why = loop {
         tokio::select! {
-            _ = sigint.recv() => return Ok(Shutdown::Signal(libc::SIGINT)),
-            _ = sigterm.recv() => return Ok(Shutdown::Signal(libc::SIGTERM)),
+            _ = sigint.recv() => break Shutdown::Signal(libc::SIGINT),
+            _ = sigterm.recv() => break Shutdown::Signal(libc::SIGTERM),
             _ = sighup.recv() => {
-                if settings.flavor == Flavor::Native {
-                    tracing::warn!("SIGHUP: configuration reload is not available yet; ignoring");
-                } else {
-                    return Ok(Shutdown::Signal(libc::SIGHUP));
+                if settings.flavor != Flavor::Native {
+                    break Shutdown::Signal(libc::SIGHUP);
                 }
+                let _ = reload(&mut running, settings);
             }
-            why = stop_rx.recv() => {
-                if let Some(why) = why {
-                    return Ok(why);
+            Some(cmd) = cmd_rx.recv() => match cmd {
+                Command::Reload(reply) => {
+                    let _ = reply.send(reload(&mut running, settings));
                 }
-            }
+                Command::PortAdd(spec, reply) => {
+                    let r = running.add(&spec);
+                    if let Ok(done) = &r {
+                        tracing::info!("switchyard ctl: {done}");
+                    }
+                    let _ = reply.send(r);
+                }
+                Command::PortDel(name, reply) => {
+                    let r = running.remove(&name);
+                    if let Ok(done) = &r {
+                        tracing::info!("switchyard ctl: {done}");
+                    }
+                    let _ = reply.send(r);
+                }
+            },
+            why = stop_rx.recv(), if stdin_watched => match why {
+                Some(why) => break why,
+                // The stdin thread is gone (or was never started): stop
+                // polling a closed channel.
+                None => stdin_watched = false,
+            },
         }
+    };
+    running.cleanup();
+    Ok(why)
+}
+
+/// Re-reads the command line and configuration file and applies what
+/// changed. A bad file changes nothing.
+fn reload(running: &mut Running, settings: &Settings) -> Result<String, String> {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    let result = (|| {
+        if settings.extras.config_path.is_none() {
+            return Err(
+                "switchyard was started without --config: there is nothing to reload".to_string(),
+            );
+        }
+        let new = crate::args::native::parse(settings.extras.argv.clone())
+            .map_err(|u| u.message.trim_end().to_string())?;
+        running
+            .apply(&new)
+            .map(|c| c.to_string())
+            .map_err(|e| format!("{e:#}"))
+    })();
+    match &result {
+        Ok(changes) => tracing::info!("configuration reloaded: {changes}"),
+        Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    result
 }
 
 /// Watches stdin on a plain thread (reads block) when the flavor asks for

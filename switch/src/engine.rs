@@ -109,6 +109,12 @@ impl Engine {
         &self.config
     }
 
+    /// Applies new settings (reload); the FDB is kept.
+    pub fn set_config(&mut self, config: EngineConfig) {
+        self.config = config;
+        self.fdb.set_config(config.fdb);
+    }
+
     /// Switches between switch and hub mode; the FDB is kept.
     pub fn set_mode(&mut self, mode: Mode) {
         self.config.mode = mode;

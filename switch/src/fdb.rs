@@ -122,6 +122,12 @@ impl Fdb {
         }
     }
 
+    /// Changes aging and limits; entries beyond a lowered limit stay until
+    /// they age out.
+    pub fn set_config(&mut self, config: FdbConfig) {
+        self.config = config;
+    }
+
     /// The limits in force.
     pub fn config(&self) -> &FdbConfig {
         &self.config

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod port;
 pub mod ports;
 pub mod ratelimit;
+pub mod stop;
 mod switch;
 pub mod sys;
 
@@ -18,6 +19,7 @@ pub use engine::{Decision, Engine, EngineConfig, Mode};
 pub use fdb::{Fdb, FdbConfig};
 pub use frame::MacAddr;
 pub use port::{Port, PortId, SendError, Transmit};
+pub use stop::Stop;
 pub use switch::{PortTable, Switch};
 
 /// The largest frame any port accepts and forwards whole (no FCS).

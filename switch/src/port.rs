@@ -162,6 +162,12 @@ impl Port {
         self.counters.dropped(reason);
         if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
             match err {
+                // A peer that went away is normal life: its owner logs the
+                // detach.
+                Some(e) if reason == DropReason::EgressGone => tracing::debug!(
+                    port = %self.name, reason = reason.as_str(), suppressed,
+                    "dropping frames: {e}"
+                ),
                 Some(e) => tracing::warn!(
                     port = %self.name, reason = reason.as_str(), suppressed,
                     "dropping frames: {e}"

@@ -204,6 +204,11 @@ impl Switch {
         self.engine().events()
     }
 
+    /// Applies new engine settings (reload) without touching ports or FDB.
+    pub fn set_config(&self, config: EngineConfig) {
+        self.engine().set_config(config);
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> EngineConfig {
         *self.engine().config()

@@ -148,6 +148,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let after_help = EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX);
+    let argv = args.clone();
     let matches = NativeArgs::command()
         .after_help(after_help)
         .try_get_matches_from(translate(args))?;
@@ -179,6 +180,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         s.extras = crate::config::load(path, &mut s).map_err(|e| Usage::error(e.to_string()))?;
         s.extras.config_path = Some(path.clone());
     }
+    s.extras.argv = argv;
     if a.hub {
         s.engine.mode = Mode::Hub;
     }

@@ -127,7 +127,7 @@ impl McastPort {
     }
 
     /// Becomes a port and forwards frames until the switch stops.
-    pub async fn serve(self, switch: Arc<Switch>) {
+    pub async fn serve(self, switch: Arc<Switch>, stop: crate::Stop) {
         let id = switch.allocate_id();
         let name = self.config.name.clone();
         let peer = format!(
@@ -146,6 +146,7 @@ impl McastPort {
             Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
         };
         switch.add_port(port.clone());
+        stop.adopt(&port);
         tracing::info!(port = %name, %peer, own = %self.own, "port attached");
         let own = self.own;
         let mut buf = frame_buffer();
@@ -159,6 +160,7 @@ impl McastPort {
         })
         .await;
         switch.remove_port(id);
+        tracing::info!(port = %name, "port detached");
         if let Err(e) = r {
             tracing::error!(port = %name, "port stopped: {e}");
         }

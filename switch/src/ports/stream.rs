@@ -12,6 +12,7 @@ use super::{remove_stale_socket_file, Endpoint, PortError};
 use crate::counters::DropReason;
 use crate::port::{Port, SendError, Transmit};
 use crate::switch::Switch;
+use crate::Stop;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::path::PathBuf;
@@ -121,26 +122,40 @@ impl StreamPort {
     }
 
     /// Accepts or connects until the switch stops.
-    pub async fn serve(self, switch: Arc<Switch>) {
+    pub async fn serve(self, switch: Arc<Switch>, stop: Stop) {
         let name = self.config.name.clone();
+        let path = self.cleanup_path();
         match self.listener {
             Some(l) => {
-                if let Err(e) = accept_loop(l, &name, switch).await {
+                if let Err(e) = accept_loop(l, &name, switch, &stop).await {
                     tracing::error!(port = %name, "listener failed: {e}");
                 }
             }
-            None => connect_loop(&self.config, switch).await,
+            None => connect_loop(&self.config, switch, &stop).await,
         }
+        if let Some(p) = path {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!(port = %name, "port stopped");
     }
 }
 
-async fn accept_loop(listener: Listener, name: &str, switch: Arc<Switch>) -> io::Result<()> {
+async fn accept_loop(
+    listener: Listener,
+    name: &str,
+    switch: Arc<Switch>,
+    stop: &Stop,
+) -> io::Result<()> {
     let mut n: u64 = 0;
     match listener {
         Listener::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
             loop {
-                match l.accept().await {
+                let accepted = tokio::select! {
+                    _ = stop.stopped() => return Ok(()),
+                    a = l.accept() => a,
+                };
+                match accepted {
                     Ok((s, peer)) => {
                         let _ = s.set_nodelay(true);
                         n += 1;
@@ -150,6 +165,7 @@ async fn accept_loop(listener: Listener, name: &str, switch: Arc<Switch>) -> io:
                             format!("{name}:{n}"),
                             peer.to_string(),
                             conn,
+                            stop.clone(),
                         ));
                     }
                     Err(e) => accept_failed(name, e).await,
@@ -159,7 +175,11 @@ async fn accept_loop(listener: Listener, name: &str, switch: Arc<Switch>) -> io:
         Listener::Unix(l, path) => {
             let l = tokio::net::UnixListener::from_std(l)?;
             loop {
-                match l.accept().await {
+                let accepted = tokio::select! {
+                    _ = stop.stopped() => return Ok(()),
+                    a = l.accept() => a,
+                };
+                match accepted {
                     Ok((s, _)) => {
                         n += 1;
                         let who = match s.peer_cred() {
@@ -172,6 +192,7 @@ async fn accept_loop(listener: Listener, name: &str, switch: Arc<Switch>) -> io:
                             format!("{name}:{n}"),
                             who,
                             conn,
+                            stop.clone(),
                         ));
                     }
                     Err(e) => accept_failed(name, e).await,
@@ -197,11 +218,15 @@ async fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
     })
 }
 
-async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>) {
+async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>, stop: &Stop) {
     let mut backoff = MIN_BACKOFF;
     let mut failures: u64 = 0;
     loop {
-        match connect(&config.endpoint).await {
+        let connected = tokio::select! {
+            _ = stop.stopped() => return,
+            c = connect(&config.endpoint) => c,
+        };
+        match connected {
             Ok(conn) => {
                 if failures > 0 {
                     tracing::info!(port = %config.name, peer = %config.endpoint, failures, "connected after retrying");
@@ -213,6 +238,7 @@ async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>) {
                     config.name.clone(),
                     config.endpoint.to_string(),
                     Arc::new(conn),
+                    stop.clone(),
                 )
                 .await;
             }
@@ -224,7 +250,10 @@ async fn connect_loop(config: &StreamConfig, switch: Arc<Switch>) {
                 failures += 1;
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = stop.stopped() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -264,7 +293,13 @@ impl Conn {
 }
 
 /// One connection as one port, until either side ends it.
-async fn run_connection(switch: Arc<Switch>, name: String, peer: String, conn: Arc<Conn>) {
+async fn run_connection(
+    switch: Arc<Switch>,
+    name: String,
+    peer: String,
+    conn: Arc<Conn>,
+    stop: Stop,
+) {
     let id = switch.allocate_id();
     let tx = Arc::new(StreamTx {
         conn: conn.clone(),
@@ -279,6 +314,7 @@ async fn run_connection(switch: Arc<Switch>, name: String, peer: String, conn: A
         Box::new(TxHandle(tx.clone())),
     ));
     switch.add_port(port.clone());
+    stop.adopt(&port);
     tracing::info!(port = %name, %peer, "port attached");
     let why = tokio::select! {
         r = read_frames(&switch, &port, &conn) => r,

@@ -134,7 +134,7 @@ impl UdpPort {
     }
 
     /// Becomes a port and forwards frames until the switch stops.
-    pub async fn serve(self, switch: Arc<Switch>) {
+    pub async fn serve(self, switch: Arc<Switch>, stop: crate::Stop) {
         let id = switch.allocate_id();
         let name = self.config.name.clone();
         let peer = format!("{} ↔ {}", self.config.local, self.config.remote);
@@ -156,6 +156,7 @@ impl UdpPort {
                     Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
                 };
                 switch.add_port(port.clone());
+                stop.adopt(&port);
                 tracing::info!(port = %name, %peer, "port attached");
                 let p = port.clone();
                 let sw = switch.clone();
@@ -198,6 +199,7 @@ impl UdpPort {
                     Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
                 };
                 switch.add_port(port.clone());
+                stop.adopt(&port);
                 tracing::info!(port = %name, %peer, "port attached");
                 let r = receive_loop(&switch, &port, &afd, &mut buf, |s, b| {
                     s.recv(b).map(|n| Received::Frame(0..n))
@@ -208,8 +210,9 @@ impl UdpPort {
                 r
             }
         };
-        if let Err(e) = result {
-            tracing::error!(port = %name, "port stopped: {e}");
+        match result {
+            Ok(()) => tracing::info!(port = %name, "port detached"),
+            Err(e) => tracing::error!(port = %name, "port stopped: {e}"),
         }
     }
 }

@@ -225,7 +225,7 @@ impl VxlanPort {
     }
 
     /// Becomes a port and forwards frames until the switch stops.
-    pub async fn serve(self, switch: Arc<Switch>) {
+    pub async fn serve(self, switch: Arc<Switch>, stop: crate::Stop) {
         let id = switch.allocate_id();
         let cfg = self.config;
         let name = cfg.name.clone();
@@ -251,6 +251,7 @@ impl VxlanPort {
             Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
         };
         switch.add_port(port.clone());
+        stop.adopt(&port);
         tracing::info!(port = %name, %peer, "port attached");
         let (p, sw) = (port.clone(), switch.clone());
         let (vni, strict) = (cfg.vni, cfg.strict);
@@ -287,6 +288,7 @@ impl VxlanPort {
         })
         .await;
         switch.remove_port(id);
+        tracing::info!(port = %name, "port detached");
         if let Err(e) = r {
             tracing::error!(port = %name, "port stopped: {e}");
         }

@@ -322,11 +322,13 @@ impl UnixControl {
         }
     }
 
-    /// Accepts clients until the runtime stops. Each client becomes a port.
+    /// Accepts clients until `stop`. Each client becomes a port; stopping
+    /// closes them all and removes the sockets.
     pub async fn serve(
         self: Arc<Self>,
         switch: Arc<Switch>,
         numbers: Arc<PortNumbers>,
+        stop: crate::Stop,
     ) -> io::Result<()> {
         let std_listener = self
             .listener
@@ -336,12 +338,17 @@ impl UnixControl {
             .ok_or_else(|| io::Error::other("control socket is already being served"))?;
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = stop.stopped() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     let me = self.clone();
                     let switch = switch.clone();
                     let numbers = numbers.clone();
-                    tokio::spawn(async move { me.client(stream, switch, numbers).await });
+                    let stop = stop.clone();
+                    tokio::spawn(async move { me.client(stream, switch, numbers, stop).await });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -350,6 +357,12 @@ impl UnixControl {
                 }
             }
         }
+        drop(listener);
+        // Give the clients' teardown a moment to remove their own sockets.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.cleanup();
+        tracing::info!(ctl = %self.ctl_path.display(), "control socket stopped");
+        Ok(())
     }
 
     fn log_refusal(&self, switch: &Switch, who: &str, why: &dyn std::fmt::Display) {
@@ -366,6 +379,7 @@ impl UnixControl {
         mut stream: UnixStream,
         switch: Arc<Switch>,
         numbers: Arc<PortNumbers>,
+        stop: crate::Stop,
     ) {
         let cred = stream.peer_cred().ok();
         let pid = cred.as_ref().and_then(|c| c.pid()).unwrap_or(0);
@@ -444,6 +458,7 @@ impl UnixControl {
             }
         };
         switch.add_port(port.clone());
+        stop.adopt(&port);
         tracing::info!(
             port = %name, pid, uid, client = %description, ctl = %self.ctl_path.display(),
             "port attached"
