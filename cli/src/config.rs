@@ -447,6 +447,7 @@ mod tests {
             ports: vec![],
             engine: EngineConfig::default(),
             numports: 1024,
+            threads: 1,
             daemon: false,
             pidfile: None,
             log_level: "info".into(),

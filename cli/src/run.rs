@@ -223,11 +223,20 @@ pub fn run(settings: Settings) -> Result<()> {
     if let Some(p) = parent {
         p.release();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("switchyard")
-        .build()
-        .context("cannot start the async runtime")?;
+    // One data-path thread by default: on small hosts the guests need the
+    // other cores, and a single thread forwards about twice the frames of
+    // a work-stealing pool per CPU-second (see the README's benchmark).
+    let runtime = match settings.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .thread_name("switchyard")
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
     let leftovers = Leftovers {
         controls: controls.clone(),
         sockets,

@@ -41,6 +41,8 @@ pub struct Settings {
     pub engine: EngineConfig,
     /// Highest VDE port number.
     pub numports: u32,
+    /// Data-path threads (1: a single-threaded runtime).
+    pub threads: usize,
     /// Detach from the terminal after binding.
     pub daemon: bool,
     /// Where to write the pid.

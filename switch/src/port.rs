@@ -68,6 +68,18 @@ impl SendError {
 pub trait Transmit: Send + Sync {
     /// Sends one whole frame without blocking.
     fn transmit(&self, frame: &[u8]) -> Result<(), SendError>;
+
+    /// Sends several frames without blocking; returns how many went before
+    /// the first failure, and that failure. Transports with a batched
+    /// system call override this.
+    fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        for (i, f) in frames.iter().enumerate() {
+            if let Err(e) = self.transmit(f) {
+                return (i, Some(e));
+            }
+        }
+        (frames.len(), None)
+    }
 }
 
 /// A port as the switch sees it.
@@ -154,6 +166,34 @@ impl Port {
                 self.close();
             }
             Err(SendError::Other(e)) => self.drop_frame(DropReason::EgressError, now, Some(&e)),
+        }
+    }
+
+    /// Sends several frames to the peer without blocking, counting each.
+    pub fn send_batch(&self, frames: &[&[u8]], now: Duration) {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let (sent, err) = self.tx.transmit_batch(rest);
+            for f in &rest[..sent] {
+                self.counters.sent(f.len());
+            }
+            rest = &rest[sent..];
+            let Some(err) = err else { break };
+            // The failed frame, and for a full or vanished peer the rest.
+            let (reason, all, err) = match err {
+                SendError::Full => (DropReason::EgressFull, true, None),
+                SendError::Down => (DropReason::EgressDown, true, None),
+                SendError::Gone(e) => {
+                    self.close();
+                    (DropReason::EgressGone, true, Some(e))
+                }
+                SendError::Other(e) => (DropReason::EgressError, false, Some(e)),
+            };
+            let n = if all { rest.len() } else { 1.min(rest.len()) };
+            for _ in 0..n {
+                self.drop_frame(reason, now, err.as_ref());
+            }
+            rest = &rest[n..];
         }
     }
 

@@ -150,6 +150,60 @@ impl Switch {
         }
     }
 
+    /// Forwards frames that arrived together on `ingress`: one engine lock
+    /// for the batch, and runs of frames for the same port sent together.
+    pub fn forward_batch(&self, ingress: &Port, frames: &[&[u8]], now: Duration) {
+        let n = frames.len().min(crate::sys::MMSG_BATCH);
+        let frames = &frames[..n];
+        let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
+        let table = self.ports.load();
+        let mut notice = None;
+        {
+            let mut engine = self.engine();
+            for (d, f) in decisions.iter_mut().zip(frames) {
+                *d = engine.decide(ingress.id(), f, now);
+                notice = engine.take_notice().or(notice);
+            }
+        }
+        if let Some(n) = notice {
+            self.log_notice(n, &table, now);
+        }
+        let mut run: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
+        let mut i = 0;
+        while i < n {
+            ingress.counters().received(frames[i].len());
+            match decisions[i] {
+                Decision::Forward(p) => {
+                    // Gather the run of frames for the same destination.
+                    let mut len = 0;
+                    let mut j = i;
+                    while j < n && decisions[j] == Decision::Forward(p) {
+                        run[len] = frames[j];
+                        len += 1;
+                        if j > i {
+                            ingress.counters().received(frames[j].len());
+                        }
+                        j += 1;
+                    }
+                    if let Some(port) = table.get(p) {
+                        port.send_batch(&run[..len], now);
+                    }
+                    i = j;
+                    continue;
+                }
+                Decision::Flood => {
+                    for port in table.iter() {
+                        if port.id() != ingress.id() {
+                            port.send(frames[i], now);
+                        }
+                    }
+                }
+                Decision::Drop(reason) => ingress.drop_frame(reason, now, None),
+            }
+            i += 1;
+        }
+    }
+
     fn log_notice(&self, notice: FdbNotice, table: &PortTable, now: Duration) {
         let Some(suppressed) = self.notice_log.allow(now, LOG_INTERVAL) else {
             return;

@@ -31,3 +31,158 @@ pub fn watch_readable<T: AsRawFd>(owner: Arc<T>) -> io::Result<AsyncFd<SharedFd<
     unsafe { AsyncFd::register_with_interest(SharedFd(owner), RECEIVE_INTEREST) }
         .map_err(io::Error::from)
 }
+
+/// Frames moved per `recvmmsg`/`sendmmsg` call.
+pub const MMSG_BATCH: usize = 32;
+
+/// Buffers for receiving up to [`MMSG_BATCH`] datagrams with one
+/// `recvmmsg` call. Each buffer holds the largest frame plus one byte, so a
+/// longer datagram shows up as too long instead of silently cut; the memory
+/// is only touched as far as frames fill it.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    lens: [usize; MMSG_BATCH],
+    count: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: (0..MMSG_BATCH)
+                .map(|_| vec![0u8; crate::MAX_FRAME + 1])
+                .collect(),
+            lens: [0; MMSG_BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Receives what is queued on `fd` (non-blocking), up to a batch.
+    pub fn recv(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+        let mut iovecs: [libc::iovec; MMSG_BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MMSG_BATCH];
+        // SAFETY: mmsghdr is plain data; all-zero is a valid value (null
+        // pointers, zero lengths) that is filled in below.
+        let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        for ((iov, hdr), buf) in iovecs
+            .iter_mut()
+            .zip(hdrs.iter_mut())
+            .zip(self.bufs.iter_mut())
+        {
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = buf.len();
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at one iovec on this stack frame,
+        // which points into a buffer owned by self of the stated length;
+        // all outlive the call. The kernel writes at most MMSG_BATCH entries.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                MMSG_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (len, hdr) in self.lens.iter_mut().zip(hdrs.iter()).take(n) {
+            *len = if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                crate::MAX_FRAME + 1
+            } else {
+                hdr.msg_len as usize
+            };
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    /// The frames of the last [`RecvBatch::recv`].
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs
+            .iter()
+            .zip(self.lens.iter())
+            .take(self.count)
+            .map(|(b, l)| &b[..(*l).min(b.len())])
+    }
+}
+
+/// Sends `frames` on a connected datagram socket with one `sendmmsg`
+/// (non-blocking); returns how many went, or the error of the first.
+pub fn send_batch(fd: &impl AsRawFd, frames: &[&[u8]]) -> io::Result<usize> {
+    let n = frames.len().min(MMSG_BATCH);
+    let mut iovecs: [libc::iovec; MMSG_BATCH] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MMSG_BATCH];
+    // SAFETY: all-zero mmsghdr is valid plain data, filled in below.
+    let mut hdrs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+    for ((iov, hdr), f) in iovecs
+        .iter_mut()
+        .zip(hdrs.iter_mut())
+        .zip(frames.iter())
+        .take(n)
+    {
+        iov.iov_base = f.as_ptr() as *mut libc::c_void;
+        iov.iov_len = f.len();
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the headers point at iovecs on this stack frame that point
+    // at the caller's frames; the kernel only reads them during the call.
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// The send buffer of a port's data socket. Between connected unix
+/// datagram sockets this, not `net.unix.max_dgram_qlen`, bounds how many
+/// frames wait for a guest: 212 KiB (the default) holds about 280 small
+/// frames; 1 MiB absorbs bursts of a few thousand.
+pub const DATA_SOCKET_SNDBUF: usize = 1 << 20;
+
+/// Raises a socket's send buffer, past `net.core.wmem_max` when allowed
+/// (CAP_NET_ADMIN), else as far as the limit allows. Best effort.
+pub fn grow_send_buffer(sock: &impl std::os::fd::AsFd, bytes: usize) {
+    let s = socket2::SockRef::from(sock);
+    if s.set_send_buffer_size(bytes).is_err() {
+        return;
+    }
+    let forced = bytes as libc::c_int;
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a
+    // live local; the descriptor is borrowed for the call.
+    let _ = unsafe {
+        libc::setsockopt(
+            sock.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&forced as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}

@@ -174,3 +174,43 @@ fn port_ids_are_never_reused() {
     sw.remove_port(old);
     assert!(sw.allocate_id() > old);
 }
+
+#[test]
+fn a_batch_is_forwarded_like_single_frames() {
+    let (sw, p) = harness(Mode::Switch, 3);
+    // Learn 2 on p1 and 3 on p2.
+    sw.forward(&p[1].port, &frame(0xff, 2, 60), T0);
+    sw.forward(&p[2].port, &frame(0xff, 3, 60), T0);
+    p[0].received();
+    p[1].received();
+    p[2].received();
+    let frames = [
+        frame(2, 1, 60),
+        frame(2, 1, 61),
+        frame(3, 1, 62),
+        frame(0xff, 1, 63),
+        vec![0u8; 5],
+        frame(2, 1, 64),
+    ];
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    sw.forward_batch(&p[0].port, &refs, T0);
+    let lens = |v: Vec<Vec<u8>>| v.iter().map(|f| f.len()).collect::<Vec<_>>();
+    assert_eq!(
+        lens(p[1].received()),
+        vec![60, 61, 63, 64],
+        "order kept per port"
+    );
+    assert_eq!(lens(p[2].received()), vec![62, 63]);
+    let c = p[0].port.counters().snapshot();
+    assert_eq!(c.rx_frames, 6);
+    assert_eq!(c.drops(DropReason::TooShort), 1);
+    p[1].set(Behaviour::Full);
+    sw.forward_batch(&p[0].port, &refs[..2], T0);
+    assert_eq!(
+        p[1].port
+            .counters()
+            .snapshot()
+            .drops(DropReason::EgressFull),
+        2
+    );
+}

@@ -78,6 +78,12 @@ struct NativeArgs {
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
     group: Option<u32>,
 
+    /// Data-path threads. 1 (the default) forwards most frames per
+    /// CPU-second and leaves the other cores to the guests.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+
     /// Detach from the terminal once the sockets are bound.
     #[arg(long)]
     daemon: bool,
@@ -168,6 +174,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             ),
         ),
         numports: a.numports,
+        threads: usize::from(a.threads),
         daemon: a.daemon,
         pidfile: a.pidfile.clone(),
         log_level: a.log_level.clone(),

@@ -61,6 +61,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
             FdbConfig::default(),
         ),
         numports: 1024,
+        threads: 1,
         daemon,
         pidfile: None,
         log_level: "info".into(),

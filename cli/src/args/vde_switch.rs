@@ -234,6 +234,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             FdbConfig::default(),
         ),
         numports,
+        threads: 1,
         daemon,
         pidfile: m.get_one::<String>("pidfile").map(PathBuf::from),
         log_level: "info".into(),

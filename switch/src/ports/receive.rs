@@ -3,7 +3,7 @@
 
 use crate::port::Port;
 use crate::switch::Switch;
-use crate::sys::{SharedFd, RECEIVE_INTEREST};
+use crate::sys::{RecvBatch, SharedFd, MMSG_BATCH, RECEIVE_INTEREST};
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -54,6 +54,51 @@ pub async fn receive_loop<T: AsRawFd>(
             }
         }
         if n == BATCH {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Like [`receive_loop`] for a connected datagram socket: `recvmmsg`
+/// batches, forwarded with [`Switch::forward_batch`].
+pub async fn receive_batched<T: AsRawFd>(
+    switch: &Switch,
+    port: &Port,
+    fd: &AsyncFd<SharedFd<T>>,
+) -> io::Result<()> {
+    let mut batch = RecvBatch::default();
+    loop {
+        let mut guard = tokio::select! {
+            _ = port.closed() => return Ok(()),
+            g = fd.ready(RECEIVE_INTEREST) => g?,
+        };
+        let mut rounds = 0;
+        loop {
+            match batch.recv(&*guard.get_inner().0) {
+                Ok(0) => {
+                    guard.clear_ready();
+                    break;
+                }
+                Ok(n) => {
+                    let mut frames: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
+                    for (slot, f) in frames.iter_mut().zip(batch.frames()) {
+                        *slot = f;
+                    }
+                    switch.forward_batch(port, &frames[..n], switch.now());
+                    rounds += 1;
+                    if rounds * MMSG_BATCH >= BATCH {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if rounds * MMSG_BATCH >= BATCH {
             tokio::task::yield_now().await;
         }
     }

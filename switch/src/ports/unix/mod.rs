@@ -18,7 +18,7 @@ pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
 use crate::port::{Port, PortId, SendError, Transmit};
-use crate::ports::receive::{frame_buffer, receive_loop, Received};
+use crate::ports::receive::receive_batched;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::Switch;
 use crate::sys::{watch_readable, SharedFd};
@@ -524,6 +524,7 @@ impl UnixControl {
                 (sock, None, encode_reply(&ReplyAddr::Abstract(&name)))
             }
         };
+        crate::sys::grow_send_buffer(&sock, crate::sys::DATA_SOCKET_SNDBUF);
         let setup = sock
             .connect_addr(&client_addr)
             .and_then(|()| sock.set_nonblocking(true));
@@ -572,7 +573,6 @@ async fn run_port(
     ctl: &mut UnixStream,
     data: &AsyncFd<SharedFd<UnixDatagram>>,
 ) -> &'static str {
-    let mut buf = frame_buffer();
     let mut scratch = [0u8; 256];
     let mut extra_logged = false;
     loop {
@@ -589,7 +589,7 @@ async fn run_port(
                 }
                 Err(_) => return "control connection failed",
             },
-            r = receive_loop(switch, port, data, &mut buf, |s, b| s.recv(b).map(|n| Received::Frame(0..n))) => {
+            r = receive_batched(switch, port, data) => {
                 return match r {
                     Ok(()) => "peer socket gone",
                     Err(e) => {
@@ -608,5 +608,17 @@ struct DatagramTx(Arc<UnixDatagram>);
 impl Transmit for DatagramTx {
     fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
         self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
+    }
+
+    fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        let mut done = 0;
+        while done < frames.len() {
+            match crate::sys::send_batch(&*self.0, &frames[done..]) {
+                Ok(0) => return (done, Some(SendError::Full)),
+                Ok(n) => done += n,
+                Err(e) => return (done, Some(SendError::from_io(e))),
+            }
+        }
+        (done, None)
     }
 }
