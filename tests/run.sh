@@ -11,7 +11,10 @@ deploy/setup.sh
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get install -y -qq --no-install-recommends \
     iproute2 iputils-ping procps psmisc kmod \
-    user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 >/dev/null
+    user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus >/dev/null
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    cargo install cargo-deb --locked --quiet
+fi
 echo "tests/run.sh: test dependencies installed"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

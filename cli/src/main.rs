@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Ok(args::Invocation::Run(s)) => *s,
         Ok(args::Invocation::CheckConfig(path)) => return check_config(&path),
         Ok(args::Invocation::Ctl(argv)) => return ctl::main(argv),
+        Ok(args::Invocation::Generate(what)) => return generate(&what),
         Err(usage) => {
             if usage.stdout {
                 let _ = writeln!(std::io::stdout(), "{}", usage.message.trim_end());
@@ -37,6 +38,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "switchyard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Writes the man page or a shell completion script to stdout.
+fn generate(what: &str) -> ExitCode {
+    let mut cmd = args::native::command();
+    let mut out = std::io::stdout();
+    let result = match what {
+        "man" => clap_mangen::Man::new(cmd).render(&mut out),
+        shell => {
+            let shell = match shell {
+                "bash" => clap_complete::Shell::Bash,
+                "zsh" => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut cmd, "switchyard", &mut out);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "switchyard generate: {e}");
             ExitCode::from(1)
         }
     }

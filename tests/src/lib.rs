@@ -25,11 +25,13 @@
 //! uml_switch/vde_switch, to validate the tests themselves).
 
 pub mod netns;
+pub mod ops;
 pub mod process;
 pub mod proto;
 pub mod scenarios;
 pub mod switch;
 pub mod tools;
+pub mod transports;
 pub mod uml;
 pub mod util;
 

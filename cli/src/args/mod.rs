@@ -73,6 +73,8 @@ pub enum Invocation {
     CheckConfig(std::path::PathBuf),
     /// `switchyard ctl …`: talk to a running daemon.
     Ctl(Vec<OsString>),
+    /// `switchyard generate man|bash|zsh|fish`: packaging assets on stdout.
+    Generate(String),
 }
 
 /// Parses a whole command line (argv[0] included).
@@ -87,6 +89,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, Usage> {
                 _ => Err(Usage::error("usage: switchyard check-config FILE")),
             },
             Some("ctl") => Ok(Invocation::Ctl(args)),
+            Some("generate") => match args.get(2).and_then(|a| a.to_str()) {
+                Some(what @ ("man" | "bash" | "zsh" | "fish")) if args.len() == 3 => {
+                    Ok(Invocation::Generate(what.to_string()))
+                }
+                _ => Err(Usage::error("usage: switchyard generate man|bash|zsh|fish")),
+            },
             _ => native::parse(args).map(|s| Invocation::Run(Box::new(s))),
         },
     }

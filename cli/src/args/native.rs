@@ -30,6 +30,13 @@ Clients:
 Port specs (--port):
 {PORTS}
 
+Subcommands:
+  switchyard check-config FILE        validate a configuration file (exit 0, or 2 with the line)
+  switchyard ctl [-s SOCKET] [-j] CMD  ports, fdb, stats, fdb flush, port add|del, reload
+  switchyard generate man|bash|zsh|fish   the man page or a completion script
+
+Signals: SIGHUP reloads --config; SIGINT and SIGTERM remove the sockets and exit.
+
 Invoked as `uml_switch` or `vde_switch` (a symlink), switchyard takes those
 programs' command lines unchanged.";
 
@@ -128,6 +135,12 @@ struct NativeArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
     log_level: String,
+}
+
+/// The full clap definition, for the man page and completions.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    NativeArgs::command().after_help(EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX))
 }
 
 /// Rewrites uml_switch's single-dash long flags into clap's spelling.

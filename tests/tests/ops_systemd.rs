@@ -1,0 +1,172 @@
+//! systemd integration: the shipped units pass `systemd-analyze verify`,
+//! and the daemon speaks the Type=notify protocol (READY=1 once its
+//! sockets are bound, STOPPING=1 on SIGTERM).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use switchyard_tests::ops::{ctl, deploy_dir, systemd_verify, unit_copy, NotifySocket};
+use switchyard_tests::process::describe;
+use switchyard_tests::switch::switchyard_bin;
+use switchyard_tests::util::exists;
+use switchyard_tests::{preflight, Netns, Proc, Stdin, TempDir};
+
+const UNITS: [&str; 2] = ["switchyard.service", "switchyard@.service"];
+
+/// Copies both units into `tmp` with the built binary in place of
+/// /usr/bin/switchyard, plus an instance `switchyard@lab.service` of the
+/// template; returns the three paths.
+fn unit_copies(tmp: &TempDir) -> Result<Vec<std::path::PathBuf>> {
+    let bin = switchyard_bin()?;
+    let mut units = Vec::new();
+    for u in UNITS {
+        units.push(unit_copy(&deploy_dir().join(u), tmp.path(), &bin)?);
+    }
+    let instance = tmp.join("switchyard@lab.service");
+    std::fs::copy(tmp.join("switchyard@.service"), &instance)?;
+    units.push(instance);
+    Ok(units)
+}
+
+fn verify_all(units: &[std::path::PathBuf], check_man: bool) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for u in units {
+        let out = systemd_verify(u, check_man)?;
+        let said = format!("{}{}", out.stdout, out.stderr);
+        if out.code != Some(0) || !said.trim().is_empty() {
+            problems.push(format!(
+                "{}: exit {:?}\n{}",
+                u.file_name().unwrap_or_default().to_string_lossy(),
+                out.code,
+                said.trim_end()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// deploy/switchyard.service and deploy/switchyard@.service (and an
+/// instance of the template) pass `systemd-analyze verify` without a
+/// single warning, once their ExecStart binary exists. (`--man=no`: the
+/// Documentation= check is the next test's.)
+#[test]
+fn systemd_units_verify_cleanly() -> Result<()> {
+    let tmp = TempDir::new("sdv")?;
+    let units = unit_copies(&tmp)?;
+    let problems = verify_all(&units, false)?;
+    ensure!(
+        problems.is_empty(),
+        "systemd-analyze verify --man=no complained:\n{}",
+        problems.join("\n")
+    );
+    Ok(())
+}
+
+/// The units' Documentation= references resolve: plain `systemd-analyze
+/// verify` (which also looks up man: pages) passes without a warning.
+#[test]
+fn systemd_units_documentation_resolves() -> Result<()> {
+    let tmp = TempDir::new("sdm")?;
+    let units = unit_copies(&tmp)?;
+    let problems = verify_all(&units, true)?;
+    ensure!(
+        problems.is_empty(),
+        "systemd-analyze verify (with the man page check) complained:\n{}",
+        problems.join("\n")
+    );
+    Ok(())
+}
+
+/// Receives notifications until one contains `state`, collecting all.
+fn wait_state(
+    n: &NotifySocket,
+    state: &str,
+    timeout: Duration,
+    seen: &mut Vec<String>,
+) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(m) = n.recv(deadline.saturating_duration_since(Instant::now()))? {
+            let hit = m.lines().any(|l| l == state);
+            seen.push(m);
+            if hit {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Started as the units start it (`--config FILE --control PATH`) with
+/// NOTIFY_SOCKET set, the daemon sends READY=1 once, after the control
+/// socket and its ports' sockets exist and `ctl` is answered; on SIGTERM it
+/// sends STOPPING=1, exits 0 and removes its sockets.
+#[test]
+fn notify_ready_after_sockets_and_stopping_on_sigterm() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("sdn")?;
+    let ns = Netns::new()?;
+    let notify = NotifySocket::bind(&tmp.join("notify.sock"))?;
+    let dir = tmp.join("vde");
+    let uml = tmp.join("uml.ctl");
+    let ctl_path = tmp.join("run").join("control.sock");
+    let cfg = tmp.join("switchyard.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n  - {{ name: uml, type: unix, path: {} }}\n",
+            dir.display(),
+            uml.display()
+        ),
+    )?;
+    let mut cmd = ns.command(switchyard_bin()?);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--control")
+        .arg(&ctl_path)
+        .env("NOTIFY_SOCKET", &notify.path);
+    let mut sw = Proc::spawn("switchyard (notify)", cmd, Stdin::Null)?;
+
+    let mut seen = Vec::new();
+    if !wait_state(&notify, "READY=1", Duration::from_secs(10), &mut seen)? {
+        bail!(
+            "no READY=1 within 10 s (got {seen:?}); output:\n{}",
+            sw.output()
+        );
+    }
+    // At the moment READY=1 arrives, everything must already be served.
+    let vde_ctl = dir.join("ctl");
+    let sockets = [ctl_path.as_path(), vde_ctl.as_path(), uml.as_path()];
+    let missing: Vec<&Path> = sockets.into_iter().filter(|p| !exists(p)).collect();
+    ensure!(
+        missing.is_empty(),
+        "READY=1 arrived before {missing:?} existed; output:\n{}",
+        sw.output()
+    );
+    ctl(&ctl_path, &["stats"])?.expect_code(0, "ctl stats right after READY=1")?;
+    std::os::unix::net::UnixStream::connect(&vde_ctl)
+        .context("the VDE control socket does not accept right after READY=1")?;
+
+    sw.signal(nix::sys::signal::Signal::SIGTERM)?;
+    if !wait_state(&notify, "STOPPING=1", Duration::from_secs(5), &mut seen)? {
+        bail!(
+            "no STOPPING=1 within 5 s of SIGTERM (got {seen:?}); output:\n{}",
+            sw.output()
+        );
+    }
+    let status = sw.wait_exit(Duration::from_secs(5))?;
+    ensure!(
+        status.code() == Some(0),
+        "SIGTERM should end the daemon with exit 0, got {}",
+        describe(status)
+    );
+    let ready = seen
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "READY=1"))
+        .count();
+    ensure!(ready == 1, "READY=1 was sent {ready} times: {seen:?}");
+    let left: Vec<&Path> = sockets.into_iter().filter(|p| exists(p)).collect();
+    ensure!(left.is_empty(), "sockets left after SIGTERM: {left:?}");
+    Ok(())
+}
