@@ -105,6 +105,12 @@ async fn client(
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
+        if let Ok(req) = serde_json::from_str::<Value>(&line) {
+            if req["cmd"] == "capture" {
+                let name = req["args"].get(0).and_then(Value::as_str).unwrap_or("");
+                return capture(&mut w, &switch, name).await;
+            }
+        }
         let reply = match serde_json::from_str::<Value>(&line) {
             Ok(req) => match main_loop_command(&req) {
                 Some(make) => {
@@ -128,6 +134,56 @@ async fn client(
         w.write_all(text.as_bytes()).await?;
     }
     Ok(())
+}
+
+/// Streams a port's frames as pcap until the reader goes away or the port
+/// does. The first line is a JSON acknowledgement (or error).
+async fn capture(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    switch: &Arc<Switch>,
+    name: &str,
+) -> std::io::Result<()> {
+    use switchyard_switch::capture::{pcap_header, pcap_record, CaptureSink};
+    let Some(port) = find_port(switch, name) else {
+        let e = json!({"error": format!("no port named {name:?}; see `switchyard ctl ports`")});
+        return w.write_all(format!("{e}\n").as_bytes()).await;
+    };
+    let (sink, mut rx) = CaptureSink::new(4096);
+    let sink = Arc::new(sink);
+    w.write_all(format!("{}\n", json!({"ok": format!("capturing {name}")})).as_bytes())
+        .await?;
+    w.write_all(&pcap_header()).await?;
+    port.start_capture(sink.clone());
+    tracing::info!(port = %name, "capture started");
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            f = rx.recv() => match f {
+                Some(f) => {
+                    let r = async {
+                        w.write_all(&pcap_record(&f)).await?;
+                        w.write_all(&f.data).await
+                    }.await;
+                    if let Err(e) = r {
+                        break Err(e);
+                    }
+                }
+                None => break Ok(()),
+            },
+            _ = tick.tick() => {
+                if port.is_closing() || switch.ports().get(port.id()).is_none() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    port.stop_capture();
+    tracing::info!(
+        port = %name,
+        dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        "capture ended"
+    );
+    result
 }
 
 type Reply = oneshot::Sender<Result<String, String>>;

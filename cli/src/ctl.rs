@@ -18,6 +18,8 @@ commands:
   fdb flush [PORT]       empty the forwarding table, or one port's entries
   port add SPEC          add a port (udp, mcast, stream, vxlan spec as for --port)
   port del NAME          remove a port
+  capture PORT [-w FILE] stream PORT's frames as pcap to FILE or stdout
+                         (e.g. | tcpdump -n -r -)
   reload                 re-read the configuration file (as SIGHUP does)
   macnat                 the MAC-NAT table
 options:
@@ -57,6 +59,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
         ["port", "add", rest @ ..] => ("port-add", rest),
         ["port", "del", rest @ ..] => ("port-del", rest),
         ["reload"] => ("reload", &[][..]),
+        ["capture", rest @ ..] => return capture(&socket, rest),
         [c @ ("ports" | "fdb" | "stats" | "macnat"), rest @ ..] => (c, rest),
         _ => {
             eprintln!("{USAGE}");
@@ -82,8 +85,70 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+/// `switchyard ctl capture PORT [-w FILE]`.
+fn capture(socket: &std::path::Path, args: &[&str]) -> ExitCode {
+    let (port, file) = match args {
+        [p] => (*p, None),
+        [p, "-w", f] | ["-w", f, p] => (*p, Some(*f)),
+        _ => {
+            eprintln!("usage: switchyard ctl capture PORT [-w FILE]");
+            return ExitCode::from(2);
+        }
+    };
+    let mut s = match connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let req = json!({"cmd": "capture", "args": [port]});
+    if let Err(e) = s.write_all(format!("{req}\n").as_bytes()) {
+        eprintln!("switchyard ctl: cannot send request: {e}");
+        return ExitCode::from(1);
+    }
+    let mut reader = BufReader::new(s);
+    let mut ack = String::new();
+    if let Err(e) = reader.read_line(&mut ack) {
+        eprintln!("switchyard ctl: cannot read reply: {e}");
+        return ExitCode::from(1);
+    }
+    let ack: Value = serde_json::from_str(&ack).unwrap_or(Value::Null);
+    if let Some(e) = ack.get("error").and_then(Value::as_str) {
+        eprintln!("switchyard ctl: {e}");
+        return ExitCode::from(1);
+    }
+    let mut out: Box<dyn Write> = match file {
+        Some(f) => match std::fs::File::create(f) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("switchyard ctl: cannot create {f}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => Box::new(std::io::stdout()),
+    };
+    let mut buf = [0u8; 65536];
+    loop {
+        use std::io::Read;
+        match reader.read(&mut buf) {
+            Ok(0) => return ExitCode::SUCCESS,
+            // Flushed at once, so tcpdump and tshark read it live.
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Err(e) => {
+                eprintln!("switchyard ctl: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+}
+
+fn connect(socket: &std::path::Path) -> Result<UnixStream, String> {
+    UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
             "permission denied on {}: run as root or as a member of the socket's group",
             socket.display()
@@ -93,7 +158,11 @@ fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
             socket.display()
         ),
         _ => format!("cannot connect to {}: {e}", socket.display()),
-    })?;
+    })
+}
+
+fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
+    let mut s = connect(socket)?;
     let mut line = req.to_string();
     line.push('\n');
     s.write_all(line.as_bytes())

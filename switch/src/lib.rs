@@ -3,6 +3,7 @@
 //! table snapshot and forwards frames where they arrive.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod capture;
 pub mod counters;
 pub mod engine;
 pub mod fdb;

@@ -89,6 +89,8 @@ pub struct Port {
     kind: &'static str,
     peer: String,
     counters: PortCounters,
+    capturing: AtomicBool,
+    capture: arc_swap::ArcSwapOption<crate::capture::CaptureSink>,
     log_limits: [LogLimiter; DropReason::ALL.len()],
     closing: AtomicBool,
     close_notify: Notify,
@@ -122,6 +124,8 @@ impl Port {
             kind,
             peer: peer.into(),
             counters: PortCounters::default(),
+            capturing: AtomicBool::new(false),
+            capture: arc_swap::ArcSwapOption::empty(),
             log_limits: Default::default(),
             closing: AtomicBool::new(false),
             close_notify: Notify::new(),
@@ -158,7 +162,7 @@ impl Port {
     /// A peer found gone marks the port closing; its owner removes it.
     pub fn send(&self, frame: &[u8], now: Duration) {
         match self.tx.transmit(frame) {
-            Ok(()) => self.counters.sent(frame.len()),
+            Ok(()) => self.note_sent(frame),
             Err(SendError::Full) => self.drop_frame(DropReason::EgressFull, now, None),
             Err(SendError::Down) => self.drop_frame(DropReason::EgressDown, now, None),
             Err(SendError::Gone(e)) => {
@@ -169,13 +173,54 @@ impl Port {
         }
     }
 
+    /// Counts (and, while captured, copies) a frame from the peer.
+    #[inline]
+    pub fn note_received(&self, frame: &[u8]) {
+        self.counters.received(frame.len());
+        if self.capturing.load(Ordering::Relaxed) {
+            self.copy_to_capture(frame);
+        }
+    }
+
+    #[inline]
+    fn note_sent(&self, frame: &[u8]) {
+        self.counters.sent(frame.len());
+        if self.capturing.load(Ordering::Relaxed) {
+            self.copy_to_capture(frame);
+        }
+    }
+
+    #[cold]
+    fn copy_to_capture(&self, frame: &[u8]) {
+        if let Some(sink) = self.capture.load().as_ref() {
+            if sink.is_closed() {
+                self.stop_capture();
+            } else {
+                sink.offer(frame);
+            }
+        }
+    }
+
+    /// Copies every frame in and out to `sink` until [`Port::stop_capture`]
+    /// or the sink's reader goes away; replaces an earlier capture.
+    pub fn start_capture(&self, sink: std::sync::Arc<crate::capture::CaptureSink>) {
+        self.capture.store(Some(sink));
+        self.capturing.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends a capture.
+    pub fn stop_capture(&self) {
+        self.capturing.store(false, Ordering::Relaxed);
+        self.capture.store(None);
+    }
+
     /// Sends several frames to the peer without blocking, counting each.
     pub fn send_batch(&self, frames: &[&[u8]], now: Duration) {
         let mut rest = frames;
         while !rest.is_empty() {
             let (sent, err) = self.tx.transmit_batch(rest);
             for f in &rest[..sent] {
-                self.counters.sent(f.len());
+                self.note_sent(f);
             }
             rest = &rest[sent..];
             let Some(err) = err else { break };

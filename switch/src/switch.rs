@@ -123,7 +123,7 @@ impl Switch {
     /// Forwards one frame that arrived on `ingress` at `now`: asks the
     /// engine, then sends to the destination ports directly.
     pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
-        ingress.counters().received(frame.len());
+        ingress.note_received(frame);
         let table = self.ports.load();
         let (decision, notice) = {
             let mut engine = self.engine();
@@ -171,7 +171,7 @@ impl Switch {
         let mut run: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
         let mut i = 0;
         while i < n {
-            ingress.counters().received(frames[i].len());
+            ingress.note_received(frames[i]);
             match decisions[i] {
                 Decision::Forward(p) => {
                     // Gather the run of frames for the same destination.
@@ -181,7 +181,7 @@ impl Switch {
                         run[len] = frames[j];
                         len += 1;
                         if j > i {
-                            ingress.counters().received(frames[j].len());
+                            ingress.note_received(frames[j]);
                         }
                         j += 1;
                     }

@@ -53,9 +53,25 @@ pub fn disable_ipv6(ns: &Netns) -> Result<()> {
 }
 
 /// A veth pair: `a_dev` in `a`, `b_dev` in `b`, each addressed and up.
-pub fn veth(a: &Netns, a_dev: &str, a_cidr: &str, b: &Netns, b_dev: &str, b_cidr: &str) -> Result<()> {
+pub fn veth(
+    a: &Netns,
+    a_dev: &str,
+    a_cidr: &str,
+    b: &Netns,
+    b_dev: &str,
+    b_cidr: &str,
+) -> Result<()> {
     a.ip([
-        "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", b.name(),
+        "link",
+        "add",
+        a_dev,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
     ])
     .with_context(|| format!("creating veth {a_dev}/{b_dev}"))?;
     a.addr_up(a_dev, a_cidr)?;
@@ -65,9 +81,11 @@ pub fn veth(a: &Netns, a_dev: &str, a_cidr: &str, b: &Netns, b_dev: &str, b_cidr
 
 /// Waits until `dev` has gone from `ns` (e.g. a tap whose owner died).
 pub fn wait_link_gone(ns: &Netns, dev: &str) -> Result<()> {
-    wait_until(Duration::from_secs(10), &format!("{dev} to disappear"), || {
-        !ns.has_link(dev)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{dev} to disappear"),
+        || !ns.has_link(dev),
+    )
 }
 
 /// Guestless QEMU (protocols.md §3.4) joining the backend `backend`
@@ -159,7 +177,8 @@ pub fn dhcp_lease(ns: &Netns, dev: &str, scratch: &Path) -> Result<String> {
     let udhcpc = need("udhcpc", "udhcpc")?;
     need("busybox", "busybox")?;
     let script = scratch.join("udhcpc.sh");
-    std::fs::write(&script, DHCP_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    std::fs::write(&script, DHCP_SCRIPT)
+        .with_context(|| format!("writing {}", script.display()))?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod {}", script.display()))?;
     let mut cmd = ns.command(udhcpc);
@@ -213,9 +232,7 @@ pub fn has_drop_warning(log: &str, port: &str, reason: &str) -> bool {
     let bare = format!("reason={reason} ");
     log.lines().any(|l| {
         let l = format!("{l} ");
-        l.contains("WARN")
-            && l.contains(&port_field)
-            && (l.contains(&quoted) || l.contains(&bare))
+        l.contains("WARN") && l.contains(&port_field) && (l.contains(&quoted) || l.contains(&bare))
     })
 }
 
@@ -250,9 +267,14 @@ impl Ctl {
     /// `switchyard ctl -s SOCK -j ARGS…`, parsed.
     pub fn json(&self, args: &[&str]) -> Result<json::Json> {
         let mut cmd = Command::new(switchyard_bin()?);
-        cmd.arg("ctl").arg("-s").arg(&self.sock).arg("-j").args(args);
+        cmd.arg("ctl")
+            .arg("-s")
+            .arg(&self.sock)
+            .arg("-j")
+            .args(args);
         let out = run(&mut cmd)?;
-        json::parse(out.trim()).with_context(|| format!("`switchyard ctl -j {}` printed {out:?}", args.join(" ")))
+        json::parse(out.trim())
+            .with_context(|| format!("`switchyard ctl -j {}` printed {out:?}", args.join(" ")))
     }
 
     /// The `ports` list.
@@ -604,7 +626,9 @@ pub mod json {
                                 {
                                     self.i += 2;
                                     let lo = self.hex4()?;
-                                    0x10000 + ((hi - 0xd800) << 10) + (lo.wrapping_sub(0xdc00) & 0x3ff)
+                                    0x10000
+                                        + ((hi - 0xd800) << 10)
+                                        + (lo.wrapping_sub(0xdc00) & 0x3ff)
                                 } else {
                                     hi
                                 };
@@ -637,7 +661,9 @@ pub mod json {
             assert_eq!(p.get("peer").and_then(Json::as_str), Some("a ↔ b"));
             assert_eq!(p.get("rx_frames").and_then(Json::as_u64), Some(1));
             assert_eq!(
-                p.get("drops").and_then(|d| d.get("too_short")).and_then(Json::as_u64),
+                p.get("drops")
+                    .and_then(|d| d.get("too_short"))
+                    .and_then(Json::as_u64),
                 Some(2)
             );
             assert!(parse("{\"a\":}").is_err());

@@ -109,7 +109,9 @@ fn ping_both_ways(r: &mut Rig, port: &str) -> Result<()> {
     r.ns_a
         .ping_eventually(B_IP, 15)
         .context("A (vde_plug) → B (QEMU's tap)")?;
-    r.ns_s.ping(A_IP, 3).context("B (QEMU's tap) → A (vde_plug)")?;
+    r.ns_s
+        .ping(A_IP, 3)
+        .context("B (QEMU's tap) → A (vde_plug)")?;
     r.ctl.expect_traffic(port)?;
     r.sw.assert_running()?;
     if let Some(q) = r.qemu.as_mut() {
@@ -143,7 +145,8 @@ fn qemu_dgram_inet() -> Result<()> {
 fn qemu_dgram_unix() -> Result<()> {
     check(Case {
         spec: "udp,name=q,local=@/sw.dgram,remote=@/q.dgram",
-        backend: "dgram,local.type=unix,local.path=@/q.dgram,remote.type=unix,remote.path=@/sw.dgram",
+        backend:
+            "dgram,local.type=unix,local.path=@/q.dgram,remote.type=unix,remote.path=@/sw.dgram",
         port: "q",
         order: Order::QemuFirst,
         mcast: false,
@@ -289,7 +292,8 @@ fn stream_client_reconnects_to_a_restarted_qemu() -> Result<()> {
 
     let mut qemu = qemu_bridge(&ns_s, BACKEND, "qtB", B_MAC, &format!("{B_IP}/24"))?;
     wait_attached(&mut sw, "q", 1)?;
-    ns_a.ping_eventually(B_IP, 15).context("first QEMU: A → B")?;
+    ns_a.ping_eventually(B_IP, 15)
+        .context("first QEMU: A → B")?;
     ns_s.ping(A_IP, 3).context("first QEMU: B → A")?;
     ctl.expect_traffic("q")?;
     ensure!(
@@ -308,7 +312,8 @@ fn stream_client_reconnects_to_a_restarted_qemu() -> Result<()> {
     // A new server on the same address: the switch finds it by itself.
     let mut qemu = qemu_bridge(&ns_s, BACKEND, "qtB", B_MAC, &format!("{B_IP}/24"))?;
     wait_attached(&mut sw, "q", 2)?;
-    ns_a.ping_eventually(B_IP, 15).context("restarted QEMU: A → B")?;
+    ns_a.ping_eventually(B_IP, 15)
+        .context("restarted QEMU: A → B")?;
     ns_s.ping(A_IP, 3).context("restarted QEMU: B → A")?;
     ctl.expect_traffic("q")?;
     ensure!(qemu.is_running()?, "QEMU died; output:\n{}", qemu.output());
