@@ -1,0 +1,115 @@
+//! The data path allocates nothing per frame: a counting allocator watches
+//! `Switch::forward` and `forward_batch` over learned unicast, floods and
+//! drops.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::{EngineConfig, FdbConfig, Mode, Switch};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only
+// counts when asked to.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+struct Sink;
+
+impl Transmit for Sink {
+    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+struct Full;
+
+impl Transmit for Full {
+    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
+        Err(SendError::Full)
+    }
+}
+
+fn frame(dst: [u8; 6], src: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+    f[12] = 0x08;
+    f
+}
+
+#[test]
+fn forwarding_allocates_nothing_per_frame() {
+    let sw = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
+    let mut ports = Vec::new();
+    for i in 0..4 {
+        let tx: Box<dyn Transmit> = if i == 3 {
+            Box::new(Full)
+        } else {
+            Box::new(Sink)
+        };
+        let p = Arc::new(Port::new(
+            sw.allocate_id(),
+            format!("p{i}"),
+            "memory",
+            "test",
+            tx,
+        ));
+        sw.add_port(p.clone());
+        ports.push(p);
+    }
+    let t = Duration::from_secs(1);
+    // Warm up: learn every address, so the table does not grow below.
+    for (i, p) in ports.iter().enumerate() {
+        sw.forward(p, &frame([0xff; 6], i as u8 + 1), t);
+    }
+    let unicast = frame([2, 0, 0, 0, 0, 2], 1);
+    let to_full = frame([2, 0, 0, 0, 0, 4], 1);
+    let flood = frame([0xff; 6], 1);
+    let runt = [0u8; 10];
+    let batch: Vec<&[u8]> = vec![&unicast, &to_full, &flood, &runt, &unicast];
+    // One round first: log call sites register themselves once.
+    for round in 0..10_001 {
+        if round == 1 {
+            COUNTING.store(true, Ordering::Relaxed);
+        }
+        sw.forward(&ports[0], &unicast, t);
+        sw.forward(&ports[0], &to_full, t);
+        sw.forward(&ports[0], &flood, t);
+        sw.forward(&ports[0], &runt, t);
+        sw.forward_batch(&ports[0], &batch, t);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        0,
+        "the data path allocated"
+    );
+    assert!(ports[1].counters().snapshot().tx_frames >= 20_000);
+}
