@@ -53,6 +53,7 @@ pub enum TapError {
 pub struct TapDevice {
     iface: Arc<Iface>,
     created: bool,
+    port_name: Option<String>,
 }
 
 fn valid_ifname(name: &str) -> bool {
@@ -86,12 +87,19 @@ impl TapDevice {
         Ok(TapDevice {
             iface: Arc::new(iface),
             created: !existed,
+            port_name: None,
         })
     }
 
     /// The interface name.
     pub fn name(&self) -> &str {
         self.iface.name()
+    }
+
+    /// Names the port (default `tap:DEVICE`).
+    pub fn with_port_name(mut self, name: Option<String>) -> TapDevice {
+        self.port_name = name;
+        self
     }
 
     /// True when this switch created the device (it goes when we exit).
@@ -106,7 +114,9 @@ impl TapDevice {
         let id = switch.allocate_id();
         let port = Arc::new(Port::new(
             id,
-            format!("tap:{name}"),
+            self.port_name
+                .clone()
+                .unwrap_or_else(|| format!("tap:{name}")),
             "tap",
             format!("tap device {name}"),
             Box::new(TapTx(self.iface.clone())),

@@ -2,8 +2,9 @@
 //! wrong type or a bad value is an error naming the file, line and column.
 
 use crate::args::port_spec::PortSpec;
-use crate::settings::{parse_group, parse_octal, Settings};
+use crate::settings::{parse_group, parse_octal, Settings, TapSpec};
 use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,13 +86,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+type Sp<T> = Spanned<T>;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     switch: SwitchSection,
     #[serde(default)]
-    ports: Vec<PortEntry>,
+    ports: Vec<RawPort>,
     metrics: Option<MetricsSection>,
     control: Option<ControlSection>,
     #[serde(default)]
@@ -104,7 +107,7 @@ struct SwitchSection {
     mode: Option<ModeName>,
     #[serde(default)]
     fdb: FdbSection,
-    numports: Option<u32>,
+    numports: Option<Sp<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -117,7 +120,7 @@ enum ModeName {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FdbSection {
-    aging: Option<Seconds>,
+    aging: Option<Sp<Seconds>>,
     max_entries: Option<usize>,
     max_entries_per_port: Option<usize>,
 }
@@ -125,15 +128,15 @@ struct FdbSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetricsSection {
-    listen: String,
+    listen: Sp<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ControlSection {
     path: PathBuf,
-    mode: Option<String>,
-    group: Option<String>,
+    mode: Option<Sp<String>>,
+    group: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,46 +145,77 @@ struct LogSection {
     level: Option<String>,
 }
 
+/// One entry of `ports:`. Every key any type knows is accepted here (a key
+/// nobody knows is a parse error with its exact place); which keys fit
+/// which `type:` is checked afterwards, also with places.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum PortEntry {
-    Unix {
-        name: Option<String>,
-        path: Option<PathBuf>,
-        directory: Option<PathBuf>,
-        mode: Option<String>,
-        dir_mode: Option<String>,
-        group: Option<String>,
-    },
-    Tap {
-        name: Option<String>,
-        device: String,
-    },
-    Udp {
-        name: Option<String>,
-        local: String,
-        remote: String,
-    },
-    Mcast {
-        name: Option<String>,
-        group: Option<String>,
-        ttl: Option<u32>,
-        interface: Option<Ipv4Addr>,
-    },
-    Stream {
-        name: Option<String>,
-        listen: Option<String>,
-        connect: Option<String>,
-    },
-    Vxlan {
-        name: Option<String>,
-        vni: u32,
-        local: Option<IpAddr>,
-        port: Option<u16>,
-        remotes: Vec<IpAddr>,
-        #[serde(default)]
-        strict: bool,
-    },
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    #[serde(rename = "type")]
+    kind: Sp<String>,
+    name: Option<Sp<String>>,
+    path: Option<Sp<PathBuf>>,
+    directory: Option<Sp<PathBuf>>,
+    mode: Option<Sp<String>>,
+    dir_mode: Option<Sp<String>>,
+    /// unix: the sockets' group owner; mcast: GROUP:PORT.
+    group: Option<Sp<String>>,
+    device: Option<Sp<String>>,
+    local: Option<Sp<String>>,
+    remote: Option<Sp<String>>,
+    ttl: Option<Sp<u32>>,
+    interface: Option<Sp<String>>,
+    listen: Option<Sp<String>>,
+    connect: Option<Sp<String>>,
+    vni: Option<Sp<u32>>,
+    port: Option<Sp<u16>>,
+    remotes: Option<Vec<Sp<String>>>,
+    strict: Option<Sp<bool>>,
+}
+
+/// The keys each port type takes (besides `type` and `name`).
+const KEYS: &[(&str, &[&str])] = &[
+    ("unix", &["path", "directory", "mode", "dir_mode", "group"]),
+    ("tap", &["device"]),
+    ("udp", &["local", "remote"]),
+    ("mcast", &["group", "ttl", "interface"]),
+    ("stream", &["listen", "connect"]),
+    ("vxlan", &["vni", "local", "port", "remotes", "strict"]),
+];
+
+impl RawPort {
+    /// Every key present, with where it was written.
+    fn present(&self) -> Vec<(&'static str, Location)> {
+        let mut v = Vec::new();
+        let mut add = |k: &'static str, l: Option<Location>| {
+            if let Some(l) = l {
+                v.push((k, l));
+            }
+        };
+        add("path", self.path.as_ref().map(|x| x.referenced));
+        add("directory", self.directory.as_ref().map(|x| x.referenced));
+        add("mode", self.mode.as_ref().map(|x| x.referenced));
+        add("dir_mode", self.dir_mode.as_ref().map(|x| x.referenced));
+        add("group", self.group.as_ref().map(|x| x.referenced));
+        add("device", self.device.as_ref().map(|x| x.referenced));
+        add("local", self.local.as_ref().map(|x| x.referenced));
+        add("remote", self.remote.as_ref().map(|x| x.referenced));
+        add("ttl", self.ttl.as_ref().map(|x| x.referenced));
+        add("interface", self.interface.as_ref().map(|x| x.referenced));
+        add("listen", self.listen.as_ref().map(|x| x.referenced));
+        add("connect", self.connect.as_ref().map(|x| x.referenced));
+        add("vni", self.vni.as_ref().map(|x| x.referenced));
+        add("port", self.port.as_ref().map(|x| x.referenced));
+        add(
+            "remotes",
+            self.remotes
+                .as_ref()
+                .and_then(|r| r.first())
+                .map(|x| x.referenced),
+        );
+        add("strict", self.strict.as_ref().map(|x| x.referenced));
+        v
+    }
 }
 
 /// The parts of the file beyond [`Settings`].
@@ -216,9 +250,13 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
             message: e.to_string(),
         })?
     };
-    let bad = |field: String, message: String| ConfigError::Value {
+    let bad = |at: Location, field: String, message: String| ConfigError::Value {
         path: path.to_path_buf(),
-        field,
+        field: if at.line() > 0 {
+            format!("line {} column {}: {field}", at.line(), at.column())
+        } else {
+            field
+        },
         message,
     };
     if let Some(m) = file.switch.mode {
@@ -228,131 +266,181 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         };
     }
     let fdb = &file.switch.fdb;
-    let aging = fdb.aging.map(|s| s.0).unwrap_or(base.engine.fdb.aging);
-    if aging.is_zero() {
-        return Err(bad("switch.fdb.aging".into(), "must be at least 1s".into()));
-    }
+    let aging = match &fdb.aging {
+        Some(a) if a.value.0.is_zero() => {
+            return Err(bad(
+                a.referenced,
+                "switch.fdb.aging".into(),
+                "must be at least 1s".into(),
+            ))
+        }
+        Some(a) => a.value.0,
+        None => base.engine.fdb.aging,
+    };
     base.engine.fdb = FdbConfig::new(
         aging,
         fdb.max_entries.unwrap_or(base.engine.fdb.max_entries),
         fdb.max_entries_per_port
             .or(base.engine.fdb.max_entries_per_port),
     );
-    if let Some(n) = file.switch.numports {
-        if n == 0 || n > 65_535 {
-            return Err(bad("switch.numports".into(), "must be 1 to 65535".into()));
+    if let Some(n) = &file.switch.numports {
+        if n.value == 0 || n.value > 65_535 {
+            return Err(bad(
+                n.referenced,
+                "switch.numports".into(),
+                "must be 1 to 65535".into(),
+            ));
         }
-        base.numports = n;
+        base.numports = n.value;
     }
     if let Some(l) = file.log.level {
         base.log_level = l;
     }
     let mut names: Vec<String> = Vec::new();
-    let mut counts: std::collections::HashMap<&'static str, usize> = Default::default();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
     let mut file_controls = Vec::new();
-    for (i, entry) in file.ports.into_iter().enumerate() {
+    for (i, p) in file.ports.into_iter().enumerate() {
         let at = |k: &str| format!("ports[{i}].{k}");
-        let kind: &'static str = match &entry {
-            PortEntry::Unix { .. } => "unix",
-            PortEntry::Tap { .. } => "tap",
-            PortEntry::Udp { .. } => "udp",
-            PortEntry::Mcast { .. } => "mcast",
-            PortEntry::Stream { .. } => "stream",
-            PortEntry::Vxlan { .. } => "vxlan",
+        let kind = p.kind.value.clone();
+        let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == kind) else {
+            let kinds: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(bad(
+                p.kind.referenced,
+                at("type"),
+                format!("unknown port type {kind:?}; one of {}", kinds.join(", ")),
+            ));
         };
-        let n = counts.entry(kind).or_insert(0);
+        for (key, loc) in p.present() {
+            if !allowed.contains(&key) {
+                return Err(bad(
+                    loc,
+                    at(key),
+                    format!(
+                        "a {kind} port has no option {key:?}; it takes {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        let n = counts.entry(kind.clone()).or_insert(0);
         *n += 1;
         let default_name = format!("{kind}{n}");
-        let endpoint = |k: &str, v: &str| v.parse::<Endpoint>().map_err(|e| bad(at(k), e));
-        let name = match entry {
-            PortEntry::Unix {
-                name,
-                path,
-                directory,
-                mode,
-                dir_mode,
-                group,
-            } => {
-                let layout = match (path, directory) {
-                    (Some(p), None) => Layout::Socket(p),
-                    (None, Some(d)) => Layout::Directory(d),
+        let need = |v: Option<Sp<String>>, key: &str| {
+            v.ok_or_else(|| {
+                bad(
+                    p.kind.referenced,
+                    at(key),
+                    format!("a {kind} port needs {key}:"),
+                )
+            })
+        };
+        let endpoint = |v: Sp<String>, key: &str| {
+            v.value
+                .parse::<Endpoint>()
+                .map_err(|e| bad(v.referenced, at(key), e))
+        };
+        let name_loc = p
+            .name
+            .as_ref()
+            .map(|n| n.referenced)
+            .unwrap_or(p.kind.referenced);
+        let given_name = p.name.clone().map(|n| n.value);
+        let name = match kind.as_str() {
+            "unix" => {
+                let layout = match (p.path.clone(), p.directory.clone()) {
+                    (Some(x), None) => Layout::Socket(x.value),
+                    (None, Some(d)) => Layout::Directory(d.value),
                     _ => {
                         return Err(bad(
+                            p.kind.referenced,
                             at("path"),
                             "a unix port needs exactly one of path: (a control socket) or directory: (a VDE directory)".into(),
                         ))
                     }
                 };
-                let octal = |k: &str, v: Option<String>| {
-                    v.map(|m| parse_octal(&m).map_err(|e| bad(at(k), e)))
+                let octal = |k: &str, v: &Option<Sp<String>>| {
+                    v.as_ref()
+                        .map(|m| parse_octal(&m.value).map_err(|e| bad(m.referenced, at(k), e)))
                         .transpose()
                 };
-                let group = group
-                    .map(|g| parse_group(&g).map_err(|e| bad(at("group"), e)))
+                let group = p
+                    .group
+                    .as_ref()
+                    .map(|g| parse_group(&g.value).map_err(|e| bad(g.referenced, at("group"), e)))
                     .transpose()?;
-                let mode = octal("mode", mode)?
+                let mode = octal("mode", &p.mode)?
                     .or(group.map(|_| 0o660))
                     .or(Some(0o600));
                 file_controls.push(UnixConfig::new(layout).with_permissions(
                     mode,
-                    octal("dir_mode", dir_mode)?,
+                    octal("dir_mode", &p.dir_mode)?,
                     group,
                 ));
-                name.unwrap_or(default_name)
+                given_name.unwrap_or(default_name)
             }
-            PortEntry::Tap { name, device } => {
-                base.taps.push(device.clone());
-                name.unwrap_or(device)
-            }
-            PortEntry::Udp {
-                name,
-                local,
-                remote,
-            } => {
-                let name = name.unwrap_or(default_name);
-                base.ports.push(PortSpec::Udp(UdpConfig::new(
-                    name.clone(),
-                    endpoint("local", &local)?,
-                    endpoint("remote", &remote)?,
-                )));
+            "tap" => {
+                let device = need(p.device.clone(), "device")?.value;
+                let spec = TapSpec {
+                    name: given_name,
+                    device,
+                };
+                let name = spec.port_name();
+                base.taps.push(spec);
                 name
             }
-            PortEntry::Mcast {
-                name,
-                group,
-                ttl,
-                interface,
-            } => {
-                let name = name.unwrap_or(default_name);
-                let group = match group {
-                    Some(g) => g.parse::<SocketAddrV4>().map_err(|_| {
+            "udp" => {
+                let name = given_name.unwrap_or(default_name);
+                let local = endpoint(need(p.local.clone(), "local")?, "local")?;
+                let remote = endpoint(need(p.remote.clone(), "remote")?, "remote")?;
+                base.ports
+                    .push(PortSpec::Udp(UdpConfig::new(name.clone(), local, remote)));
+                name
+            }
+            "mcast" => {
+                let name = given_name.unwrap_or(default_name);
+                let group = match &p.group {
+                    Some(g) => g.value.parse::<SocketAddrV4>().map_err(|_| {
                         bad(
+                            g.referenced,
                             at("group"),
-                            format!("{g:?} is not GROUP:PORT (e.g. 239.192.168.1:1102)"),
+                            format!("{:?} is not GROUP:PORT (e.g. 239.192.168.1:1102)", g.value),
                         )
                     })?,
                     None => DEFAULT_GROUP,
                 };
-                let ttl = ttl.unwrap_or(1);
-                if ttl > 255 {
-                    return Err(bad(at("ttl"), "must be 0 to 255".into()));
-                }
+                let ttl = match &p.ttl {
+                    Some(t) if t.value > 255 => {
+                        return Err(bad(t.referenced, at("ttl"), "must be 0 to 255".into()))
+                    }
+                    Some(t) => t.value,
+                    None => 1,
+                };
+                let interface = p
+                    .interface
+                    .as_ref()
+                    .map(|i| {
+                        i.value.parse::<Ipv4Addr>().map_err(|_| {
+                            bad(
+                                i.referenced,
+                                at("interface"),
+                                format!("{:?} is not an IPv4 address", i.value),
+                            )
+                        })
+                    })
+                    .transpose()?;
                 base.ports.push(PortSpec::Mcast(
                     McastConfig::new(name.clone(), group).with_options(ttl, interface),
                 ));
                 name
             }
-            PortEntry::Stream {
-                name,
-                listen,
-                connect,
-            } => {
-                let name = name.unwrap_or(default_name);
-                let (role, ep) = match (listen, connect) {
-                    (Some(a), None) => (StreamRole::Listen, endpoint("listen", &a)?),
-                    (None, Some(a)) => (StreamRole::Connect, endpoint("connect", &a)?),
+            "stream" => {
+                let name = given_name.unwrap_or(default_name);
+                let (role, ep) = match (p.listen.clone(), p.connect.clone()) {
+                    (Some(a), None) => (StreamRole::Listen, endpoint(a, "listen")?),
+                    (None, Some(a)) => (StreamRole::Connect, endpoint(a, "connect")?),
                     _ => {
                         return Err(bad(
+                            p.kind.referenced,
                             at("listen"),
                             "a stream port needs exactly one of listen: or connect:".into(),
                         ))
@@ -362,38 +450,71 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
                     .push(PortSpec::Stream(StreamConfig::new(name.clone(), role, ep)));
                 name
             }
-            PortEntry::Vxlan {
-                name,
-                vni,
-                local,
-                port,
-                remotes,
-                strict,
-            } => {
-                let name = name.unwrap_or(default_name);
-                if vni > 0x00ff_ffff {
-                    return Err(bad(at("vni"), "must be 0 to 16777215".into()));
+            _ => {
+                let name = given_name.unwrap_or(default_name);
+                let vni = p.vni.as_ref().ok_or_else(|| {
+                    bad(
+                        p.kind.referenced,
+                        at("vni"),
+                        "a vxlan port needs vni:".into(),
+                    )
+                })?;
+                if vni.value > 0x00ff_ffff {
+                    return Err(bad(
+                        vni.referenced,
+                        at("vni"),
+                        "must be 0 to 16777215".into(),
+                    ));
+                }
+                let mut remotes = Vec::new();
+                for r in p.remotes.clone().unwrap_or_default() {
+                    remotes.push(r.value.parse::<IpAddr>().map_err(|_| {
+                        bad(
+                            r.referenced,
+                            at("remotes"),
+                            format!("{:?} is not an IP address", r.value),
+                        )
+                    })?);
                 }
                 if remotes.is_empty() {
                     return Err(bad(
+                        p.kind.referenced,
                         at("remotes"),
                         "list at least one remote VTEP address".into(),
                     ));
                 }
-                let ip = local.unwrap_or(if remotes[0].is_ipv6() {
-                    IpAddr::from([0u16; 8])
-                } else {
-                    IpAddr::from([0u8; 4])
-                });
-                let local = SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT));
+                let ip = match &p.local {
+                    Some(l) => l.value.parse::<IpAddr>().map_err(|_| {
+                        bad(
+                            l.referenced,
+                            at("local"),
+                            format!("{:?} is not an IP address", l.value),
+                        )
+                    })?,
+                    None if remotes[0].is_ipv6() => IpAddr::from([0u16; 8]),
+                    None => IpAddr::from([0u8; 4]),
+                };
+                let udp_port = match &p.port {
+                    Some(x) if x.value == 0 => {
+                        return Err(bad(x.referenced, at("port"), "must be 1 to 65535".into()))
+                    }
+                    Some(x) => x.value,
+                    None => DEFAULT_PORT,
+                };
+                let strict = p.strict.as_ref().map(|s| s.value).unwrap_or(false);
+                let local = SocketAddr::new(ip, udp_port);
                 base.ports.push(PortSpec::Vxlan(
-                    VxlanConfig::new(name.clone(), vni, local, remotes).with_strict(strict),
+                    VxlanConfig::new(name.clone(), vni.value, local, remotes).with_strict(strict),
                 ));
                 name
             }
         };
         if names.contains(&name) {
-            return Err(bad(at("name"), format!("the name {name:?} is used twice")));
+            return Err(bad(
+                name_loc,
+                at("name"),
+                format!("the name {name:?} is used twice"),
+            ));
         }
         names.push(name);
     }
@@ -403,10 +524,14 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
     let metrics = file
         .metrics
         .map(|m| {
-            m.listen.parse::<SocketAddr>().map_err(|_| {
+            m.listen.value.parse::<SocketAddr>().map_err(|_| {
                 bad(
+                    m.listen.referenced,
                     "metrics.listen".into(),
-                    format!("{:?} is not ADDRESS:PORT (e.g. 127.0.0.1:9590)", m.listen),
+                    format!(
+                        "{:?} is not ADDRESS:PORT (e.g. 127.0.0.1:9590)",
+                        m.listen.value
+                    ),
                 )
             })
         })
@@ -416,11 +541,15 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         .map(|c| -> Result<_, ConfigError> {
             let mode = c
                 .mode
-                .map(|m| parse_octal(&m).map_err(|e| bad("control.mode".into(), e)))
+                .map(|m| {
+                    parse_octal(&m.value).map_err(|e| bad(m.referenced, "control.mode".into(), e))
+                })
                 .transpose()?;
             let group = c
                 .group
-                .map(|g| parse_group(&g).map_err(|e| bad("control.group".into(), e)))
+                .map(|g| {
+                    parse_group(&g.value).map_err(|e| bad(g.referenced, "control.group".into(), e))
+                })
                 .transpose()?;
             Ok((c.path, mode, group))
         })
@@ -486,7 +615,13 @@ control: { path: /run/switchyard/control.sock }
         assert_eq!(s.engine.fdb.max_entries, 1000);
         assert_eq!(s.controls.len(), 2);
         assert_eq!(s.controls[1].mode, Some(0o660));
-        assert_eq!(s.taps, vec!["tap0".to_string()]);
+        assert_eq!(
+            s.taps,
+            vec![TapSpec {
+                name: Some("host".into()),
+                device: "tap0".into()
+            }]
+        );
         assert_eq!(s.ports.len(), 4);
         assert_eq!(e.metrics, Some("127.0.0.1:9590".parse().expect("addr")));
         assert!(e.control.is_some());

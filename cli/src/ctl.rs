@@ -55,12 +55,12 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let (cmd, rest): (&str, &[&str]) = match words.as_slice() {
-        ["fdb", "flush", rest @ ..] => ("fdb-flush", rest),
-        ["port", "add", rest @ ..] => ("port-add", rest),
-        ["port", "del", rest @ ..] => ("port-del", rest),
+        ["fdb", "flush", rest @ ..] if rest.len() <= 1 => ("fdb-flush", rest),
+        ["port", "add", rest @ ..] if rest.len() == 1 => ("port-add", rest),
+        ["port", "del", rest @ ..] if rest.len() == 1 => ("port-del", rest),
         ["reload"] => ("reload", &[][..]),
         ["capture", rest @ ..] => return capture(&socket, rest),
-        [c @ ("ports" | "fdb" | "stats" | "macnat"), rest @ ..] => (c, rest),
+        [c @ ("ports" | "fdb" | "stats" | "macnat")] => (*c, &[][..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

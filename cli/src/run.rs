@@ -4,7 +4,7 @@
 use crate::control::Command;
 use crate::ports::OpenPort;
 use crate::running::Running;
-use crate::settings::{Flavor, Settings, StdinPolicy};
+use crate::settings::{Flavor, Settings, StdinPolicy, TapSpec};
 use anyhow::{Context, Result};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -110,11 +110,11 @@ fn bind_operations(settings: &Settings) -> Result<Operations> {
     Ok(ops)
 }
 
-fn open_taps(settings: &Settings) -> Result<Vec<TapDevice>> {
+fn open_taps(settings: &Settings) -> Result<Vec<(TapDevice, TapSpec)>> {
     let mut taps = Vec::new();
-    for name in &settings.taps {
-        match TapDevice::open(name) {
-            Ok(t) => taps.push(t),
+    for spec in &settings.taps {
+        match TapDevice::open(&spec.device) {
+            Ok(t) => taps.push((t.with_port_name(spec.name.clone()), spec.clone())),
             // The originals run on without a tap that cannot be opened.
             Err(e) if settings.flavor != Flavor::Native => {
                 tracing::error!("{e}; continuing without it");
@@ -265,7 +265,7 @@ pub fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
-fn announce(settings: &Settings, controls: &[Arc<UnixControl>], taps: &[TapDevice]) {
+fn announce(settings: &Settings, controls: &[Arc<UnixControl>], taps: &[(TapDevice, TapSpec)]) {
     let mode = if settings.engine.mode == Mode::Hub {
         "hub"
     } else {
@@ -297,7 +297,7 @@ fn announce(settings: &Settings, controls: &[Arc<UnixControl>], taps: &[TapDevic
             _ => String::new(),
         };
         let mut line = format!("uml_switch attached to unix socket '{ctl}'");
-        for t in taps {
+        for (t, _) in taps {
             line.push_str(&format!(" tap device '{}'", t.name()));
         }
         say(settings.flavor, &line);
@@ -352,7 +352,7 @@ fn daemonize(noclose: bool) -> Result<Launcher> {
 async fn serve(
     settings: &Settings,
     controls: &[Arc<UnixControl>],
-    taps: Vec<TapDevice>,
+    taps: Vec<(TapDevice, TapSpec)>,
     ports: Vec<OpenPort>,
     ops: Operations,
 ) -> Result<Shutdown> {
@@ -362,8 +362,8 @@ async fn serve(
     for (c, cfg) in controls.iter().zip(&settings.controls) {
         running.start_control(c.clone(), cfg.clone());
     }
-    for t in taps {
-        running.start_tap(t);
+    for (t, spec) in taps {
+        running.start_tap(t, spec);
     }
     for (spec, p) in settings.ports.iter().zip(ports) {
         running.start_port(spec.clone(), p);

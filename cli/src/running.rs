@@ -4,7 +4,7 @@
 
 use crate::args::port_spec::PortSpec;
 use crate::ports::OpenPort;
-use crate::settings::Settings;
+use crate::settings::{Settings, TapSpec};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub struct Running {
     switch: Arc<Switch>,
     numbers: Arc<PortNumbers>,
     controls: Vec<(UnixConfig, Arc<UnixControl>, Stop)>,
-    taps: Vec<(String, Stop)>,
+    taps: Vec<(TapSpec, Stop)>,
     ports: Vec<(PortSpec, Option<PathBuf>, Stop)>,
 }
 
@@ -81,11 +81,10 @@ impl Running {
     }
 
     /// Serves an open tap.
-    pub fn start_tap(&mut self, tap: TapDevice) {
+    pub fn start_tap(&mut self, tap: TapDevice, spec: TapSpec) {
         let stop = Stop::new();
-        let name = tap.name().to_string();
         tokio::spawn(tap.serve(self.switch.clone(), stop.clone()));
-        self.taps.push((name, stop));
+        self.taps.push((spec, stop));
     }
 
     /// Serves an open transport.
@@ -105,7 +104,7 @@ impl Running {
             .iter()
             .filter(|c| !self.controls.iter().any(|(have, _, _)| have == *c))
             .collect();
-        let add_taps: Vec<&String> = new
+        let add_taps: Vec<&TapSpec> = new
             .taps
             .iter()
             .filter(|t| !self.taps.iter().any(|(have, _)| have == *t))
@@ -134,7 +133,7 @@ impl Running {
                 keep_taps.push((name, stop));
             } else {
                 stop.stop();
-                changes.removed.push(format!("tap:{name}"));
+                changes.removed.push(name.port_name());
             }
         }
         self.taps = keep_taps;
@@ -158,7 +157,8 @@ impl Running {
         }
         let mut opened_taps = Vec::new();
         for t in add_taps {
-            opened_taps.push(TapDevice::open(t).context("reload")?);
+            let dev = TapDevice::open(&t.device).context("reload")?;
+            opened_taps.push((dev.with_port_name(t.name.clone()), t.clone()));
         }
         let mut opened_ports = Vec::new();
         for p in add_ports {
@@ -176,9 +176,9 @@ impl Running {
             changes.added.push(c.ctl_path().display().to_string());
             self.start_control(c, cfg);
         }
-        for t in opened_taps {
-            changes.added.push(format!("tap:{}", t.name()));
-            self.start_tap(t);
+        for (t, spec) in opened_taps {
+            changes.added.push(spec.port_name());
+            self.start_tap(t, spec);
         }
         for (spec, o) in opened_ports {
             changes.added.push(spec_name(&spec));
@@ -190,10 +190,18 @@ impl Running {
 
     /// `switchyard ctl port add SPEC`.
     pub fn add(&mut self, spec: &str) -> Result<String, String> {
-        let n = self.ports.len() + 1;
+        // Names must be unique among configured ports, taps and every live
+        // port (client ports included): the first free TYPE<n> by default.
+        let taken = |name: &str| {
+            self.ports.iter().any(|(s, _, _)| spec_name(s) == name)
+                || self.taps.iter().any(|(t, _)| t.port_name() == name)
+                || self.switch.ports().iter().any(|p| p.name() == name)
+        };
+        let kind = spec.split(',').next().unwrap_or_default();
+        let n = (1..).find(|n| !taken(&format!("{kind}{n}"))).unwrap_or(1);
         let spec = crate::args::port_spec::parse(spec, n)?;
         let name = spec_name(&spec);
-        if self.ports.iter().any(|(s, _, _)| spec_name(s) == name) {
+        if taken(&name) {
             return Err(format!(
                 "a port named {name:?} exists; choose another with name=…"
             ));
@@ -214,11 +222,10 @@ impl Running {
             }
             return Ok(format!("removed {name}"));
         }
-        let tap = name.strip_prefix("tap:").unwrap_or(name);
-        if let Some(i) = self.taps.iter().position(|(t, _)| t == tap) {
+        if let Some(i) = self.taps.iter().position(|(t, _)| t.port_name() == name) {
             let (_, stop) = self.taps.remove(i);
             stop.stop();
-            return Ok(format!("removed tap:{tap}"));
+            return Ok(format!("removed {name}"));
         }
         if let Some(i) = self
             .controls

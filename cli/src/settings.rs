@@ -26,6 +26,32 @@ pub enum StdinPolicy {
     AnyEof,
 }
 
+/// A tap port: the device and, from a config file, the port's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapSpec {
+    /// The port's name; `None` means `tap:DEVICE`.
+    pub name: Option<String>,
+    /// The interface.
+    pub device: String,
+}
+
+impl TapSpec {
+    /// A tap named after its device.
+    pub fn device(device: impl Into<String>) -> TapSpec {
+        TapSpec {
+            name: None,
+            device: device.into(),
+        }
+    }
+
+    /// The port's name as `switchyard ctl` shows it.
+    pub fn port_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("tap:{}", self.device))
+    }
+}
+
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -34,7 +60,7 @@ pub struct Settings {
     /// Control sockets to serve.
     pub controls: Vec<UnixConfig>,
     /// Tap devices to attach or create.
-    pub taps: Vec<String>,
+    pub taps: Vec<TapSpec>,
     /// Other transports (`--port`).
     pub ports: Vec<crate::args::port_spec::PortSpec>,
     /// Engine mode and FDB limits.

@@ -13,7 +13,7 @@ use switchyard_tests::ops::{
     parse_table, port_names, Outcome, PlugLan,
 };
 use switchyard_tests::util::output;
-use switchyard_tests::{preflight, wait_until, Netns, SwitchCmd, TempDir};
+use switchyard_tests::{preflight, unique_name, wait_until, Netns, SwitchCmd, TempDir};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -315,54 +315,63 @@ fn ctl_adds_and_removes_a_udp_port() -> Result<()> {
     Ok(())
 }
 
-/// A port name is unique: `ctl port add` refuses a name already in use,
-/// and ports added without a name never get the name of an existing port
-/// (even after other ports were removed).
+/// A port name is unique: `ctl port add` refuses a name already in use
+/// (by a transport or by a tap), and a port added without a name gets a
+/// free automatic name (even after other ports were removed).
 #[test]
 fn ctl_port_names_stay_unique() -> Result<()> {
     preflight()?;
     let tmp = TempDir::new("cpu")?;
     let ns = Netns::new()?;
     let ctl_path = tmp.join("control.sock");
+    let tap = unique_name("syu");
     let mut sw = SwitchCmd::native()?
         .vde(&tmp.join("vde"))
         .arg("--control")
         .arg(&ctl_path)
+        .args(["--tap", &tap])
         .arg("--port")
         .arg("udp,name=lan,local=127.0.0.1:7741,remote=127.0.0.1:7742")
         .start(Some(&ns))?;
+    let initial = port_names(&ctl_path)?;
+    ensure!(initial.len() == 2, "expected a tap and lan: {initial:?}");
+    let tap_name = initial
+        .iter()
+        .find(|n| *n != "lan")
+        .cloned()
+        .context("no tap port")?;
     let mut problems = Vec::new();
-    let dup = ctl(
-        &ctl_path,
-        &[
-            "port",
-            "add",
-            "udp,name=lan,local=127.0.0.1:7743,remote=127.0.0.1:7744",
-        ],
-    )?;
-    if dup.code != Some(1) {
-        problems.push(format!(
-            "adding a second port named lan: exit {:?} ({}{}), expected exit 1",
-            dup.code,
-            dup.stdout.trim(),
-            dup.stderr.trim()
-        ));
+    for (taken, port) in [("lan", 7743), (tap_name.as_str(), 7745)] {
+        let spec = format!(
+            "udp,name={taken},local=127.0.0.1:{port},remote=127.0.0.1:{}",
+            port + 1
+        );
+        let dup = ctl(&ctl_path, &["port", "add", &spec])?;
+        if dup.code != Some(1) {
+            problems.push(format!(
+                "`port add {spec}` while {taken:?} exists: exit {:?} ({}{}), expected exit 1",
+                dup.code,
+                dup.stdout.trim(),
+                dup.stderr.trim()
+            ));
+        }
     }
+    // Back to the two ports we started with.
+    for n in port_names(&ctl_path)?.iter().skip(initial.len()) {
+        ctl_ok(&ctl_path, &["port", "del", n])?;
+    }
+    wait_until(T, "the duplicates to go", || {
+        port_names(&ctl_path).is_ok_and(|n| n.len() == initial.len())
+    })?;
     // Unnamed ports: add two, remove the first, add another.
+    let mut added = Vec::new();
     for p in [7751, 7753] {
-        ctl_ok(
-            &ctl_path,
-            &[
-                "port",
-                "add",
-                &format!("udp,local=127.0.0.1:{p},remote=127.0.0.1:{}", p + 1),
-            ],
-        )?;
+        let spec = format!("udp,local=127.0.0.1:{p},remote=127.0.0.1:{}", p + 1);
+        ctl_ok(&ctl_path, &["port", "add", &spec])?;
+        let names = port_names(&ctl_path)?;
+        added.push(names.last().cloned().context("no ports")?);
     }
-    let first_unnamed = port_names(&ctl_path)?
-        .into_iter()
-        .find(|n| n != "lan")
-        .context("no unnamed port")?;
+    let first_unnamed = added[0].clone();
     ctl_ok(&ctl_path, &["port", "del", &first_unnamed])?;
     wait_until(T, "the deleted port to go", || {
         port_names(&ctl_path).is_ok_and(|n| !n.contains(&first_unnamed))
@@ -386,11 +395,11 @@ fn ctl_port_names_stay_unique() -> Result<()> {
     let names = port_names(&ctl_path)?;
     let mut seen = std::collections::BTreeSet::new();
     let dups: Vec<&String> = names.iter().filter(|n| !seen.insert(*n)).collect();
-    if !dups.is_empty() || names.len() != 3 {
+    if !dups.is_empty() || names.len() != 4 {
         problems.push(format!(
-            "expected 3 distinct port names, `ctl ports` lists {names:?} \
-             (after `port add udp,name=lan,...`, two unnamed `port add udp,...`, \
-             `port del {first_unnamed}`, one more unnamed `port add udp,...`)"
+            "expected 4 distinct port names, `ctl ports` lists {names:?} (started with \
+             {initial:?}; unnamed adds gave {added:?}; then `port del {first_unnamed}` \
+             and one more unnamed add)"
         ));
     }
     ensure!(problems.is_empty(), "{}", problems.join("\n"));

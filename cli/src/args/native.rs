@@ -3,7 +3,7 @@
 //! work here too.
 
 use super::{port_spec, Usage};
-use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy};
+use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy, TapSpec};
 use clap::Parser;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -228,7 +228,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         s.extras.metrics = Some(m);
     }
     if let Some(c) = &a.control {
-        s.extras.control = Some((c.clone(), None, a.group));
+        // --control moves the socket; the file's mode and group still apply.
+        let (mode, group) = match &s.extras.control {
+            Some((_, m, g)) => (*m, g.or(a.group)),
+            None => (None, a.group),
+        };
+        s.extras.control = Some((c.clone(), mode, group));
     }
     let mut per_type: std::collections::HashMap<String, usize> = Default::default();
     for spec in &a.port {
@@ -239,7 +244,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             .map_err(|e| Usage::error(format!("error: --port {spec}: {e}")))?;
         s.ports.push(p);
     }
-    s.taps.extend(a.tap.iter().cloned());
+    s.taps.extend(a.tap.iter().map(TapSpec::device));
     let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
     let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
     s.controls.extend(
@@ -271,7 +276,7 @@ mod tests {
         assert_eq!(s.controls.len(), 1);
         assert_eq!(s.controls[0].layout, Layout::Socket("/tmp/a.ctl".into()));
         assert_eq!(s.engine.mode, Mode::Hub);
-        assert_eq!(s.taps, vec!["tap0".to_string()]);
+        assert_eq!(s.taps, vec![TapSpec::device("tap0")]);
         assert_eq!(s.stdin, StdinPolicy::Ignore);
     }
 

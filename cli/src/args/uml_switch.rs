@@ -2,7 +2,7 @@
 //! single-dash words, in any order.
 
 use super::Usage;
-use crate::settings::{Flavor, Settings, StdinPolicy};
+use crate::settings::{Flavor, Settings, StdinPolicy, TapSpec};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use switchyard_switch::ports::unix::{Layout, UnixConfig};
@@ -54,7 +54,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         flavor: Flavor::UmlSwitch,
         // uml_switch never chmods its socket: the umask decides.
         controls: vec![UnixConfig::new(Layout::Socket(ctl))],
-        taps,
+        taps: taps.into_iter().map(TapSpec::device).collect(),
         ports: Vec::new(),
         engine: EngineConfig::new(
             if hub { Mode::Hub } else { Mode::Switch },
@@ -95,7 +95,7 @@ mod tests {
             Layout::Socket("/var/run/uml-utilities/uml_switch.ctl".into())
         );
         assert_eq!(s.controls[0].mode, None);
-        assert_eq!(s.taps, vec!["tap0".to_string()]);
+        assert_eq!(s.taps, vec![TapSpec::device("tap0")]);
         assert_eq!(s.stdin, StdinPolicy::TerminalEof);
     }
 

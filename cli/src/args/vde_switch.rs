@@ -2,7 +2,7 @@
 //! start `vde_switch`.
 
 use super::Usage;
-use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy};
+use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy, TapSpec};
 use clap::{Arg, ArgAction, Command};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -223,7 +223,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         ports: Vec::new(),
         taps: m
             .get_many::<String>("tap")
-            .map(|v| v.cloned().collect())
+            .map(|v| v.map(TapSpec::device).collect())
             .unwrap_or_default(),
         engine: EngineConfig::new(
             if m.get_flag("hub") {
@@ -285,7 +285,10 @@ mod tests {
         .expect("parses");
         assert_eq!(s.controls[0].layout, Layout::Directory("/tmp/sw".into()));
         assert_eq!(s.engine.mode, Mode::Hub);
-        assert_eq!(s.taps, vec!["tap0".to_string(), "tap1".to_string()]);
+        assert_eq!(
+            s.taps,
+            vec![TapSpec::device("tap0"), TapSpec::device("tap1")]
+        );
         assert_eq!(s.numports, 8);
         assert_eq!(s.stdin, StdinPolicy::AnyEof);
         assert_eq!(
