@@ -11,7 +11,8 @@ deploy/setup.sh
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get install -y -qq --no-install-recommends \
     iproute2 iputils-ping procps psmisc kmod tcpdump \
-    user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus >/dev/null
+    user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus \
+    passt udhcpc busybox curl >/dev/null
 if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi

@@ -35,14 +35,31 @@ pub fn bind(
     use anyhow::Context;
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)
+            }
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; remove it or choose another path with --control",
+                path.display()
+            );
+        }
         match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => anyhow::bail!("control socket {} is in use by another switchyard; stop it or choose another path with --control", path.display()),
-            Err(_) => std::fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?,
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale {}", path.display()))?,
+            _ => anyhow::bail!(
+                "control socket {} is in use by another switchyard; stop it or choose another path with --control",
+                path.display()
+            ),
         }
     }
     let l = std::os::unix::net::UnixListener::bind(path)
@@ -260,20 +277,20 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
         "stats" => {
             let ev = switch.fdb_events();
             let table = switch.ports();
-            let (mut rx, mut tx, mut drops) = (0u64, 0u64, 0u64);
-            for p in table.iter() {
-                let c = p.counters().snapshot();
-                rx += c.rx_frames;
-                tx += c.tx_frames;
-                drops += c.drops.iter().sum::<u64>();
-            }
+            let t = switch.totals();
+            let (rx, tx, drops) = (t.rx_frames, t.tx_frames, t.drops.iter().sum::<u64>());
+            let by_reason: serde_json::Map<String, Value> = DropReason::ALL
+                .iter()
+                .filter(|r| t.drops(**r) > 0)
+                .map(|r| (r.as_str().to_string(), json!(t.drops(*r))))
+                .collect();
             let cfg = switch.config();
             json!({
                 "mode": if cfg.mode == Mode::Hub { "hub" } else { "switch" },
                 "ports": table.len(), "fdb_entries": switch.fdb_len(),
                 "fdb_max_entries": cfg.fdb.max_entries, "fdb_aging_seconds": cfg.fdb.aging.as_secs(),
                 "fdb_learned": ev.learned, "fdb_moved": ev.moved, "fdb_aged": ev.aged, "fdb_refused": ev.refused,
-                "rx_frames": rx, "tx_frames": tx, "drops": drops,
+                "rx_frames": rx, "tx_frames": tx, "drops": drops, "drops_by_reason": by_reason,
                 "uptime_seconds": switch.now().as_secs(),
             })
         }

@@ -119,6 +119,21 @@ pub fn render(switch: &Switch) -> String {
             );
         }
     }
+    let totals = switch.totals();
+    family(
+        &mut o,
+        "switchyard_drops_total",
+        "counter",
+        "Frames dropped since start by reason, ports that are gone included.",
+    );
+    for r in DropReason::ALL {
+        let _ = writeln!(
+            o,
+            "switchyard_drops_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            totals.drops(r)
+        );
+    }
     let cfg = switch.config();
     family(
         &mut o,

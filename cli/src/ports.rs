@@ -45,12 +45,12 @@ impl OpenPort {
     }
 
     /// Runs the port on the switch.
-    pub fn spawn(self, switch: Arc<Switch>, stop: Stop) {
+    pub fn spawn(self, switch: Arc<Switch>, stop: Stop) -> tokio::task::JoinHandle<()> {
         match self {
             OpenPort::Udp(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Mcast(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Stream(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch, stop)),
-        };
+        }
     }
 }

@@ -16,6 +16,19 @@ use switchyard_switch::{Mode, Switch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+/// Every port holds two or three descriptors: use the whole hard limit
+/// rather than the 1024 soft default.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise the open-file limit: {e}");
+            }
+        }
+    }
+}
+
 fn termination_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -84,6 +97,8 @@ fn bind_operations(settings: &Settings) -> Result<Operations> {
     if settings.flavor == Flavor::Native {
         match &settings.extras.control {
             Some((path, mode, group)) => {
+                // Absolute, so that --daemon's chdir to / changes nothing.
+                let path = &std::path::absolute(path).unwrap_or_else(|_| path.clone());
                 let l = crate::control::bind(path, *mode, *group)?;
                 tracing::info!(path = %path.display(), "control socket for `switchyard ctl`");
                 ops.control = Some((path.clone(), l));
@@ -159,6 +174,7 @@ pub fn run(settings: Settings) -> Result<()> {
     if let Err(e) = held.thread_block() {
         tracing::warn!("cannot hold signals during start-up: {e}");
     }
+    raise_fd_limit();
     let controls = bind_controls(&settings)?;
     let taps = match open_taps(&settings) {
         Ok(t) => t,
@@ -407,11 +423,11 @@ async fn serve(
                 if settings.flavor != Flavor::Native {
                     break Shutdown::Signal(libc::SIGHUP);
                 }
-                let _ = reload(&mut running, settings);
+                let _ = reload(&mut running, settings).await;
             }
             Some(cmd) = cmd_rx.recv() => match cmd {
                 Command::Reload(reply) => {
-                    let _ = reply.send(reload(&mut running, settings));
+                    let _ = reply.send(reload(&mut running, settings).await);
                 }
                 Command::PortAdd(spec, reply) => {
                     let r = running.add(&spec);
@@ -421,7 +437,7 @@ async fn serve(
                     let _ = reply.send(r);
                 }
                 Command::PortDel(name, reply) => {
-                    let r = running.remove(&name);
+                    let r = running.remove(&name).await;
                     if let Ok(done) = &r {
                         tracing::info!("switchyard ctl: {done}");
                     }
@@ -442,24 +458,20 @@ async fn serve(
 
 /// Re-reads the command line and configuration file and applies what
 /// changed. A bad file changes nothing.
-fn reload(running: &mut Running, settings: &Settings) -> Result<String, String> {
+async fn reload(running: &mut Running, settings: &Settings) -> Result<String, String> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-    let result = (|| {
-        if settings.extras.config_path.is_none() {
-            return Err(
-                "switchyard was started without --config: there is nothing to reload".to_string(),
-            );
+    let result = match &settings.extras.config_path {
+        None => {
+            Err("switchyard was started without --config: there is nothing to reload".to_string())
         }
-        let new = crate::args::native::parse(settings.extras.argv.clone())
-            .map_err(|u| u.message.trim_end().to_string())?;
-        running
-            .apply(&new)
-            .map(|c| c.to_string())
-            .map_err(|e| format!("{e:#}"))
-    })();
+        Some(_) => match crate::args::native::parse(settings.extras.argv.clone()) {
+            Err(u) => Err(u.message.trim_end().to_string()),
+            Ok(new) => running.apply(&new).await.map(|c| c.to_string()),
+        },
+    };
     match &result {
         Ok(changes) => tracing::info!("configuration reloaded: {changes}"),
-        Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+        Err(e) => tracing::error!("reload failed: {e}"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     result
@@ -482,16 +494,19 @@ fn watch_stdin(settings: &Settings, stop: mpsc::UnboundedSender<Shutdown>) {
         .name("stdin".into())
         .spawn(move || {
             let stdin = std::io::stdin();
-            let mut line = String::new();
+            let mut line = Vec::new();
             loop {
                 line.clear();
-                match stdin.lock().read_line(&mut line) {
+                // Bytes, not text: a stray non-UTF-8 byte is not an EOF.
+                match stdin.lock().read_until(b'\n', &mut line) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Ok(0) | Err(_) => {
                         let _ = stop.send(Shutdown::StdinEof);
                         return;
                     }
                     Ok(_) if console => {
-                        let cmd = line.trim();
+                        let text = String::from_utf8_lossy(&line);
+                        let cmd = text.trim();
                         if cmd == "shutdown" {
                             let _ = stop.send(Shutdown::Console);
                             return;

@@ -5,20 +5,59 @@
 use crate::args::port_spec::PortSpec;
 use crate::ports::OpenPort;
 use crate::settings::{Settings, TapSpec};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_bridge::TapDevice;
 use switchyard_switch::ports::unix::{PortNumbers, UnixConfig, UnixControl};
 use switchyard_switch::{Stop, Switch};
+use tokio::task::JoinHandle;
+
+/// How long a stopped port may take to let go of its sockets.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a configured port is, for comparing two configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Control(UnixConfig),
+    Tap(TapSpec),
+    Port(PortSpec),
+}
+
+impl Key {
+    fn name(&self) -> String {
+        match self {
+            Key::Control(c) => match &c.layout {
+                switchyard_switch::ports::unix::Layout::Directory(d) => d.display().to_string(),
+                switchyard_switch::ports::unix::Layout::Socket(p) => p.display().to_string(),
+            },
+            Key::Tap(t) => t.port_name(),
+            Key::Port(p) => spec_name(p),
+        }
+    }
+}
+
+/// Something bound and ready to serve.
+enum Opened {
+    Control(Arc<UnixControl>),
+    Tap(TapDevice),
+    Port(OpenPort),
+}
+
+struct Entry {
+    key: Key,
+    stop: Stop,
+    task: JoinHandle<()>,
+    control: Option<Arc<UnixControl>>,
+    socket: Option<PathBuf>,
+}
 
 /// The configured ports and how to stop each.
 pub struct Running {
     switch: Arc<Switch>,
     numbers: Arc<PortNumbers>,
-    controls: Vec<(UnixConfig, Arc<UnixControl>, Stop)>,
-    taps: Vec<(TapSpec, Stop)>,
-    ports: Vec<(PortSpec, Option<PathBuf>, Stop)>,
+    entries: Vec<Entry>,
 }
 
 /// What a reload changed.
@@ -50,139 +89,161 @@ fn spec_name(spec: &PortSpec) -> String {
     }
 }
 
+fn open(key: &Key) -> Result<Opened, String> {
+    match key {
+        Key::Control(cfg) => UnixControl::bind(cfg.clone())
+            .map(|c| Opened::Control(Arc::new(c)))
+            .map_err(|e| e.to_string()),
+        Key::Tap(t) => TapDevice::open(&t.device)
+            .map(|d| Opened::Tap(d.with_port_name(t.name.clone())))
+            .map_err(|e| e.to_string()),
+        Key::Port(p) => OpenPort::open(p)
+            .map(Opened::Port)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn keys(s: &Settings) -> Vec<Key> {
+    s.controls
+        .iter()
+        .cloned()
+        .map(Key::Control)
+        .chain(s.taps.iter().cloned().map(Key::Tap))
+        .chain(s.ports.iter().cloned().map(Key::Port))
+        .collect()
+}
+
 impl Running {
     /// Nothing running yet.
     pub fn new(switch: Arc<Switch>, numbers: Arc<PortNumbers>) -> Running {
         Running {
             switch,
             numbers,
-            controls: Vec::new(),
-            taps: Vec::new(),
-            ports: Vec::new(),
+            entries: Vec::new(),
         }
+    }
+
+    fn start(&mut self, key: Key, opened: Opened) {
+        let stop = Stop::new();
+        let (task, control, socket) = match opened {
+            Opened::Control(c) => {
+                let (c2, switch, numbers, s) = (
+                    c.clone(),
+                    self.switch.clone(),
+                    self.numbers.clone(),
+                    stop.clone(),
+                );
+                let task = tokio::spawn(async move {
+                    let path = c2.ctl_path().to_path_buf();
+                    if let Err(e) = c2.serve(switch, numbers, s).await {
+                        tracing::error!(ctl = %path.display(), "control socket failed: {e}");
+                    }
+                });
+                (task, Some(c), None)
+            }
+            Opened::Tap(t) => (
+                tokio::spawn(t.serve(self.switch.clone(), stop.clone())),
+                None,
+                None,
+            ),
+            Opened::Port(p) => {
+                let socket = p.socket_path();
+                (p.spawn(self.switch.clone(), stop.clone()), None, socket)
+            }
+        };
+        self.entries.push(Entry {
+            key,
+            stop,
+            task,
+            control,
+            socket,
+        });
     }
 
     /// Serves a bound control socket.
     pub fn start_control(&mut self, control: Arc<UnixControl>, config: UnixConfig) {
-        let stop = Stop::new();
-        let (c, switch, numbers, s) = (
-            control.clone(),
-            self.switch.clone(),
-            self.numbers.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            let path = c.ctl_path().to_path_buf();
-            if let Err(e) = c.serve(switch, numbers, s).await {
-                tracing::error!(ctl = %path.display(), "control socket failed: {e}");
-            }
-        });
-        self.controls.push((config, control, stop));
+        self.start(Key::Control(config), Opened::Control(control));
     }
 
     /// Serves an open tap.
     pub fn start_tap(&mut self, tap: TapDevice, spec: TapSpec) {
-        let stop = Stop::new();
-        tokio::spawn(tap.serve(self.switch.clone(), stop.clone()));
-        self.taps.push((spec, stop));
+        self.start(Key::Tap(spec), Opened::Tap(tap));
     }
 
     /// Serves an open transport.
     pub fn start_port(&mut self, spec: PortSpec, port: OpenPort) {
-        let stop = Stop::new();
-        let path = port.socket_path();
-        port.spawn(self.switch.clone(), stop.clone());
-        self.ports.push((spec, path, stop));
+        self.start(Key::Port(spec), Opened::Port(port));
     }
 
-    /// Brings the running set in line with `new`. Everything new is opened
-    /// first; if anything fails nothing changes and the error says why.
-    pub fn apply(&mut self, new: &Settings) -> Result<Changes> {
+    /// Stops an entry and waits until its tasks have let go of its sockets.
+    async fn finish(entry: Entry) {
+        entry.stop.stop();
+        if tokio::time::timeout(STOP_TIMEOUT, entry.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(port = %entry.key.name(), "port did not stop in time");
+        }
+        if let Some(c) = &entry.control {
+            c.cleanup();
+        }
+        if let Some(p) = &entry.socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Brings the running set in line with `new`: stops what it drops or
+    /// changes (and waits for it), then opens what it adds. If anything
+    /// fails to open, what was stopped is started again and the error says
+    /// what happened.
+    pub async fn apply(&mut self, new: &Settings) -> Result<Changes, String> {
+        let wanted = keys(new);
+        let (keep, gone): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| wanted.contains(&e.key));
+        self.entries = keep;
+        let add: Vec<Key> = wanted
+            .into_iter()
+            .filter(|k| !self.entries.iter().any(|e| &e.key == k))
+            .collect();
         let mut changes = Changes::default();
-        let add_controls: Vec<&UnixConfig> = new
-            .controls
-            .iter()
-            .filter(|c| !self.controls.iter().any(|(have, _, _)| have == *c))
-            .collect();
-        let add_taps: Vec<&TapSpec> = new
-            .taps
-            .iter()
-            .filter(|t| !self.taps.iter().any(|(have, _)| have == *t))
-            .collect();
-        let add_ports: Vec<&PortSpec> = new
-            .ports
-            .iter()
-            .filter(|p| !self.ports.iter().any(|(have, _, _)| have == *p))
-            .collect();
-        // Stop first what goes away, so a changed port can take its
-        // address back; then open the new ones.
-        let mut keep_controls = Vec::new();
-        for (cfg, ctl, stop) in self.controls.drain(..) {
-            if new.controls.contains(&cfg) {
-                keep_controls.push((cfg, ctl, stop));
-            } else {
-                stop.stop();
-                ctl.cleanup();
-                changes.removed.push(ctl.ctl_path().display().to_string());
-            }
+        let mut stopped = Vec::new();
+        for e in gone {
+            changes.removed.push(e.key.name());
+            stopped.push(e.key.clone());
+            Self::finish(e).await;
         }
-        self.controls = keep_controls;
-        let mut keep_taps = Vec::new();
-        for (name, stop) in self.taps.drain(..) {
-            if new.taps.contains(&name) {
-                keep_taps.push((name, stop));
-            } else {
-                stop.stop();
-                changes.removed.push(name.port_name());
-            }
-        }
-        self.taps = keep_taps;
-        let mut keep_ports = Vec::new();
-        for (spec, path, stop) in self.ports.drain(..) {
-            if new.ports.contains(&spec) {
-                keep_ports.push((spec, path, stop));
-            } else {
-                stop.stop();
-                if let Some(p) = &path {
-                    let _ = std::fs::remove_file(p);
-                }
-                changes.removed.push(spec_name(&spec));
-            }
-        }
-        self.ports = keep_ports;
-        let mut opened_controls = Vec::new();
-        for cfg in add_controls {
-            let c = UnixControl::bind(cfg.clone()).context("reload")?;
-            opened_controls.push((Arc::new(c), cfg.clone()));
-        }
-        let mut opened_taps = Vec::new();
-        for t in add_taps {
-            let dev = TapDevice::open(&t.device).context("reload")?;
-            opened_taps.push((dev.with_port_name(t.name.clone()), t.clone()));
-        }
-        let mut opened_ports = Vec::new();
-        for p in add_ports {
-            match OpenPort::open(p) {
-                Ok(o) => opened_ports.push((p.clone(), o)),
+        let mut opened = Vec::new();
+        for k in &add {
+            match open(k) {
+                Ok(o) => opened.push((k.clone(), o)),
                 Err(e) => {
-                    for (c, _) in &opened_controls {
-                        c.cleanup();
+                    for (_, o) in opened {
+                        if let Opened::Control(c) = o {
+                            c.cleanup();
+                        }
                     }
-                    return Err(e).context("reload");
+                    let mut restored = Vec::new();
+                    for k in stopped {
+                        match open(&k) {
+                            Ok(o) => {
+                                restored.push(k.name());
+                                self.start(k, o);
+                            }
+                            Err(e2) => tracing::error!(port = %k.name(), "cannot restore: {e2}"),
+                        }
+                    }
+                    return Err(format!(
+                        "{}: {e}; kept the running ports (restored: [{}])",
+                        k.name(),
+                        restored.join(", ")
+                    ));
                 }
             }
         }
-        for (c, cfg) in opened_controls {
-            changes.added.push(c.ctl_path().display().to_string());
-            self.start_control(c, cfg);
-        }
-        for (t, spec) in opened_taps {
-            changes.added.push(spec.port_name());
-            self.start_tap(t, spec);
-        }
-        for (spec, o) in opened_ports {
-            changes.added.push(spec_name(&spec));
-            self.start_port(spec, o);
+        for (k, o) in opened {
+            changes.added.push(k.name());
+            self.start(k, o);
         }
         self.switch.set_config(new.engine);
         Ok(changes)
@@ -193,8 +254,7 @@ impl Running {
         // Names must be unique among configured ports, taps and every live
         // port (client ports included): the first free TYPE<n> by default.
         let taken = |name: &str| {
-            self.ports.iter().any(|(s, _, _)| spec_name(s) == name)
-                || self.taps.iter().any(|(t, _)| t.port_name() == name)
+            self.entries.iter().any(|e| e.key.name() == name)
                 || self.switch.ports().iter().any(|p| p.name() == name)
         };
         let kind = spec.split(',').next().unwrap_or_default();
@@ -213,29 +273,11 @@ impl Running {
 
     /// `switchyard ctl port del NAME`: stops a configured port, or closes a
     /// client's port (the client sees its connection end).
-    pub fn remove(&mut self, name: &str) -> Result<String, String> {
-        if let Some(i) = self.ports.iter().position(|(s, _, _)| spec_name(s) == name) {
-            let (_, path, stop) = self.ports.remove(i);
-            stop.stop();
-            if let Some(p) = path {
-                let _ = std::fs::remove_file(p);
-            }
+    pub async fn remove(&mut self, name: &str) -> Result<String, String> {
+        if let Some(i) = self.entries.iter().position(|e| e.key.name() == name) {
+            let e = self.entries.remove(i);
+            Self::finish(e).await;
             return Ok(format!("removed {name}"));
-        }
-        if let Some(i) = self.taps.iter().position(|(t, _)| t.port_name() == name) {
-            let (_, stop) = self.taps.remove(i);
-            stop.stop();
-            return Ok(format!("removed {name}"));
-        }
-        if let Some(i) = self
-            .controls
-            .iter()
-            .position(|(_, c, _)| c.ctl_path() == std::path::Path::new(name))
-        {
-            let (_, c, stop) = self.controls.remove(i);
-            stop.stop();
-            c.cleanup();
-            return Ok(format!("removed control socket {name}"));
         }
         match crate::control::find_port(&self.switch, name) {
             Some(p) => {
@@ -250,11 +292,13 @@ impl Running {
 
     /// Removes every socket file on shutdown.
     pub fn cleanup(&self) {
-        for (_, c, _) in &self.controls {
-            c.cleanup();
-        }
-        for p in self.ports.iter().filter_map(|(_, p, _)| p.as_ref()) {
-            let _ = std::fs::remove_file(p);
+        for e in &self.entries {
+            if let Some(c) = &e.control {
+                c.cleanup();
+            }
+            if let Some(p) = &e.socket {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

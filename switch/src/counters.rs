@@ -158,6 +158,17 @@ impl PortCounters {
         self.drops[reason.index()].fetch_add(1, Relaxed);
     }
 
+    /// Adds another port's counts (a removed port's, kept switch-wide).
+    pub fn absorb(&self, s: &CounterSnapshot) {
+        self.rx_frames.fetch_add(s.rx_frames, Relaxed);
+        self.rx_bytes.fetch_add(s.rx_bytes, Relaxed);
+        self.tx_frames.fetch_add(s.tx_frames, Relaxed);
+        self.tx_bytes.fetch_add(s.tx_bytes, Relaxed);
+        for (a, d) in self.drops.iter().zip(s.drops.iter()) {
+            a.fetch_add(*d, Relaxed);
+        }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
         let mut drops = [0; DropReason::ALL.len()];

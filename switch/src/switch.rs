@@ -50,6 +50,9 @@ pub struct Switch {
     /// Serialises port table changes (the data path never takes it).
     table_lock: Mutex<()>,
     next_id: AtomicU32,
+    /// What ports that are gone counted, so switch-wide totals never
+    /// shrink when a guest leaves.
+    retired: crate::PortCounters,
     epoch: Instant,
     notice_log: LogLimiter,
 }
@@ -62,6 +65,7 @@ impl Switch {
             ports: ArcSwap::from_pointee(PortTable::default()),
             table_lock: Mutex::new(()),
             next_id: AtomicU32::new(1),
+            retired: crate::PortCounters::default(),
             epoch: Instant::now(),
             notice_log: LogLimiter::default(),
         })
@@ -112,6 +116,9 @@ impl Switch {
             .collect();
         self.ports.store(Arc::new(PortTable { ports }));
         self.engine().remove_port(id);
+        if let Some(p) = &removed {
+            self.retired.absorb(&p.counters().snapshot());
+        }
         removed
     }
 
@@ -235,6 +242,17 @@ impl Switch {
     pub fn age(&self) -> usize {
         let now = self.now();
         self.engine().age(now)
+    }
+
+    /// Totals over every port there ever was: the live ones plus what
+    /// removed ports counted.
+    pub fn totals(&self) -> crate::counters::CounterSnapshot {
+        let total = crate::PortCounters::default();
+        total.absorb(&self.retired.snapshot());
+        for p in self.ports.load().iter() {
+            total.absorb(&p.counters().snapshot());
+        }
+        total.snapshot()
     }
 
     /// The live FDB entries.

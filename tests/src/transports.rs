@@ -283,7 +283,7 @@ impl Ctl {
         j.get("ports")
             .and_then(json::Json::as_array)
             .map(<[json::Json]>::to_vec)
-            .with_context(|| format!("`ctl -j ports` has no ports array: {j:?}"))
+            .with_context(|| format!("`ctl -j ports` has no ports array: {j}"))
     }
 
     /// The entry of port `name`.
@@ -307,11 +307,11 @@ impl Ctl {
         let tx = counter(&p, "tx_frames");
         ensure!(
             rx > 0 && tx > 0,
-            "port {name} counted rx_frames={rx} tx_frames={tx}; expected both > 0: {p:?}"
+            "port {name} counted rx_frames={rx} tx_frames={tx}; expected both > 0: {p}"
         );
         ensure!(
             p.get("state").and_then(json::Json::as_str) == Some("up"),
-            "port {name} is not up: {p:?}"
+            "port {name} is not up: {p}"
         );
         Ok(())
     }
@@ -453,6 +453,51 @@ pub mod json {
             match self {
                 Json::Array(a) => Some(a),
                 _ => None,
+            }
+        }
+    }
+
+    /// Compact JSON again, for messages.
+    impl std::fmt::Display for Json {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn string(f: &mut std::fmt::Formatter<'_>, s: &str) -> std::fmt::Result {
+                f.write_str("\"")?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
+            match self {
+                Json::Null => f.write_str("null"),
+                Json::Bool(b) => write!(f, "{b}"),
+                Json::Number(n) => f.write_str(n),
+                Json::String(s) => string(f, s),
+                Json::Array(a) => {
+                    f.write_str("[")?;
+                    for (i, v) in a.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(",")?;
+                        }
+                        write!(f, "{v}")?;
+                    }
+                    f.write_str("]")
+                }
+                Json::Object(m) => {
+                    f.write_str("{")?;
+                    for (i, (k, v)) in m.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(",")?;
+                        }
+                        string(f, k)?;
+                        write!(f, ":{v}")?;
+                    }
+                    f.write_str("}")
+                }
             }
         }
     }
@@ -669,6 +714,8 @@ pub mod json {
             assert!(parse("{\"a\":}").is_err());
             assert!(parse("[1,2] x").is_err());
             assert_eq!(parse(" [ ] ").expect("empty array"), Json::Array(vec![]));
+            let text = r#"{"a":[1,"x\"y",null,true],"b":{}}"#;
+            assert_eq!(parse(text).expect("valid").to_string(), text);
         }
     }
 }

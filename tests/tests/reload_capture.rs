@@ -78,7 +78,7 @@ fn reload_keeps_unchanged_ports_and_refuses_bad_files() -> Result<()> {
     assert!(before.contains(&"q1".to_string()), "{before:?}");
 
     // Ping through the reload: every echo must come back.
-    let mut pinger = ns_a
+    let pinger = ns_a
         .command("ping")
         .args(["-c", "30", "-i", "0.05", "-W", "1", "192.0.2.2"])
         .stdout(Stdio::piped())

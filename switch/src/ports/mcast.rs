@@ -14,8 +14,9 @@ use crate::port::{Port, SendError, Transmit};
 use crate::switch::Switch;
 use crate::sys::watch_readable;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// UML's default group and port.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 192, 168, 1), 1102);
@@ -99,10 +100,6 @@ impl McastPort {
         }
         tx.bind(&SockAddr::from(SocketAddrV4::new(iface, 0)))
             .map_err(PortError::io(&name, "bind", iface))?;
-        // Connecting fixes the source address the kernel will use, which is
-        // how our own looped-back datagrams are recognised.
-        tx.connect(&SockAddr::from(group))
-            .map_err(PortError::io(&name, "send to", group))?;
         tx.set_nonblocking(true)
             .map_err(PortError::io(&name, "configure", group))?;
         let own = tx
@@ -134,25 +131,24 @@ impl McastPort {
             "multicast group {} ttl {}",
             self.config.group, self.config.ttl
         );
-        let port = Arc::new(Port::new(
-            id,
-            &name,
-            "mcast",
-            &peer,
-            Box::new(McastTx(self.tx.clone())),
-        ));
+        let tx = McastTx {
+            sock: self.tx.clone(),
+            group: self.config.group,
+        };
+        let port = Arc::new(Port::new(id, &name, "mcast", &peer, Box::new(tx)));
         let afd = match watch_readable(self.rx.clone()) {
             Ok(a) => a,
             Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
         };
         switch.add_port(port.clone());
         stop.adopt(&port);
-        tracing::info!(port = %name, %peer, own = %self.own, "port attached");
-        let own = self.own;
+        tracing::info!(port = %name, %peer, own_port = self.own.port(), "port attached");
+        let own = self.own.port();
+        let mut local = LocalAddrs::default();
         let mut buf = frame_buffer();
         let r = receive_loop(&switch, &port, &afd, &mut buf, move |s, b| {
             let (n, from) = s.recv_from(b)?;
-            Ok(if is_own(from, own) {
+            Ok(if from.port() == own && local.contains(from.ip()) {
                 Received::Skip
             } else {
                 Received::Frame(0..n)
@@ -167,26 +163,50 @@ impl McastPort {
     }
 }
 
-/// True when `from` is our own sending socket. Inside a bare network
-/// namespace the source may read 0.0.0.0, so an unspecified address on
-/// either side matches on the port alone (ours is an ephemeral port bound
-/// on this host, which no other member here can hold).
-fn is_own(from: SocketAddr, own: SocketAddrV4) -> bool {
-    match from {
-        SocketAddr::V4(f) => {
-            f.port() == own.port()
-                && (f.ip() == own.ip() || f.ip().is_unspecified() || own.ip().is_unspecified())
+/// This host's IPv4 addresses, re-read at most once a second when a
+/// datagram from our port comes from an address not yet known. Our port is
+/// an ephemeral one bound on this host, so (port, local address) is us.
+#[derive(Default)]
+struct LocalAddrs {
+    known: Vec<IpAddr>,
+    read_at: Option<Instant>,
+}
+
+impl LocalAddrs {
+    /// True for an address of this host (or 0.0.0.0, which a bare network
+    /// namespace reports as the source of local datagrams).
+    fn contains(&mut self, ip: IpAddr) -> bool {
+        if ip.is_unspecified() || ip.is_loopback() || self.known.contains(&ip) {
+            return true;
         }
-        SocketAddr::V6(_) => false,
+        let stale = self
+            .read_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if stale {
+            self.read_at = Some(Instant::now());
+            self.known = nix::ifaddrs::getifaddrs()
+                .map(|addrs| {
+                    addrs
+                        .filter_map(|a| a.address)
+                        .filter_map(|s| s.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        self.known.contains(&ip)
     }
 }
 
-struct McastTx(Arc<UdpSocket>);
+/// Sends to the group by the multicast route (or `interface=`).
+struct McastTx {
+    sock: Arc<UdpSocket>,
+    group: SocketAddrV4,
+}
 
 impl Transmit for McastTx {
     fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0
-            .send(frame)
+        self.sock
+            .send_to(frame, self.group)
             .map(|_| ())
             .map_err(|e| match SendError::from_io(e) {
                 SendError::Gone(_) => SendError::Down,
@@ -200,17 +220,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_datagrams_are_recognised() {
-        let own = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000);
-        assert!(is_own("192.0.2.1:40000".parse().expect("addr"), own));
-        assert!(is_own("0.0.0.0:40000".parse().expect("addr"), own));
+    fn local_addresses_are_recognised() {
+        let mut l = LocalAddrs::default();
+        assert!(l.contains("0.0.0.0".parse().expect("addr")));
+        assert!(l.contains("127.0.0.1".parse().expect("addr")));
         assert!(
-            !is_own("192.0.2.1:1102".parse().expect("addr"), own),
-            "a guest on this host"
-        );
-        assert!(
-            !is_own("192.0.2.7:40000".parse().expect("addr"), own),
-            "another host"
+            !l.contains("203.0.113.77".parse().expect("addr")),
+            "not an address of this host"
         );
     }
 }

@@ -59,6 +59,30 @@ pub async fn receive_loop<T: AsRawFd>(
     }
 }
 
+thread_local! {
+    /// One set of receive buffers per runtime thread, shared by every port
+    /// that thread serves: a batch is received and forwarded without an
+    /// await in between, so no two ports use it at once, and a thousand idle
+    /// ports cost no buffer memory.
+    static SCRATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::default());
+}
+
+/// Receives and forwards one `recvmmsg` batch; returns how many frames.
+fn receive_one_batch<T: AsRawFd>(switch: &Switch, port: &Port, fd: &T) -> io::Result<usize> {
+    SCRATCH.with(|cell| {
+        let mut batch = cell.borrow_mut();
+        let n = batch.recv(fd)?;
+        if n > 0 {
+            let mut frames: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
+            for (slot, f) in frames.iter_mut().zip(batch.frames()) {
+                *slot = f;
+            }
+            switch.forward_batch(port, &frames[..n], switch.now());
+        }
+        Ok(n)
+    })
+}
+
 /// Like [`receive_loop`] for a connected datagram socket: `recvmmsg`
 /// batches, forwarded with [`Switch::forward_batch`].
 pub async fn receive_batched<T: AsRawFd>(
@@ -66,27 +90,21 @@ pub async fn receive_batched<T: AsRawFd>(
     port: &Port,
     fd: &AsyncFd<SharedFd<T>>,
 ) -> io::Result<()> {
-    let mut batch = RecvBatch::default();
     loop {
         let mut guard = tokio::select! {
             _ = port.closed() => return Ok(()),
             g = fd.ready(RECEIVE_INTEREST) => g?,
         };
-        let mut rounds = 0;
+        let mut frames = 0;
         loop {
-            match batch.recv(&*guard.get_inner().0) {
+            match receive_one_batch(switch, port, &*guard.get_inner().0) {
                 Ok(0) => {
                     guard.clear_ready();
                     break;
                 }
                 Ok(n) => {
-                    let mut frames: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
-                    for (slot, f) in frames.iter_mut().zip(batch.frames()) {
-                        *slot = f;
-                    }
-                    switch.forward_batch(port, &frames[..n], switch.now());
-                    rounds += 1;
-                    if rounds * MMSG_BATCH >= BATCH {
+                    frames += n;
+                    if frames >= BATCH {
                         break;
                     }
                 }
@@ -98,7 +116,7 @@ pub async fn receive_batched<T: AsRawFd>(
                 Err(e) => return Err(e),
             }
         }
-        if rounds * MMSG_BATCH >= BATCH {
+        if frames >= BATCH {
             tokio::task::yield_now().await;
         }
     }

@@ -77,7 +77,16 @@ impl StreamPort {
     /// Binds the listening socket (server); a client only checks its
     /// settings here and connects once serving.
     pub fn open(config: StreamConfig) -> Result<StreamPort, PortError> {
+        let mut config = config;
         let name = config.name.clone();
+        // Absolute, so that --daemon's chdir to / changes nothing.
+        if let Endpoint::Unix(p) = &config.endpoint {
+            config.endpoint = Endpoint::Unix(std::path::absolute(p).map_err(PortError::io(
+                &name,
+                "resolve",
+                p.display(),
+            ))?);
+        }
         let listener = match (config.role, &config.endpoint) {
             (StreamRole::Connect, _) => None,
             (StreamRole::Listen, Endpoint::Inet(a)) => {
@@ -157,7 +166,7 @@ async fn accept_loop(
                 };
                 match accepted {
                     Ok((s, peer)) => {
-                        let _ = s.set_nodelay(true);
+                        tune_tcp(&s);
                         n += 1;
                         let conn = Arc::new(Conn::Tcp(s));
                         tokio::spawn(run_connection(
@@ -202,8 +211,32 @@ async fn accept_loop(
     }
 }
 
+/// No Nagle delay for frames; keepalives so a peer that vanished without
+/// a FIN does not keep a port (and its queue) for ever.
+fn tune_tcp(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
 async fn accept_failed(name: &str, e: io::Error) {
-    tracing::warn!(port = %name, "accept failed: {e}");
+    // EMFILE and friends repeat until something closes: say it once a
+    // second at most, and back off.
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let say = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    };
+    if say {
+        tracing::warn!(port = %name, "accept failed: {e}");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
@@ -211,7 +244,7 @@ async fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
     Ok(match endpoint {
         Endpoint::Inet(a) => {
             let s = TcpStream::connect(a).await?;
-            s.set_nodelay(true)?;
+            tune_tcp(&s);
             Conn::Tcp(s)
         }
         Endpoint::Unix(p) => Conn::Unix(UnixStream::connect(p).await?),

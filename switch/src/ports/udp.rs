@@ -103,9 +103,15 @@ impl UdpPort {
                     "configure",
                     path.display(),
                 ))?;
+                // Absolute, so that --daemon's chdir to / changes nothing.
+                let peer = std::path::absolute(peer).map_err(PortError::io(
+                    &name,
+                    "resolve",
+                    peer.display(),
+                ))?;
                 Socket::Unix {
                     sock: Arc::new(sock),
-                    peer: peer.clone(),
+                    peer,
                     path,
                 }
             }

@@ -152,15 +152,29 @@ pub fn decapsulate(
 #[derive(Debug, Default)]
 pub struct RemoteTable {
     entries: HashMap<MacAddr, (IpAddr, Duration)>,
+    last_sweep: Option<Duration>,
 }
 
 impl RemoteTable {
-    /// Records that `mac` lives behind `remote` at `now`.
+    /// Records that `mac` lives behind `remote` at `now`. A full table
+    /// refuses new addresses at once; stale ones are swept at most once a
+    /// second, so a flood of new source addresses costs O(1) per packet.
     pub fn learn(&mut self, mac: MacAddr, remote: IpAddr, now: Duration) {
         if mac.is_multicast() {
             return;
         }
-        if self.entries.len() >= MAX_LEARNED && !self.entries.contains_key(&mac) {
+        if let Some(e) = self.entries.get_mut(&mac) {
+            *e = (remote, now);
+            return;
+        }
+        if self.entries.len() >= MAX_LEARNED {
+            let due = self
+                .last_sweep
+                .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
+            if !due {
+                return;
+            }
+            self.last_sweep = Some(now);
             self.entries
                 .retain(|_, (_, t)| now.saturating_sub(*t) < LEARN_AGING);
             if self.entries.len() >= MAX_LEARNED {

@@ -168,6 +168,30 @@ fn clear_stale_socket(path: &Path) -> Result<(), UnixPortError> {
     }
 }
 
+/// A client may name only a datagram socket it owns (root: any): the
+/// switch runs as root and would otherwise send frames, on the client's
+/// behalf, to sockets the client may not write to itself. Abstract names
+/// have no owner to check; the kernel gives them no permissions either.
+fn client_may_use(addr: &ClientAddr, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let ClientAddr::Path(path) = addr else {
+        return Ok(());
+    };
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot inspect client socket {}: {e}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        return Err(format!("client address {} is not a socket", path.display()));
+    }
+    if uid != 0 && meta.uid() != uid {
+        return Err(format!(
+            "client socket {} belongs to uid {}, not to the connecting uid {uid}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// Removes data sockets (`NNN.ID`) that a killed switch left in `dir`:
 /// only sockets nobody is bound to, so a live switch's are never touched.
 fn sweep_stale_data_sockets(dir: &Path) {
@@ -314,6 +338,7 @@ impl UnixControl {
         if let Layout::Directory(dir) = &self.config.layout {
             match std::fs::remove_dir(dir) {
                 Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) if self.created_dir => {
                     tracing::warn!(dir = %dir.display(), "cannot remove control directory: {e}")
                 }
@@ -351,8 +376,12 @@ impl UnixControl {
                     tokio::spawn(async move { me.client(stream, switch, numbers, stop).await });
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(path = %self.ctl_path.display(), "accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so once a minute.
+                    if let Some(suppressed) = self.bad_request_log.allow(switch.now(), LOG_INTERVAL)
+                    {
+                        tracing::warn!(path = %self.ctl_path.display(), suppressed, "accept failed: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -397,6 +426,10 @@ impl UnixControl {
         } else {
             req.description.clone()
         };
+        if let Err(why) = client_may_use(&req.addr, uid) {
+            self.log_refusal(&switch, &who, &why);
+            return;
+        }
         let requested = match (req.kind, req.port) {
             (RequestKind::NewPort0, _) => Some(0),
             (RequestKind::NewPort, 0) => None,
@@ -575,6 +608,9 @@ async fn run_port(
 ) -> &'static str {
     let mut scratch = [0u8; 256];
     let mut extra_logged = false;
+    // Built once: the select below must not restart the receive loop.
+    let receive = receive_batched(switch, port, data);
+    tokio::pin!(receive);
     loop {
         tokio::select! {
             r = ctl.read(&mut scratch) => match r {
@@ -589,7 +625,7 @@ async fn run_port(
                 }
                 Err(_) => return "control connection failed",
             },
-            r = receive_batched(switch, port, data) => {
+            r = &mut receive => {
                 return match r {
                     Ok(()) => "peer socket gone",
                     Err(e) => {
