@@ -3,7 +3,7 @@
 //! drops.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_switch::port::{Port, SendError, Transmit};
@@ -11,14 +11,23 @@ use switchyard_switch::{EngineConfig, FdbConfig, Mode, Switch};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Only the test's own thread counts: libtest's other threads may
+    /// allocate meanwhile.
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(|c| c.get()).unwrap_or(false)
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only
 // counts when asked to.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -29,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -97,7 +106,7 @@ fn forwarding_allocates_nothing_per_frame() {
     // One round first: log call sites register themselves once.
     for round in 0..10_001 {
         if round == 1 {
-            COUNTING.store(true, Ordering::Relaxed);
+            COUNTING.with(|c| c.set(true));
         }
         sw.forward(&ports[0], &unicast, t);
         sw.forward(&ports[0], &to_full, t);
@@ -105,7 +114,7 @@ fn forwarding_allocates_nothing_per_frame() {
         sw.forward(&ports[0], &runt, t);
         sw.forward_batch(&ports[0], &batch, t);
     }
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.with(|c| c.set(false));
     assert_eq!(
         ALLOCATIONS.load(Ordering::Relaxed),
         0,
