@@ -317,238 +317,12 @@ impl PlugLan {
 // ---------------------------------------------------------------------------
 // A small JSON reader.
 
-/// A JSON value. Objects keep their keys in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-static NULL: Json = Json::Null;
-
-impl Json {
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Json::Num(n) => Some(*n),
-            _ => None,
-        }
-    }
-    pub fn as_u64(&self) -> Option<u64> {
-        self.as_f64()
-            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
-            .map(|n| n as u64)
-    }
-    pub fn as_array(&self) -> Option<&[Json]> {
-        match self {
-            Json::Arr(a) => Some(a),
-            _ => None,
-        }
-    }
-    pub fn as_object(&self) -> Option<&[(String, Json)]> {
-        match self {
-            Json::Obj(m) => Some(m),
-            _ => None,
-        }
-    }
-    pub fn is_null(&self) -> bool {
-        matches!(self, Json::Null)
-    }
-}
-
-impl std::ops::Index<&str> for Json {
-    type Output = Json;
-    fn index(&self, key: &str) -> &Json {
-        self.get(key).unwrap_or(&NULL)
-    }
-}
-
-impl std::ops::Index<usize> for Json {
-    type Output = Json;
-    fn index(&self, i: usize) -> &Json {
-        self.as_array().and_then(|a| a.get(i)).unwrap_or(&NULL)
-    }
-}
+/// A JSON value (`switchyard ctl -j` output).
+pub type Json = serde_json::Value;
 
 /// Parses one JSON document.
 pub fn parse_json(text: &str) -> Result<Json> {
-    let mut p = JsonParser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value()?;
-    p.ws();
-    ensure!(p.i == p.s.len(), "trailing characters at byte {}", p.i);
-    Ok(v)
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-    fn eat(&mut self, b: u8) -> Result<()> {
-        self.ws();
-        ensure!(
-            self.peek() == Some(b),
-            "expected {:?} at byte {}",
-            b as char,
-            self.i
-        );
-        self.i += 1;
-        Ok(())
-    }
-    fn lit(&mut self, word: &str, v: Json) -> Result<Json> {
-        ensure!(
-            self.s[self.i..].starts_with(word.as_bytes()),
-            "bad literal at byte {}",
-            self.i
-        );
-        self.i += word.len();
-        Ok(v)
-    }
-    fn value(&mut self) -> Result<Json> {
-        self.ws();
-        match self.peek() {
-            Some(b'{') => {
-                self.i += 1;
-                let mut m = Vec::new();
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.eat(b':')?;
-                    let v = self.value()?;
-                    m.push((k, v));
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(m));
-                        }
-                        _ => bail!("expected , or }} at byte {}", self.i),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut a = Vec::new();
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(a));
-                }
-                loop {
-                    a.push(self.value()?);
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(a));
-                        }
-                        _ => bail!("expected , or ] at byte {}", self.i),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') => self.lit("true", Json::Bool(true)),
-            Some(b'f') => self.lit("false", Json::Bool(false)),
-            Some(b'n') => self.lit("null", Json::Null),
-            Some(c) if c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(&c))
-                {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i])?;
-                Ok(Json::Num(
-                    t.parse().with_context(|| format!("bad number {t:?}"))?,
-                ))
-            }
-            _ => bail!("unexpected input at byte {}", self.i),
-        }
-    }
-    fn string(&mut self) -> Result<String> {
-        ensure!(
-            self.peek() == Some(b'"'),
-            "expected a string at byte {}",
-            self.i
-        );
-        self.i += 1;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let c = self.peek().context("unterminated string")?;
-            self.i += 1;
-            match c {
-                b'"' => return Ok(String::from_utf8(out)?),
-                b'\\' => {
-                    let e = self.peek().context("unterminated escape")?;
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = std::str::from_utf8(
-                                self.s.get(self.i..self.i + 4).context("short \\u")?,
-                            )?;
-                            self.i += 4;
-                            let mut cp = u32::from_str_radix(hex, 16)?;
-                            if (0xd800..0xdc00).contains(&cp)
-                                && self.s[self.i..].starts_with(b"\\u")
-                            {
-                                let lo = std::str::from_utf8(
-                                    self.s.get(self.i + 2..self.i + 6).context("short \\u")?,
-                                )?;
-                                let lo = u32::from_str_radix(lo, 16)?;
-                                self.i += 6;
-                                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                            }
-                            let ch = char::from_u32(cp).unwrap_or('\u{fffd}');
-                            let mut buf = [0u8; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                other => out.push(other),
-            }
-        }
-    }
+    Ok(serde_json::from_str(text)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -847,7 +621,7 @@ impl Prometheus {
     /// An instant query: the `result` vector.
     pub fn query(&self, ns: &Netns, promql: &str) -> Result<Vec<Json>> {
         let data = self.api(ns, &format!("query?query={}", url_encode(promql)))?;
-        Ok(data["result"].as_array().unwrap_or_default().to_vec())
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
     }
 
     /// Waits until `promql` returns a non-empty result for which `ok` holds.
@@ -986,21 +760,6 @@ pub fn error_location(text: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_reader() {
-        let j =
-            parse_json(r#"{"a":[1,2.5,-3e2],"b":{"c":"x\"y\u00e9\n"},"d":null,"e":true,"f":[]}"#)
-                .expect("parses");
-        assert_eq!(j["a"][1].as_f64(), Some(2.5));
-        assert_eq!(j["a"][2].as_f64(), Some(-300.0));
-        assert_eq!(j["b"]["c"].as_str(), Some("x\"yé\n"));
-        assert!(j["d"].is_null());
-        assert!(j["zz"].is_null());
-        assert_eq!(j["e"], Json::Bool(true));
-        assert_eq!(j["f"].as_array().map(<[Json]>::len), Some(0));
-        assert!(parse_json("{\"a\":1} x").is_err());
-    }
 
     #[test]
     fn exposition_reader() {

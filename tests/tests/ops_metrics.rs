@@ -267,7 +267,8 @@ fn metrics_endpoint_is_valid_and_matches_ctl() -> Result<()> {
             "drops of {name}: metrics {drops}, ctl {ctl_drops} ({:?})",
             p["drops"]
         );
-        for reason in p["drops"].as_object().unwrap_or_default() {
+        let none = serde_json::Map::new();
+        for reason in p["drops"].as_object().unwrap_or(&none) {
             let v = e.value(
                 "switchyard_port_drops_total",
                 &[("port", name), ("reason", reason.0.as_str())],
