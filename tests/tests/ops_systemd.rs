@@ -170,3 +170,66 @@ fn notify_ready_after_sockets_and_stopping_on_sigterm() -> Result<()> {
     ensure!(left.is_empty(), "sockets left after SIGTERM: {left:?}");
     Ok(())
 }
+
+/// A reload under systemd: SIGHUP sends RELOADING=1, then READY=1 again
+/// once the new file is applied (`systemctl reload` waits for that). Under
+/// journald (JOURNAL_STREAM set) log lines carry no timestamp of their own.
+#[test]
+fn notify_reloading_then_ready_and_journald_lines() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("sdr")?;
+    let ns = Netns::new()?;
+    let notify = NotifySocket::bind(&tmp.join("notify.sock"))?;
+    let dir = tmp.join("vde");
+    let cfg = tmp.join("switchyard.yaml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
+                dir.display()
+            ),
+        )
+    };
+    write("")?;
+    let mut cmd = ns.command(switchyard_bin()?);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--control")
+        .arg(tmp.join("control.sock"))
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("JOURNAL_STREAM", "8:12345");
+    let mut sw = Proc::spawn("switchyard (reload notify)", cmd, Stdin::Null)?;
+    let mut seen = Vec::new();
+    ensure!(
+        wait_state(&notify, "READY=1", Duration::from_secs(10), &mut seen)?,
+        "no READY=1 (got {seen:?}); output:\n{}",
+        sw.output()
+    );
+    write("  - { name: q1, type: udp, local: \"127.0.0.1:7501\", remote: \"127.0.0.1:7502\" }\n")?;
+    sw.signal(nix::sys::signal::Signal::SIGHUP)?;
+    ensure!(
+        wait_state(&notify, "RELOADING=1", Duration::from_secs(5), &mut seen)?,
+        "no RELOADING=1 after SIGHUP (got {seen:?}); output:\n{}",
+        sw.output()
+    );
+    ensure!(
+        wait_state(&notify, "READY=1", Duration::from_secs(5), &mut seen)?,
+        "no READY=1 after the reload (got {seen:?}); output:\n{}",
+        sw.output()
+    );
+    sw.wait_for_output("configuration reloaded", Duration::from_secs(5))?;
+    let log = sw.stderr();
+    let stamped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("20") && l.as_bytes().get(4) == Some(&b'-'))
+        .collect();
+    ensure!(
+        stamped.is_empty(),
+        "log lines under journald carry their own timestamp: {stamped:?}"
+    );
+    ensure!(log.contains("INFO"), "no log lines at all:\n{log}");
+    sw.signal(nix::sys::signal::Signal::SIGTERM)?;
+    sw.wait_exit(Duration::from_secs(5))?;
+    Ok(())
+}
