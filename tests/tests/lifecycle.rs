@@ -371,7 +371,12 @@ fn default_sockets_when_isolated() -> Result<()> {
     let unshare = switchyard_tests::util::require_tool("unshare")?;
     let mut cmd = ns.command(unshare);
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg("mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /tmp && exec \"$0\"")
+        // The binary is copied into the new /run first: the checkout may
+        // itself live under /tmp, which the next mount hides.
+        .arg(
+            "mount -t tmpfs tmpfs /run && cp \"$0\" /run/sy-bin && \
+             mount -t tmpfs tmpfs /tmp && exec /run/sy-bin",
+        )
         .arg(switchyard_bin()?);
     let mut sw = Proc::spawn("switchyard (defaults)", cmd, Stdin::Null)?;
     sw.wait_for_lines("listening", 3, T)?;
