@@ -8,11 +8,10 @@
 //! us). So we send from a socket of our own with an ephemeral port, and
 //! ignore exactly the datagrams that come from that address.
 
-use super::receive::{frame_buffer, receive_loop, Received};
+use super::receive::{attach, frame_buffer, receive_loop, Received};
 use super::PortError;
 use crate::port::{Port, SendError, Transmit};
 use crate::switch::Switch;
-use crate::sys::watch_readable;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
@@ -136,13 +135,9 @@ impl McastPort {
             group: self.config.group,
         };
         let port = Arc::new(Port::new(id, &name, "mcast", &peer, Box::new(tx)));
-        let afd = match watch_readable(self.rx.clone()) {
-            Ok(a) => a,
-            Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
+        let Some(afd) = attach(&switch, &stop, &port, self.rx.clone()) else {
+            return;
         };
-        switch.add_port(port.clone());
-        stop.adopt(&port);
-        tracing::info!(port = %name, %peer, own_port = self.own.port(), "port attached");
         let own = self.own.port();
         let mut local = LocalAddrs::default();
         let mut buf = frame_buffer();

@@ -9,6 +9,29 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 
+/// Registers `sock` for receiving, makes `port` a member of the switch
+/// (stopped with `stop`) and logs the attach; `None`, logged, when the
+/// socket cannot be watched.
+pub fn attach<T: AsRawFd>(
+    switch: &Switch,
+    stop: &crate::Stop,
+    port: &std::sync::Arc<Port>,
+    sock: std::sync::Arc<T>,
+) -> Option<AsyncFd<SharedFd<T>>> {
+    match crate::sys::watch_readable(sock) {
+        Ok(afd) => {
+            switch.add_port(port.clone());
+            stop.adopt(port);
+            tracing::info!(port = %port.name(), peer = %port.peer(), "port attached");
+            Some(afd)
+        }
+        Err(e) => {
+            tracing::error!(port = %port.name(), "cannot watch socket: {e}");
+            None
+        }
+    }
+}
+
 /// Frames per wake-up before yielding to other tasks.
 pub const BATCH: usize = 256;
 

@@ -4,12 +4,11 @@
 //! `local.type=unix`). The peer may come and go; a missing peer costs
 //! frames, never the port.
 
-use super::receive::{frame_buffer, receive_loop, Received};
+use super::receive::{attach, frame_buffer, receive_loop, Received};
 use super::{remove_stale_socket_file, Endpoint, PortError};
 use crate::counters::DropReason;
 use crate::port::{Port, SendError, Transmit};
 use crate::switch::Switch;
-use crate::sys::watch_readable;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
@@ -157,13 +156,9 @@ impl UdpPort {
                         peer: remote,
                     }),
                 ));
-                let afd = match watch_readable(sock) {
-                    Ok(a) => a,
-                    Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
+                let Some(afd) = attach(&switch, &stop, &port, sock) else {
+                    return;
                 };
-                switch.add_port(port.clone());
-                stop.adopt(&port);
-                tracing::info!(port = %name, %peer, "port attached");
                 let p = port.clone();
                 let sw = switch.clone();
                 let r = receive_loop(&switch, &port, &afd, &mut buf, move |s, b| {
@@ -200,13 +195,9 @@ impl UdpPort {
                         peer: remote,
                     }),
                 ));
-                let afd = match watch_readable(sock) {
-                    Ok(a) => a,
-                    Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
+                let Some(afd) = attach(&switch, &stop, &port, sock) else {
+                    return;
                 };
-                switch.add_port(port.clone());
-                stop.adopt(&port);
-                tracing::info!(port = %name, %peer, "port attached");
                 let r = receive_loop(&switch, &port, &afd, &mut buf, |s, b| {
                     s.recv(b).map(|n| Received::Frame(0..n))
                 })

@@ -8,13 +8,12 @@
 //! anything else. On receive we follow the RFC (reserved bits ignored)
 //! unless `strict` asks for Linux's checks.
 
-use super::receive::{frame_buffer, receive_loop, Received};
+use super::receive::{attach, frame_buffer, receive_loop, Received};
 use super::PortError;
 use crate::counters::DropReason;
 use crate::frame::{EthernetFrame, MacAddr};
 use crate::port::{Port, SendError, Transmit};
 use crate::switch::Switch;
-use crate::sys::watch_readable;
 use socket2::SockRef;
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -260,13 +259,9 @@ impl VxlanPort {
             epoch: switch.epoch(),
         };
         let port = Arc::new(Port::new(id, &name, "vxlan", &peer, Box::new(tx)));
-        let afd = match watch_readable(self.sock.clone()) {
-            Ok(a) => a,
-            Err(e) => return tracing::error!(port = %name, "cannot watch socket: {e}"),
+        let Some(afd) = attach(&switch, &stop, &port, self.sock.clone()) else {
+            return;
         };
-        switch.add_port(port.clone());
-        stop.adopt(&port);
-        tracing::info!(port = %name, %peer, "port attached");
         let (p, sw) = (port.clone(), switch.clone());
         let (vni, strict) = (cfg.vni, cfg.strict);
         let mut buf = vec![0u8; HEADER_LEN + frame_buffer().len()];
