@@ -3,6 +3,8 @@
 //! the socket ports: open, receive loop, non-blocking send, counters.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod pcap;
 pub mod tap;
 
+pub use self::pcap::{PcapConfig, PcapError, PcapPort};
 pub use tap::{TapDevice, TapError};

@@ -3,7 +3,6 @@
 //! (then it disappears when the switch exits, as with uml_switch).
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use switchyard_switch::port::{Port, SendError, Transmit};
 use switchyard_switch::ports::receive::{frame_buffer, receive_loop, Received};
@@ -71,7 +70,8 @@ impl TapDevice {
         if !valid_ifname(name) {
             return Err(TapError::BadName(name.to_string()));
         }
-        let existed = Path::new("/sys/class/net").join(name).exists();
+        // Asked of the kernel: /sys may show another network namespace.
+        let existed = nix::net::if_::if_nametoindex(name).is_ok();
         let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|source| {
             let name = name.to_string();
             match source.raw_os_error() {

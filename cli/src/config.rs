@@ -171,6 +171,10 @@ struct RawPort {
     port: Option<Sp<u16>>,
     remotes: Option<Vec<Sp<String>>>,
     strict: Option<Sp<bool>>,
+    promisc: Option<Sp<bool>>,
+    filter: Option<Sp<String>>,
+    monitor: Option<Sp<bool>>,
+    mac_nat: Option<Sp<bool>>,
 }
 
 /// The keys each port type takes (besides `type` and `name`).
@@ -181,6 +185,10 @@ const KEYS: &[(&str, &[&str])] = &[
     ("mcast", &["group", "ttl", "interface"]),
     ("stream", &["listen", "connect"]),
     ("vxlan", &["vni", "local", "port", "remotes", "strict"]),
+    (
+        "pcap",
+        &["device", "promisc", "filter", "monitor", "mac_nat"],
+    ),
 ];
 
 impl RawPort {
@@ -214,6 +222,10 @@ impl RawPort {
                 .map(|x| x.referenced),
         );
         add("strict", self.strict.as_ref().map(|x| x.referenced));
+        add("promisc", self.promisc.as_ref().map(|x| x.referenced));
+        add("filter", self.filter.as_ref().map(|x| x.referenced));
+        add("monitor", self.monitor.as_ref().map(|x| x.referenced));
+        add("mac_nat", self.mac_nat.as_ref().map(|x| x.referenced));
         v
     }
 }
@@ -448,6 +460,19 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
                 };
                 base.ports
                     .push(PortSpec::Stream(StreamConfig::new(name.clone(), role, ep)));
+                name
+            }
+            "pcap" => {
+                let name = given_name.unwrap_or(default_name);
+                let device = need(p.device.clone(), "device")?.value;
+                let mac_nat = p.mac_nat.as_ref().map(|v| v.value).unwrap_or(false);
+                let promisc = p.promisc.as_ref().map(|v| v.value).unwrap_or(!mac_nat);
+                let monitor = p.monitor.as_ref().map(|v| v.value).unwrap_or(false);
+                let filter = p.filter.clone().map(|f| f.value);
+                base.ports.push(PortSpec::Pcap(
+                    switchyard_bridge::PcapConfig::new(name.clone(), device)
+                        .with_options(promisc, filter, monitor, mac_nat),
+                ));
                 name
             }
             _ => {

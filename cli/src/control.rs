@@ -295,7 +295,23 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
             })
         }
         "macnat" => {
-            json!({"error": "no port has MAC-NAT enabled (MAC-NAT is not available in this version)"})
+            let tables = switchyard_bridge::pcap::mac_nat_tables();
+            if tables.is_empty() {
+                return json!({"error": "no port has MAC-NAT on (a pcap port with mac_nat=on)"});
+            }
+            let now = switch.now();
+            let mut entries = Vec::new();
+            for (port, t) in tables {
+                let snap = t.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+                for e in snap.entries {
+                    entries.push(json!({
+                        "port": port, "vlan": e.vlan, "address": e.addr.to_string(),
+                        "mac": e.mac.to_string(), "learned_from": e.source.label(),
+                        "age_seconds": now.saturating_sub(e.last_seen).as_secs(),
+                    }));
+                }
+            }
+            json!({ "macnat": entries })
         }
         other => {
             json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del, reload")})

@@ -229,6 +229,24 @@ fn print_human(cmd: &str, r: &Value) {
                 })
                 .collect(),
         ),
+        "macnat" => table(
+            &["PORT", "VLAN", "ADDRESS", "MAC", "FROM", "AGE"],
+            r["macnat"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|e| {
+                    vec![
+                        s(&e["port"]),
+                        s(&e["vlan"]),
+                        s(&e["address"]),
+                        s(&e["mac"]),
+                        s(&e["learned_from"]),
+                        format!("{}s", s(&e["age_seconds"])),
+                    ]
+                })
+                .collect(),
+        ),
         "fdb" => table(
             &["MAC", "VLAN", "PORT", "AGE"],
             r["fdb"]

@@ -134,6 +134,20 @@ pub fn render(switch: &Switch) -> String {
             totals.drops(r)
         );
     }
+    family(
+        &mut o,
+        "switchyard_macnat_entries",
+        "gauge",
+        "Address bindings in a port's MAC-NAT table.",
+    );
+    for (port, t) in switchyard_bridge::pcap::mac_nat_tables() {
+        let n = t.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let _ = writeln!(
+            o,
+            "switchyard_macnat_entries{{port=\"{}\"}} {n}",
+            esc(&port)
+        );
+    }
     let cfg = switch.config();
     family(
         &mut o,

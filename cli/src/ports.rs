@@ -22,6 +22,8 @@ pub enum OpenPort {
     Stream(StreamPort),
     /// vxlan
     Vxlan(VxlanPort),
+    /// pcap (host NIC)
+    Pcap(switchyard_bridge::PcapPort),
 }
 
 impl OpenPort {
@@ -32,6 +34,14 @@ impl OpenPort {
             PortSpec::Mcast(c) => OpenPort::Mcast(McastPort::open(c.clone())?),
             PortSpec::Stream(c) => OpenPort::Stream(StreamPort::open(c.clone())?),
             PortSpec::Vxlan(c) => OpenPort::Vxlan(VxlanPort::open(c.clone())?),
+            PortSpec::Pcap(c) => {
+                OpenPort::Pcap(switchyard_bridge::PcapPort::open(c.clone()).map_err(|e| {
+                    PortError::Config {
+                        port: c.name.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            }
         })
     }
 
@@ -40,7 +50,7 @@ impl OpenPort {
         match self {
             OpenPort::Udp(p) => p.cleanup_path(),
             OpenPort::Stream(p) => p.cleanup_path(),
-            OpenPort::Mcast(_) | OpenPort::Vxlan(_) => None,
+            OpenPort::Mcast(_) | OpenPort::Vxlan(_) | OpenPort::Pcap(_) => None,
         }
     }
 
@@ -51,6 +61,7 @@ impl OpenPort {
             OpenPort::Mcast(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Stream(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch, stop)),
+            OpenPort::Pcap(p) => tokio::spawn(p.serve(switch, stop)),
         }
     }
 }

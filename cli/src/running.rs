@@ -86,6 +86,7 @@ fn spec_name(spec: &PortSpec) -> String {
         PortSpec::Mcast(c) => c.name.clone(),
         PortSpec::Stream(c) => c.name.clone(),
         PortSpec::Vxlan(c) => c.name.clone(),
+        PortSpec::Pcap(c) => c.name.clone(),
     }
 }
 

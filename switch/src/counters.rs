@@ -24,6 +24,8 @@ pub enum DropReason {
     BadEncapsulation,
     /// A VXLAN packet for another network identifier.
     WrongVni,
+    /// Refused by the uplink's MAC-NAT (its own counters say why).
+    MacNat,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
     /// The destination's link is down (counted on egress).
@@ -36,7 +38,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
@@ -45,6 +47,7 @@ impl DropReason {
         DropReason::UnknownSender,
         DropReason::BadEncapsulation,
         DropReason::WrongVni,
+        DropReason::MacNat,
         DropReason::EgressFull,
         DropReason::EgressDown,
         DropReason::EgressGone,
@@ -62,10 +65,11 @@ impl DropReason {
             DropReason::UnknownSender => 5,
             DropReason::BadEncapsulation => 6,
             DropReason::WrongVni => 7,
-            DropReason::EgressFull => 8,
-            DropReason::EgressDown => 9,
-            DropReason::EgressGone => 10,
-            DropReason::EgressError => 11,
+            DropReason::MacNat => 8,
+            DropReason::EgressFull => 9,
+            DropReason::EgressDown => 10,
+            DropReason::EgressGone => 11,
+            DropReason::EgressError => 12,
         }
     }
 
@@ -94,6 +98,7 @@ impl DropReason {
             DropReason::UnknownSender => "unknown_sender",
             DropReason::BadEncapsulation => "bad_encapsulation",
             DropReason::WrongVni => "wrong_vni",
+            DropReason::MacNat => "mac_nat",
             DropReason::EgressFull => "egress_full",
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use switchyard_bridge::PcapConfig;
 use switchyard_switch::ports::mcast::{McastConfig, DEFAULT_GROUP};
 use switchyard_switch::ports::stream::{StreamConfig, StreamRole};
 use switchyard_switch::ports::udp::UdpConfig;
@@ -18,6 +19,8 @@ pub const SYNTAX: &str = "\
                                          4-byte length framing over TCP (HOST:PORT) or unix (path)
   vxlan,vni=N,remote=IP[,remote=IP…][,local=IP][,port=4789][,strict=on]
                                          VXLAN to other hosts' VTEPs
+  pcap,device=IF[,promisc=off][,filter=BPF][,monitor=on][,mac_nat=on]
+                                         a host NIC through libpcap (MAC-NAT for Wi-Fi)
   every type also takes name=NAME";
 
 /// One `--port` value.
@@ -31,6 +34,8 @@ pub enum PortSpec {
     Stream(StreamConfig),
     /// A vxlan port.
     Vxlan(VxlanConfig),
+    /// A pcap port (host NIC).
+    Pcap(PcapConfig),
 }
 
 struct Keys<'a> {
@@ -173,9 +178,25 @@ pub fn parse(spec: &str, index: usize) -> Result<PortSpec, String> {
                     .with_strict(strict),
             )
         }
+        "pcap" => {
+            let device = keys.need("device")?.to_string();
+            let flag = |k: &mut Keys, key: &str, default: bool| -> Result<bool, String> {
+                k.take(key)
+                    .map(|v| on_off(key, v))
+                    .transpose()
+                    .map(|v| v.unwrap_or(default))
+            };
+            let mac_nat = flag(&mut keys, "mac_nat", false)?;
+            let promisc = flag(&mut keys, "promisc", !mac_nat)?;
+            let monitor = flag(&mut keys, "monitor", false)?;
+            let filter = keys.take("filter").map(str::to_string);
+            PortSpec::Pcap(
+                PcapConfig::new(name, device).with_options(promisc, filter, monitor, mac_nat),
+            )
+        }
         other => {
             return Err(format!(
-                "unknown port type {other:?}; one of udp, mcast, stream, vxlan:\n{SYNTAX}"
+                "unknown port type {other:?}; one of udp, mcast, stream, vxlan, pcap:\n{SYNTAX}"
             ))
         }
     };
