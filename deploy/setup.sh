@@ -9,7 +9,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential pkg-config ca-certificates libpcap-dev iproute2 >/dev/null
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "deploy/setup.sh: cargo not found. Install Rust 1.85 or newer with rustup" \
+    echo "deploy/setup.sh: cargo not found. Install Rust 1.89 or newer with rustup" \
          "(https://rustup.rs), then run this again." >&2
     exit 1
 fi
