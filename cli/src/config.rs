@@ -108,6 +108,22 @@ struct SwitchSection {
     #[serde(default)]
     fdb: FdbSection,
     numports: Option<Sp<u32>>,
+    #[serde(default)]
+    bpdu_guard: bool,
+    #[serde(default)]
+    storm_control: StormSection,
+}
+
+/// Frames per second per port; 0 or absent: no limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StormSection {
+    #[serde(default)]
+    broadcast: u32,
+    #[serde(default)]
+    multicast: u32,
+    #[serde(default)]
+    unknown_unicast: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -305,6 +321,13 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         }
         base.numports = n.value;
     }
+    let storm = &file.switch.storm_control;
+    base.engine.guards = switchyard_switch::engine::Guards::new(
+        file.switch.bpdu_guard,
+        storm.broadcast,
+        storm.multicast,
+        storm.unknown_unicast,
+    );
     if let Some(l) = file.log.level {
         base.log_level = l;
     }

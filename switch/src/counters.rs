@@ -26,6 +26,10 @@ pub enum DropReason {
     WrongVni,
     /// Refused by the uplink's MAC-NAT (its own counters say why).
     MacNat,
+    /// A spanning-tree or other 802.1D link-local frame, with BPDU guard on.
+    BpduGuard,
+    /// Over the port's broadcast, multicast or unknown-unicast rate limit.
+    StormControl,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
     /// The destination's link is down (counted on egress).
@@ -38,7 +42,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
@@ -48,6 +52,8 @@ impl DropReason {
         DropReason::BadEncapsulation,
         DropReason::WrongVni,
         DropReason::MacNat,
+        DropReason::BpduGuard,
+        DropReason::StormControl,
         DropReason::EgressFull,
         DropReason::EgressDown,
         DropReason::EgressGone,
@@ -66,10 +72,12 @@ impl DropReason {
             DropReason::BadEncapsulation => 6,
             DropReason::WrongVni => 7,
             DropReason::MacNat => 8,
-            DropReason::EgressFull => 9,
-            DropReason::EgressDown => 10,
-            DropReason::EgressGone => 11,
-            DropReason::EgressError => 12,
+            DropReason::BpduGuard => 9,
+            DropReason::StormControl => 10,
+            DropReason::EgressFull => 11,
+            DropReason::EgressDown => 12,
+            DropReason::EgressGone => 13,
+            DropReason::EgressError => 14,
         }
     }
 
@@ -84,6 +92,8 @@ impl DropReason {
                 | DropReason::UnknownSender
                 | DropReason::BadEncapsulation
                 | DropReason::WrongVni
+                | DropReason::BpduGuard
+                | DropReason::StormControl
         )
     }
 
@@ -99,6 +109,8 @@ impl DropReason {
             DropReason::BadEncapsulation => "bad_encapsulation",
             DropReason::WrongVni => "wrong_vni",
             DropReason::MacNat => "mac_nat",
+            DropReason::BpduGuard => "bpdu_guard",
+            DropReason::StormControl => "storm_control",
             DropReason::EgressFull => "egress_full",
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",

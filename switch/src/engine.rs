@@ -26,13 +26,94 @@ pub struct EngineConfig {
     pub mode: Mode,
     /// FDB limits and aging.
     pub fdb: FdbConfig,
+    /// BPDU guard and storm control, for every port.
+    pub guards: Guards,
 }
 
 impl EngineConfig {
-    /// A config from its parts.
+    /// A config from its parts (no guards).
     pub fn new(mode: Mode, fdb: FdbConfig) -> Self {
-        EngineConfig { mode, fdb }
+        EngineConfig {
+            mode,
+            fdb,
+            guards: Guards::default(),
+        }
     }
+
+    /// Sets the guards.
+    pub fn with_guards(mut self, guards: Guards) -> Self {
+        self.guards = guards;
+        self
+    }
+}
+
+/// Layer-2 protections applied on ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Guards {
+    /// Drop spanning-tree BPDUs and the other IEEE 802.1D link-local group
+    /// frames (01:80:c2:00:00:00 to 0f) a guest sends: a Windows bridge or
+    /// a nested bridge inside a guest must not reach the LAN.
+    pub bpdu_guard: bool,
+    /// Broadcast frames per second one port may send; 0 = no limit.
+    pub storm_broadcast: u32,
+    /// Multicast frames per second one port may send; 0 = no limit.
+    pub storm_multicast: u32,
+    /// Unknown-unicast (flooded) frames per second one port may send; 0 =
+    /// no limit.
+    pub storm_unknown_unicast: u32,
+}
+
+impl Guards {
+    /// Guards from their parts.
+    pub fn new(bpdu_guard: bool, broadcast: u32, multicast: u32, unknown_unicast: u32) -> Guards {
+        Guards {
+            bpdu_guard,
+            storm_broadcast: broadcast,
+            storm_multicast: multicast,
+            storm_unknown_unicast: unknown_unicast,
+        }
+    }
+}
+
+/// A token bucket holding up to one second's worth of frames.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    tokens: u32,
+    last: Duration,
+    primed: bool,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: u32, now: Duration) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        if !self.primed {
+            self.primed = true;
+            self.tokens = rate;
+            self.last = now;
+        }
+        let elapsed = now.saturating_sub(self.last);
+        let refill = (elapsed.as_micros() * u128::from(rate) / 1_000_000) as u64;
+        if refill > 0 {
+            self.tokens = (u64::from(self.tokens) + refill).min(u64::from(rate)) as u32;
+            self.last = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// Which storm-control bucket a frame counts against.
+#[derive(Clone, Copy)]
+enum Storm {
+    Broadcast = 0,
+    Multicast = 1,
+    Unknown = 2,
 }
 
 /// Where a frame goes.
@@ -88,6 +169,7 @@ pub struct Engine {
     config: EngineConfig,
     fdb: Fdb,
     ports: BTreeSet<PortId>,
+    buckets: std::collections::HashMap<PortId, [Bucket; 3]>,
     events: FdbEvents,
     last_notice: Option<FdbNotice>,
 }
@@ -99,6 +181,7 @@ impl Engine {
             config,
             fdb: Fdb::new(config.fdb),
             ports: BTreeSet::new(),
+            buckets: std::collections::HashMap::new(),
             events: FdbEvents::default(),
             last_notice: None,
         }
@@ -129,6 +212,7 @@ impl Engine {
     /// entries were purged.
     pub fn remove_port(&mut self, port: PortId) -> usize {
         self.ports.remove(&port);
+        self.buckets.remove(&port);
         self.fdb.purge_port(port)
     }
 
@@ -162,20 +246,50 @@ impl Engine {
         if src.is_multicast() {
             return Decision::Drop(DropReason::MulticastSource);
         }
+        let dst = frame.destination();
+        let guards = self.config.guards;
+        if guards.bpdu_guard && is_link_local_group(dst) {
+            return Decision::Drop(DropReason::BpduGuard);
+        }
+        if dst.is_multicast() {
+            let class = if dst == crate::MacAddr::BROADCAST {
+                Storm::Broadcast
+            } else {
+                Storm::Multicast
+            };
+            if !self.storm_allows(ingress, class, now) {
+                return Decision::Drop(DropReason::StormControl);
+            }
+        }
         if self.config.mode == Mode::Hub {
             return Decision::Flood;
         }
         let vlan = 0;
         self.learn(src, vlan, ingress, now);
-        let dst = frame.destination();
         if dst.is_multicast() {
             return Decision::Flood;
         }
         match self.fdb.lookup(dst, vlan, now) {
             Some(p) if p == ingress => Decision::Drop(DropReason::LocalDestination),
             Some(p) => Decision::Forward(p),
+            None if !self.storm_allows(ingress, Storm::Unknown, now) => {
+                Decision::Drop(DropReason::StormControl)
+            }
             None => Decision::Flood,
         }
+    }
+
+    fn storm_allows(&mut self, port: PortId, class: Storm, now: Duration) -> bool {
+        let g = self.config.guards;
+        let rate = match class {
+            Storm::Broadcast => g.storm_broadcast,
+            Storm::Multicast => g.storm_multicast,
+            Storm::Unknown => g.storm_unknown_unicast,
+        };
+        if rate == 0 {
+            return true;
+        }
+        self.buckets.entry(port).or_default()[class as usize].take(rate, now)
     }
 
     fn learn(&mut self, mac: crate::MacAddr, vlan: u16, port: PortId, now: Duration) {
@@ -235,6 +349,13 @@ impl Engine {
     pub fn events(&self) -> FdbEvents {
         self.events
     }
+}
+
+/// 01:80:c2:00:00:00 to 0f: STP BPDUs, LLDP, 802.1X, pause and the rest
+/// of the groups a bridge must never forward.
+fn is_link_local_group(mac: crate::MacAddr) -> bool {
+    let m = mac.0;
+    m[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && m[5] <= 0x0f
 }
 
 #[cfg(test)]

@@ -113,6 +113,24 @@ struct NativeArgs {
     #[arg(long = "fdb-port-max-entries", value_name = "N")]
     fdb_port_max_entries: Option<usize>,
 
+    /// Drop spanning-tree BPDUs and other 802.1D link-local frames that
+    /// ports send (01:80:c2:00:00:00-0f).
+    #[arg(long = "bpdu-guard")]
+    bpdu_guard: bool,
+
+    /// Broadcast frames per second a port may send (0: no limit).
+    #[arg(long = "storm-broadcast", value_name = "N", default_value_t = 0)]
+    storm_broadcast: u32,
+
+    /// Multicast frames per second a port may send (0: no limit).
+    #[arg(long = "storm-multicast", value_name = "N", default_value_t = 0)]
+    storm_multicast: u32,
+
+    /// Unknown-unicast (flooded) frames per second a port may send (0: no
+    /// limit).
+    #[arg(long = "storm-unknown-unicast", value_name = "N", default_value_t = 0)]
+    storm_unknown_unicast: u32,
+
     /// Highest port number VDE clients may ask for (`DIR[N]`).
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=65_535))]
@@ -221,6 +239,25 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     if given("numports") {
         s.numports = a.numports;
     }
+    let g = s.engine.guards;
+    s.engine.guards = switchyard_switch::engine::Guards::new(
+        a.bpdu_guard || g.bpdu_guard,
+        if given("storm_broadcast") {
+            a.storm_broadcast
+        } else {
+            g.storm_broadcast
+        },
+        if given("storm_multicast") {
+            a.storm_multicast
+        } else {
+            g.storm_multicast
+        },
+        if given("storm_unknown_unicast") {
+            a.storm_unknown_unicast
+        } else {
+            g.storm_unknown_unicast
+        },
+    );
     if given("log_level") {
         s.log_level = a.log_level.clone();
     }

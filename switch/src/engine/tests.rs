@@ -292,3 +292,85 @@ proptest! {
         prop_assert_eq!(per_port, f.len());
     }
 }
+
+fn guarded(g: Guards) -> Engine {
+    let mut e = Engine::new(EngineConfig::new(Mode::Switch, FdbConfig::default()).with_guards(g));
+    for p in 1..=3 {
+        e.add_port(PortId(p));
+    }
+    e
+}
+
+/// A real STP configuration BPDU's header: 802.3 length, LLC 42 42 03.
+fn bpdu() -> Vec<u8> {
+    let mut f = frame(
+        MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]),
+        MacAddr([2, 0, 0, 0, 0, 9]),
+        60,
+    );
+    f[12] = 0x00;
+    f[13] = 0x26;
+    f[14..17].copy_from_slice(&[0x42, 0x42, 0x03]);
+    f
+}
+
+#[test]
+fn bpdu_guard_drops_link_local_groups_only_when_on() {
+    let mut off = guarded(Guards::default());
+    assert_eq!(off.decide(PortId(1), &bpdu(), s(0)), Decision::Flood);
+    let mut on = guarded(Guards::new(true, 0, 0, 0));
+    assert_eq!(
+        on.decide(PortId(1), &bpdu(), s(0)),
+        Decision::Drop(DropReason::BpduGuard)
+    );
+    let lldp = frame(
+        MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]),
+        MacAddr([2, 0, 0, 0, 0, 9]),
+        60,
+    );
+    assert_eq!(
+        on.decide(PortId(1), &lldp, s(0)),
+        Decision::Drop(DropReason::BpduGuard)
+    );
+    let not_reserved = frame(
+        MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]),
+        MacAddr([2, 0, 0, 0, 0, 9]),
+        60,
+    );
+    assert_eq!(on.decide(PortId(1), &not_reserved, s(0)), Decision::Flood);
+}
+
+#[test]
+fn storm_control_limits_each_class_per_port_per_second() {
+    let mut e = guarded(Guards::new(false, 3, 0, 2));
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let bc = frame(MacAddr::BROADCAST, a, 60);
+    let t = Duration::from_millis(100);
+    let verdicts: Vec<Decision> = (0..5).map(|_| e.decide(PortId(1), &bc, t)).collect();
+    assert_eq!(
+        verdicts.iter().filter(|d| **d == Decision::Flood).count(),
+        3
+    );
+    assert_eq!(verdicts[4], Decision::Drop(DropReason::StormControl));
+    // Another port has its own bucket; multicast is unlimited here.
+    assert_eq!(
+        e.decide(
+            PortId(2),
+            &frame(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 0xb]), 60),
+            t
+        ),
+        Decision::Flood
+    );
+    let mc = frame(MacAddr([0x01, 0, 0x5e, 0, 0, 1]), a, 60);
+    assert_eq!(e.decide(PortId(1), &mc, t), Decision::Flood);
+    // A second later the bucket is full again.
+    assert_eq!(e.decide(PortId(1), &bc, t + s(1)), Decision::Flood);
+    // Unknown unicast: 2 per second, known unicast unlimited.
+    let unknown = frame(MacAddr([2, 0, 0, 0, 0, 0x77]), a, 60);
+    let u: Vec<Decision> = (0..3).map(|_| e.decide(PortId(1), &unknown, t)).collect();
+    assert_eq!(u[2], Decision::Drop(DropReason::StormControl));
+    let known = frame(MacAddr([2, 0, 0, 0, 0, 0xb]), a, 60);
+    for _ in 0..10 {
+        assert_eq!(e.decide(PortId(1), &known, t), Decision::Forward(PortId(2)));
+    }
+}
