@@ -693,6 +693,25 @@ control: { path: /run/switchyard/control.sock }
     }
 
     #[test]
+    fn guards_from_the_file() {
+        let (s, _) = load_str(
+            "switch:\n  bpdu_guard: true\n  storm_control: { broadcast: 100, unknown_unicast: 50 }\n",
+        )
+        .expect("loads");
+        let g = s.engine.guards;
+        assert!(g.bpdu_guard);
+        assert_eq!(
+            (
+                g.storm_broadcast,
+                g.storm_multicast,
+                g.storm_unknown_unicast
+            ),
+            (100, 0, 50)
+        );
+        assert!(load_str("switch:\n  storm_control: { broadcst: 1 }\n").is_err());
+    }
+
+    #[test]
     fn empty_file_keeps_defaults() {
         let (s, e) = load_str("").expect("empty is fine");
         assert_eq!(s.controls.len(), 3);
