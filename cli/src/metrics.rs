@@ -185,6 +185,11 @@ pub fn render(switch: &Switch) -> String {
             "Addresses not learned because a limit was reached.",
             ev.refused,
         ),
+        (
+            "switchyard_fdb_flaps_total",
+            "Moves within a second of the address's previous move (a loop, or one MAC twice).",
+            ev.flaps,
+        ),
     ] {
         family(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {v}");

@@ -138,6 +138,8 @@ pub struct FdbEvents {
     pub aged: u64,
     /// Addresses not learned because a limit was reached.
     pub refused: u64,
+    /// Moves within a second of the address's previous move.
+    pub flaps: u64,
 }
 
 /// A move or a refusal worth one log line (the caller decides how often).
@@ -145,6 +147,16 @@ pub struct FdbEvents {
 pub enum FdbNotice {
     /// `mac` moved from one port to another.
     Moved {
+        /// The address.
+        mac: crate::MacAddr,
+        /// Where it was.
+        from: PortId,
+        /// Where it is now.
+        to: PortId,
+    },
+    /// `mac` moves back and forth between ports: a loop, or a MAC used
+    /// twice.
+    Flapping {
         /// The address.
         mac: crate::MacAddr,
         /// Where it was.
@@ -299,6 +311,15 @@ impl Engine {
             Learned::Moved { from } => {
                 self.events.moved += 1;
                 self.last_notice = Some(FdbNotice::Moved {
+                    mac,
+                    from,
+                    to: port,
+                });
+            }
+            Learned::Flapping { from } => {
+                self.events.moved += 1;
+                self.events.flaps += 1;
+                self.last_notice = Some(FdbNotice::Flapping {
                     mac,
                     from,
                     to: port,

@@ -54,6 +54,11 @@ pub enum Learned {
         /// The port it was on before.
         from: PortId,
     },
+    /// The address moved again within [`FLAP_WINDOW`] of its last move.
+    Flapping {
+        /// The port it was on before.
+        from: PortId,
+    },
     /// Not learned: the table is full.
     TableFull,
     /// Not learned: the port holds its maximum number of entries.
@@ -77,7 +82,13 @@ pub struct FdbEntry {
 struct Slot {
     port: PortId,
     last_seen: Duration,
+    /// When the address last moved port, to tell a move from a flap.
+    last_move: Option<Duration>,
 }
+
+/// Two moves of one address within this time are a flap: a loop, or two
+/// guests using one MAC.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
 
 /// A multiplicative hasher for the packed 64-bit (VLAN, MAC) key: the keys
 /// are not attacker-chosen in a way that matters more than the table limit,
@@ -196,14 +207,22 @@ impl Fdb {
             if !self.port_has_room(port) {
                 return Learned::PortFull;
             }
+            let mut flapping = false;
             if let Some(slot) = self.entries.get_mut(&k) {
+                flapping = !stale
+                    && slot
+                        .last_move
+                        .is_some_and(|t| now.saturating_sub(t) < FLAP_WINDOW);
                 slot.port = port;
                 slot.last_seen = now;
+                slot.last_move = Some(now);
             }
             self.dec(from);
             self.inc(port);
             return if stale {
                 Learned::New
+            } else if flapping {
+                Learned::Flapping { from }
             } else {
                 Learned::Moved { from }
             };
@@ -219,6 +238,7 @@ impl Fdb {
             Slot {
                 port,
                 last_seen: now,
+                last_move: None,
             },
         );
         self.inc(port);

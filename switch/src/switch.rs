@@ -226,6 +226,10 @@ impl Switch {
                 %mac, from = %name(from), to = %name(to), suppressed,
                 "address moved to another port"
             ),
+            FdbNotice::Flapping { mac, from, to } => tracing::warn!(
+                %mac, from = %name(from), to = %name(to), suppressed,
+                "address flapping between ports: a loop, or one MAC on two guests"
+            ),
             FdbNotice::Refused {
                 mac,
                 port,

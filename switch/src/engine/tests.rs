@@ -374,3 +374,22 @@ fn storm_control_limits_each_class_per_port_per_second() {
         assert_eq!(e.decide(PortId(1), &known, t), Decision::Forward(PortId(2)));
     }
 }
+
+#[test]
+fn a_mac_moving_back_and_forth_is_a_flap() {
+    let mut e = engine(Mode::Switch, 2);
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let f = frame(MacAddr::BROADCAST, a, 60);
+    e.decide(PortId(1), &f, s(0));
+    e.decide(PortId(2), &f, s(10));
+    assert_eq!(e.events().flaps, 0, "one move is not a flap");
+    e.decide(PortId(1), &f, s(10) + Duration::from_millis(200));
+    assert_eq!(e.events().flaps, 1);
+    assert!(matches!(e.take_notice(), Some(FdbNotice::Flapping { .. })));
+    e.decide(PortId(2), &f, s(20));
+    assert_eq!(
+        e.events().flaps,
+        1,
+        "a move long after the last is not a flap"
+    );
+}
