@@ -112,6 +112,16 @@ struct SwitchSection {
     bpdu_guard: bool,
     #[serde(default)]
     storm_control: StormSection,
+    #[serde(default)]
+    static_macs: Vec<StaticMac>,
+}
+
+/// A static MAC entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticMac {
+    mac: Sp<String>,
+    port: String,
 }
 
 /// Frames per second per port; 0 or absent: no limit.
@@ -328,6 +338,14 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         storm.multicast,
         storm.unknown_unicast,
     );
+    for (i, m) in file.switch.static_macs.iter().enumerate() {
+        let mac = m
+            .mac
+            .value
+            .parse()
+            .map_err(|e| bad(m.mac.referenced, format!("switch.static_macs[{i}].mac"), e))?;
+        base.static_macs.push((mac, m.port.clone()));
+    }
     if let Some(l) = file.log.level {
         base.log_level = l;
     }
@@ -630,6 +648,7 @@ mod tests {
             log_level: "info".into(),
             stdin: StdinPolicy::Ignore,
             notes: vec![],
+            static_macs: vec![],
             extras: Extras::default(),
         }
     }

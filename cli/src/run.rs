@@ -373,6 +373,7 @@ async fn serve(
     ops: Operations,
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
+    switch.set_static_macs(settings.static_macs.clone());
     let numbers = Arc::new(PortNumbers::new(settings.numports));
     let mut running = Running::new(switch.clone(), numbers);
     for (c, cfg) in controls.iter().zip(&settings.controls) {

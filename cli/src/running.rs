@@ -247,6 +247,7 @@ impl Running {
             self.start(k, o);
         }
         self.switch.set_config(new.engine);
+        self.switch.set_static_macs(new.static_macs.clone());
         Ok(changes)
     }
 

@@ -79,6 +79,8 @@ pub struct Settings {
     pub stdin: StdinPolicy,
     /// Remarks about the command line, logged once logging is up.
     pub notes: Vec<String>,
+    /// Static MAC entries: (MAC, port name).
+    pub static_macs: Vec<(switchyard_switch::MacAddr, String)>,
     /// Metrics and control socket settings.
     pub extras: crate::config::Extras,
 }

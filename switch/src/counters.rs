@@ -30,6 +30,8 @@ pub enum DropReason {
     BpduGuard,
     /// Over the port's broadcast, multicast or unknown-unicast rate limit.
     StormControl,
+    /// A source MAC pinned to another port (port security).
+    MacSpoof,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
     /// The destination's link is down (counted on egress).
@@ -42,7 +44,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
@@ -54,6 +56,7 @@ impl DropReason {
         DropReason::MacNat,
         DropReason::BpduGuard,
         DropReason::StormControl,
+        DropReason::MacSpoof,
         DropReason::EgressFull,
         DropReason::EgressDown,
         DropReason::EgressGone,
@@ -74,10 +77,11 @@ impl DropReason {
             DropReason::MacNat => 8,
             DropReason::BpduGuard => 9,
             DropReason::StormControl => 10,
-            DropReason::EgressFull => 11,
-            DropReason::EgressDown => 12,
-            DropReason::EgressGone => 13,
-            DropReason::EgressError => 14,
+            DropReason::MacSpoof => 11,
+            DropReason::EgressFull => 12,
+            DropReason::EgressDown => 13,
+            DropReason::EgressGone => 14,
+            DropReason::EgressError => 15,
         }
     }
 
@@ -94,6 +98,7 @@ impl DropReason {
                 | DropReason::WrongVni
                 | DropReason::BpduGuard
                 | DropReason::StormControl
+                | DropReason::MacSpoof
         )
     }
 
@@ -111,6 +116,7 @@ impl DropReason {
             DropReason::MacNat => "mac_nat",
             DropReason::BpduGuard => "bpdu_guard",
             DropReason::StormControl => "storm_control",
+            DropReason::MacSpoof => "mac_spoof",
             DropReason::EgressFull => "egress_full",
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",

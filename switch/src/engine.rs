@@ -182,6 +182,9 @@ pub struct Engine {
     fdb: Fdb,
     ports: BTreeSet<PortId>,
     buckets: std::collections::HashMap<PortId, [Bucket; 3]>,
+    /// Static entries: learning cannot move them, and another port sending
+    /// from such a MAC is dropped.
+    pinned: std::collections::HashMap<crate::MacAddr, PortId>,
     events: FdbEvents,
     last_notice: Option<FdbNotice>,
 }
@@ -194,6 +197,7 @@ impl Engine {
             fdb: Fdb::new(config.fdb),
             ports: BTreeSet::new(),
             buckets: std::collections::HashMap::new(),
+            pinned: std::collections::HashMap::new(),
             events: FdbEvents::default(),
             last_notice: None,
         }
@@ -225,7 +229,24 @@ impl Engine {
     pub fn remove_port(&mut self, port: PortId) -> usize {
         self.ports.remove(&port);
         self.buckets.remove(&port);
+        self.pinned.retain(|_, p| *p != port);
         self.fdb.purge_port(port)
+    }
+
+    /// Pins `mac` to `port`: frames to it go there without learning, and
+    /// frames from it on any other port are dropped.
+    pub fn pin(&mut self, mac: crate::MacAddr, port: PortId) {
+        self.pinned.insert(mac, port);
+    }
+
+    /// Removes a static entry.
+    pub fn unpin(&mut self, mac: crate::MacAddr) {
+        self.pinned.remove(&mac);
+    }
+
+    /// The static entries.
+    pub fn pinned(&self) -> impl Iterator<Item = (crate::MacAddr, PortId)> + '_ {
+        self.pinned.iter().map(|(m, p)| (*m, *p))
     }
 
     /// The member ports, ascending.
@@ -258,6 +279,11 @@ impl Engine {
         if src.is_multicast() {
             return Decision::Drop(DropReason::MulticastSource);
         }
+        if let Some(owner) = self.pinned.get(&src) {
+            if *owner != ingress {
+                return Decision::Drop(DropReason::MacSpoof);
+            }
+        }
         let dst = frame.destination();
         let guards = self.config.guards;
         if guards.bpdu_guard && is_link_local_group(dst) {
@@ -281,7 +307,12 @@ impl Engine {
         if dst.is_multicast() {
             return Decision::Flood;
         }
-        match self.fdb.lookup(dst, vlan, now) {
+        let learned = self
+            .pinned
+            .get(&dst)
+            .copied()
+            .or_else(|| self.fdb.lookup(dst, vlan, now));
+        match learned {
             Some(p) if p == ingress => Decision::Drop(DropReason::LocalDestination),
             Some(p) => Decision::Forward(p),
             None if !self.storm_allows(ingress, Storm::Unknown, now) => {

@@ -39,6 +39,27 @@ impl fmt::Display for MacAddr {
     }
 }
 
+impl std::str::FromStr for MacAddr {
+    type Err = String;
+
+    /// `02:00:00:00:00:01` (or with `-`).
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        let bad = || format!("{s:?} is not a MAC address (e.g. 02:00:00:00:00:01)");
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut m = [0u8; 6];
+        for (b, p) in m.iter_mut().zip(parts) {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(MacAddr(m))
+    }
+}
+
 impl fmt::Debug for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

@@ -55,6 +55,8 @@ pub struct Switch {
     retired: crate::PortCounters,
     epoch: Instant,
     notice_log: LogLimiter,
+    /// Static MAC entries by port name, pinned whenever such a port exists.
+    static_macs: Mutex<Vec<(crate::MacAddr, String)>>,
 }
 
 impl Switch {
@@ -68,6 +70,7 @@ impl Switch {
             retired: crate::PortCounters::default(),
             epoch: Instant::now(),
             notice_log: LogLimiter::default(),
+            static_macs: Mutex::new(Vec::new()),
         })
     }
 
@@ -99,8 +102,33 @@ impl Switch {
         let mut ports: Vec<Arc<Port>> = self.ports.load().ports.clone();
         ports.push(port.clone());
         ports.sort_by_key(|p| p.id());
-        self.engine().add_port(port.id());
+        {
+            let mut engine = self.engine();
+            engine.add_port(port.id());
+            let statics = self.static_macs.lock().unwrap_or_else(|p| p.into_inner());
+            for (mac, _) in statics.iter().filter(|(_, name)| name == port.name()) {
+                engine.pin(*mac, port.id());
+            }
+        }
         self.ports.store(Arc::new(PortTable { ports }));
+    }
+
+    /// Sets the static MAC entries (MAC, port name); ports that exist now
+    /// and ports added later with those names get them.
+    pub fn set_static_macs(&self, entries: Vec<(crate::MacAddr, String)>) {
+        let _g = self.table_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.ports.load();
+        let mut engine = self.engine();
+        let old: Vec<crate::MacAddr> = engine.pinned().map(|(m, _)| m).collect();
+        for m in old {
+            engine.unpin(m);
+        }
+        for (mac, name) in &entries {
+            if let Some(p) = table.iter().find(|p| p.name() == name) {
+                engine.pin(*mac, p.id());
+            }
+        }
+        *self.static_macs.lock().unwrap_or_else(|p| p.into_inner()) = entries;
     }
 
     /// Removes a port and purges its FDB entries; returns it if it was there.

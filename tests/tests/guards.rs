@@ -73,3 +73,41 @@ fn bpdu_guard_and_storm_control() -> Result<()> {
     sw.assert_running()?;
     Ok(())
 }
+
+/// A static MAC entry pins a guest's address to its port: another port
+/// sending from that MAC is dropped, and frames to it reach only its port.
+#[test]
+fn static_mac_cannot_be_spoofed() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("static")?;
+    let ns = Netns::new()?;
+    let owner = proto::mac(0x71);
+    let pin = format!("{}@unix:1", switchyard_tests::scenarios::mac_string(owner));
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &["--static-mac", &pin])?;
+    let scratch = tmp.path().to_path_buf();
+    ns.run(move || -> Result<()> {
+        let a = Client::attach(&dir, 0, &scratch, owner)?; // unix:1
+        let b = Client::attach(&dir, 0, &scratch, proto::mac(0x72))?; // unix:2
+        let c = Client::attach(&dir, 0, &scratch, proto::mac(0x73))?; // unix:3
+                                                                      // b claims a's MAC: nobody hears it.
+        b.send(&proto::frame(BROADCAST, owner, 64, 1))?;
+        ensure!(
+            count_arrivals(&c, Duration::from_millis(300))? == 0,
+            "a spoofed frame got through"
+        );
+        // Frames to a's MAC still go to a only.
+        c.send(&proto::frame(owner, c.mac(), 64, 2))?;
+        ensure!(
+            count_arrivals(&a, Duration::from_millis(300))? == 1,
+            "a did not get its frame"
+        );
+        ensure!(
+            count_arrivals(&b, Duration::from_millis(100))? == 0,
+            "b got a's frame"
+        );
+        pass_frame(&a, &c, BROADCAST, 64, 3)?;
+        Ok(())
+    })??;
+    sw.assert_running()?;
+    Ok(())
+}

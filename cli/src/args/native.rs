@@ -131,6 +131,12 @@ struct NativeArgs {
     #[arg(long = "storm-unknown-unicast", value_name = "N", default_value_t = 0)]
     storm_unknown_unicast: u32,
 
+    /// A static MAC entry, MAC@PORT (e.g. 02:00:00:00:00:01@tap:tap0):
+    /// frames to it go to that port, and other ports may not use it.
+    /// Repeatable.
+    #[arg(long = "static-mac", value_name = "MAC@PORT")]
+    static_mac: Vec<String>,
+
     /// Highest port number VDE clients may ask for (`DIR[N]`).
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=65_535))]
@@ -211,6 +217,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         log_level: a.log_level.clone(),
         stdin: StdinPolicy::Ignore,
         notes: Vec::new(),
+        static_macs: Vec::new(),
         extras: Default::default(),
     };
     // The file first, then what the command line says explicitly on top.
@@ -282,6 +289,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         s.ports.push(p);
     }
     s.taps.extend(a.tap.iter().map(TapSpec::device));
+    for entry in &a.static_mac {
+        let (mac, port) = entry.split_once('@').ok_or_else(|| {
+            Usage::error(format!("error: --static-mac {entry}: expected MAC@PORT"))
+        })?;
+        let mac = mac
+            .parse()
+            .map_err(|e| Usage::error(format!("error: --static-mac {entry}: {e}")))?;
+        s.static_macs.push((mac, port.to_string()));
+    }
     let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
     let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
     s.controls.extend(

@@ -67,6 +67,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         log_level: "info".into(),
         stdin: StdinPolicy::TerminalEof,
         notes: Vec::new(),
+        static_macs: Vec::new(),
         extras: Default::default(),
     })
 }

@@ -244,6 +244,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             StdinPolicy::AnyEof
         },
         notes,
+        static_macs: Vec::new(),
         extras: Default::default(),
     })
 }

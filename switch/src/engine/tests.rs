@@ -393,3 +393,40 @@ fn a_mac_moving_back_and_forth_is_a_flap() {
         "a move long after the last is not a flap"
     );
 }
+
+#[test]
+fn a_pinned_mac_stays_put_and_cannot_be_spoofed() {
+    let mut e = engine(Mode::Switch, 3);
+    let g = MacAddr([2, 0, 0, 0, 0, 0x10]);
+    e.pin(g, PortId(2));
+    let other = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    // Frames to it go to its port before it ever sent anything.
+    assert_eq!(
+        e.decide(PortId(1), &frame(g, other, 60), s(0)),
+        Decision::Forward(PortId(2))
+    );
+    // Another port using its MAC is dropped and learns nothing.
+    assert_eq!(
+        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(1)),
+        Decision::Drop(DropReason::MacSpoof)
+    );
+    assert_eq!(
+        e.decide(PortId(1), &frame(g, other, 60), s(2)),
+        Decision::Forward(PortId(2))
+    );
+    // From its own port it is fine; the pin survives aging.
+    assert_eq!(
+        e.decide(PortId(2), &frame(MacAddr::BROADCAST, g, 60), s(3)),
+        Decision::Flood
+    );
+    assert_eq!(
+        e.decide(PortId(1), &frame(g, other, 60), s(10_000)),
+        Decision::Forward(PortId(2))
+    );
+    // Removing the port removes the pin.
+    e.remove_port(PortId(2));
+    assert_eq!(
+        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(10_001)),
+        Decision::Flood
+    );
+}
