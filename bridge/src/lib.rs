@@ -3,6 +3,7 @@
 //! the socket ports: open, receive loop, non-blocking send, counters.
 #![warn(missing_docs, unreachable_pub)]
 
+mod checksum;
 pub mod pcap;
 pub mod tap;
 

@@ -336,9 +336,16 @@ async fn run(
             return "cannot watch the capture".into();
         };
         let mut frame = Vec::with_capacity(2048);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let why = loop {
             let mut guard = tokio::select! {
                 _ = port.closed() => break "port closed".to_string(),
+                _ = tick.tick() => {
+                    if let Some(nat) = &nat {
+                        sweep_mac_nat(nat, switch);
+                    }
+                    continue;
+                }
                 g = afd.ready(switchyard_switch::sys::RECEIVE_INTEREST) => match g {
                     Ok(g) => g,
                     Err(e) => break e.to_string(),
@@ -372,6 +379,8 @@ async fn run(
                     port.drop_frame(DropReason::TooLong, now, None);
                     continue;
                 }
+                // Locally offloaded checksums arrive unfinished.
+                crate::checksum::complete_l4_checksum(&mut frame);
                 if let Some(nat) = &nat {
                     let verdict = nat
                         .lock()
@@ -396,6 +405,26 @@ async fn run(
         switch.remove_port(id);
         tracing::info!(port = %config.name, reason = %why, "port detached");
         why
+    }
+}
+
+/// Ages the MAC-NAT table and forgets guests the switch no longer knows:
+/// a guest whose port went away (or that fell out of the FDB) loses its
+/// address bindings, so another guest may take them.
+fn sweep_mac_nat(nat: &Mutex<MacNat>, switch: &Switch) {
+    let live: std::collections::HashSet<[u8; 6]> =
+        switch.fdb_entries().iter().map(|e| e.mac.0).collect();
+    let mut nat = nat.lock().unwrap_or_else(|p| p.into_inner());
+    nat.sweep(switch.now());
+    let gone: Vec<MacAddr> = nat
+        .snapshot()
+        .guests
+        .iter()
+        .map(|(m, _, _)| *m)
+        .filter(|m| !live.contains(&m.0))
+        .collect();
+    for m in gone {
+        nat.remove_guest(m);
     }
 }
 

@@ -24,6 +24,7 @@
 //! `SWITCHYARD_TESTS_REFERENCE=1` (compatibility tests run the original
 //! uml_switch/vde_switch, to validate the tests themselves).
 
+pub mod ap;
 pub mod netns;
 pub mod ops;
 pub mod process;
