@@ -45,7 +45,9 @@ pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
     let ip = off + 2;
     let (proto, l4, l4_len, pseudo) = match ethertype {
         0x0800 => {
-            let Some(h) = frame.get(ip..ip + 20) else { return };
+            let Some(h) = frame.get(ip..ip + 20) else {
+                return;
+            };
             if h[0] >> 4 != 4 {
                 return;
             }
@@ -62,7 +64,9 @@ pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
             (proto, ip + ihl, l4_len, p)
         }
         0x86dd => {
-            let Some(h) = frame.get(ip..ip + 40) else { return };
+            let Some(h) = frame.get(ip..ip + 40) else {
+                return;
+            };
             if h[0] >> 4 != 6 {
                 return;
             }
@@ -103,7 +107,20 @@ mod tests {
         let mut f = vec![0xff; 6];
         f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
         let total = 20 + 8 + payload.len();
-        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0, 0, 64, 17, 0, 0];
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ];
         ip.extend_from_slice(&[198, 51, 100, 1, 255, 255, 255, 255]);
         let hc = fold(sum(&ip, 0));
         ip[10..12].copy_from_slice(&hc.to_be_bytes());

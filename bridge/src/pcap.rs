@@ -337,12 +337,13 @@ async fn run(
         };
         let mut frame = Vec::with_capacity(2048);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut logged = std::collections::HashSet::new();
         let why = loop {
             let mut guard = tokio::select! {
                 _ = port.closed() => break "port closed".to_string(),
                 _ = tick.tick() => {
                     if let Some(nat) = &nat {
-                        sweep_mac_nat(nat, switch);
+                        sweep_mac_nat(nat, switch, &config.name, &mut logged);
                     }
                     continue;
                 }
@@ -411,7 +412,12 @@ async fn run(
 /// Ages the MAC-NAT table and forgets guests the switch no longer knows:
 /// a guest whose port went away (or that fell out of the FDB) loses its
 /// address bindings, so another guest may take them.
-fn sweep_mac_nat(nat: &Mutex<MacNat>, switch: &Switch) {
+fn sweep_mac_nat(
+    nat: &Mutex<MacNat>,
+    switch: &Switch,
+    port: &str,
+    logged: &mut std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])>,
+) {
     let live: std::collections::HashSet<[u8; 6]> =
         switch.fdb_entries().iter().map(|e| e.mac.0).collect();
     let mut nat = nat.lock().unwrap_or_else(|p| p.into_inner());
@@ -426,6 +432,22 @@ fn sweep_mac_nat(nat: &Mutex<MacNat>, switch: &Switch) {
     for m in gone {
         nat.remove_guest(m);
     }
+    // One line per new mapping; forget what is gone so a return is news.
+    let snap = nat.snapshot();
+    let now: std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])> = snap
+        .entries
+        .iter()
+        .map(|e| (e.vlan, e.addr, e.mac.0))
+        .collect();
+    for e in &snap.entries {
+        if !logged.contains(&(e.vlan, e.addr, e.mac.0)) {
+            tracing::info!(
+                port, address = %e.addr, guest = %e.mac, vlan = e.vlan,
+                learned_from = e.source.label(), "MAC-NAT mapping"
+            );
+        }
+    }
+    *logged = now;
 }
 
 /// The capture handle's descriptor, for readiness; holds the handle so
