@@ -38,9 +38,22 @@ options:
   --reps N            repetitions per measurement; the median is reported (default 3)
   --pings N           ping-pong round trips per latency run (default 20000)
   --batch N           frames per sendmmsg call (default 32)
+  --iperf-time SECS   iperf3 -t of the tap <-> tap TCP run (default 5)
+  --iperf-reps N      repetitions of iperf3_tap (default 1, at most --reps;
+                      each is a 5 s TCP run, and the full run stays ~5 min)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
-                      vde_switch) and/or measurements (unicast_64,
-                      unicast_1514, broadcast_3, latency); repeatable
+                      vde_switch) and/or measurements; repeatable:
+                        unicast_64     64 B A->B, sendmmsg/recvmmsg batches
+                        unicast_1514   the same with 1514 B frames
+                        broadcast_3    64 B broadcast from A to B, C and D
+                        latency        64 B ping-pong A<->B
+                        pairs_64       64 B A->B and C->D at once, 2 sending threads
+                        sendto_64      64 B A->B, unconnected sockets, one
+                                       sendto()/recvfrom() per frame (as UML)
+                        cpu_100k_1514  switch CPU with 1514 B paced at 100 kframes/s
+                        iperf3_tap     TCP between taps in two namespaces, via
+                                       vde_plug (needs iperf3 and vde_plug)
+                        fdb_64k        64 B A->B after 65,536 source MACs
   --json PATH         JSON output (default target/bench/results.json)
   --netns NAME        name of the namespace to create (default swbench-<pid>)
   --logs DIR          keep each switch's stdout/stderr in DIR
@@ -55,6 +68,8 @@ struct Args {
     reps: usize,
     pings: usize,
     batch: usize,
+    iperf_time: f64,
+    iperf_reps: usize,
     switches: Vec<SwitchKind>,
     measurements: Vec<Measurement>,
     json: PathBuf,
@@ -71,6 +86,8 @@ fn parse_args() -> Result<Option<Args>> {
         reps: 3,
         pings: 20_000,
         batch: 32,
+        iperf_time: 5.0,
+        iperf_reps: 1,
         switches: Vec::new(),
         measurements: Vec::new(),
         json: PathBuf::from("target/bench/results.json"),
@@ -121,6 +138,8 @@ fn parse_args() -> Result<Option<Args>> {
             "--reps" => a.reps = count(value()?)?,
             "--pings" => a.pings = count(value()?)?,
             "--batch" => a.batch = count(value()?)?.min(1024),
+            "--iperf-time" => a.iperf_time = secs(value()?)?,
+            "--iperf-reps" => a.iperf_reps = count(value()?)?,
             "--json" => a.json = PathBuf::from(value()?),
             "--netns" => a.netns = value()?,
             "--logs" => a.logs = Some(PathBuf::from(value()?)),
@@ -131,9 +150,11 @@ fn parse_args() -> Result<Option<Args>> {
                     } else if let Some(m) = Measurement::parse(name) {
                         a.measurements.push(m);
                     } else {
+                        let all: Vec<&str> = Measurement::ALL.iter().map(|m| m.name()).collect();
                         bail!(
-                            "--only: unknown name {name:?}; use switchyard, uml_switch, vde_switch, \
-                             unicast_64, unicast_1514, broadcast_3 or latency"
+                            "--only: unknown name {name:?}; use switchyard, uml_switch, vde_switch \
+                             or a measurement: {}",
+                            all.join(", ")
                         );
                     }
                 }
@@ -149,6 +170,7 @@ fn parse_args() -> Result<Option<Args>> {
     }
     a.switches.sort();
     a.switches.dedup();
+    a.iperf_reps = a.iperf_reps.min(a.reps);
     a.measurements.sort();
     a.measurements.dedup();
     Ok(Some(a))
@@ -261,6 +283,7 @@ fn versions_json(exes: &[(SwitchKind, PathBuf)]) -> Json {
 }
 
 /// One fresh switch, one measurement, one sample.
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     kind: SwitchKind,
     exe: &Path,
@@ -269,6 +292,7 @@ fn run_one(
     rep: usize,
     cfg: &Config,
     tmp: &Path,
+    netns: &str,
 ) -> Result<measure::Sample> {
     let tag = format!("{}-{}-r{rep}", kind.name(), m.name());
     let log = args.logs.as_ref().map(|d| d.join(format!("{tag}.log")));
@@ -277,16 +301,50 @@ fn run_one(
     } else {
         &[]
     };
-    let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log)?;
+    let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log, m.needs_vde_dir())?;
     sw.wait_ready(Duration::from_secs(10))?;
-    let sample = measure::run(m, sw.ctl(), sw.pid(), cfg);
+    let target = measure::Target {
+        ctl: sw.ctl(),
+        vde_dir: sw.vde_dir(),
+        pid: sw.pid(),
+        workdir: tmp,
+        tag: &tag,
+        netns,
+    };
+    let sample = measure::run(m, &target, cfg);
     // A crash explains a failed measurement better than the client's error.
     sw.check_alive()?;
     sample
 }
 
 fn summary(s: &measure::Sample) -> String {
+    let cpu = |c: Option<f64>| c.map_or("?".into(), |c| format!("{c:.0}%"));
     match s {
+        measure::Sample::Paced { flood: f, .. } => format!(
+            "switch CPU {}, tx {:.1}k fps, rx {:.1}k fps, loss {:.1}%",
+            cpu(f.switch_cpu_pct()),
+            f.tx_fps() / 1000.0,
+            f.rx_fps(0) / 1000.0,
+            f.loss_pct()
+        ),
+        measure::Sample::Tcp(t) => format!(
+            "{:.2} Gbit/s, {} retransmits, switch CPU {}, vde_plugs {}",
+            t.bits_per_s / 1e9,
+            t.retransmits,
+            cpu(t.switch_cpu_pct),
+            cpu(t.plugs_cpu_pct)
+        ),
+        measure::Sample::Fdb(d) => format!(
+            "{} MACs in {:.2} s, {:.0}% of {} probes learned, RSS {:.1} -> {:.1} MiB; \
+             {}",
+            d.macs,
+            d.fill_s,
+            d.learned_pct(),
+            d.probes,
+            d.rss_before_kib.unwrap_or(f64::NAN) / 1024.0,
+            d.rss_after_kib.unwrap_or(f64::NAN) / 1024.0,
+            summary(&measure::Sample::Flood(d.flood.clone()))
+        ),
         measure::Sample::Flood(f) => {
             let rx: Vec<String> = (0..f.rx_frames.len())
                 .map(|i| format!("{:.1}k", f.rx_fps(i) / 1000.0))
@@ -316,6 +374,61 @@ fn summary(s: &measure::Sample) -> String {
     }
 }
 
+/// Sending rate of cpu_100k_1514.
+const PACED_FPS: f64 = 100_000.0;
+/// Source MACs the switch sees in fdb_64k (its ports' included).
+const FDB_MACS: usize = 65_536;
+
+/// How the scenarios from the speed issue work, for the notes under the table.
+fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for m in ms {
+        match m {
+            Measurement::Pairs64 => notes.push(
+                "2 pairs: A→B and C→D blast at once from two threads (two more receive); \
+                 loss is against the frames both senders got out."
+                    .to_owned(),
+            ),
+            Measurement::Sendto64 => notes.push(
+                "sendto: the client's data sockets stay unconnected, as UML's daemon transport \
+                 leaves them; one sendto() per frame to the address in the switch's reply \
+                 (blocking, so a full switch queue makes it wait rather than drop), one \
+                 recvfrom() per frame on the receiving side."
+                    .to_owned(),
+            ),
+            Measurement::Paced1514 => notes.push(format!(
+                "Fixed rate: A sends batches of {} frames of 1514 B paced by a token bucket to \
+                 {:.0} kframes/s; switch CPU is utime+stime from /proc/PID/stat over the \
+                 window. Lower is better; compare the received rate too (a switch that drops \
+                 frames has less to do).",
+                cfg.batch,
+                cfg.paced_fps / 1000.0
+            )),
+            Measurement::Iperf => notes.push(format!(
+                "tap ↔ tap: two extra namespaces, each with a tap made by `vde_plug tap://TAP \
+                 vde://DIR` run inside it (switchyard `--vde DIR`, vde_switch `-s DIR`); \
+                 `iperf3 -c -t {} -J` in one, `iperf3 -s` in the other, {} run(s) per switch \
+                 (--iperf-reps); the vde_plugs (one read/write per frame) are part of the path, \
+                 MTU 1500, no offloads.",
+                cfg.iperf_time.as_secs_f64(),
+                cfg.iperf_reps
+            )),
+            Measurement::Fdb64k => notes.push(format!(
+                "64 k MACs: after A, B and C attach, C sends one 64 B frame (to itself) from \
+                 each of {} more source MACs, so the switch has seen {} in all; A then sends \
+                 to {} of them one by one (learned = reached only C, not also B); then A→B \
+                 as in the 64 B unicast row while C counts A→B frames flooded to it. RSS is \
+                 VmRSS after the ports attached and after the run.",
+                cfg.fdb_macs.saturating_sub(3),
+                cfg.fdb_macs,
+                256
+            )),
+            _ => {}
+        }
+    }
+    notes
+}
+
 fn real_main(args: Args) -> Result<bool> {
     let mut footer: Vec<String> = Vec::new();
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
@@ -323,6 +436,19 @@ fn real_main(args: Args) -> Result<bool> {
         bail!("switchyard-bench must run as root: it creates a network namespace (try tests/bench/run.sh)");
     }
     let exes = resolve_switches(&args, &mut footer)?;
+    let (iperf3, vde_plug) = if args.measurements.contains(&Measurement::Iperf) {
+        let iperf3 = world::find_in_path("iperf3").context(
+            "iperf3 is not installed (needed by iperf3_tap): `apt-get install iperf3` \
+             (tests/bench/run.sh does that), or leave iperf3_tap out with --only",
+        )?;
+        let vde_plug = world::find_in_path("vde_plug").context(
+            "vde_plug is not installed (needed by iperf3_tap): `apt-get install vdeplug`, \
+             or leave iperf3_tap out with --only",
+        )?;
+        (Some(iperf3), Some(vde_plug))
+    } else {
+        (None, None)
+    };
 
     sys::install_signal_handlers()?;
     // Declared first so it is dropped last, after every switch is gone.
@@ -353,20 +479,31 @@ fn real_main(args: Args) -> Result<bool> {
         batch: args.batch,
         pings: args.pings,
         ping_warmup: (args.pings / 20).clamp(10, 1000),
+        paced_fps: PACED_FPS,
+        fdb_macs: FDB_MACS,
+        iperf_time: Duration::from_secs_f64(args.iperf_time),
+        iperf_reps: args.iperf_reps,
+        iperf3,
+        vde_plug,
     };
 
-    let flood_runs = args
+    let runs: Vec<(Measurement, SwitchKind)> = args
         .measurements
         .iter()
-        .filter(|m| **m != Measurement::Latency)
-        .count();
-    let estimate = (args.reps * exes.len()) as f64
-        * (flood_runs as f64 * (args.warmup + args.duration + 0.3)
-            + if args.measurements.contains(&Measurement::Latency) {
-                0.5 + args.pings as f64 * 50e-6
-            } else {
-                0.0
-            });
+        .flat_map(|&m| exes.iter().map(move |(k, _)| (m, *k)))
+        .filter(|(m, k)| m.not_applicable(*k).is_none())
+        .collect();
+    let reps_of = |m: Measurement| {
+        if m == Measurement::Iperf {
+            args.iperf_reps
+        } else {
+            args.reps
+        }
+    };
+    let estimate = runs
+        .iter()
+        .map(|(m, _)| reps_of(*m) as f64 * (m.estimate_s(&cfg) + 0.2))
+        .sum::<f64>();
     eprintln!(
         "switchyard-bench: namespace {}, {} switch(es), {} measurement(s) x {} reps; about {:.0} s",
         netns.name(),
@@ -378,21 +515,28 @@ fn real_main(args: Args) -> Result<bool> {
 
     let started = Instant::now();
     let mut results: Results = Results::new();
-    let total = args.reps * args.measurements.len() * exes.len();
+    let total: usize = runs.iter().map(|(m, _)| reps_of(*m)).sum();
     let mut done = 0;
     // Interleave the switches inside each repetition so that slow drift of
     // the machine affects all of them alike.
     for rep in 1..=args.reps {
         for &m in &args.measurements {
             for (kind, exe) in &exes {
-                done += 1;
                 let outcome: &mut Outcome = results.entry((m, *kind)).or_default();
+                if let Some(why) = m.not_applicable(*kind) {
+                    outcome.not_applicable = Some(why.to_owned());
+                    continue;
+                }
+                if rep > reps_of(m) {
+                    continue;
+                }
+                done += 1;
                 if rep > 1 && outcome.samples.is_empty() && !outcome.errors.is_empty() {
                     continue; // failed before; do not waste the time budget
                 }
                 sys::check_interrupted()?;
                 let t = Instant::now();
-                match run_one(*kind, exe, &args, m, rep, &cfg, tmp.path()) {
+                match run_one(*kind, exe, &args, m, rep, &cfg, tmp.path(), netns.name()) {
                     Ok(s) => {
                         eprintln!(
                             "[{done}/{total}] {} rep {rep} {:<10}: {} ({:.1} s)",
@@ -419,6 +563,16 @@ fn real_main(args: Args) -> Result<bool> {
     let elapsed = started.elapsed().as_secs_f64();
 
     let any_error = results.values().any(|o| !o.errors.is_empty());
+    let mut na_noted = Vec::new();
+    for ((m, k), o) in &results {
+        if let Some(why) = &o.not_applicable {
+            if !na_noted.contains(m) {
+                footer.push(format!("{} for {}: n/a. {why}", m.name(), k.name()));
+                na_noted.push(*m);
+            }
+        }
+    }
+    footer.extend(scenario_notes(&args.measurements, &cfg));
     for ((m, k), o) in &results {
         if let Some(e) = o.errors.first() {
             footer.push(format!(
@@ -486,6 +640,10 @@ fn real_main(args: Args) -> Result<bool> {
                 .with("batch", args.batch)
                 .with("small_frame_bytes", measure::SMALL_FRAME)
                 .with("large_frame_bytes", measure::LARGE_FRAME)
+                .with("paced_fps", cfg.paced_fps)
+                .with("fdb_macs", cfg.fdb_macs)
+                .with("iperf_time_s", args.iperf_time)
+                .with("iperf_reps", args.iperf_reps)
                 .with("elapsed_s", elapsed)
                 .with(
                     "switches",

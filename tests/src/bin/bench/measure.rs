@@ -1,9 +1,11 @@
-//! The four measurements. Each takes the control socket of a freshly
-//! started switch, attaches its own ports, and reports numbers; nothing
-//! here asserts anything about the switch.
+//! The measurements. Each takes the control socket of a freshly started
+//! switch, attaches its own ports, and reports numbers; nothing here
+//! asserts anything about the switch. The scenarios from the speed issue
+//! (two pairs at once, UML-style sendto clients, CPU at a fixed rate,
+//! 64 k learned MACs) are in `flows.rs`, the iperf3 run in `tcp.rs`.
 
 use std::io;
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
+use super::world::SwitchKind;
+use super::{flows, tcp};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,14 +24,24 @@ pub enum Measurement {
     Unicast1514,
     Broadcast,
     Latency,
+    Pairs64,
+    Sendto64,
+    Paced1514,
+    Iperf,
+    Fdb64k,
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 4] = [
+    pub const ALL: [Measurement; 9] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
         Measurement::Latency,
+        Measurement::Pairs64,
+        Measurement::Sendto64,
+        Measurement::Paced1514,
+        Measurement::Iperf,
+        Measurement::Fdb64k,
     ];
 
     /// Name used by `--only` and as the JSON key.
@@ -37,11 +51,40 @@ impl Measurement {
             Measurement::Unicast1514 => "unicast_1514",
             Measurement::Broadcast => "broadcast_3",
             Measurement::Latency => "latency",
+            Measurement::Pairs64 => "pairs_64",
+            Measurement::Sendto64 => "sendto_64",
+            Measurement::Paced1514 => "cpu_100k_1514",
+            Measurement::Iperf => "iperf3_tap",
+            Measurement::Fdb64k => "fdb_64k",
         }
     }
 
     pub fn parse(s: &str) -> Option<Measurement> {
         Measurement::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// Whether the switch must serve a VDE directory (for vde_plug).
+    pub fn needs_vde_dir(self) -> bool {
+        self == Measurement::Iperf
+    }
+
+    /// Why `kind` cannot take part in this measurement, if it cannot.
+    pub fn not_applicable(self, kind: SwitchKind) -> Option<&'static str> {
+        match (self, kind) {
+            (Measurement::Iperf, SwitchKind::UmlSwitch) => Some(tcp::UML_SWITCH_NA),
+            _ => None,
+        }
+    }
+
+    /// Rough wall-clock seconds of one run (for the time estimate).
+    pub fn estimate_s(self, cfg: &Config) -> f64 {
+        let window = cfg.warmup.as_secs_f64() + cfg.duration.as_secs_f64() + 0.3;
+        match self {
+            Measurement::Latency => 0.5 + cfg.pings as f64 * 80e-6,
+            Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
+            Measurement::Fdb64k => window + 1.0,
+            _ => window,
+        }
     }
 }
 
@@ -53,18 +96,56 @@ pub struct Config {
     pub batch: usize,
     pub pings: usize,
     pub ping_warmup: usize,
+    /// Sending rate of the fixed-rate CPU measurement.
+    pub paced_fps: f64,
+    /// Distinct source MACs the FDB measurement makes the switch see.
+    pub fdb_macs: usize,
+    /// `iperf3 -t` of the TCP measurement, and how many runs it gets.
+    pub iperf_time: Duration,
+    pub iperf_reps: usize,
+    /// Programs of the TCP measurement (checked at start-up).
+    pub iperf3: Option<std::path::PathBuf>,
+    pub vde_plug: Option<std::path::PathBuf>,
+}
+
+/// The switch under test, as a measurement sees it.
+pub struct Target<'a> {
+    /// Control socket (for switchyard with a VDE directory: DIR/ctl).
+    pub ctl: &'a Path,
+    pub vde_dir: Option<&'a Path>,
+    pub pid: u32,
+    /// Scratch directory of this run (helper output files).
+    pub workdir: &'a Path,
+    /// Unique name of this run: switch, measurement, repetition.
+    pub tag: &'a str,
+    /// Name of the benchmark's namespace (prefix of helper namespaces).
+    pub netns: &'a str,
 }
 
 /// Size of a broadcast test frame and of the latency probe.
 pub const SMALL_FRAME: usize = 64;
 pub const LARGE_FRAME: usize = 1514;
-const RECV_SLOT: usize = 2048;
+pub(super) const RECV_SLOT: usize = 2048;
+
+/// What the receivers of a flood should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Every sent frame for receiver 0; any further receivers are
+    /// bystanders that count frames flooded to them.
+    Unicast,
+    /// Every sent frame for every receiver.
+    Broadcast,
+    /// Sender i's frames for receiver i (several pairs at once).
+    Pairs,
+}
 
 /// Raw counts of one flood run over the measurement window.
 #[derive(Clone, Debug)]
 pub struct FloodSample {
+    pub shape: Shape,
     pub frame_len: usize,
     pub window_s: f64,
+    /// Frames sent, all senders together.
     pub tx_frames: u64,
     /// Valid frames (right length and source) per receiver.
     pub rx_frames: Vec<u64>,
@@ -85,22 +166,32 @@ impl FloodSample {
     pub fn switch_cpu_pct(&self) -> Option<f64> {
         self.switch_cpu_s.map(|c| 100.0 * c / self.window_s)
     }
+    /// Frames delivered where they were meant to go (bystanders excluded).
+    pub fn delivered(&self) -> u64 {
+        match self.shape {
+            Shape::Unicast => self.rx_frames.first().copied().unwrap_or(0),
+            Shape::Broadcast | Shape::Pairs => self.rx_frames.iter().sum(),
+        }
+    }
     /// Delivered frames per CPU-second of the switch process.
     pub fn rx_per_switch_cpu_s(&self) -> Option<f64> {
         let cpu = self.switch_cpu_s?;
-        (cpu > 0.0).then(|| self.rx_frames.iter().sum::<u64>() as f64 / cpu)
+        (cpu > 0.0).then(|| self.delivered() as f64 / cpu)
     }
     pub fn total_rx_fps(&self) -> f64 {
-        self.rx_frames.iter().sum::<u64>() as f64 / self.window_s
+        self.delivered() as f64 / self.window_s
     }
     /// Share of the frames that should have been delivered but were not.
     pub fn loss_pct(&self) -> f64 {
-        let expected = self.tx_frames as f64 * self.rx_frames.len() as f64;
+        let fanout = match self.shape {
+            Shape::Broadcast => self.rx_frames.len(),
+            Shape::Unicast | Shape::Pairs => 1,
+        };
+        let expected = self.tx_frames as f64 * fanout as f64;
         if expected == 0.0 {
             return f64::NAN;
         }
-        let got = self.rx_frames.iter().sum::<u64>() as f64;
-        (100.0 * (1.0 - got / expected)).max(0.0)
+        (100.0 * (1.0 - self.delivered() as f64 / expected)).max(0.0)
     }
 }
 
@@ -125,22 +216,37 @@ pub struct LatencySample {
 pub enum Sample {
     Flood(FloodSample),
     Latency(LatencySample),
+    /// A flood at a fixed sending rate (`target_fps`).
+    Paced {
+        flood: FloodSample,
+        target_fps: f64,
+    },
+    Tcp(tcp::TcpSample),
+    Fdb(flows::FdbSample),
 }
 
-/// Run measurement `m` against the switch listening on `ctl`, whose
-/// process id is `pid` (for its CPU time).
-pub fn run(m: Measurement, ctl: &Path, pid: u32, cfg: &Config) -> Result<Sample> {
+/// Run measurement `m` against the switch `t`.
+pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
+    let (ctl, pid) = (t.ctl, t.pid);
     Ok(match m {
         Measurement::Unicast64 => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 1, false)?),
         Measurement::Unicast1514 => Sample::Flood(flood(ctl, pid, cfg, LARGE_FRAME, 1, false)?),
         Measurement::Broadcast => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 3, true)?),
         Measurement::Latency => Sample::Latency(ping_pong(ctl, pid, cfg)?),
+        Measurement::Pairs64 => Sample::Flood(flows::pairs(ctl, pid, cfg)?),
+        Measurement::Sendto64 => Sample::Flood(flows::sendto(ctl, pid, cfg)?),
+        Measurement::Paced1514 => Sample::Paced {
+            flood: flows::paced(ctl, pid, cfg)?,
+            target_fps: cfg.paced_fps,
+        },
+        Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
+        Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
     })
 }
 
 /// User + system CPU seconds of process `pid` (all threads), from
 /// /proc/PID/stat; None if unreadable.
-fn process_cpu_s(pid: u32) -> Option<f64> {
+pub(super) fn process_cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -151,6 +257,38 @@ fn process_cpu_s(pid: u32) -> Option<f64> {
     // SAFETY: sysconf(3) has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
+/// How a sender thread puts frames on its socket.
+pub enum TxMode<'a> {
+    /// sendmmsg batches of `Config::batch`, as fast as the switch takes them.
+    Batched,
+    /// One `sendto(remote)` per frame on an unconnected socket (UML style).
+    SendTo(&'a SocketAddr),
+    /// sendmmsg batches paced by a token bucket to this many frames/s.
+    Paced(f64),
+}
+
+/// How a receiver thread reads its socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RxMode {
+    /// recvmmsg batches.
+    Batched,
+    /// One `recvfrom` per frame (UML style).
+    RecvFrom,
+}
+
+pub struct Tx<'a> {
+    pub sock: &'a UnixDatagram,
+    pub frame: Vec<u8>,
+    pub mode: TxMode<'a>,
+}
+
+pub struct Rx<'a> {
+    pub sock: &'a UnixDatagram,
+    /// Frames from this source MAC (and of the flood's length) count.
+    pub src: [u8; 6],
+    pub mode: RxMode,
 }
 
 /// Port 0 blasts `frame_len`-byte frames (to port 1's MAC, or broadcast)
@@ -173,32 +311,82 @@ fn flood(
     } else {
         rx_ports[0].mac
     };
-    let frame = proto::build_frame(dst, sender.mac, frame_len);
+    let tx = [Tx {
+        sock: &sender.data,
+        frame: proto::build_frame(dst, sender.mac, frame_len),
+        mode: TxMode::Batched,
+    }];
+    let rx: Vec<Rx> = rx_ports
+        .iter()
+        .map(|p| Rx {
+            sock: &p.data,
+            src: sender.mac,
+            mode: RxMode::Batched,
+        })
+        .collect();
+    let shape = if broadcast {
+        Shape::Broadcast
+    } else {
+        Shape::Unicast
+    };
+    run_flood(pid, cfg, shape, frame_len, &tx, &rx)
+}
 
+/// Run every sender and receiver in its own thread, and count over the
+/// measurement window that follows the warm-up. All frames are
+/// `frame_len` bytes long.
+pub fn run_flood(
+    pid: u32,
+    cfg: &Config,
+    shape: Shape,
+    frame_len: usize,
+    senders: &[Tx],
+    receivers: &[Rx],
+) -> Result<FloodSample> {
     let stop = AtomicBool::new(false);
-    let tx = AtomicU64::new(0);
-    let rx: Vec<AtomicU64> = rx_ports.iter().map(|_| AtomicU64::new(0)).collect();
+    let tx: Vec<AtomicU64> = senders.iter().map(|_| AtomicU64::new(0)).collect();
+    let rx: Vec<AtomicU64> = receivers.iter().map(|_| AtomicU64::new(0)).collect();
     let odd = AtomicU64::new(0);
 
     std::thread::scope(|s| {
-        let send_thread = s.spawn(|| {
-            let r = send_loop(&sender.data, &frame, cfg.batch, &stop, &tx);
-            if r.is_err() {
-                stop.store(true, Ordering::SeqCst);
-            }
-            r
-        });
-        let recv_threads: Vec<_> = rx_ports
+        let send_threads: Vec<_> = senders
             .iter()
-            .zip(&rx)
-            .map(|(p, count)| {
-                let (stop, odd, src) = (&stop, &odd, sender.mac);
+            .zip(&tx)
+            .map(|(t, count)| {
+                let stop = &stop;
                 s.spawn(move || {
-                    let r = recv_loop(&p.data, src, frame_len, stop, count, odd);
+                    let r = match t.mode {
+                        TxMode::Batched => send_loop(t.sock, &t.frame, cfg.batch, stop, count),
+                        TxMode::SendTo(remote) => {
+                            flows::sendto_loop(t.sock, remote, &t.frame, stop, count)
+                        }
+                        TxMode::Paced(fps) => {
+                            flows::paced_loop(t.sock, &t.frame, cfg.batch, fps, stop, count)
+                        }
+                    };
                     if r.is_err() {
                         stop.store(true, Ordering::SeqCst);
                     }
                     r
+                })
+            })
+            .collect();
+        let recv_threads: Vec<_> = receivers
+            .iter()
+            .zip(&rx)
+            .map(|(r, count)| {
+                let (stop, odd) = (&stop, &odd);
+                s.spawn(move || {
+                    let res = match r.mode {
+                        RxMode::Batched => recv_loop(r.sock, r.src, frame_len, stop, count, odd),
+                        RxMode::RecvFrom => {
+                            flows::recvfrom_loop(r.sock, r.src, frame_len, stop, count, odd)
+                        }
+                    };
+                    if res.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    res
                 })
             })
             .collect();
@@ -207,7 +395,7 @@ fn flood(
             let snap = || -> (Instant, u64, Vec<u64>, Option<f64>) {
                 (
                     Instant::now(),
-                    tx.load(Ordering::Relaxed),
+                    tx.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
                     rx.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
                     process_cpu_s(pid),
                 )
@@ -228,12 +416,14 @@ fn flood(
 
         // Worker errors explain a failed window better than the window's own.
         let mut first_err: Option<anyhow::Error> = None;
-        let send_res = send_thread
-            .join()
-            .map_err(|_| anyhow!("the sender thread panicked"))
-            .and_then(|r| r.context("sender"));
-        if let Err(e) = send_res {
-            first_err.get_or_insert(e);
+        for (i, h) in send_threads.into_iter().enumerate() {
+            let res = h
+                .join()
+                .map_err(|_| anyhow!("sender thread {i} panicked"))
+                .and_then(|r| r.with_context(|| format!("sender {i}")));
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
         }
         for (i, h) in recv_threads.into_iter().enumerate() {
             let res = h
@@ -249,6 +439,7 @@ fn flood(
         }
         let (window_s, tx_frames, rx_frames, switch_cpu_s) = window?;
         Ok(FloodSample {
+            shape,
             frame_len,
             window_s,
             tx_frames,
@@ -286,7 +477,7 @@ fn send_loop(
 }
 
 /// Count frames with recvmmsg until `stop` and the socket is empty.
-fn recv_loop(
+pub(super) fn recv_loop(
     sock: &UnixDatagram,
     src: [u8; 6],
     frame_len: usize,

@@ -1,8 +1,10 @@
 //! Modules of the `switchyard-bench` load generator.
 
+pub mod flows;
 pub mod json;
 pub mod measure;
 pub mod proto;
 pub mod report;
 pub mod sys;
+pub mod tcp;
 pub mod world;

@@ -37,6 +37,10 @@ pub struct Port {
     _ctl: UnixStream,
     pub data: UnixDatagram,
     pub mac: [u8; 6],
+    /// The switch's data address from the reply (for `sendto`).
+    pub remote: SocketAddr,
+    /// Whether `data` is connected to `remote`.
+    pub connected: bool,
 }
 
 /// A locally administered unicast MAC, distinct per port of a process.
@@ -95,8 +99,15 @@ fn connect_ctl(ctl: &Path, deadline: Instant) -> Result<UnixStream> {
 
 impl Port {
     /// Attach a new port to the switch whose control socket is `ctl`.
-    /// The data socket is left non-blocking.
+    /// The data socket is connected and left non-blocking.
     pub fn connect(ctl: &Path) -> Result<Port> {
+        Port::attach(ctl, true)
+    }
+
+    /// Attach a new port; with `connect_data` false the data socket stays
+    /// unconnected, as UML's daemon transport leaves it: frames go out with
+    /// `sendto(remote)` and come in with `recvfrom`.
+    pub fn attach(ctl: &Path, connect_data: bool) -> Result<Port> {
         let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let mut name = [0u8; ABSTRACT_NAME_LEN];
         let tag = format!("switchyard-bench/{}/{n}", std::process::id());
@@ -137,15 +148,29 @@ impl Port {
                     .context(format!("reading the reply from {}", ctl.display())),
             })?;
         let remote = parse_reply(&reply)?;
-        data.connect_addr(&remote)
-            .with_context(|| format!("connecting the data socket to {remote:?}"))?;
+        if connect_data {
+            data.connect_addr(&remote)
+                .with_context(|| format!("connecting the data socket to {remote:?}"))?;
+        }
         data.set_nonblocking(true)
             .context("making the data socket non-blocking")?;
         Ok(Port {
             _ctl: ctl_sock,
             data,
             mac: mac_for(n),
+            remote,
+            connected: connect_data,
         })
+    }
+
+    /// Send one frame to the switch (`send` or `sendto`, as attached),
+    /// waiting for room if needed.
+    pub fn send_one(&self, frame: &[u8], timeout: Duration) -> Result<()> {
+        if self.connected {
+            send_one(&self.data, frame, timeout)
+        } else {
+            send_one_to(&self.data, &self.remote, frame, timeout)
+        }
     }
 }
 
@@ -181,12 +206,40 @@ pub fn send_one(sock: &UnixDatagram, frame: &[u8], timeout: Duration) -> Result<
     }
 }
 
+/// Like [`send_one`] for an unconnected socket: `sendto(remote)`. poll(2)
+/// does not report a full receiver to an unconnected sender, so this
+/// sleeps briefly between attempts instead.
+pub fn send_one_to(
+    sock: &UnixDatagram,
+    remote: &SocketAddr,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match sock.send_to_addr(frame, remote) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    bail!("the switch's socket stayed full for {timeout:?}");
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                super::sys::check_interrupted()?;
+            }
+            Err(e) => return Err(e).context("sending a frame with sendto"),
+        }
+    }
+}
+
 /// Let the switch learn every port's MAC: each port sends one broadcast
 /// frame from its MAC, then all queues are drained.
 pub fn learn_all(ports: &[Port]) -> Result<()> {
     for p in ports {
         let hello = build_frame(BROADCAST, p.mac, 60);
-        send_one(&p.data, &hello, Duration::from_secs(1)).context("sending the hello frame")?;
+        p.send_one(&hello, Duration::from_secs(1))
+            .context("sending the hello frame")?;
     }
     std::thread::sleep(Duration::from_millis(100));
     let mut buf = [0u8; 2048];

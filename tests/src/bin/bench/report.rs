@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::json::Json;
-use super::measure::{Measurement, Sample};
+use super::measure::{Measurement, Sample, Shape};
 use super::world::SwitchKind;
 
 /// Everything recorded for one (measurement, switch) pair.
@@ -12,14 +12,71 @@ use super::world::SwitchKind;
 pub struct Outcome {
     pub samples: Vec<Sample>,
     pub errors: Vec<String>,
+    /// Why this switch cannot take part in this measurement.
+    pub not_applicable: Option<String>,
 }
 
 pub type Results = BTreeMap<(Measurement, SwitchKind), Outcome>;
 
 /// Named numbers of one sample. The keys are stable: they are the JSON keys.
 pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
+    let cpu_pct = |c: Option<f64>| ("switch_cpu_pct", c.unwrap_or(f64::NAN));
     match sample {
-        Sample::Flood(f) if f.rx_frames.len() == 1 => vec![
+        Sample::Flood(f) if f.shape == Shape::Pairs => vec![
+            ("rx_fps", f.total_rx_fps()),
+            ("rx_fps_b", f.rx_fps(0)),
+            ("rx_fps_d", f.rx_fps(1)),
+            ("tx_fps", f.tx_fps()),
+            ("loss_pct", f.loss_pct()),
+            cpu_pct(f.switch_cpu_pct()),
+            (
+                "rx_per_switch_cpu_s",
+                f.rx_per_switch_cpu_s().unwrap_or(f64::NAN),
+            ),
+            ("odd_frames", f.odd_frames as f64),
+            ("window_s", f.window_s),
+        ],
+        Sample::Paced {
+            flood: f,
+            target_fps,
+        } => vec![
+            cpu_pct(f.switch_cpu_pct()),
+            ("target_fps", *target_fps),
+            ("tx_fps", f.tx_fps()),
+            ("rx_fps", f.rx_fps(0)),
+            ("loss_pct", f.loss_pct()),
+            ("odd_frames", f.odd_frames as f64),
+            ("window_s", f.window_s),
+        ],
+        Sample::Tcp(t) => vec![
+            ("gbps", t.bits_per_s / 1e9),
+            ("retransmits", t.retransmits),
+            cpu_pct(t.switch_cpu_pct),
+            ("plugs_cpu_pct", t.plugs_cpu_pct.unwrap_or(f64::NAN)),
+        ],
+        Sample::Fdb(d) => {
+            let f = &d.flood;
+            let kib = |v: Option<f64>| v.unwrap_or(f64::NAN);
+            vec![
+                ("rx_fps", f.rx_fps(0)),
+                ("tx_fps", f.tx_fps()),
+                ("loss_pct", f.loss_pct()),
+                ("flooded_fps", f.rx_fps(1)),
+                ("learned_pct", d.learned_pct()),
+                ("macs", d.macs as f64),
+                ("probes", d.probes as f64),
+                ("probes_at_c", d.probes_at_c as f64),
+                ("probes_at_b", d.probes_at_b as f64),
+                ("fill_s", d.fill_s),
+                ("rss_before_kib", kib(d.rss_before_kib)),
+                ("rss_after_fill_kib", kib(d.rss_after_fill_kib)),
+                ("rss_after_kib", kib(d.rss_after_kib)),
+                cpu_pct(f.switch_cpu_pct()),
+                ("odd_frames", f.odd_frames as f64),
+                ("window_s", f.window_s),
+            ]
+        }
+        Sample::Flood(f) if f.shape == Shape::Unicast => vec![
             ("rx_fps", f.rx_fps(0)),
             ("rx_mbps", f.rx_fps(0) * f.frame_len as f64 * 8.0 / 1e6),
             ("tx_fps", f.tx_fps()),
@@ -123,6 +180,10 @@ enum Unit {
     Pct,
     Cpu,
     Us,
+    Gbps,
+    Count,
+    /// Shown in MiB, stored in KiB.
+    Mib,
 }
 
 impl Unit {
@@ -133,6 +194,9 @@ impl Unit {
             Unit::Pct => format!("{v:.1}"),
             Unit::Cpu => format!("{v:.0}"),
             Unit::Us => format!("{v:.1}"),
+            Unit::Gbps => format!("{v:.2}"),
+            Unit::Count => format!("{v:.0}"),
+            Unit::Mib => format!("{:.1}", v / 1024.0),
         }
     }
 }
@@ -286,6 +350,174 @@ const ROWS: &[Row] = &[
         unit: Unit::Cpu,
         better: Better::Neither,
     },
+    Row {
+        m: Measurement::Pairs64,
+        key: "rx_fps",
+        label: "64 B, 4 ports, 2 sending threads (A→B + C→D): received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Pairs64,
+        key: "per_receiver",
+        label: "64 B, 2 pairs: per receiver B / D (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Pairs64,
+        key: "tx_fps",
+        label: "64 B, 2 pairs: sent (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Pairs64,
+        key: "loss_pct",
+        label: "64 B, 2 pairs: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Pairs64,
+        key: "switch_cpu_pct",
+        label: "64 B, 2 pairs: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Pairs64,
+        key: "rx_per_switch_cpu_s",
+        label: "64 B, 2 pairs: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Sendto64,
+        key: "rx_fps",
+        label: "64 B, 2 ports, UML-style clients (sendto/recvfrom per frame): received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Sendto64,
+        key: "tx_fps",
+        label: "64 B sendto: sent (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Sendto64,
+        key: "loss_pct",
+        label: "64 B sendto: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Sendto64,
+        key: "switch_cpu_pct",
+        label: "64 B sendto: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Sendto64,
+        key: "rx_per_switch_cpu_s",
+        label: "64 B sendto: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Paced1514,
+        key: "switch_cpu_pct",
+        label: "1514 B at a fixed 100 kframes/s: switch CPU (% of one core, lower is better)",
+        unit: Unit::Cpu,
+        better: Better::Lower,
+    },
+    Row {
+        m: Measurement::Paced1514,
+        key: "tx_rx",
+        label: "1514 B at 100 kframes/s: sent / received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Paced1514,
+        key: "loss_pct",
+        label: "1514 B at 100 kframes/s: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Iperf,
+        key: "gbps",
+        label: "tap ↔ tap TCP, iperf3 through vde_plug (Gbit/s)",
+        unit: Unit::Gbps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Iperf,
+        key: "retransmits",
+        label: "tap ↔ tap TCP: retransmitted segments",
+        unit: Unit::Count,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Iperf,
+        key: "switch_cpu_pct",
+        label: "tap ↔ tap TCP: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Iperf,
+        key: "plugs_cpu_pct",
+        label: "tap ↔ tap TCP: the two vde_plugs' CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "rx_fps",
+        label: "64 B unicast after 64 k source MACs: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "loss_pct",
+        label: "64 k MACs: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "learned_pct",
+        label: "64 k MACs: sampled addresses learned (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "flooded_fps",
+        label: "64 k MACs: A→B frames flooded to bystander C (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "rss",
+        label: "64 k MACs: switch RSS before → after (MiB)",
+        unit: Unit::Mib,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::Fdb64k,
+        key: "switch_cpu_pct",
+        label: "64 k MACs: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
 ];
 
 fn ratio(results: &Results, row: &Row, base: SwitchKind) -> Option<f64> {
@@ -294,11 +526,24 @@ fn ratio(results: &Results, row: &Row, base: SwitchKind) -> Option<f64> {
     (b != 0.0).then_some(sy / b)
 }
 
+/// Cells that show several numbers: their keys and separator.
+fn parts(key: &str) -> Option<(&'static [&'static str], &'static str)> {
+    match key {
+        "per_receiver" => Some((&["rx_fps_b", "rx_fps_c", "rx_fps_d"], " / ")),
+        "tx_rx" => Some((&["tx_fps", "rx_fps"], " / ")),
+        "rss" => Some((&["rss_before_kib", "rss_after_kib"], " → ")),
+        _ => None,
+    }
+}
+
 /// The cell for one switch: the median, "failed", or "—" (not run).
 fn cell(results: &Results, row: &Row, k: SwitchKind) -> String {
     let Some(o) = results.get(&(row.m, k)) else {
         return "—".into();
     };
+    if o.not_applicable.is_some() {
+        return "n/a".into();
+    }
     if o.samples.is_empty() {
         return if o.errors.is_empty() {
             "—".into()
@@ -306,13 +551,13 @@ fn cell(results: &Results, row: &Row, k: SwitchKind) -> String {
             "failed".into()
         };
     }
-    if row.key == "per_receiver" {
-        let parts: Vec<String> = ["rx_fps_b", "rx_fps_c", "rx_fps_d"]
+    if let Some((keys, sep)) = parts(row.key) {
+        let parts: Vec<String> = keys
             .iter()
             .filter_map(|key| median_of(results, row.m, k, key))
             .map(|v| row.unit.fmt(v))
             .collect();
-        return parts.join(" / ");
+        return parts.join(sep);
     }
     match median_of(results, row.m, k, row.key) {
         Some(v) => row.unit.fmt(v),
@@ -375,13 +620,17 @@ fn outcome_json(o: &Outcome) -> Json {
     let median = medians(o)
         .into_iter()
         .fold(Json::obj(), |j, (k, v)| j.with(k, v));
-    Json::obj().with("runs", runs).with("median", median).with(
+    let j = Json::obj().with("runs", runs).with("median", median).with(
         "errors",
         o.errors
             .iter()
             .map(|e| Json::from(e.as_str()))
             .collect::<Vec<_>>(),
-    )
+    );
+    match &o.not_applicable {
+        Some(why) => j.with("not_applicable", why.as_str()),
+        None => j,
+    }
 }
 
 /// The `results` and `ratios` parts of the JSON record.

@@ -99,7 +99,7 @@ pub struct MsgBatch {
     bufs: Vec<u8>,
     slot: usize,
     // Referenced by `hdrs` through raw pointers; kept alive here.
-    _iovs: Vec<libc::iovec>,
+    iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
@@ -142,7 +142,7 @@ impl MsgBatch {
         MsgBatch {
             bufs,
             slot,
-            _iovs: iovs,
+            iovs,
             hdrs,
         }
     }
@@ -158,7 +158,7 @@ impl MsgBatch {
         let n = n.min(self.hdrs.len());
         let vlen = libc::c_uint::try_from(n).map_err(io::Error::other)?;
         // SAFETY: `self.hdrs[..n]` are initialised mmsghdrs whose msg_iov
-        // points into `self._iovs`, whose iov_base/iov_len stay inside
+        // points into `self.iovs`, whose iov_base/iov_len stay inside
         // `self.bufs`; all three live in `self` and are not reallocated. The
         // descriptor is kept open by the borrowed socket during the call.
         let rc = unsafe {
@@ -196,6 +196,13 @@ impl MsgBatch {
             return Err(io::Error::last_os_error());
         }
         Ok(rc as usize)
+    }
+
+    /// The bytes of send slot `i`, to rewrite before the next
+    /// [`MsgBatch::send`] (the iovec keeps pointing at the same bytes).
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = self.iovs[i].iov_len;
+        &mut self.bufs[i * self.slot..i * self.slot + len]
     }
 
     /// The datagram received into slot `i` by the last [`MsgBatch::recv`].

@@ -63,17 +63,7 @@ impl Netns {
     /// before any thread is spawned: setns(2) applies to the calling thread
     /// and is inherited by threads and children created afterwards.
     pub fn create_and_enter(name: &str) -> Result<Netns> {
-        let ip = find_in_path("ip").context("the `ip` program (iproute2) is not installed")?;
-        let status = Command::new(&ip)
-            .args(["netns", "add", name])
-            .status()
-            .context("running `ip netns add`")?;
-        if !status.success() {
-            bail!("`ip netns add {name}` failed ({status}); does it already exist? (`ip netns del {name}`)");
-        }
-        let guard = Netns {
-            name: name.to_owned(),
-        };
+        let guard = Netns::create(name)?;
         let path = format!("/run/netns/{name}");
         let f = File::open(&path).with_context(|| format!("opening {path}"))?;
         // SAFETY: `f` is an open namespace file for the duration of the call;
@@ -84,6 +74,22 @@ impl Netns {
                 .with_context(|| format!("setns into {path}"));
         }
         Ok(guard)
+    }
+
+    /// Create a named namespace without entering it (for `ip netns exec`).
+    pub fn create(name: &str) -> Result<Netns> {
+        let ip = find_in_path("ip").context("the `ip` program (iproute2) is not installed")?;
+        let status = Command::new(&ip)
+            .args(["netns", "add", name])
+            .stdin(Stdio::null())
+            .status()
+            .context("running `ip netns add`")?;
+        if !status.success() {
+            bail!("`ip netns add {name}` failed ({status}); does it already exist? (`ip netns del {name}`)");
+        }
+        Ok(Netns {
+            name: name.to_owned(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -148,13 +154,58 @@ pub struct SwitchProc {
     // Held open: a foreground vde_switch exits on stdin EOF.
     stdin: Option<ChildStdin>,
     ctl: PathBuf,
+    vde_dir: Option<PathBuf>,
     log: Option<PathBuf>,
+}
+
+/// Make the kernel SIGKILL a child started by this benchmark when the
+/// benchmark dies without running its destructors.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl(2), which is async-signal-safe and touches no memory
+    // shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// SIGTERM `child`, give it `grace` to exit, then SIGKILL; always reap it.
+/// Returns false if it had to be killed.
+fn stop_child(child: &mut Child, grace: Duration) -> bool {
+    let mut polite = true;
+    if let Ok(None) = child.try_wait() {
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) on our own unreaped child's pid; the pid
+            // cannot have been recycled because we have not waited yet.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                _ => break,
+            }
+        }
+    }
+    if let Ok(None) = child.try_wait() {
+        polite = false;
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    polite
 }
 
 impl SwitchProc {
     /// Start `kind` from `exe` with its control socket under `workdir`.
     /// `tag` makes the socket names unique; stdout and stderr go to
-    /// `log` (or /dev/null).
+    /// `log` (or /dev/null). With `vde_dir`, switchyard serves a VDE
+    /// directory (`--vde DIR`, for vde_plug) instead of a bare control
+    /// socket; vde_switch always does, uml_switch cannot.
     pub fn start(
         kind: SwitchKind,
         exe: &Path,
@@ -162,23 +213,29 @@ impl SwitchProc {
         workdir: &Path,
         tag: &str,
         log: Option<PathBuf>,
+        vde_dir: bool,
     ) -> Result<SwitchProc> {
         let mut cmd = Command::new(exe);
-        let ctl = match kind {
+        let (ctl, dir) = match kind {
             SwitchKind::UmlSwitch => {
                 let ctl = workdir.join(format!("{tag}.ctl"));
                 cmd.arg("-unix").arg(&ctl);
-                ctl
+                (ctl, None)
             }
             SwitchKind::VdeSwitch => {
                 let dir = workdir.join(format!("{tag}.vde"));
                 cmd.arg("-s").arg(&dir);
-                dir.join("ctl")
+                (dir.join("ctl"), Some(dir))
+            }
+            SwitchKind::Switchyard if vde_dir => {
+                let dir = workdir.join(format!("{tag}.vde"));
+                cmd.arg("--vde").arg(&dir);
+                (dir.join("ctl"), Some(dir))
             }
             SwitchKind::Switchyard => {
                 let ctl = workdir.join(format!("{tag}.ctl"));
                 cmd.arg("--unix").arg(&ctl);
-                ctl
+                (ctl, None)
             }
         };
         cmd.args(extra_args);
@@ -194,18 +251,7 @@ impl SwitchProc {
         // Own process group: a Ctrl-C on the terminal reaches only us, and
         // we shut the switch down through the guard.
         cmd.process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls prctl(2), which is async-signal-safe and touches no memory
-        // shared with the parent. It makes the kernel SIGKILL the switch if
-        // this benchmark dies without running its destructors.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} ({})", kind.name(), exe.display()))?;
@@ -215,8 +261,14 @@ impl SwitchProc {
             child,
             stdin,
             ctl,
+            vde_dir: dir,
             log,
         })
+    }
+
+    /// The VDE directory, if the switch serves one.
+    pub fn vde_dir(&self) -> Option<&Path> {
+        self.vde_dir.as_deref()
     }
 
     /// The control socket path to hand to [`super::proto::Port::connect`].
@@ -273,26 +325,129 @@ impl SwitchProc {
 impl Drop for SwitchProc {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-                // SAFETY: kill(2) on our own unreaped child's pid; the pid
-                // cannot have been recycled because we have not waited yet.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                match self.child.try_wait() {
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                    _ => break,
-                }
-            }
+        if !stop_child(&mut self.child, Duration::from_secs(2)) {
+            eprintln!(
+                "warning: {} ignored SIGTERM; it was killed",
+                self.kind.name()
+            );
         }
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("warning: {} ignored SIGTERM; killing it", self.kind.name());
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
+}
+
+/// A helper program (vde_plug, iperf3) run for one measurement: its own
+/// process group, SIGKILLed if the benchmark dies, SIGTERMed and reaped
+/// when dropped. Output goes to a file so that errors can be quoted.
+pub struct Helper {
+    what: String,
+    child: Child,
+    out: PathBuf,
+}
+
+impl Helper {
+    /// Start `prog args`, optionally inside network namespace `netns`
+    /// (through `ip netns exec`, which execs the program in place, so the
+    /// pid is the program's). stdout and stderr go to `out`.
+    pub fn start(netns: Option<&str>, prog: &Path, args: &[&str], out: PathBuf) -> Result<Helper> {
+        let what = format!(
+            "{}{}",
+            netns.map_or(String::new(), |n| format!("[{n}] ")),
+            std::iter::once(prog.display().to_string())
+                .chain(args.iter().map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut cmd = match netns {
+            Some(ns) => {
+                let ip = find_in_path("ip").context("the `ip` program is not installed")?;
+                let mut c = Command::new(ip);
+                c.args(["netns", "exec", ns]).arg(prog);
+                c
+            }
+            None => Command::new(prog),
+        };
+        cmd.args(args);
+        let f = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+        let g = f.try_clone().context("duplicating the output file")?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(g))
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        Ok(Helper { what, child, out })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it printed so far (trimmed, at most the last 2000 bytes).
+    pub fn output(&self) -> String {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let text = text.trim();
+        let mut start = text.len().saturating_sub(2000);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_owned()
+    }
+
+    /// Fail if it has exited, quoting its output.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("waiting for a helper")? {
+            bail!("`{}` exited ({status}): {}", self.what, self.output());
+        }
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for it to exit by itself; None on timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            sys::check_interrupted()?;
+            if let Some(status) = self.child.try_wait().context("waiting for a helper")? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Everything it printed so far.
+    pub fn full_output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(1));
+    }
+}
+
+/// Run `ip ARGS` to completion; fail with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let ip = find_in_path("ip").context("the `ip` program (iproute2) is not installed")?;
+    let out = Command::new(ip)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Run `exe args` with a time limit and return its trimmed stdout+stderr,
