@@ -127,7 +127,8 @@ fn mac_nat_shows_only_the_nic_mac_to_the_lan() -> Result<()> {
         );
     }
     // Each new mapping is logged once.
-    l.sw.proc.wait_for_output("MAC-NAT mapping", Duration::from_secs(5))?;
+    l.sw.proc
+        .wait_for_output("MAC-NAT mapping", Duration::from_secs(5))?;
     // `switchyard ctl macnat` lists the guest's bindings.
     let out = std::process::Command::new(switchyard_tests::switch::switchyard_bin()?)
         .arg("ctl")
