@@ -326,12 +326,10 @@ async fn run(
         }
         let port = Arc::new(Port::new(id, &config.name, "pcap", peer, Box::new(tx)));
         use std::os::fd::AsRawFd;
-        let fd = h.rx.as_raw_fd();
-        let rx = Arc::new(Mutex::new(h.rx));
-        let watched = Arc::new(RawFdOf {
-            fd,
-            _capture: rx.clone(),
-        });
+        // Declared before `afd`, so dropped after it: the descriptor stays
+        // open for as long as it is watched.
+        let mut cap = h.rx;
+        let watched = Arc::new(RawFdOf(cap.as_raw_fd()));
         let Some(afd) = attach(switch, stop, &port, watched) else {
             return "cannot watch the capture".into();
         };
@@ -356,7 +354,6 @@ async fn run(
             for _ in 0..256 {
                 let now = switch.now();
                 {
-                    let mut cap = rx.lock().unwrap_or_else(|p| p.into_inner());
                     match cap.next_packet() {
                         Ok(p) => {
                             frame.clear();
@@ -450,16 +447,13 @@ fn sweep_mac_nat(
     *logged = now;
 }
 
-/// The capture handle's descriptor, for readiness; holds the handle so
-/// the descriptor stays open while it is watched.
-struct RawFdOf {
-    fd: std::os::fd::RawFd,
-    _capture: Arc<Mutex<pcap::Capture<pcap::Active>>>,
-}
+/// The capture handle's descriptor, for readiness. The handle itself
+/// stays with the receive loop, which drops the watcher first.
+struct RawFdOf(std::os::fd::RawFd);
 
 impl std::os::fd::AsRawFd for RawFdOf {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd
+        self.0
     }
 }
 

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     match run::run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "switchyard: {e:#}");
+            let _ = writeln!(std::io::stderr(), "switchyard: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
@@ -92,6 +92,20 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each cause added only when the message so far
+/// does not already say it (library errors quote their OS error).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn init_logging(level: &str) {

@@ -56,31 +56,25 @@ fn say(flavor: Flavor, line: &str) {
     }
 }
 
-fn bind_controls(settings: &Settings) -> Result<Vec<Arc<UnixControl>>> {
+/// Binds every control socket, each recorded in `leftovers` at once.
+fn bind_controls(settings: &Settings, leftovers: &mut Leftovers) -> Result<Vec<Arc<UnixControl>>> {
     let mut controls = Vec::new();
     for cfg in &settings.controls {
         if let Layout::Socket(path) = &cfg.layout {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 if !parent.exists() {
-                    if let Err(e) = std::fs::create_dir_all(parent) {
-                        cleanup(&controls, &None);
-                        return Err(e).with_context(|| {
-                            format!(
-                                "cannot create directory {} for the control socket",
-                                parent.display()
-                            )
-                        });
-                    }
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!(
+                            "cannot create directory {} for the control socket",
+                            parent.display()
+                        )
+                    })?;
                 }
             }
         }
-        match UnixControl::bind(cfg.clone()) {
-            Ok(c) => controls.push(Arc::new(c)),
-            Err(e) => {
-                cleanup(&controls, &None);
-                return Err(e.into());
-            }
-        }
+        let c = Arc::new(UnixControl::bind(cfg.clone())?);
+        leftovers.controls.push(c.clone());
+        controls.push(c);
     }
     Ok(controls)
 }
@@ -140,7 +134,9 @@ fn open_taps(settings: &Settings) -> Result<Vec<(TapDevice, TapSpec)>> {
     Ok(taps)
 }
 
-/// What to remove on exit.
+/// What to remove when `run` returns, by success or failure: every socket
+/// and the pid file. (A launcher that forked leaves by `process::exit`,
+/// which runs no destructor, so the detached child keeps its sockets.)
 #[derive(Debug, Default)]
 struct Leftovers {
     controls: Vec<Arc<UnixControl>>,
@@ -148,21 +144,14 @@ struct Leftovers {
     pidfile: Option<PathBuf>,
 }
 
-impl Leftovers {
-    fn remove(&self) {
-        cleanup(&self.controls, &self.pidfile);
-        for p in &self.sockets {
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for c in &self.controls {
+            c.cleanup();
+        }
+        for p in self.sockets.iter().chain(&self.pidfile) {
             let _ = std::fs::remove_file(p);
         }
-    }
-}
-
-fn cleanup(controls: &[Arc<UnixControl>], pidfile: &Option<PathBuf>) {
-    for c in controls {
-        c.cleanup();
-    }
-    if let Some(p) = pidfile {
-        let _ = std::fs::remove_file(p);
     }
 }
 
@@ -175,40 +164,18 @@ pub fn run(settings: Settings) -> Result<()> {
         tracing::warn!("cannot hold signals during start-up: {e}");
     }
     raise_fd_limit();
-    let controls = bind_controls(&settings)?;
-    let taps = match open_taps(&settings) {
-        Ok(t) => t,
-        Err(e) => {
-            cleanup(&controls, &None);
-            return Err(e);
-        }
-    };
+    let mut leftovers = Leftovers::default();
+    let controls = bind_controls(&settings, &mut leftovers)?;
+    let taps = open_taps(&settings)?;
     let mut ports = Vec::new();
     for spec in &settings.ports {
-        match OpenPort::open(spec) {
-            Ok(p) => ports.push(p),
-            Err(e) => {
-                cleanup(&controls, &None);
-                for p in ports.iter().filter_map(OpenPort::socket_path) {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e.into());
-            }
-        }
+        let p = OpenPort::open(spec)?;
+        leftovers.sockets.extend(p.socket_path());
+        ports.push(p);
     }
-    let mut sockets: Vec<PathBuf> = ports.iter().filter_map(OpenPort::socket_path).collect();
-    let ops = match bind_operations(&settings) {
-        Ok(o) => o,
-        Err(e) => {
-            cleanup(&controls, &None);
-            for p in &sockets {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e);
-        }
-    };
+    let ops = bind_operations(&settings)?;
     if let Some((path, _)) = &ops.control {
-        sockets.push(path.clone());
+        leftovers.sockets.push(path.clone());
     }
     announce(&settings, &controls, &taps);
     // Resolved before --daemon changes directory to /.
@@ -220,19 +187,12 @@ pub fn run(settings: Settings) -> Result<()> {
     if settings.daemon {
         // Keep stderr (our log) unless vde_switch's -d, which detaches all.
         let noclose = settings.flavor != Flavor::VdeSwitch;
-        match daemonize(noclose) {
-            Ok(p) => parent = Some(p),
-            Err(e) => {
-                cleanup(&controls, &None);
-                return Err(e);
-            }
-        }
+        parent = Some(daemonize(noclose)?);
     }
     if let Some(p) = &pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            cleanup(&controls, &None);
-            return Err(e).with_context(|| format!("cannot write pid file {}", p.display()));
-        }
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", p.display()))?;
+        leftovers.pidfile = Some(p.clone());
     }
     // The launching process exits only now, so whoever started us finds
     // the sockets bound and the pid file written.
@@ -253,14 +213,9 @@ pub fn run(settings: Settings) -> Result<()> {
             .build(),
     }
     .context("cannot start the async runtime")?;
-    let leftovers = Leftovers {
-        controls: controls.clone(),
-        sockets,
-        pidfile,
-    };
     let result = runtime.block_on(serve(&settings, &controls, taps, ports, ops));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    leftovers.remove();
+    drop(leftovers);
     match result {
         Ok(Shutdown::Signal(n)) => {
             say(

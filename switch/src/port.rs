@@ -64,6 +64,16 @@ impl SendError {
     }
 }
 
+/// The drop reason a send failure counts as.
+fn err_reason(err: &SendError) -> DropReason {
+    match err {
+        SendError::Full => DropReason::EgressFull,
+        SendError::Down => DropReason::EgressDown,
+        SendError::Gone(_) => DropReason::EgressGone,
+        SendError::Other(_) => DropReason::EgressError,
+    }
+}
+
 /// The transport half of a port: one frame out, never blocking.
 pub trait Transmit: Send + Sync {
     /// Sends one whole frame without blocking.
@@ -163,13 +173,30 @@ impl Port {
     pub fn send(&self, frame: &[u8], now: Duration) {
         match self.tx.transmit(frame) {
             Ok(()) => self.note_sent(frame),
-            Err(SendError::Full) => self.drop_frame(DropReason::EgressFull, now, None),
-            Err(SendError::Down) => self.drop_frame(DropReason::EgressDown, now, None),
-            Err(SendError::Gone(e)) => {
-                self.drop_frame(DropReason::EgressGone, now, Some(&e));
-                self.close();
+            Err(e) => {
+                self.count_failure(e, now);
             }
-            Err(SendError::Other(e)) => self.drop_frame(DropReason::EgressError, now, Some(&e)),
+        }
+    }
+
+    /// Counts one failed send (closing the port when its peer is gone) and
+    /// says whether the frames queued behind it would fail the same way.
+    fn count_failure(&self, err: SendError, now: Duration) -> bool {
+        let reason = err_reason(&err);
+        match err {
+            SendError::Gone(e) => {
+                self.close();
+                self.drop_frame(reason, now, Some(&e));
+                true
+            }
+            SendError::Other(e) => {
+                self.drop_frame(reason, now, Some(&e));
+                false
+            }
+            SendError::Full | SendError::Down => {
+                self.drop_frame(reason, now, None);
+                true
+            }
         }
     }
 
@@ -224,21 +251,16 @@ impl Port {
             }
             rest = &rest[sent..];
             let Some(err) = err else { break };
-            // The failed frame, and for a full or vanished peer the rest.
-            let (reason, all, err) = match err {
-                SendError::Full => (DropReason::EgressFull, true, None),
-                SendError::Down => (DropReason::EgressDown, true, None),
-                SendError::Gone(e) => {
-                    self.close();
-                    (DropReason::EgressGone, true, Some(e))
+            let reason_for_rest = err_reason(&err);
+            let rest_too = self.count_failure(err, now);
+            rest = &rest[1.min(rest.len())..];
+            if rest_too {
+                // A full or vanished peer takes none of the rest either.
+                for _ in rest {
+                    self.drop_frame(reason_for_rest, now, None);
                 }
-                SendError::Other(e) => (DropReason::EgressError, false, Some(e)),
-            };
-            let n = if all { rest.len() } else { 1.min(rest.len()) };
-            for _ in 0..n {
-                self.drop_frame(reason, now, err.as_ref());
+                break;
             }
-            rest = &rest[n..];
         }
     }
 

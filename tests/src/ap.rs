@@ -25,7 +25,7 @@
 //! --no-hosts`, DNS off, pid and lease files in the temp dir; udhcpc runs
 //! with a script that only calls ip(8)).
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
 };
@@ -699,24 +699,14 @@ impl LanServer {
         let stop = Arc::new(AtomicBool::new(false));
         let peers = Arc::new(Mutex::new(Vec::new()));
         let (s, p) = (stop.clone(), peers.clone());
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        let ip = match peer.ip() {
-                            IpAddr::V6(v6) => v6.to_canonical(),
-                            v4 => v4,
-                        };
-                        p.lock().unwrap_or_else(|e| e.into_inner()).push(ip);
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.write_all(format!("peer={ip}\n").as_bytes());
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
+        let thread = crate::transports::serve_accepts(listener, s, move |mut conn, peer| {
+            let ip = match peer.ip() {
+                IpAddr::V6(v6) => v6.to_canonical(),
+                v4 => v4,
+            };
+            p.lock().unwrap_or_else(|e| e.into_inner()).push(ip);
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.write_all(format!("peer={ip}\n").as_bytes());
         });
         Ok(LanServer {
             stop,

@@ -4,7 +4,7 @@
 //! JSON reader, log checks, an HTTP server for the passt test and a DHCP
 //! client run that never touches the host's files.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -330,6 +330,23 @@ pub fn drops(port: &json::Json, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Accepts on a non-blocking `listener` in a thread, handing each
+/// connection to `handle`, until `stop` is set.
+pub fn serve_accepts(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    mut handle: impl FnMut(std::net::TcpStream, std::net::SocketAddr) + Send + 'static,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((conn, peer)) => handle(conn, peer),
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
 /// A minimal HTTP/1.0 server answering every request with `body`, on a
 /// socket bound inside a namespace; stopped and joined on drop.
 #[derive(Debug)]
@@ -351,19 +368,9 @@ impl HttpServer {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let (s, r, body) = (stop.clone(), requests.clone(), body.to_string());
-        let thread = thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        r.fetch_add(1, Ordering::SeqCst);
-                        let _ = answer_http(conn, &body);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        let thread = serve_accepts(listener, s, move |conn, _| {
+            r.fetch_add(1, Ordering::SeqCst);
+            let _ = answer_http(conn, &body);
         });
         Ok(HttpServer {
             stop,

@@ -149,64 +149,63 @@ impl StreamPort {
     }
 }
 
+/// A listening socket of either family, registered with the runtime.
+enum AsyncListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl AsyncListener {
+    /// The next connection and who is on the other end, in words.
+    async fn accept(&self) -> io::Result<(Conn, String)> {
+        match self {
+            AsyncListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                tune_tcp(&s);
+                Ok((Conn::Tcp(s), peer.to_string()))
+            }
+            AsyncListener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                let who = match s.peer_cred() {
+                    Ok(c) => format!("{} pid {}", path.display(), c.pid().unwrap_or(0)),
+                    Err(_) => path.display().to_string(),
+                };
+                Ok((Conn::Unix(s), who))
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: Listener,
     name: &str,
     switch: Arc<Switch>,
     stop: &Stop,
 ) -> io::Result<()> {
-    let mut n: u64 = 0;
-    match listener {
-        Listener::Tcp(l) => {
-            let l = tokio::net::TcpListener::from_std(l)?;
-            loop {
-                let accepted = tokio::select! {
-                    _ = stop.stopped() => return Ok(()),
-                    a = l.accept() => a,
-                };
-                match accepted {
-                    Ok((s, peer)) => {
-                        tune_tcp(&s);
-                        n += 1;
-                        let conn = Arc::new(Conn::Tcp(s));
-                        tokio::spawn(run_connection(
-                            switch.clone(),
-                            format!("{name}:{n}"),
-                            peer.to_string(),
-                            conn,
-                            stop.clone(),
-                        ));
-                    }
-                    Err(e) => accept_failed(name, e).await,
-                }
-            }
-        }
+    let listener = match listener {
+        Listener::Tcp(l) => AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?),
         Listener::Unix(l, path) => {
-            let l = tokio::net::UnixListener::from_std(l)?;
-            loop {
-                let accepted = tokio::select! {
-                    _ = stop.stopped() => return Ok(()),
-                    a = l.accept() => a,
-                };
-                match accepted {
-                    Ok((s, _)) => {
-                        n += 1;
-                        let who = match s.peer_cred() {
-                            Ok(c) => format!("{} pid {}", path.display(), c.pid().unwrap_or(0)),
-                            Err(_) => path.display().to_string(),
-                        };
-                        let conn = Arc::new(Conn::Unix(s));
-                        tokio::spawn(run_connection(
-                            switch.clone(),
-                            format!("{name}:{n}"),
-                            who,
-                            conn,
-                            stop.clone(),
-                        ));
-                    }
-                    Err(e) => accept_failed(name, e).await,
-                }
+            AsyncListener::Unix(tokio::net::UnixListener::from_std(l)?, path)
+        }
+    };
+    let mut n: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.stopped() => return Ok(()),
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                n += 1;
+                tokio::spawn(run_connection(
+                    switch.clone(),
+                    format!("{name}:{n}"),
+                    peer,
+                    Arc::new(conn),
+                    stop.clone(),
+                ));
             }
+            Err(e) => accept_failed(name, e).await,
         }
     }
 }
