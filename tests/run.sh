@@ -16,6 +16,13 @@ $SUDO apt-get install -y -qq --no-install-recommends \
 if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi
+# The fuzz smoke test (tests/tests/fuzz_smoke.rs) needs cargo-fuzz and nightly.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
 echo "tests/run.sh: test dependencies installed"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -190,6 +190,34 @@ fn host_addrs(device: &str) -> Vec<HostAddr> {
         .collect()
 }
 
+/// Environment variable overriding the MAC-NAT's `aging` (whole seconds,
+/// default 600) until the configuration file has `mac_nat` options: idle
+/// address bindings are forgotten after this long (the LAN's next ARP/NS
+/// probe re-learns them).
+pub const AGING_ENV: &str = "SWITCHYARD_MACNAT_AGING";
+
+/// The MAC-NAT configuration: defaults, with `aging` from [`AGING_ENV`]
+/// when set to a whole number of seconds above 0 (otherwise a warning and
+/// the default).
+fn mac_nat_config(port: &str) -> MacNatConfig {
+    let mut cfg = MacNatConfig::default();
+    if let Some(v) = std::env::var_os(AGING_ENV) {
+        match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(secs) if secs > 0 => {
+                cfg.aging = Duration::from_secs(secs);
+                tracing::info!(port, aging_seconds = secs, "MAC-NAT aging from {AGING_ENV}");
+            }
+            _ => tracing::warn!(
+                port,
+                value = ?v,
+                "{AGING_ENV} must be a whole number of seconds above 0; using the default {} s",
+                cfg.aging.as_secs()
+            ),
+        }
+    }
+    cfg
+}
+
 /// Every MAC-NAT table in this process, by port name, for `switchyard ctl
 /// macnat` and the metrics (weak: a stopped port's table goes away).
 static TABLES: Mutex<Vec<(String, std::sync::Weak<Mutex<MacNat>>)>> = Mutex::new(Vec::new());
@@ -229,7 +257,7 @@ impl PcapPort {
                 source,
             })?;
             let mut nat =
-                MacNat::new(mac, MacNatConfig::default()).map_err(|e| PcapError::Mac {
+                MacNat::new(mac, mac_nat_config(&config.name)).map_err(|e| PcapError::Mac {
                     port: config.name.clone(),
                     device: config.device.clone(),
                     source: io::Error::other(e.to_string()),
@@ -335,13 +363,13 @@ async fn run(
         };
         let mut frame = Vec::with_capacity(2048);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut logged = std::collections::HashSet::new();
+        let mut upkeep = NatUpkeep::default();
         let why = loop {
             let mut guard = tokio::select! {
                 _ = port.closed() => break "port closed".to_string(),
                 _ = tick.tick() => {
                     if let Some(nat) = &nat {
-                        sweep_mac_nat(nat, switch, &config.name, &mut logged);
+                        upkeep.run(nat, switch, config);
                     }
                     continue;
                 }
@@ -406,45 +434,73 @@ async fn run(
     }
 }
 
-/// Ages the MAC-NAT table and forgets guests the switch no longer knows:
-/// a guest whose port went away (or that fell out of the FDB) loses its
-/// address bindings, so another guest may take them.
-fn sweep_mac_nat(
-    nat: &Mutex<MacNat>,
-    switch: &Switch,
-    port: &str,
-    logged: &mut std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])>,
-) {
-    let live: std::collections::HashSet<[u8; 6]> =
-        switch.fdb_entries().iter().map(|e| e.mac.0).collect();
-    let mut nat = nat.lock().unwrap_or_else(|p| p.into_inner());
-    nat.sweep(switch.now());
-    let gone: Vec<MacAddr> = nat
-        .snapshot()
-        .guests
-        .iter()
-        .map(|(m, _, _)| *m)
-        .filter(|m| !live.contains(&m.0))
-        .collect();
-    for m in gone {
-        nat.remove_guest(m);
-    }
-    // One line per new mapping; forget what is gone so a return is news.
-    let snap = nat.snapshot();
-    let now: std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])> = snap
-        .entries
-        .iter()
-        .map(|e| (e.vlan, e.addr, e.mac.0))
-        .collect();
-    for e in &snap.entries {
-        if !logged.contains(&(e.vlan, e.addr, e.mac.0)) {
-            tracing::info!(
-                port, address = %e.addr, guest = %e.mac, vlan = e.vlan,
-                learned_from = e.source.label(), "MAC-NAT mapping"
-            );
+/// Once-a-second care of a MAC-NAT table, with what it must remember
+/// between runs.
+#[derive(Default)]
+struct NatUpkeep {
+    /// Mappings already logged (one line per new mapping).
+    logged: std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])>,
+    /// The host's addresses on the NIC as last given to the table.
+    host: Vec<HostAddr>,
+}
+
+impl NatUpkeep {
+    /// Keeps the NIC's MAC and the host's addresses current (a DHCP lease
+    /// or a MAC change after start must be protected too), ages the table,
+    /// forgets guests the switch no longer knows (a guest whose port went
+    /// away, or that fell out of the FDB, loses its address bindings, so
+    /// another guest may take them) and logs new mappings.
+    fn run(&mut self, nat: &Mutex<MacNat>, switch: &Switch, config: &PcapConfig) {
+        let port = config.name.as_str();
+        let live: std::collections::HashSet<[u8; 6]> =
+            switch.fdb_entries().iter().map(|e| e.mac.0).collect();
+        let mut host = host_addrs(&config.device);
+        host.sort_by_key(|h| (h.addr, h.prefix_len));
+        let mac = read_mac(&config.device).ok();
+        let mut nat = nat.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mac) = mac.filter(|m| *m != nat.uplink_mac()) {
+            match nat.set_uplink_mac(mac) {
+                Ok(()) => tracing::info!(port, mac = %mac, "MAC-NAT: the NIC's MAC changed"),
+                Err(e) => tracing::warn!(port, "MAC-NAT keeps the old MAC: {e}"),
+            }
         }
+        if host != self.host {
+            tracing::info!(
+                port,
+                addresses = ?host.iter().map(|h| h.addr).collect::<Vec<_>>(),
+                "MAC-NAT: the host's own addresses on the NIC (guests may not use them)"
+            );
+            nat.set_host_addrs(host.iter().copied());
+            self.host = host;
+        }
+        nat.sweep(switch.now());
+        let gone: Vec<MacAddr> = nat
+            .snapshot()
+            .guests
+            .iter()
+            .map(|(m, _, _)| *m)
+            .filter(|m| !live.contains(&m.0))
+            .collect();
+        for m in gone {
+            nat.remove_guest(m);
+        }
+        // One line per new mapping; forget what is gone so a return is news.
+        let snap = nat.snapshot();
+        let now: std::collections::HashSet<(u16, std::net::IpAddr, [u8; 6])> = snap
+            .entries
+            .iter()
+            .map(|e| (e.vlan, e.addr, e.mac.0))
+            .collect();
+        for e in &snap.entries {
+            if !self.logged.contains(&(e.vlan, e.addr, e.mac.0)) {
+                tracing::info!(
+                    port, address = %e.addr, guest = %e.mac, vlan = e.vlan,
+                    learned_from = e.source.label(), "MAC-NAT mapping"
+                );
+            }
+        }
+        self.logged = now;
     }
-    *logged = now;
 }
 
 /// The capture handle's descriptor, for readiness. The handle itself

@@ -114,6 +114,74 @@ struct SwitchSection {
     storm_control: StormSection,
     #[serde(default)]
     static_macs: Vec<StaticMac>,
+    #[serde(default)]
+    vlans: Vec<VlanRule>,
+}
+
+/// `switch.vlans` entry: which ports (a name, or a prefix ending in `*`)
+/// are in which VLANs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VlanRule {
+    port: Sp<String>,
+    untagged: Option<Sp<VlanId>>,
+    tagged: Option<Sp<VlanList>>,
+}
+
+/// An untagged VLAN: an id, or `none`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum VlanId {
+    Number(u64),
+    Text(String),
+}
+
+/// Tagged VLANs: `[10, 20]`, `10`, or `"10,20-30"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum VlanList {
+    Numbers(Vec<u64>),
+    Number(u64),
+    Text(String),
+}
+
+/// A port's membership from its `untagged`/`vlan` and `tagged` values.
+fn port_vlans(
+    untagged: Option<&Sp<VlanId>>,
+    tagged: Option<&Sp<VlanList>>,
+) -> Result<switchyard_switch::PortVlans, (Option<Location>, String)> {
+    use switchyard_switch::vlan::{parse_vid, VlanSet};
+    let untagged_vid = match untagged {
+        None => None,
+        Some(u) => match &u.value {
+            VlanId::Text(t) if t == "none" => None,
+            VlanId::Text(t) => Some(parse_vid(t).map_err(|e| (Some(u.referenced), e))?),
+            VlanId::Number(n) => Some(parse_vid(&n.to_string()).map_err(|e| (Some(u.referenced), e))?),
+        },
+    };
+    let mut set = VlanSet::default();
+    if let Some(t) = tagged {
+        let at = |e| (Some(t.referenced), e);
+        match &t.value {
+            VlanList::Numbers(ns) => {
+                for n in ns {
+                    set.insert(parse_vid(&n.to_string()).map_err(at)?);
+                }
+            }
+            VlanList::Number(n) => set.insert(parse_vid(&n.to_string()).map_err(at)?),
+            VlanList::Text(text) => set = text.parse().map_err(at)?,
+        }
+    }
+    if untagged_vid.is_none() && set.is_empty() {
+        return Err((
+            untagged.map(|u| u.referenced).or(tagged.map(|t| t.referenced)),
+            "names no VLAN: give an untagged VLAN, tagged VLANs, or both".into(),
+        ));
+    }
+    Ok(switchyard_switch::PortVlans {
+        untagged: untagged_vid,
+        tagged: set,
+    })
 }
 
 /// A static MAC entry.
@@ -201,19 +269,30 @@ struct RawPort {
     filter: Option<Sp<String>>,
     monitor: Option<Sp<bool>>,
     mac_nat: Option<Sp<bool>>,
+    /// The port's untagged VLAN (or `none`).
+    vlan: Option<Sp<VlanId>>,
+    /// The VLANs the port carries tagged.
+    tagged: Option<Sp<VlanList>>,
 }
 
 /// The keys each port type takes (besides `type` and `name`).
+/// A unix port takes no `vlan`/`tagged`: its clients are ports of their
+/// own, named `unix:N`, and get VLANs through `switch.vlans`.
 const KEYS: &[(&str, &[&str])] = &[
     ("unix", &["path", "directory", "mode", "dir_mode", "group"]),
-    ("tap", &["device"]),
-    ("udp", &["local", "remote"]),
-    ("mcast", &["group", "ttl", "interface"]),
-    ("stream", &["listen", "connect"]),
-    ("vxlan", &["vni", "local", "port", "remotes", "strict"]),
+    ("tap", &["device", "vlan", "tagged"]),
+    ("udp", &["local", "remote", "vlan", "tagged"]),
+    ("mcast", &["group", "ttl", "interface", "vlan", "tagged"]),
+    ("stream", &["listen", "connect", "vlan", "tagged"]),
+    (
+        "vxlan",
+        &["vni", "local", "port", "remotes", "strict", "vlan", "tagged"],
+    ),
     (
         "pcap",
-        &["device", "promisc", "filter", "monitor", "mac_nat"],
+        &[
+            "device", "promisc", "filter", "monitor", "mac_nat", "vlan", "tagged",
+        ],
     ),
 ];
 
@@ -252,6 +331,8 @@ impl RawPort {
         add("filter", self.filter.as_ref().map(|x| x.referenced));
         add("monitor", self.monitor.as_ref().map(|x| x.referenced));
         add("mac_nat", self.mac_nat.as_ref().map(|x| x.referenced));
+        add("vlan", self.vlan.as_ref().map(|x| x.referenced));
+        add("tagged", self.tagged.as_ref().map(|x| x.referenced));
         v
     }
 }
@@ -346,6 +427,22 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
             .map_err(|e| bad(m.mac.referenced, format!("switch.static_macs[{i}].mac"), e))?;
         base.static_macs.push((mac, m.port.clone()));
     }
+    let mut vlan_rules = Vec::new();
+    for (i, r) in file.switch.vlans.iter().enumerate() {
+        let field = format!("switch.vlans[{i}]");
+        if r.port.value.is_empty() {
+            return Err(bad(r.port.referenced, format!("{field}.port"), "is empty".into()));
+        }
+        let vlans = port_vlans(r.untagged.as_ref(), r.tagged.as_ref())
+            .map_err(|(at, e)| bad(at.unwrap_or(r.port.referenced), field.clone(), e))?;
+        vlan_rules.push((
+            switchyard_switch::vlan::PortPattern::new(r.port.value.clone()),
+            vlans,
+        ));
+    }
+    // Per-port `vlan:`/`tagged:` come after `switch.vlans`: a rule there
+    // can still single out one port.
+    let mut port_rules = Vec::new();
     if let Some(l) = file.log.level {
         base.log_level = l;
     }
@@ -582,8 +679,18 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
                 format!("the name {name:?} is used twice"),
             ));
         }
+        if p.vlan.is_some() || p.tagged.is_some() {
+            let vlans = port_vlans(p.vlan.as_ref(), p.tagged.as_ref())
+                .map_err(|(l, e)| bad(l.unwrap_or(name_loc), at("vlan"), e))?;
+            use switchyard_switch::vlan::PortPattern;
+            // A stream listener's connections are ports named `NAME:N`.
+            port_rules.push((PortPattern::new(name.clone()), vlans.clone()));
+            port_rules.push((PortPattern::new(format!("{name}:*")), vlans));
+        }
         names.push(name);
     }
+    vlan_rules.append(&mut port_rules);
+    base.vlans.append(&mut vlan_rules);
     if !file_controls.is_empty() {
         base.controls = file_controls;
     }
@@ -649,6 +756,7 @@ mod tests {
             stdin: StdinPolicy::Ignore,
             notes: vec![],
             static_macs: vec![],
+            vlans: vec![],
             extras: Extras::default(),
         }
     }
@@ -657,6 +765,62 @@ mod tests {
         let mut s = base();
         let e = apply(yaml, Path::new("test.yaml"), &mut s)?;
         Ok((s, e))
+    }
+
+    #[test]
+    fn vlans_from_switch_rules_and_port_keys() {
+        let (s, _) = load_str(
+            r#"
+switch:
+  vlans:
+    - { port: "unix:1", untagged: 10 }
+    - { port: "unix:*", untagged: 20 }
+    - { port: "tap:up", untagged: none, tagged: "10,20-22" }
+ports:
+  - { name: lab, type: tap, device: tap1, vlan: 30 }
+  - { name: trunk, type: stream, listen: "127.0.0.1:5555", vlan: 1, tagged: [10, 30] }
+"#,
+        )
+        .expect("loads");
+        let rules: Vec<String> = s
+            .vlans
+            .iter()
+            .map(|(p, v)| format!("{}={v}", p.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "unix:1=10",
+                "unix:*=20",
+                "tap:up=/10,20-22",
+                "lab=30",
+                "lab:*=30",
+                "trunk=1/10,30",
+                "trunk:*=1/10,30"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_vlans_name_their_place() {
+        for (yaml, want) in [
+            (
+                "switch: { vlans: [ { port: \"unix:1\", untagged: 4095 } ] }",
+                "switch.vlans[0]",
+            ),
+            ("switch: { vlans: [ { port: x } ] }", "names no VLAN"),
+            (
+                "ports: [ { type: tap, device: t0, tagged: \"20-10\" } ]",
+                "ports[0].vlan",
+            ),
+            (
+                "ports: [ { type: unix, path: /tmp/x.ctl, vlan: 10 } ]",
+                "a unix port has no option \"vlan\"",
+            ),
+        ] {
+            let e = load_str(yaml).expect_err(yaml).to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
     }
 
     #[test]

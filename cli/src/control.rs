@@ -228,6 +228,16 @@ pub fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::P
     switch.ports().iter().find(|p| p.name() == name).cloned()
 }
 
+/// Clients the control sockets refused since start, by reason (only
+/// reasons that happened).
+fn handshakes_refused() -> serde_json::Map<String, Value> {
+    switchyard_switch::ports::unix::refusals()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str().to_string(), json!(n)))
+        .collect()
+}
+
 /// One request, one reply.
 pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
     let arg = |i: usize| req["args"].get(i).and_then(Value::as_str);
@@ -246,6 +256,7 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
                     json!({
                         "id": p.id().0, "name": p.name(), "type": p.kind(), "peer": p.peer(),
                         "state": if p.is_closing() { "closing" } else { "up" },
+                        "vlans": p.vlans().map(|v| v.to_string()),
                         "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
                         "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes, "drops": drops,
                     })
@@ -292,6 +303,9 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
                 "fdb_learned": ev.learned, "fdb_moved": ev.moved, "fdb_aged": ev.aged, "fdb_refused": ev.refused,
                 "rx_frames": rx, "tx_frames": tx, "drops": drops, "drops_by_reason": by_reason,
                 "uptime_seconds": switch.now().as_secs(),
+                "handshakes_refused": handshakes_refused(),
+                "handshakes_waiting": switchyard_switch::ports::unix::waiting(),
+                "stream_connections_refused": switchyard_switch::ports::stream::connections_refused(),
             })
         }
         "macnat" => {
@@ -301,8 +315,17 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
             }
             let now = switch.now();
             let mut entries = Vec::new();
+            let mut counters = serde_json::Map::new();
             for (port, t) in tables {
-                let snap = t.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+                let (snap, values) = {
+                    let t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    (t.snapshot(), t.counters().clone())
+                };
+                let values: serde_json::Map<String, Value> = values
+                    .iter()
+                    .map(|(c, v)| (c.label().to_string(), json!(v)))
+                    .collect();
+                counters.insert(port.clone(), Value::Object(values));
                 for e in snap.entries {
                     entries.push(json!({
                         "port": port, "vlan": e.vlan, "address": e.addr.to_string(),
@@ -311,7 +334,7 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
                     }));
                 }
             }
-            json!({ "macnat": entries })
+            json!({ "macnat": entries, "counters": counters })
         }
         other => {
             json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del, reload")})

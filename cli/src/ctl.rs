@@ -174,6 +174,29 @@ fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
     serde_json::from_str(&reply).map_err(|e| format!("bad reply from the daemon: {e}"))
 }
 
+/// The non-zero MAC-NAT counters of each port, one `port counter value`
+/// line each (every counter, zeros included, is in `-j` and `/metrics`).
+fn print_mac_nat_counters(counters: &Value) {
+    let Some(ports) = counters.as_object() else {
+        return;
+    };
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .flat_map(|(port, values)| {
+            values
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
+                .map(move |(name, v)| vec![port.clone(), name.clone(), s(v)])
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!();
+        table(&["PORT", "COUNTER", "VALUE"], rows);
+    }
+}
+
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -207,7 +230,7 @@ fn print_human(cmd: &str, r: &Value) {
     let empty = Vec::new();
     match cmd {
         "ports" => table(
-            &["NAME", "TYPE", "STATE", "RX", "TX", "DROPS", "PEER"],
+            &["NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "DROPS", "PEER"],
             r["ports"]
                 .as_array()
                 .unwrap_or(&empty)
@@ -221,6 +244,7 @@ fn print_human(cmd: &str, r: &Value) {
                         s(&p["name"]),
                         s(&p["type"]),
                         s(&p["state"]),
+                        s(&p["vlans"]),
                         s(&p["rx_frames"]),
                         s(&p["tx_frames"]),
                         drops.to_string(),
@@ -229,24 +253,27 @@ fn print_human(cmd: &str, r: &Value) {
                 })
                 .collect(),
         ),
-        "macnat" => table(
-            &["PORT", "VLAN", "ADDRESS", "MAC", "FROM", "AGE"],
-            r["macnat"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .map(|e| {
-                    vec![
-                        s(&e["port"]),
-                        s(&e["vlan"]),
-                        s(&e["address"]),
-                        s(&e["mac"]),
-                        s(&e["learned_from"]),
-                        format!("{}s", s(&e["age_seconds"])),
-                    ]
-                })
-                .collect(),
-        ),
+        "macnat" => {
+            table(
+                &["PORT", "VLAN", "ADDRESS", "MAC", "FROM", "AGE"],
+                r["macnat"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            s(&e["port"]),
+                            s(&e["vlan"]),
+                            s(&e["address"]),
+                            s(&e["mac"]),
+                            s(&e["learned_from"]),
+                            format!("{}s", s(&e["age_seconds"])),
+                        ]
+                    })
+                    .collect(),
+            );
+            print_mac_nat_counters(&r["counters"]);
+        }
         "fdb" => table(
             &["MAC", "VLAN", "PORT", "AGE"],
             r["fdb"]

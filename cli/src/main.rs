@@ -1,15 +1,7 @@
 //! `switchyard`: a virtual Ethernet switch for UML, QEMU and VDE guests,
 //! tap devices and the host. Also answers to `uml_switch` and `vde_switch`.
 
-mod args;
-mod config;
-mod control;
-mod ctl;
-mod metrics;
-mod ports;
-mod run;
-mod running;
-mod settings;
+use switchyard_cli::{args, ctl, run};
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -140,14 +140,69 @@ pub fn render(switch: &Switch) -> String {
         "gauge",
         "Address bindings in a port's MAC-NAT table.",
     );
-    for (port, t) in switchyard_bridge::pcap::mac_nat_tables() {
-        let n = t.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let nat_tables = switchyard_bridge::pcap::mac_nat_tables();
+    let mut nat_counters = Vec::with_capacity(nat_tables.len());
+    for (port, t) in &nat_tables {
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             o,
-            "switchyard_macnat_entries{{port=\"{}\"}} {n}",
-            esc(&port)
+            "switchyard_macnat_entries{{port=\"{}\"}} {}",
+            esc(port),
+            t.len()
+        );
+        nat_counters.push((port, t.counters().clone()));
+    }
+    family(
+        &mut o,
+        "switchyard_macnat_total",
+        "counter",
+        "MAC-NAT decisions, edits, drops and table events, by port and counter.",
+    );
+    for (port, counters) in &nat_counters {
+        for (c, v) in counters.iter() {
+            let _ = writeln!(
+                o,
+                "switchyard_macnat_total{{port=\"{}\",counter=\"{}\"}} {v}",
+                esc(port),
+                c.label()
+            );
+        }
+    }
+    family(
+        &mut o,
+        "switchyard_handshakes_refused_total",
+        "counter",
+        "Clients of the unix control sockets that got no port, by reason.",
+    );
+    for (r, n) in switchyard_switch::ports::unix::refusals() {
+        let _ = writeln!(
+            o,
+            "switchyard_handshakes_refused_total{{reason=\"{}\"}} {n}",
+            r.as_str()
         );
     }
+    family(
+        &mut o,
+        "switchyard_handshakes_waiting",
+        "gauge",
+        "Connections on the unix control sockets that have not sent their request yet.",
+    );
+    let _ = writeln!(
+        o,
+        "switchyard_handshakes_waiting {}",
+        switchyard_switch::ports::unix::waiting()
+    );
+    family(
+        &mut o,
+        "switchyard_stream_connections_refused_total",
+        "counter",
+        "Connections refused by stream listeners that were serving their maximum.",
+    );
+    let _ = writeln!(
+        o,
+        "switchyard_stream_connections_refused_total {}",
+        switchyard_switch::ports::stream::connections_refused()
+    );
     let cfg = switch.config();
     family(
         &mut o,

@@ -329,6 +329,7 @@ async fn serve(
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
     switch.set_static_macs(settings.static_macs.clone());
+    switch.set_vlan_rules(switchyard_switch::VlanRules::new(settings.vlans.clone()));
     let numbers = Arc::new(PortNumbers::new(settings.numports));
     let mut running = Running::new(switch.clone(), numbers);
     for (c, cfg) in controls.iter().zip(&settings.controls) {

@@ -67,15 +67,19 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Ports stopped.
     pub removed: Vec<String>,
+    /// The VLAN rules changed (the FDB entries of re-assigned ports were
+    /// purged).
+    pub vlans: bool,
 }
 
 impl std::fmt::Display for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "added [{}], removed [{}]",
+            "added [{}], removed [{}]{}",
             self.added.join(", "),
-            self.removed.join(", ")
+            self.removed.join(", "),
+            if self.vlans { ", VLANs changed" } else { "" }
         )
     }
 }
@@ -248,6 +252,11 @@ impl Running {
         }
         self.switch.set_config(new.engine);
         self.switch.set_static_macs(new.static_macs.clone());
+        let rules = switchyard_switch::VlanRules::new(new.vlans.clone());
+        if rules != self.switch.vlan_rules() {
+            changes.vlans = true;
+            self.switch.set_vlan_rules(rules);
+        }
         Ok(changes)
     }
 

@@ -81,6 +81,8 @@ pub struct Settings {
     pub notes: Vec<String>,
     /// Static MAC entries: (MAC, port name).
     pub static_macs: Vec<(switchyard_switch::MacAddr, String)>,
+    /// VLAN rules by port name, first match first; none: VLAN-transparent.
+    pub vlans: Vec<(switchyard_switch::vlan::PortPattern, switchyard_switch::PortVlans)>,
     /// Metrics and control socket settings.
     pub extras: crate::config::Extras,
 }

@@ -32,6 +32,9 @@ pub enum DropReason {
     StormControl,
     /// A source MAC pinned to another port (port security).
     MacSpoof,
+    /// A frame of a VLAN the ingress port is not a member of (or untagged
+    /// on a trunk without a native VLAN).
+    VlanFiltered,
     /// The destination's queue was full: a tail drop (counted on egress).
     EgressFull,
     /// The destination's link is down (counted on egress).
@@ -44,7 +47,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
@@ -57,6 +60,7 @@ impl DropReason {
         DropReason::BpduGuard,
         DropReason::StormControl,
         DropReason::MacSpoof,
+        DropReason::VlanFiltered,
         DropReason::EgressFull,
         DropReason::EgressDown,
         DropReason::EgressGone,
@@ -78,10 +82,11 @@ impl DropReason {
             DropReason::BpduGuard => 9,
             DropReason::StormControl => 10,
             DropReason::MacSpoof => 11,
-            DropReason::EgressFull => 12,
-            DropReason::EgressDown => 13,
-            DropReason::EgressGone => 14,
-            DropReason::EgressError => 15,
+            DropReason::VlanFiltered => 12,
+            DropReason::EgressFull => 13,
+            DropReason::EgressDown => 14,
+            DropReason::EgressGone => 15,
+            DropReason::EgressError => 16,
         }
     }
 
@@ -99,6 +104,7 @@ impl DropReason {
                 | DropReason::BpduGuard
                 | DropReason::StormControl
                 | DropReason::MacSpoof
+                | DropReason::VlanFiltered
         )
     }
 
@@ -117,6 +123,7 @@ impl DropReason {
             DropReason::BpduGuard => "bpdu_guard",
             DropReason::StormControl => "storm_control",
             DropReason::MacSpoof => "mac_spoof",
+            DropReason::VlanFiltered => "vlan_filtered",
             DropReason::EgressFull => "egress_full",
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",

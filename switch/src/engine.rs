@@ -5,6 +5,7 @@ use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbConfig, FdbEntry, Learned};
 use crate::frame::{EthernetFrame, FrameError};
 use crate::port::PortId;
+use crate::vlan::{Classified, PortVlans};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -185,6 +186,11 @@ pub struct Engine {
     /// Static entries: learning cannot move them, and another port sending
     /// from such a MAC is dropped.
     pinned: std::collections::HashMap<crate::MacAddr, PortId>,
+    /// VLAN membership per port; empty while the switch is VLAN-transparent.
+    vlans: std::collections::HashMap<PortId, PortVlans>,
+    vlan_aware: bool,
+    /// The membership of a port without a rule.
+    default_vlans: PortVlans,
     events: FdbEvents,
     last_notice: Option<FdbNotice>,
 }
@@ -198,6 +204,9 @@ impl Engine {
             ports: BTreeSet::new(),
             buckets: std::collections::HashMap::new(),
             pinned: std::collections::HashMap::new(),
+            vlans: std::collections::HashMap::new(),
+            vlan_aware: false,
+            default_vlans: PortVlans::default(),
             events: FdbEvents::default(),
             last_notice: None,
         }
@@ -224,10 +233,55 @@ impl Engine {
         self.ports.insert(port);
     }
 
+    /// Makes the switch VLAN-aware (`true`) or VLAN-transparent. Changing
+    /// it empties the FDB: entries learned in one scheme mean nothing in
+    /// the other.
+    pub fn set_vlan_aware(&mut self, aware: bool) {
+        if aware != self.vlan_aware {
+            self.vlan_aware = aware;
+            self.fdb.flush();
+        }
+    }
+
+    /// True when frames are classified into VLANs.
+    pub fn is_vlan_aware(&self) -> bool {
+        self.vlan_aware
+    }
+
+    /// Sets `port`'s VLAN membership (used while VLAN-aware; a member port
+    /// without one is an access port of VLAN 1). Its FDB entries are
+    /// purged, since they may belong to VLANs it has left.
+    pub fn set_port_vlans(&mut self, port: PortId, vlans: PortVlans) {
+        if self.vlans.get(&port) != Some(&vlans) {
+            self.fdb.purge_port(port);
+            self.vlans.insert(port, vlans);
+        }
+    }
+
+    /// `port`'s VLAN membership, `None` while VLAN-transparent.
+    pub fn port_vlans(&self, port: PortId) -> Option<&PortVlans> {
+        if !self.vlan_aware {
+            return None;
+        }
+        self.vlans.get(&port).or(Some(&self.default_vlans))
+    }
+
+    /// True when frames of `vid` may leave through `port` (always, while
+    /// VLAN-transparent).
+    fn carries(&self, port: PortId, vid: u16) -> bool {
+        !self.vlan_aware
+            || self
+                .vlans
+                .get(&port)
+                .unwrap_or(&self.default_vlans)
+                .is_member(vid)
+    }
+
     /// Removes `port` and every FDB entry pointing at it; returns how many
     /// entries were purged.
     pub fn remove_port(&mut self, port: PortId) -> usize {
         self.ports.remove(&port);
+        self.vlans.remove(&port);
         self.buckets.remove(&port);
         self.pinned.retain(|_, p| *p != port);
         self.fdb.purge_port(port)
@@ -259,22 +313,63 @@ impl Engine {
         self.ports.contains(&port)
     }
 
-    /// The ports a [`Decision::Flood`] from `ingress` reaches.
+    /// The ports a [`Decision::Flood`] from `ingress` reaches, in a
+    /// VLAN-transparent switch.
     pub fn flood_set(&self, ingress: PortId) -> impl Iterator<Item = PortId> + '_ {
-        self.ports.iter().copied().filter(move |p| *p != ingress)
+        self.flood_set_in(ingress, 0)
+    }
+
+    /// The ports a [`Decision::Flood`] of VLAN `vid` from `ingress` reaches.
+    pub fn flood_set_in(&self, ingress: PortId, vid: u16) -> impl Iterator<Item = PortId> + '_ {
+        self.ports
+            .iter()
+            .copied()
+            .filter(move |p| *p != ingress && self.carries(*p, vid))
     }
 
     /// Decides where `frame`, received on `ingress` at `now`, goes, and
     /// learns its source address.
     pub fn decide(&mut self, ingress: PortId, frame: &[u8], now: Duration) -> Decision {
+        self.decide_in(ingress, frame, now).0
+    }
+
+    /// [`Engine::decide`], also returning the frame's VLAN: a flood reaches
+    /// only that VLAN's members, and each port tags or untags as its
+    /// membership says.
+    pub fn decide_in(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now: Duration,
+    ) -> (Decision, Classified) {
+        let class = Classified::TRANSPARENT;
         let frame = match EthernetFrame::new_checked(frame) {
             Ok(f) => f,
-            Err(FrameError::TooShort(_)) => return Decision::Drop(DropReason::TooShort),
-            Err(FrameError::TooLong(_)) => return Decision::Drop(DropReason::TooLong),
+            Err(FrameError::TooShort(_)) => return (Decision::Drop(DropReason::TooShort), class),
+            Err(FrameError::TooLong(_)) => return (Decision::Drop(DropReason::TooLong), class),
         };
         if !self.ports.contains(&ingress) {
-            return Decision::Drop(DropReason::IngressDown);
+            return (Decision::Drop(DropReason::IngressDown), class);
         }
+        let class = if self.vlan_aware {
+            let membership = self.vlans.get(&ingress).unwrap_or(&self.default_vlans);
+            match membership.classify(frame.as_bytes()) {
+                Ok(c) => c,
+                Err(reason) => return (Decision::Drop(reason), class),
+            }
+        } else {
+            class
+        };
+        (self.decide_classified(ingress, &frame, class.vid, now), class)
+    }
+
+    fn decide_classified(
+        &mut self,
+        ingress: PortId,
+        frame: &EthernetFrame<&[u8]>,
+        vlan: u16,
+        now: Duration,
+    ) -> Decision {
         let src = frame.source();
         if src.is_multicast() {
             return Decision::Drop(DropReason::MulticastSource);
@@ -302,7 +397,6 @@ impl Engine {
         if self.config.mode == Mode::Hub {
             return Decision::Flood;
         }
-        let vlan = 0;
         self.learn(src, vlan, ingress, now);
         if dst.is_multicast() {
             return Decision::Flood;
@@ -311,7 +405,10 @@ impl Engine {
             .pinned
             .get(&dst)
             .copied()
-            .or_else(|| self.fdb.lookup(dst, vlan, now));
+            .or_else(|| self.fdb.lookup(dst, vlan, now))
+            // A pinned port outside the VLAN, or an entry left from before
+            // a membership change, is no destination.
+            .filter(|p| self.carries(*p, vlan));
         match learned {
             Some(p) if p == ingress => Decision::Drop(DropReason::LocalDestination),
             Some(p) => Decision::Forward(p),

@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod stop;
 mod switch;
 pub mod sys;
+pub mod vlan;
 
 pub use counters::{DropReason, PortCounters};
 pub use engine::{Decision, Engine, EngineConfig, Mode};
@@ -21,6 +22,7 @@ pub use fdb::{Fdb, FdbConfig};
 pub use frame::MacAddr;
 pub use port::{Port, PortId, SendError, Transmit};
 pub use stop::Stop;
+pub use vlan::{PortVlans, VlanRules};
 pub use switch::{PortTable, Switch};
 
 /// The largest frame any port accepts and forwards whole (no FCS).

@@ -104,6 +104,8 @@ pub struct Port {
     log_limits: [LogLimiter; DropReason::ALL.len()],
     closing: AtomicBool,
     close_notify: Notify,
+    /// VLAN membership, set by the switch; empty while VLAN-transparent.
+    vlans: arc_swap::ArcSwapOption<crate::vlan::PortVlans>,
     tx: Box<dyn Transmit>,
 }
 
@@ -139,6 +141,7 @@ impl Port {
             log_limits: Default::default(),
             closing: AtomicBool::new(false),
             close_notify: Notify::new(),
+            vlans: arc_swap::ArcSwapOption::empty(),
             tx,
         }
     }
@@ -166,6 +169,23 @@ impl Port {
     /// The port's counters.
     pub fn counters(&self) -> &PortCounters {
         &self.counters
+    }
+
+    /// The port's VLAN membership; `None` while the switch is
+    /// VLAN-transparent.
+    pub fn vlans(&self) -> Option<std::sync::Arc<crate::vlan::PortVlans>> {
+        self.vlans.load_full()
+    }
+
+    /// Sets the VLAN membership (the switch does this as rules change).
+    pub fn set_vlans(&self, vlans: Option<crate::vlan::PortVlans>) {
+        self.vlans.store(vlans.map(std::sync::Arc::new));
+    }
+
+    /// How a frame of `vid` leaves this port; `None` when it must not.
+    #[inline]
+    pub(crate) fn egress(&self, vid: u16) -> Option<crate::vlan::Egress> {
+        self.vlans.load().as_ref().and_then(|v| v.egress(vid))
     }
 
     /// Sends one frame to the peer without blocking, counting the outcome.

@@ -6,7 +6,9 @@ use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
 use crate::fdb::FdbEntry;
 use crate::port::{Port, PortId};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
+use crate::vlan::{Classified, Egress, VlanRules};
 use arc_swap::ArcSwap;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,6 +59,67 @@ pub struct Switch {
     notice_log: LogLimiter,
     /// Static MAC entries by port name, pinned whenever such a port exists.
     static_macs: Mutex<Vec<(crate::MacAddr, String)>>,
+    /// VLAN membership by port name; empty: VLAN-transparent.
+    vlan_rules: Mutex<VlanRules>,
+}
+
+thread_local! {
+    /// The retagged and untagged copies of the frame being forwarded: built
+    /// at most once per frame, in buffers that outlive it, so VLAN
+    /// translation allocates nothing per frame.
+    static VLAN_FORMS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One frame's bytes as each kind of egress port must receive them.
+struct Forms<'a> {
+    frame: &'a [u8],
+    class: Classified,
+    untagged: Option<()>,
+    tagged: Option<()>,
+    bufs: &'a mut (Vec<u8>, Vec<u8>),
+}
+
+impl<'a> Forms<'a> {
+    fn new(frame: &'a [u8], class: Classified, bufs: &'a mut (Vec<u8>, Vec<u8>)) -> Self {
+        Forms {
+            frame,
+            class,
+            untagged: None,
+            tagged: None,
+            bufs,
+        }
+    }
+
+    /// Sends the frame through `port` in the form its membership asks for,
+    /// or not at all when the port is outside the frame's VLAN.
+    fn send(&mut self, port: &Port, now: Duration) {
+        if self.class.vid == 0 {
+            return port.send(self.frame, now);
+        }
+        let Some(egress) = port.egress(self.class.vid) else {
+            return;
+        };
+        if self.class.leaves_as_is(egress) {
+            return port.send(self.frame, now);
+        }
+        let bytes: &[u8] = match egress {
+            Egress::Untagged => {
+                if self.untagged.is_none() {
+                    crate::vlan::untag_into(self.frame, &mut self.bufs.0);
+                    self.untagged = Some(());
+                }
+                &self.bufs.0
+            }
+            Egress::Tagged => {
+                if self.tagged.is_none() {
+                    crate::vlan::tag_into(self.frame, self.class.vid, &mut self.bufs.1);
+                    self.tagged = Some(());
+                }
+                &self.bufs.1
+            }
+        };
+        port.send(bytes, now);
+    }
 }
 
 impl Switch {
@@ -71,6 +134,7 @@ impl Switch {
             epoch: Instant::now(),
             notice_log: LogLimiter::default(),
             static_macs: Mutex::new(Vec::new()),
+            vlan_rules: Mutex::new(VlanRules::default()),
         })
     }
 
@@ -102,9 +166,18 @@ impl Switch {
         let mut ports: Vec<Arc<Port>> = self.ports.load().ports.clone();
         ports.push(port.clone());
         ports.sort_by_key(|p| p.id());
+        let vlans = self
+            .vlan_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolve(port.name());
+        port.set_vlans(vlans.clone());
         {
             let mut engine = self.engine();
             engine.add_port(port.id());
+            if let Some(v) = vlans {
+                engine.set_port_vlans(port.id(), v);
+            }
             let statics = self.static_macs.lock().unwrap_or_else(|p| p.into_inner());
             for (mac, _) in statics.iter().filter(|(_, name)| name == port.name()) {
                 engine.pin(*mac, port.id());
@@ -129,6 +202,32 @@ impl Switch {
             }
         }
         *self.static_macs.lock().unwrap_or_else(|p| p.into_inner()) = entries;
+    }
+
+    /// Sets the VLAN rules: ports that exist now and ports added later get
+    /// the membership of the first rule matching their name. No rules: the
+    /// switch is VLAN-transparent.
+    pub fn set_vlan_rules(&self, rules: VlanRules) {
+        let _g = self.table_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.ports.load();
+        let mut engine = self.engine();
+        engine.set_vlan_aware(!rules.is_empty());
+        for port in table.iter() {
+            let vlans = rules.resolve(port.name());
+            if let Some(v) = &vlans {
+                engine.set_port_vlans(port.id(), v.clone());
+            }
+            port.set_vlans(vlans);
+        }
+        *self.vlan_rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    /// The VLAN rules in force.
+    pub fn vlan_rules(&self) -> VlanRules {
+        self.vlan_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Removes a port and purges its FDB entries; returns it if it was there.
@@ -160,14 +259,63 @@ impl Switch {
     pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
         ingress.note_received(frame);
         let table = self.ports.load();
-        let (decision, notice) = {
+        let (decision, class, notice) = {
             let mut engine = self.engine();
-            let d = engine.decide(ingress.id(), frame, now);
-            (d, engine.take_notice())
+            let (d, class) = engine.decide_in(ingress.id(), frame, now);
+            (d, class, engine.take_notice())
         };
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
         }
+        self.deliver(ingress, &table, decision, frame, class, now);
+    }
+
+    /// Carries out one decision.
+    fn deliver(
+        &self,
+        ingress: &Port,
+        table: &PortTable,
+        decision: Decision,
+        frame: &[u8],
+        class: Classified,
+        now: Duration,
+    ) {
+        if let Decision::Drop(reason) = decision {
+            return ingress.drop_frame(reason, now, None);
+        }
+        if class.vid == 0 {
+            return self.deliver_as_is(ingress, table, decision, frame, now);
+        }
+        VLAN_FORMS.with_borrow_mut(|bufs| {
+            let mut forms = Forms::new(frame, class, bufs);
+            match decision {
+                Decision::Forward(p) => {
+                    if let Some(port) = table.get(p) {
+                        forms.send(port, now);
+                    }
+                }
+                Decision::Flood => {
+                    for port in table.iter() {
+                        if port.id() != ingress.id() {
+                            forms.send(port, now);
+                        }
+                    }
+                }
+                Decision::Drop(_) => {}
+            }
+        });
+    }
+
+    /// Carries out a decision in a VLAN-transparent switch: every port gets
+    /// the frame's own bytes.
+    fn deliver_as_is(
+        &self,
+        ingress: &Port,
+        table: &PortTable,
+        decision: Decision,
+        frame: &[u8],
+        now: Duration,
+    ) {
         match decision {
             Decision::Forward(p) => {
                 if let Some(port) = table.get(p) {
@@ -193,12 +341,23 @@ impl Switch {
         let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
         let table = self.ports.load();
         let mut notice = None;
+        let vlan_aware;
         {
             let mut engine = self.engine();
-            for (d, f) in decisions.iter_mut().zip(frames) {
-                *d = engine.decide(ingress.id(), f, now);
-                notice = engine.take_notice().or(notice);
+            vlan_aware = engine.is_vlan_aware();
+            if !vlan_aware {
+                for (d, f) in decisions.iter_mut().zip(frames) {
+                    *d = engine.decide(ingress.id(), f, now);
+                    notice = engine.take_notice().or(notice);
+                }
             }
+        }
+        if vlan_aware {
+            // Each frame may need its own tagging per port: no run batching.
+            for f in frames {
+                self.forward(ingress, f, now);
+            }
+            return;
         }
         if let Some(n) = notice {
             self.log_notice(n, &table, now);

@@ -75,7 +75,26 @@ fn frame(dst: [u8; 6], src: u8) -> Vec<u8> {
 
 #[test]
 fn forwarding_allocates_nothing_per_frame() {
+    forward_counting_allocations(false);
+}
+
+/// Tagging and untagging at the edge reuse per-thread buffers.
+#[test]
+fn vlan_translation_allocates_nothing_per_frame() {
+    forward_counting_allocations(true);
+}
+
+fn forward_counting_allocations(vlans: bool) {
+    use switchyard_switch::vlan::{PortPattern, VlanRules};
     let sw = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
+    if vlans {
+        // p0 untagged in VLAN 1 (no rule); p1 and p3 carry it tagged, so
+        // every frame from p0 is tagged on its way to them.
+        sw.set_vlan_rules(VlanRules::new(vec![
+            (PortPattern::new("p1"), "/1".parse().expect("spec")),
+            (PortPattern::new("p3"), "/1".parse().expect("spec")),
+        ]));
+    }
     let mut ports = Vec::new();
     for i in 0..4 {
         let tx: Box<dyn Transmit> = if i == 3 {
@@ -96,7 +115,13 @@ fn forwarding_allocates_nothing_per_frame() {
     let t = Duration::from_secs(1);
     // Warm up: learn every address, so the table does not grow below.
     for (i, p) in ports.iter().enumerate() {
-        sw.forward(p, &frame([0xff; 6], i as u8 + 1), t);
+        let mut f = frame([0xff; 6], i as u8 + 1);
+        if vlans && i % 2 == 1 {
+            let mut tagged = Vec::new();
+            switchyard_switch::vlan::tag_into(&f, 1, &mut tagged);
+            f = tagged;
+        }
+        sw.forward(p, &f, t);
     }
     let unicast = frame([2, 0, 0, 0, 0, 2], 1);
     let to_full = frame([2, 0, 0, 0, 0, 4], 1);

@@ -214,3 +214,71 @@ fn a_batch_is_forwarded_like_single_frames() {
         2
     );
 }
+
+fn with_tag(f: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    switchyard_switch::vlan::tag_into(f, vid, &mut out);
+    out
+}
+
+/// p0 and p1 access ports of VLAN 10, p2 a trunk with native VLAN 1 and
+/// tagged 10 and 20, p3 without a rule (VLAN 1).
+fn vlan_harness() -> (Arc<Switch>, Vec<TestPort>) {
+    use switchyard_switch::vlan::{PortPattern, PortVlans, VlanRules};
+    let (sw, p) = harness(Mode::Switch, 4);
+    sw.set_vlan_rules(VlanRules::new(vec![
+        (PortPattern::new("p2"), "1/10,20".parse().expect("spec")),
+        (PortPattern::new("p0"), PortVlans::access(10)),
+        (PortPattern::new("p1"), PortVlans::access(10)),
+    ]));
+    (sw, p)
+}
+
+#[test]
+fn vlan_tags_are_added_and_removed_at_the_edge() {
+    let (sw, p) = vlan_harness();
+    let bcast = frame(0xff, 1, 60);
+    sw.forward(&p[0].port, &bcast, T0);
+    assert_eq!(p[1].received(), vec![bcast.clone()], "same access VLAN: as is");
+    assert_eq!(p[2].received(), vec![with_tag(&bcast, 10)], "the trunk gets it tagged");
+    assert!(p[3].received().is_empty(), "VLAN 1 never sees VLAN 10");
+    // Back from the trunk, tagged 10: learned, untagged towards p0.
+    let reply = frame(1, 9, 60);
+    sw.forward(&p[2].port, &with_tag(&reply, 10), T0);
+    assert_eq!(p[0].received(), vec![reply]);
+    assert!(p[1].received().is_empty());
+    // Untagged on the trunk is its native VLAN 1: reaches p3 only.
+    sw.forward(&p[2].port, &frame(0xff, 7, 60), T0);
+    assert_eq!(p[3].received(), vec![frame(0xff, 7, 60)]);
+    assert!(p[0].received().is_empty() && p[1].received().is_empty());
+    // VLAN 30 is not carried: dropped and counted on the trunk.
+    sw.forward(&p[2].port, &with_tag(&bcast, 30), T0);
+    assert!(p.iter().all(|t| t.received().is_empty()));
+    assert_eq!(
+        p[2].port.counters().snapshot().drops(DropReason::VlanFiltered),
+        1
+    );
+}
+
+#[test]
+fn a_batch_in_a_vlan_switch_is_tagged_per_port() {
+    let (sw, p) = vlan_harness();
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(0xff, 1 + i, 60)).collect();
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    sw.forward_batch(&p[0].port, &refs, T0);
+    assert_eq!(p[1].received(), frames);
+    let tagged: Vec<Vec<u8>> = frames.iter().map(|f| with_tag(f, 10)).collect();
+    assert_eq!(p[2].received(), tagged);
+    assert!(p[3].received().is_empty());
+}
+
+#[test]
+fn clearing_the_rules_makes_the_switch_transparent_again() {
+    let (sw, p) = vlan_harness();
+    sw.set_vlan_rules(switchyard_switch::VlanRules::default());
+    let t = with_tag(&frame(0xff, 1, 60), 30);
+    sw.forward(&p[0].port, &t, T0);
+    for q in &p[1..] {
+        assert_eq!(q.received(), vec![t.clone()], "tags pass untouched");
+    }
+}

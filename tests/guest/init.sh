@@ -11,6 +11,9 @@
 #   TRIES        warm-up attempts of "ping -c 1 -W 1" before the real ping (default 20)
 #   PINGSIZE     optional payload size for the real ping (-s)
 #   LINGER       seconds to stay up after the ping result (default 0)
+#   VLANS        802.1Q sub-interfaces of eth0, VID:address/prefix joined by
+#                commas (e.g. 10:192.0.2.3/24,20:198.51.100.3/24); the 8021q
+#                module is loaded from /usr/lib/uml/modules first
 #
 # Markers printed on the console (the tests wait for them):
 #   SY_BOOTED            init started
@@ -51,6 +54,27 @@ for n in 0 1; do
         ip addr add "$addr" dev "eth$n"
     fi
 done
+if [ -n "${VLANS:-}" ]; then
+    # hostfs has no /lib/modules for the UML kernel: load by path, in
+    # dependency order.
+    mods=/usr/lib/uml/modules/$(uname -r)/kernel/net
+    for m in llc/llc 802/stp 802/garp 802/mrp 8021q/8021q; do
+        insmod "$mods/$m.ko" 2>/dev/null
+    done
+    old_ifs=$IFS
+    IFS=,
+    for v in $VLANS; do
+        vid=${v%%:*}
+        if ip link add link eth0 name "eth0.$vid" type vlan id "$vid" &&
+            ip link set "eth0.$vid" up &&
+            ip addr add "${v#*:}" dev "eth0.$vid"; then
+            :
+        else
+            echo "SY_ERROR=vlan-$vid"
+        fi
+    done
+    IFS=$old_ifs
+fi
 echo "SY_READY"
 
 case "${ROLE:-wait}" in

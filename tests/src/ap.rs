@@ -270,26 +270,75 @@ pub struct TapGuest {
 /// The guest's interface name inside its namespace.
 pub const GUEST_DEV: &str = "eth0";
 
+/// `vde_plug tap://eth0 DIR` in `ns`; waits for the tap to exist.
+fn plug_tap(ns: &Netns, dir: &Path, n: u8) -> Result<Proc> {
+    let vde_plug = need("vde_plug", "vdeplug")?;
+    let mut cmd = ns.command(vde_plug);
+    cmd.arg(format!("tap://{GUEST_DEV}")).arg(dir);
+    let mut plug = Proc::spawn(&format!("vde_plug g{n}"), cmd, Stdin::Pipe)?;
+    // A tap that is up shows NO-CARRIER until a program holds it open
+    // (matters for a persistent tap, which exists before its plug).
+    let attached = || {
+        ns.ip(["-o", "link", "show", "dev", GUEST_DEV])
+            .is_ok_and(|o| !o.contains("NO-CARRIER"))
+    };
+    wait_until(Duration::from_secs(10), &format!("guest {n}'s tap"), || {
+        attached() || !plug.is_running().unwrap_or(false)
+    })?;
+    if !plug.is_running()? {
+        bail!(
+            "vde_plug of guest {n} exited early; output:\n{}",
+            plug.output()
+        );
+    }
+    Ok(plug)
+}
+
+/// How a [`TapGuest`] is set up before its interface comes up.
+#[derive(Debug, Clone, Default)]
+pub struct GuestSetup {
+    /// Create `eth0` as a persistent tap first, so that it (and its
+    /// addresses) outlive the plug: the guest can be re-plugged
+    /// ([`TapGuest::replug`]), like a VM whose NIC reconnects.
+    pub persistent_tap: bool,
+    /// `(key, value)` written under /proc/sys in the guest's namespace
+    /// before the tap exists (use `…/default/…` keys for per-device ones).
+    pub sysctls: Vec<(String, String)>,
+}
+
 impl TapGuest {
     pub fn start(dir: &Path, n: u8) -> Result<TapGuest> {
-        let vde_plug = need("vde_plug", "vdeplug")?;
+        Self::start_with(dir, n, &GuestSetup::default())
+    }
+
+    /// Like [`TapGuest::start`], set up as `setup` says.
+    pub fn start_with(dir: &Path, n: u8, setup: &GuestSetup) -> Result<TapGuest> {
         let ns = Netns::new()?;
-        let mut cmd = ns.command(vde_plug);
-        cmd.arg(format!("tap://{GUEST_DEV}")).arg(dir);
-        let mut plug = Proc::spawn(&format!("vde_plug g{n}"), cmd, Stdin::Pipe)?;
-        wait_until(Duration::from_secs(10), &format!("guest {n}'s tap"), || {
-            ns.has_link(GUEST_DEV) || !plug.is_running().unwrap_or(false)
-        })?;
-        if !plug.is_running()? {
-            bail!(
-                "vde_plug of guest {n} exited early; output:\n{}",
-                plug.output()
-            );
+        for (k, v) in &setup.sysctls {
+            sysctl(&ns, k, v)?;
         }
+        if setup.persistent_tap {
+            ns.ip(["tuntap", "add", "dev", GUEST_DEV, "mode", "tap"])
+                .with_context(|| format!("creating guest {n}'s persistent tap"))?;
+        }
+        let plug = plug_tap(&ns, dir, n)?;
         let mac = guest_mac(n);
         ns.ip(["link", "set", GUEST_DEV, "address", &mac])?;
         ns.ip(["link", "set", GUEST_DEV, "up"])?;
         Ok(TapGuest { plug, ns, n, mac })
+    }
+
+    /// Kills the plug and plugs the same (persistent) tap into the switch
+    /// at `dir` again: a new switch port, same MAC and addresses.
+    pub fn replug(&mut self, dir: &Path) -> Result<()> {
+        self.plug.kill()?;
+        ensure!(
+            self.ns.has_link(GUEST_DEV),
+            "guest {}'s tap went away with its plug; start it with GuestSetup::persistent_tap",
+            self.n
+        );
+        self.plug = plug_tap(&self.ns, dir, self.n)?;
+        Ok(())
     }
 
     /// Starts the agent ([`agent_main`]) in this guest's namespace.

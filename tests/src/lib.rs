@@ -25,10 +25,12 @@
 //! uml_switch/vde_switch, to validate the tests themselves).
 
 pub mod ap;
+pub mod battery;
 pub mod netns;
 pub mod ops;
 pub mod process;
 pub mod proto;
+pub mod raw;
 pub mod scenarios;
 pub mod switch;
 pub mod tools;

@@ -137,6 +137,14 @@ struct NativeArgs {
     #[arg(long = "static-mac", value_name = "MAC@PORT")]
     static_mac: Vec<String>,
 
+    /// A port's 802.1Q VLANs, PORT=UNTAGGED[/TAGGED]: `unix:1=10` (access
+    /// port of VLAN 10), `tap:tap0=/10,20-30` (trunk, no native VLAN),
+    /// `tap:tap0=1/10,20` (both). PORT may end in `*` (`unix:*`). The first
+    /// match wins; with any rule the switch is VLAN-aware and other ports
+    /// are in VLAN 1. Repeatable.
+    #[arg(long = "vlan", value_name = "PORT=VLANS")]
+    vlan: Vec<String>,
+
     /// Highest port number VDE clients may ask for (`DIR[N]`).
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=65_535))]
@@ -218,6 +226,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         stdin: StdinPolicy::Ignore,
         notes: Vec::new(),
         static_macs: Vec::new(),
+        vlans: Vec::new(),
         extras: Default::default(),
     };
     // The file first, then what the command line says explicitly on top.
@@ -298,6 +307,21 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             .map_err(|e| Usage::error(format!("error: --static-mac {entry}: {e}")))?;
         s.static_macs.push((mac, port.to_string()));
     }
+    // Command-line rules come first: the first match wins.
+    let mut rules = Vec::new();
+    for entry in &a.vlan {
+        let (port, vlans) = entry.split_once('=').ok_or_else(|| {
+            Usage::error(format!(
+                "error: --vlan {entry}: expected PORT=VLANS (e.g. unix:1=10 or tap:tap0=/10,20)"
+            ))
+        })?;
+        let vlans = vlans
+            .parse()
+            .map_err(|e| Usage::error(format!("error: --vlan {entry}: {e}")))?;
+        rules.push((switchyard_switch::vlan::PortPattern::new(port), vlans));
+    }
+    rules.append(&mut s.vlans);
+    s.vlans = rules;
     let mode = a.mode.or(a.group.map(|_| 0o660)).or(Some(0o600));
     let with_perms = |layout| UnixConfig::new(layout).with_permissions(mode, a.dir_mode, a.group);
     s.controls.extend(
@@ -342,6 +366,27 @@ mod tests {
         assert_eq!(s.engine.fdb.max_entries, 65_536);
         let d = p(&["switchyard"]).expect("parses");
         assert!(!d.controls.is_empty());
+    }
+
+    #[test]
+    fn vlan_flags_come_before_the_files_rules() {
+        let s = p(&[
+            "switchyard",
+            "--vlan",
+            "unix:1=10",
+            "--vlan",
+            "tap:*=/10,20",
+        ])
+        .expect("parses");
+        let rules: Vec<String> = s
+            .vlans
+            .iter()
+            .map(|(p, v)| format!("{}={v}", p.as_str()))
+            .collect();
+        assert_eq!(rules, ["unix:1=10", "tap:*=/10,20"]);
+        for bad in ["unix:1", "unix:1=0", "unix:1=none", "x=/5-1"] {
+            assert!(p(&["switchyard", "--vlan", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

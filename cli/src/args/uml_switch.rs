@@ -68,6 +68,7 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         stdin: StdinPolicy::TerminalEof,
         notes: Vec::new(),
         static_macs: Vec::new(),
+        vlans: Vec::new(),
         extras: Default::default(),
     })
 }

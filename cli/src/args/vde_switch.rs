@@ -245,6 +245,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         },
         notes,
         static_macs: Vec::new(),
+        vlans: Vec::new(),
         extras: Default::default(),
     })
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::vlan::PortVlans;
 use crate::MacAddr;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -429,4 +430,107 @@ fn a_pinned_mac_stays_put_and_cannot_be_spoofed() {
         e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(10_001)),
         Decision::Flood
     );
+}
+
+/// `frame` with an 802.1Q tag for `vid` after the addresses.
+fn tagged(f: &[u8], vid: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::vlan::tag_into(f, vid, &mut out);
+    out
+}
+
+/// Ports 1–2 access VLAN 10, port 3 access VLAN 20, port 4 a trunk
+/// carrying 10 and 20 tagged with no native VLAN.
+fn vlan_engine() -> Engine {
+    let mut e = engine(Mode::Switch, 4);
+    e.set_vlan_aware(true);
+    e.set_port_vlans(PortId(1), PortVlans::access(10));
+    e.set_port_vlans(PortId(2), PortVlans::access(10));
+    e.set_port_vlans(PortId(3), PortVlans::access(20));
+    e.set_port_vlans(PortId(4), "/10,20".parse().expect("spec"));
+    e
+}
+
+#[test]
+fn floods_stay_inside_their_vlan() {
+    let e = &mut vlan_engine();
+    let (d, class) = e.decide_in(PortId(1), &ARP_REQUEST, s(0));
+    assert_eq!((d, class.vid, class.tag), (Decision::Flood, 10, None));
+    let set: Vec<_> = e.flood_set_in(PortId(1), 10).collect();
+    assert_eq!(set, vec![PortId(2), PortId(4)]);
+    let set: Vec<_> = e.flood_set_in(PortId(3), 20).collect();
+    assert_eq!(set, vec![PortId(4)]);
+}
+
+#[test]
+fn the_fdb_is_per_vlan() {
+    let e = &mut vlan_engine();
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    // a is on port 1 in VLAN 10 and, tagged, behind the trunk in VLAN 20.
+    e.decide_in(PortId(1), &frame(b, a, 60), s(0));
+    e.decide_in(PortId(4), &tagged(&frame(b, a, 60), 20), s(0));
+    // From port 3 (VLAN 20), a is behind the trunk ...
+    assert_eq!(
+        e.decide_in(PortId(3), &frame(a, b, 60), s(0)).0,
+        Decision::Forward(PortId(4))
+    );
+    // ... and from the trunk in VLAN 10 it is on port 1.
+    let (d, class) = e.decide_in(PortId(4), &tagged(&frame(a, b, 60), 10), s(0));
+    assert_eq!((d, class.vid, class.tag), (Decision::Forward(PortId(1)), 10, Some(10)));
+    assert_eq!(e.fdb().len(), 4, "a and b each in two VLANs: {:?}", e.fdb_entries(s(0)));
+}
+
+#[test]
+fn frames_outside_the_ports_vlans_are_dropped() {
+    let e = &mut vlan_engine();
+    // Untagged on a trunk without a native VLAN.
+    assert_eq!(
+        e.decide_in(PortId(4), &ARP_REQUEST, s(0)).0,
+        Decision::Drop(DropReason::VlanFiltered)
+    );
+    // A VLAN the trunk does not carry.
+    assert_eq!(
+        e.decide_in(PortId(4), &tagged(&ARP_REQUEST, 30), s(0)).0,
+        Decision::Drop(DropReason::VlanFiltered)
+    );
+    // Another VLAN's tag on an access port.
+    assert_eq!(
+        e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 20), s(0)).0,
+        Decision::Drop(DropReason::VlanFiltered)
+    );
+    assert_eq!(e.fdb().len(), 0, "nothing refused is learned");
+}
+
+#[test]
+fn a_port_without_a_rule_is_in_vlan_1_and_transparent_mode_ignores_tags() {
+    let mut e = engine(Mode::Switch, 2);
+    // Transparent: any tag passes, one table.
+    let (d, class) = e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 30), s(0));
+    assert_eq!((d, class), (Decision::Flood, crate::vlan::Classified::TRANSPARENT));
+    e.set_vlan_aware(true);
+    assert_eq!(e.fdb().len(), 0, "switching schemes empties the FDB");
+    let (d, class) = e.decide_in(PortId(1), &ARP_REQUEST, s(0));
+    assert_eq!((d, class.vid), (Decision::Flood, 1));
+    assert_eq!(
+        e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 30), s(0)).0,
+        Decision::Drop(DropReason::VlanFiltered)
+    );
+}
+
+#[test]
+fn a_learned_port_that_left_the_vlan_is_no_destination() {
+    let e = &mut vlan_engine();
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    e.decide_in(PortId(2), &frame(b, a, 60), s(0));
+    assert_eq!(
+        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        Decision::Forward(PortId(2))
+    );
+    e.set_port_vlans(PortId(2), PortVlans::access(20));
+    assert_eq!(e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0, Decision::Flood);
+    // A static entry outside the VLAN is no destination either.
+    e.pin(a, PortId(3));
+    assert_eq!(e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0, Decision::Flood);
 }

@@ -7,6 +7,12 @@
 //! Sending never blocks: a frame is written at once when the socket takes
 //! it, otherwise queued whole (up to [`TX_QUEUE_BYTES`]) for a writer task;
 //! a full queue drops the frame. Frames are never split across a drop.
+//!
+//! What a connection may cost is bounded: a receive buffer of two largest
+//! records, the send queue, two descriptors' worth of kernel buffers, and
+//! a listener takes at most [`MAX_CONNECTIONS`] at once; one more is
+//! accepted and closed at once (the client sees EOF), counted in
+//! [`connections_refused`] and logged at most once a minute.
 
 use super::{remove_stale_socket_file, Endpoint, PortError};
 use crate::counters::DropReason;
@@ -16,6 +22,7 @@ use crate::Stop;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
@@ -23,6 +30,12 @@ use tokio::sync::Notify;
 
 /// Bytes a connection may have queued for sending before frames drop.
 pub const TX_QUEUE_BYTES: usize = 256 * 1024;
+/// Connections one listening stream port serves at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The receive buffer of a connection: two of the largest records, so a
+/// partial record can always be moved to the front with room for a whole
+/// one behind it.
+const READ_BUFFER: usize = 2 * (crate::MAX_FRAME + 4);
 /// The longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first reconnect delay.
@@ -58,6 +71,16 @@ impl StreamConfig {
             endpoint,
         }
     }
+}
+
+/// Connections refused because their listener had [`MAX_CONNECTIONS`],
+/// every stream listener of the process together, since start.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Connections stream listeners refused since start (each was at
+/// [`MAX_CONNECTIONS`]).
+pub fn connections_refused() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
 }
 
 #[derive(Debug)]
@@ -189,6 +212,8 @@ async fn accept_loop(
         }
     };
     let mut n: u64 = 0;
+    let open = Arc::new(AtomicUsize::new(0));
+    let full_log = crate::ratelimit::LogLimiter::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.stopped() => return Ok(()),
@@ -196,17 +221,46 @@ async fn accept_loop(
         };
         match accepted {
             Ok((conn, peer)) => {
+                if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    drop(conn);
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) =
+                        full_log.allow(switch.now(), crate::ratelimit::LOG_INTERVAL)
+                    {
+                        tracing::warn!(
+                            port = %name, %peer, suppressed,
+                            "refused a connection: this listener already serves {MAX_CONNECTIONS} \
+                             connections, the most it takes"
+                        );
+                    }
+                    continue;
+                }
                 n += 1;
-                tokio::spawn(run_connection(
-                    switch.clone(),
-                    format!("{name}:{n}"),
-                    peer,
-                    Arc::new(conn),
-                    stop.clone(),
-                ));
+                let slot = ConnectionSlot::take(&open);
+                let (switch, stop, name) = (switch.clone(), stop.clone(), format!("{name}:{n}"));
+                tokio::spawn(async move {
+                    run_connection(switch, name, peer, Arc::new(conn), stop).await;
+                    drop(slot);
+                });
             }
             Err(e) => accept_failed(name, e).await,
         }
+    }
+}
+
+/// One of a listener's [`MAX_CONNECTIONS`], given back on drop.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(open: &Arc<AtomicUsize>) -> ConnectionSlot {
+        open.fetch_add(1, Ordering::AcqRel);
+        ConnectionSlot(open.clone())
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -386,7 +440,7 @@ fn prefix(bytes: &[u8]) -> Prefix {
 }
 
 async fn read_frames(switch: &Switch, port: &Port, conn: &Conn) -> String {
-    let mut buf = vec![0u8; 4 * (crate::MAX_FRAME + 4)];
+    let mut buf = vec![0u8; READ_BUFFER];
     let (mut start, mut end) = (0usize, 0usize);
     loop {
         if let Err(e) = conn.readable().await {

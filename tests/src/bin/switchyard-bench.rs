@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use bench::json::Json;
+use bench::macnat;
 use bench::measure::{self, Config, Measurement};
 use bench::report::{self, Outcome, Results};
 use bench::sys;
@@ -54,6 +55,10 @@ options:
                         iperf3_tap     TCP between taps in two namespaces, via
                                        vde_plug (needs iperf3 and vde_plug)
                         fdb_64k        64 B A->B after 65,536 source MACs
+                        macnat_pcap    switchyard only: a pcap port on a veth
+                                       pair with MAC-NAT off vs on, 64 B
+                                       IPv4/UDP guest->LAN and LAN->guest
+                                       (needs nft, from nftables)
   --json PATH         JSON output (default target/bench/results.json)
   --netns NAME        name of the namespace to create (default swbench-<pid>)
   --logs DIR          keep each switch's stdout/stderr in DIR
@@ -293,6 +298,7 @@ fn run_one(
     cfg: &Config,
     tmp: &Path,
     netns: &str,
+    macnat_tools: Option<&macnat::Tools>,
 ) -> Result<measure::Sample> {
     let tag = format!("{}-{}-r{rep}", kind.name(), m.name());
     let log = args.logs.as_ref().map(|d| d.join(format!("{tag}.log")));
@@ -301,6 +307,19 @@ fn run_one(
     } else {
         &[]
     };
+    if m == Measurement::MacNatPcap {
+        let tools = macnat_tools
+            .context("macnat_pcap: its tools were not checked at start-up (a bug)")?;
+        let setup = macnat::Setup {
+            exe,
+            extra,
+            workdir: tmp,
+            tag: &tag,
+            logs: args.logs.as_deref(),
+            tools,
+        };
+        return Ok(measure::Sample::MacNat(macnat::run(&setup, rep, cfg)?));
+    }
     let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log, m.needs_vde_dir())?;
     sw.wait_ready(Duration::from_secs(10))?;
     let target = measure::Target {
@@ -320,6 +339,25 @@ fn run_one(
 fn summary(s: &measure::Sample) -> String {
     let cpu = |c: Option<f64>| c.map_or("?".into(), |c| format!("{c:.0}%"));
     match s {
+        measure::Sample::MacNat(n) => {
+            let one = |r: &macnat::PcapRun| {
+                format!(
+                    "out {:.1}k fps (CPU {}), in {:.1}k fps (CPU {})",
+                    r.out.rx_fps(0) / 1000.0,
+                    cpu(r.out.switch_cpu_pct()),
+                    r.inbound.rx_fps(0) / 1000.0,
+                    cpu(r.inbound.switch_cpu_pct())
+                )
+            };
+            format!(
+                "MAC-NAT off: {}; on: {}; on/off out {:.2}, in {:.2}{}",
+                one(&n.off),
+                one(&n.on),
+                n.on.out.rx_fps(0) / n.off.out.rx_fps(0),
+                n.on.inbound.rx_fps(0) / n.off.inbound.rx_fps(0),
+                if n.on_first { " (on ran first)" } else { "" }
+            )
+        }
         measure::Sample::Paced { flood: f, .. } => format!(
             "switch CPU {}, tx {:.1}k fps, rx {:.1}k fps, loss {:.1}%",
             cpu(f.switch_cpu_pct()),
@@ -423,6 +461,21 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                 cfg.fdb_macs,
                 256
             )),
+            Measurement::MacNatPcap => notes.push(format!(
+                "MAC-NAT (macnat_pcap): switchyard with `--port pcap,device=NIC[,mac_nat=on]` on \
+                 one end of a veth pair and a guest on a unix port; each repetition runs it with \
+                 MAC-NAT off and on (alternating which goes first), each freshly started. guest → \
+                 LAN: the guest sends batches of {} 64 B IPv4/UDP frames (203.0.113.10 → \
+                 198.51.100.1) and the LAN end's rx_packets counts what switchyard injected; LAN \
+                 → guest: an AF_PACKET socket on the LAN end sends batches of the reverse frames \
+                 as fast as it can, to the NIC's MAC with MAC-NAT (mapped back to the guest by \
+                 IP address) and to the guest's MAC without, and the guest counts them. Before \
+                 measuring, the LAN must see the guest's frames from the NIC's MAC with MAC-NAT \
+                 and from the guest's own without. Both veth ends drop every frame at the \
+                 netfilter ingress hook, after capture, so the kernel does the same in both \
+                 settings. The ratios in that table are MAC-NAT on ÷ off; the cost is 1 − that.",
+                cfg.batch
+            )),
             _ => {}
         }
     }
@@ -448,6 +501,14 @@ fn real_main(args: Args) -> Result<bool> {
         (Some(iperf3), Some(vde_plug))
     } else {
         (None, None)
+    };
+
+    let macnat_tools = if args.measurements.contains(&Measurement::MacNatPcap)
+        && exes.iter().any(|(k, _)| *k == SwitchKind::Switchyard)
+    {
+        Some(macnat::Tools::find()?)
+    } else {
+        None
     };
 
     sys::install_signal_handlers()?;
@@ -536,7 +597,18 @@ fn real_main(args: Args) -> Result<bool> {
                 }
                 sys::check_interrupted()?;
                 let t = Instant::now();
-                match run_one(*kind, exe, &args, m, rep, &cfg, tmp.path(), netns.name()) {
+                let ran = run_one(
+                    *kind,
+                    exe,
+                    &args,
+                    m,
+                    rep,
+                    &cfg,
+                    tmp.path(),
+                    netns.name(),
+                    macnat_tools.as_ref(),
+                );
+                match ran {
                     Ok(s) => {
                         eprintln!(
                             "[{done}/{total}] {} rep {rep} {:<10}: {} ({:.1} s)",
@@ -573,6 +645,7 @@ fn real_main(args: Args) -> Result<bool> {
         }
     }
     footer.extend(scenario_notes(&args.measurements, &cfg));
+    footer.extend(report::macnat_spread(&results));
     for ((m, k), o) in &results {
         if let Some(e) = o.errors.first() {
             footer.push(format!(

@@ -11,9 +11,11 @@
 //! every client reaches, and a plain control socket path (uml_switch style,
 //! data sockets with abstract names) that UML `ethN=daemon` reaches.
 
+pub mod handshakes;
 mod numbers;
 pub mod request;
 
+pub use handshakes::{refusals, waiting, Refusal};
 pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
@@ -22,6 +24,7 @@ use crate::ports::receive::receive_batched;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::Switch;
 use crate::sys::{watch_readable, SharedFd};
+use handshakes::{Room, Waiting, CROWDED_AFTER, MAX_PENDING, REQUEST_TIMEOUT};
 use request::{encode_reply, ReplyAddr, SUN_PATH_LEN};
 use std::collections::HashSet;
 use std::io;
@@ -34,6 +37,11 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+/// How often the control socket's file is checked: a socket deleted by
+/// hand or by a /tmp cleaner is bound again.
+const SOCKET_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the control socket lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,24 +180,42 @@ fn clear_stale_socket(path: &Path) -> Result<(), UnixPortError> {
 /// switch runs as root and would otherwise send frames, on the client's
 /// behalf, to sockets the client may not write to itself. Abstract names
 /// have no owner to check; the kernel gives them no permissions either.
-fn client_may_use(addr: &ClientAddr, uid: u32) -> Result<(), String> {
+fn client_may_use(addr: &ClientAddr, uid: u32) -> Result<(), (Refusal, String)> {
     use std::os::unix::fs::MetadataExt;
     let ClientAddr::Path(path) = addr else {
         return Ok(());
     };
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot inspect client socket {}: {e}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+        (
+            Refusal::of_io(&e),
+            format!("cannot inspect client socket {}: {e}", path.display()),
+        )
+    })?;
     if !meta.file_type().is_socket() {
-        return Err(format!("client address {} is not a socket", path.display()));
+        return Err((
+            Refusal::Unreachable,
+            format!("client address {} is not a socket", path.display()),
+        ));
     }
     if uid != 0 && meta.uid() != uid {
-        return Err(format!(
-            "client socket {} belongs to uid {}, not to the connecting uid {uid}",
-            path.display(),
-            meta.uid()
+        return Err((
+            Refusal::NotPermitted,
+            format!(
+                "client socket {} belongs to uid {}, not to the connecting uid {uid}",
+                path.display(),
+                meta.uid()
+            ),
         ));
     }
     Ok(())
+}
+
+/// The identity of a file: (device, inode).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Removes data sockets (`NNN.ID`) that a killed switch left in `dir`:
@@ -238,11 +264,137 @@ pub struct UnixControl {
     config: UnixConfig,
     ctl_path: PathBuf,
     listener: Mutex<Option<UnixListener>>,
+    /// (device, inode) of the socket file we bound: cleanup removes only
+    /// that file, never one another process put at the same path.
+    identity: Mutex<Option<(u64, u64)>>,
     /// True when we made the directory (a failure to remove it is worth
     /// a warning).
     created_dir: bool,
     data_paths: Mutex<HashSet<PathBuf>>,
+    /// Connections that have not sent their request yet.
+    waiting: Mutex<Waiting>,
+    /// Signalled whenever a waiting connection leaves.
+    room: Notify,
     bad_request_log: LogLimiter,
+    accept_log: LogLimiter,
+}
+
+/// Creates the VDE directory if it is missing (with the configured
+/// permissions) and binds the control socket at `ctl_path`, replacing a
+/// stale one. Returns the listener and whether the directory was made.
+fn bind_listener(
+    config: &UnixConfig,
+    ctl_path: &Path,
+) -> Result<(UnixListener, bool), UnixPortError> {
+    let mut created_dir = false;
+    if let Layout::Directory(dir) = &config.layout {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => sweep_stale_data_sockets(dir),
+            Ok(_) => return Err(UnixPortError::NotADirectory { path: dir.clone() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir(dir).map_err(io_err("cannot create directory", dir))?;
+                created_dir = true;
+                let dir_mode = config.dir_mode.unwrap_or_else(|| {
+                    // vde_switch: the socket mode plus x bits, setgid.
+                    let m = config.mode.unwrap_or(0o600);
+                    0o2000 | m | ((m & 0o444) >> 2)
+                });
+                set_permissions(dir, Some(dir_mode), config.group)
+                    .map_err(io_err("cannot set permissions of", dir))?;
+            }
+            Err(e) => return Err(io_err("cannot inspect", dir)(e)),
+        }
+    }
+    clear_stale_socket(ctl_path)?;
+    let listener = UnixListener::bind(ctl_path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            UnixPortError::InUse {
+                path: ctl_path.to_path_buf(),
+                pid: None,
+            }
+        } else {
+            io_err("cannot bind control socket", ctl_path)(e)
+        }
+    })?;
+    set_permissions(ctl_path, config.mode, config.group)
+        .map_err(io_err("cannot set permissions of", ctl_path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("cannot configure", ctl_path))?;
+    Ok((listener, created_dir))
+}
+
+/// True for the errors that mean "no descriptor left for a new socket".
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// A descriptor held in reserve, given up for a moment to accept and
+/// close a connection when the process is out of descriptors, so that the
+/// client reads EOF at once instead of waiting in the listen queue.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// A connection's place among those waiting for their request; leaving
+/// (drop) makes room for the next.
+struct Ticket<'a> {
+    control: &'a UnixControl,
+    key: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.control.waiting().leave(self.key);
+        self.control.room.notify_one();
+    }
+}
+
+/// Why a connection produced no usable request.
+#[derive(Debug)]
+enum ReadFailure {
+    /// Closed (or reset) before a single byte.
+    HungUp,
+    /// Nothing within [`REQUEST_TIMEOUT`].
+    Silent,
+    /// Closed to make room (see [`handshakes`]).
+    Crowded,
+    /// Bytes that are not a request.
+    Bad(RequestError),
+}
+
+impl ReadFailure {
+    fn refusal(&self) -> Refusal {
+        match self {
+            ReadFailure::HungUp => Refusal::HungUp,
+            ReadFailure::Silent => Refusal::Silent,
+            ReadFailure::Crowded => Refusal::Crowded,
+            ReadFailure::Bad(RequestError::BadMagic(_)) => Refusal::BadMagic,
+            ReadFailure::Bad(RequestError::UnsupportedVersion(_)) => Refusal::BadVersion,
+            ReadFailure::Bad(RequestError::UnsupportedType(_)) => Refusal::BadType,
+            ReadFailure::Bad(_) => Refusal::Malformed,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::HungUp => write!(f, "it closed the connection without a request"),
+            ReadFailure::Silent => write!(
+                f,
+                "no request within {} s of connecting",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            ReadFailure::Crowded => write!(
+                f,
+                "closed after {} s without a request to make room: {MAX_PENDING} connections \
+                 were waiting, or the switch ran out of file descriptors",
+                CROWDED_AFTER.as_secs()
+            ),
+            ReadFailure::Bad(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl UnixControl {
@@ -258,55 +410,26 @@ impl UnixControl {
             Layout::Directory(d) => Layout::Directory(absolute(d)?),
             Layout::Socket(s) => Layout::Socket(absolute(s)?),
         };
-        let mut created_dir = false;
         let ctl_path = match &config.layout {
-            Layout::Directory(dir) => {
-                match std::fs::metadata(dir) {
-                    Ok(m) if m.is_dir() => sweep_stale_data_sockets(dir),
-                    Ok(_) => return Err(UnixPortError::NotADirectory { path: dir.clone() }),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        std::fs::create_dir(dir).map_err(io_err("cannot create directory", dir))?;
-                        created_dir = true;
-                        let dir_mode = config.dir_mode.unwrap_or_else(|| {
-                            // vde_switch: the socket mode plus x bits, setgid.
-                            let m = config.mode.unwrap_or(0o600);
-                            0o2000 | m | ((m & 0o444) >> 2)
-                        });
-                        set_permissions(dir, Some(dir_mode), config.group)
-                            .map_err(io_err("cannot set permissions of", dir))?;
-                    }
-                    Err(e) => return Err(io_err("cannot inspect", dir)(e)),
-                }
-                dir.join("ctl")
-            }
+            Layout::Directory(dir) => dir.join("ctl"),
             Layout::Socket(path) => path.clone(),
         };
         if ctl_path.as_os_str().len() >= SUN_PATH_LEN {
             return Err(UnixPortError::PathTooLong { path: ctl_path });
         }
-        clear_stale_socket(&ctl_path)?;
-        let listener = UnixListener::bind(&ctl_path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AddrInUse {
-                UnixPortError::InUse {
-                    path: ctl_path.clone(),
-                    pid: None,
-                }
-            } else {
-                io_err("cannot bind control socket", &ctl_path)(e)
-            }
-        })?;
-        set_permissions(&ctl_path, config.mode, config.group)
-            .map_err(io_err("cannot set permissions of", &ctl_path))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io_err("cannot configure", &ctl_path))?;
+        let (listener, created_dir) = bind_listener(&config, &ctl_path)?;
+        let identity = file_identity(&ctl_path);
         Ok(UnixControl {
             config,
             ctl_path,
             listener: Mutex::new(Some(listener)),
+            identity: Mutex::new(identity),
             created_dir,
             data_paths: Mutex::new(HashSet::new()),
+            waiting: Mutex::new(Waiting::default()),
+            room: Notify::new(),
             bad_request_log: LogLimiter::default(),
+            accept_log: LogLimiter::default(),
         })
     }
 
@@ -320,10 +443,26 @@ impl UnixControl {
         &self.config.layout
     }
 
-    /// Removes the control socket, the data sockets and a directory we
-    /// created. Called on shutdown.
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn identity(&self) -> std::sync::MutexGuard<'_, Option<(u64, u64)>> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections on this socket that have not sent their request yet.
+    pub fn waiting_connections(&self) -> usize {
+        self.waiting().len()
+    }
+
+    /// Removes the control socket (if it is still ours), the data sockets
+    /// and a directory we created. Called on shutdown.
     pub fn cleanup(&self) {
-        let _ = std::fs::remove_file(&self.ctl_path);
+        let ours = *self.identity();
+        if ours.is_none() || file_identity(&self.ctl_path) == ours {
+            let _ = std::fs::remove_file(&self.ctl_path);
+        }
         let paths: Vec<PathBuf> = self
             .data_paths
             .lock()
@@ -347,6 +486,125 @@ impl UnixControl {
         }
     }
 
+    /// Checks that the control socket's file is still ours. A deleted one
+    /// is bound again (clients could no longer connect); one replaced by
+    /// another process's is left to it. Returns a new listener when it
+    /// bound again.
+    fn check_socket_file(&self, switch: &Switch, watching: &mut bool) -> Option<UnixListener> {
+        let ours = *self.identity();
+        let now = file_identity(&self.ctl_path);
+        if ours.is_none() {
+            // Unknown at bind (a failed stat): take what is there now.
+            *self.identity() = now;
+            return None;
+        }
+        if now == ours || !*watching {
+            return None;
+        }
+        if now.is_some() {
+            tracing::error!(
+                ctl = %self.ctl_path.display(),
+                "control socket was replaced by another file; new clients reach that one, \
+                 not this switch (clients already attached keep their ports)"
+            );
+            *watching = false;
+            return None;
+        }
+        match bind_listener(&self.config, &self.ctl_path) {
+            Ok((l, _)) => {
+                *self.identity() = file_identity(&self.ctl_path);
+                tracing::warn!(
+                    ctl = %self.ctl_path.display(),
+                    "control socket was deleted; bound it again (clients already attached keep their ports)"
+                );
+                Some(l)
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.accept_log.allow(switch.now(), LOG_INTERVAL) {
+                    tracing::error!(
+                        ctl = %self.ctl_path.display(), suppressed,
+                        "control socket was deleted and cannot be bound again: {e}; retrying"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits until another connection may be accepted: fewer than
+    /// [`MAX_PENDING`] waiting, or the oldest of them closed to make room.
+    async fn wait_for_room(&self, stop: &crate::Stop) {
+        loop {
+            let room = self.room.notified();
+            let r = self
+                .waiting()
+                .make_room(tokio::time::Instant::now(), MAX_PENDING, CROWDED_AFTER);
+            match r {
+                Room::Free | Room::Evicted => return,
+                Room::NotBefore(t) => {
+                    tokio::select! {
+                        _ = stop.stopped() => return,
+                        _ = room => {}
+                        _ = tokio::time::sleep_until(t) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors while accepting: close the longest-silent
+    /// waiting connection (after its grace period; the new client waits in
+    /// the listen queue meanwhile). With none waiting, every descriptor
+    /// belongs to a real port: refuse the next client at once, with the
+    /// spare descriptor, rather than leave it hanging in the queue.
+    async fn relieve_descriptor_shortage(
+        &self,
+        listener: &tokio::net::UnixListener,
+        spare: &mut Option<std::fs::File>,
+        switch: &Switch,
+        stop: &crate::Stop,
+        e: &io::Error,
+    ) {
+        if let Some(suppressed) = self.accept_log.allow(switch.now(), LOG_INTERVAL) {
+            tracing::warn!(
+                ctl = %self.ctl_path.display(), suppressed,
+                "out of file descriptors ({e}): closing silent connections and refusing new \
+                 clients until some leave; raise the limit (LimitNOFILE=, ulimit -n) or lower --numports"
+            );
+        }
+        let room = self
+            .waiting()
+            .evict_oldest(tokio::time::Instant::now(), CROWDED_AFTER);
+        match room {
+            Room::Evicted => {
+                // Its task closes it; give it a moment to run.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Room::NotBefore(t) => {
+                tokio::select! {
+                    _ = stop.stopped() => {}
+                    _ = tokio::time::sleep_until(t) => {}
+                }
+            }
+            Room::Free => match spare.take() {
+                Some(f) => {
+                    drop(f);
+                    let refused =
+                        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+                    if let Ok(Ok((s, _))) = refused {
+                        drop(s);
+                        handshakes::count(Refusal::NoDescriptors);
+                    }
+                    *spare = spare_descriptor();
+                }
+                None => {
+                    *spare = spare_descriptor();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+
     /// Accepts clients until `stop`. Each client becomes a port; stopping
     /// closes them all and removes the sockets.
     pub async fn serve(
@@ -361,25 +619,45 @@ impl UnixControl {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| io::Error::other("control socket is already being served"))?;
-        let listener = tokio::net::UnixListener::from_std(std_listener)?;
+        let mut listener = tokio::net::UnixListener::from_std(std_listener)?;
+        let mut spare = spare_descriptor();
+        let mut check = tokio::time::interval(SOCKET_CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watching = true;
         loop {
+            self.wait_for_room(&stop).await;
             let accepted = tokio::select! {
                 _ = stop.stopped() => break,
+                _ = check.tick() => {
+                    if let Some(l) = self.check_socket_file(&switch, &mut watching) {
+                        match tokio::net::UnixListener::from_std(l) {
+                            Ok(l) => listener = l,
+                            Err(e) => tracing::error!(ctl = %self.ctl_path.display(), "cannot serve the control socket again: {e}"),
+                        }
+                    }
+                    continue;
+                }
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, _)) => {
+                    let (key, evict) = self.waiting().enter(tokio::time::Instant::now());
                     let me = self.clone();
                     let switch = switch.clone();
                     let numbers = numbers.clone();
                     let stop = stop.clone();
-                    tokio::spawn(async move { me.client(stream, switch, numbers, stop).await });
+                    tokio::spawn(async move {
+                        me.client(stream, key, evict, switch, numbers, stop).await
+                    });
+                }
+                Err(e) if out_of_descriptors(&e) => {
+                    self.relieve_descriptor_shortage(&listener, &mut spare, &switch, &stop, &e)
+                        .await;
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, and
-                    // say so once a minute.
-                    if let Some(suppressed) = self.bad_request_log.allow(switch.now(), LOG_INTERVAL)
-                    {
+                    // Anything else: back off instead of spinning, and say
+                    // so once a minute.
+                    if let Some(suppressed) = self.accept_log.allow(switch.now(), LOG_INTERVAL) {
                         tracing::warn!(path = %self.ctl_path.display(), suppressed, "accept failed: {e}");
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -394,30 +672,51 @@ impl UnixControl {
         Ok(())
     }
 
-    fn log_refusal(&self, switch: &Switch, who: &str, why: &dyn std::fmt::Display) {
+    /// Counts a refused client and logs it (a few lines a second at most).
+    /// A probe that hung up without a word is logged at debug level only.
+    fn refuse(&self, switch: &Switch, reason: Refusal, who: &str, why: &dyn std::fmt::Display) {
+        handshakes::count(reason);
         if let Some(suppressed) = self.bad_request_log.allow(switch.now(), LOG_INTERVAL / 60) {
-            tracing::warn!(
-                ctl = %self.ctl_path.display(), client = who, suppressed,
-                "refused a client: {why}"
-            );
+            if reason == Refusal::HungUp {
+                tracing::debug!(
+                    ctl = %self.ctl_path.display(), client = who, suppressed,
+                    "refused a client: {why}"
+                );
+            } else {
+                tracing::warn!(
+                    ctl = %self.ctl_path.display(), client = who, reason = reason.as_str(), suppressed,
+                    "refused a client: {why}"
+                );
+            }
         }
     }
 
     async fn client(
         self: Arc<Self>,
         mut stream: UnixStream,
+        key: u64,
+        evict: Arc<Notify>,
         switch: Arc<Switch>,
         numbers: Arc<PortNumbers>,
         stop: crate::Stop,
     ) {
+        let ticket = Ticket {
+            control: &self,
+            key,
+        };
         let cred = stream.peer_cred().ok();
         let pid = cred.as_ref().and_then(|c| c.pid()).unwrap_or(0);
         let uid = cred.as_ref().map(|c| c.uid()).unwrap_or(u32::MAX);
         let who = format!("pid {pid} uid {uid}");
-        let req = match read_request(&mut stream).await {
+        let read = tokio::select! {
+            r = read_request(&mut stream) => r,
+            _ = evict.notified() => Err(ReadFailure::Crowded),
+        };
+        drop(ticket);
+        let req = match read {
             Ok(r) => r,
             Err(e) => {
-                self.log_refusal(&switch, &who, &e);
+                self.refuse(&switch, e.refusal(), &who, &e);
                 return;
             }
         };
@@ -426,8 +725,8 @@ impl UnixControl {
         } else {
             req.description.clone()
         };
-        if let Err(why) = client_may_use(&req.addr, uid) {
-            self.log_refusal(&switch, &who, &why);
+        if let Err((reason, why)) = client_may_use(&req.addr, uid) {
+            self.refuse(&switch, reason, &who, &why);
             return;
         }
         let requested = match (req.kind, req.port) {
@@ -440,17 +739,18 @@ impl UnixControl {
             Err(e) => {
                 // Closing the connection is the refusal every client
                 // understands (it reads EOF instead of a reply).
-                self.log_refusal(&switch, &who, &e);
+                self.refuse(&switch, Refusal::PortUnavailable, &who, &e);
                 return;
             }
         };
         let id = switch.allocate_id();
-        let (sock, data_path, reply) = match self.open_data_socket(number, id, &req.addr) {
+        let (sock, data_path, reply) = match self.open_data_socket_making_room(number, id, &req.addr).await {
             Ok(x) => x,
             Err(e) => {
                 numbers.release(number);
-                self.log_refusal(
+                self.refuse(
                     &switch,
+                    Refusal::of_io(&e),
                     &who,
                     &format!("cannot reach client socket {:?}: {e}", req.addr),
                 );
@@ -468,7 +768,12 @@ impl UnixControl {
             }
         };
         if let Err(e) = stream.write_all(&reply).await {
-            self.log_refusal(&switch, &who, &format!("cannot send reply: {e}"));
+            self.refuse(
+                &switch,
+                Refusal::HungUp,
+                &who,
+                &format!("cannot send reply: {e}"),
+            );
             port_cleanup(&self);
             return;
         }
@@ -485,7 +790,12 @@ impl UnixControl {
         let afd = match watch_readable(sock) {
             Ok(a) => a,
             Err(e) => {
-                self.log_refusal(&switch, &who, &format!("cannot watch data socket: {e}"));
+                self.refuse(
+                    &switch,
+                    Refusal::of_io(&e),
+                    &who,
+                    &format!("cannot watch data socket: {e}"),
+                );
                 port_cleanup(&self);
                 return;
             }
@@ -506,6 +816,38 @@ impl UnixControl {
             rx_frames = c.rx_frames, tx_frames = c.tx_frames,
             "port detached"
         );
+    }
+    /// [`UnixControl::open_data_socket`]; when the process is out of
+    /// descriptors, a connection that has waited silently for its request
+    /// longer than [`CROWDED_AFTER`] is closed to make room, and the socket
+    /// is tried again (a real client is worth more than a silent one).
+    async fn open_data_socket_making_room(
+        &self,
+        number: u32,
+        id: PortId,
+        client: &ClientAddr,
+    ) -> io::Result<(
+        UnixDatagram,
+        Option<PathBuf>,
+        [u8; request::SOCKADDR_UN_LEN],
+    )> {
+        let mut tries = 0;
+        loop {
+            match self.open_data_socket(number, id, client) {
+                Err(e) if out_of_descriptors(&e) && tries < 3 => {
+                    tries += 1;
+                    let room = self
+                        .waiting()
+                        .evict_oldest(tokio::time::Instant::now(), CROWDED_AFTER);
+                    if room != Room::Evicted {
+                        return Err(e);
+                    }
+                    // The evicted connection's task closes it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Creates the port's datagram socket, connects it to the client and
@@ -576,24 +918,24 @@ impl UnixControl {
 }
 
 /// Reads one request. It normally arrives in one write; a short read gets
-/// 100 ms to complete, a silent client 5 s to start.
-async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> {
+/// 100 ms to complete, a silent client [`REQUEST_TIMEOUT`] to start.
+async fn read_request(stream: &mut UnixStream) -> Result<Request, ReadFailure> {
     let mut buf = [0u8; 512];
     let mut len = 0;
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-    match first {
+    match tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(ReadFailure::HungUp),
         Ok(Ok(n)) => len += n,
-        _ => return Err(RequestError::TooShort(0)),
+        Err(_) => return Err(ReadFailure::Silent),
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
     loop {
         match request::parse(&buf[..len]) {
-            Err(RequestError::TooShort(_)) if len > 0 && len < buf.len() => {}
-            other => return other,
+            Err(RequestError::TooShort(_)) if len < buf.len() => {}
+            other => return other.map_err(ReadFailure::Bad),
         }
         match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
             Ok(Ok(n)) if n > 0 => len += n,
-            _ => return request::parse(&buf[..len]),
+            _ => return request::parse(&buf[..len]).map_err(ReadFailure::Bad),
         }
     }
 }

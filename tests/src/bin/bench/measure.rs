@@ -2,9 +2,11 @@
 //! switch, attaches its own ports, and reports numbers; nothing here
 //! asserts anything about the switch. The scenarios from the speed issue
 //! (two pairs at once, UML-style sendto clients, CPU at a fixed rate,
-//! 64 k learned MACs) are in `flows.rs`, the iperf3 run in `tcp.rs`.
+//! 64 k learned MACs) are in `flows.rs`, the iperf3 run in `tcp.rs`, and
+//! MAC-NAT's cost on a pcap port in `macnat.rs`.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
 use super::world::SwitchKind;
-use super::{flows, tcp};
+use super::{flows, macnat, tcp};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,10 +31,11 @@ pub enum Measurement {
     Paced1514,
     Iperf,
     Fdb64k,
+    MacNatPcap,
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 9] = [
+    pub const ALL: [Measurement; 10] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -42,6 +45,7 @@ impl Measurement {
         Measurement::Paced1514,
         Measurement::Iperf,
         Measurement::Fdb64k,
+        Measurement::MacNatPcap,
     ];
 
     /// Name used by `--only` and as the JSON key.
@@ -56,6 +60,7 @@ impl Measurement {
             Measurement::Paced1514 => "cpu_100k_1514",
             Measurement::Iperf => "iperf3_tap",
             Measurement::Fdb64k => "fdb_64k",
+            Measurement::MacNatPcap => "macnat_pcap",
         }
     }
 
@@ -72,6 +77,9 @@ impl Measurement {
     pub fn not_applicable(self, kind: SwitchKind) -> Option<&'static str> {
         match (self, kind) {
             (Measurement::Iperf, SwitchKind::UmlSwitch) => Some(tcp::UML_SWITCH_NA),
+            (Measurement::MacNatPcap, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
+                Some(macnat::NO_PCAP_PORT)
+            }
             _ => None,
         }
     }
@@ -83,6 +91,7 @@ impl Measurement {
             Measurement::Latency => 0.5 + cfg.pings as f64 * 80e-6,
             Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
             Measurement::Fdb64k => window + 1.0,
+            Measurement::MacNatPcap => macnat::estimate_s(cfg),
             _ => window,
         }
     }
@@ -223,6 +232,8 @@ pub enum Sample {
     },
     Tcp(tcp::TcpSample),
     Fdb(flows::FdbSample),
+    /// switchyard's pcap port with MAC-NAT off and on.
+    MacNat(macnat::MacNatSample),
 }
 
 /// Run measurement `m` against the switch `t`.
@@ -241,6 +252,8 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
         },
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
+        // It starts its own switches, one per MAC-NAT setting.
+        Measurement::MacNatPcap => bail!("macnat_pcap runs through macnat::run, not measure::run"),
     })
 }
 
@@ -451,8 +464,10 @@ pub fn run_flood(
 }
 
 /// Blast `frame` with sendmmsg until `stop`; on EAGAIN wait for POLLOUT.
-fn send_loop(
-    sock: &UnixDatagram,
+/// Works on a connected unix socket and on an AF_PACKET socket bound to a
+/// device, where ENOBUFS means the device dropped the frame: try again.
+pub(super) fn send_loop(
+    sock: &impl AsRawFd,
     frame: &[u8],
     batch: usize,
     stop: &AtomicBool,
@@ -469,6 +484,7 @@ fn send_loop(
                 sys::wait_fd(sock, libc::POLLOUT, Duration::from_millis(20))
                     .context("poll for POLLOUT")?;
             }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => std::thread::yield_now(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("sendmmsg"),
         }
@@ -485,16 +501,24 @@ pub(super) fn recv_loop(
     count: &AtomicU64,
     odd: &AtomicU64,
 ) -> Result<()> {
+    let good = |f: &[u8]| f.len() == frame_len && f[6..12] == src && f[12..14] == ETHERTYPE;
+    recv_matching(sock, good, stop, count, odd)
+}
+
+/// Count the frames `good` accepts (and, in `odd`, the others) with
+/// recvmmsg until `stop` and the socket is empty.
+pub(super) fn recv_matching(
+    sock: &UnixDatagram,
+    good: impl Fn(&[u8]) -> bool,
+    stop: &AtomicBool,
+    count: &AtomicU64,
+    odd: &AtomicU64,
+) -> Result<()> {
     let mut msgs = MsgBatch::for_recv(64, RECV_SLOT);
     loop {
         match msgs.recv(sock) {
             Ok(n) => {
-                let good = (0..n)
-                    .filter(|&i| {
-                        let f = msgs.frame(i);
-                        f.len() == frame_len && f[6..12] == src && f[12..14] == ETHERTYPE
-                    })
-                    .count();
+                let good = (0..n).filter(|&i| good(msgs.frame(i))).count();
                 count.fetch_add(good as u64, Ordering::Relaxed);
                 if good < n {
                     odd.fetch_add((n - good) as u64, Ordering::Relaxed);

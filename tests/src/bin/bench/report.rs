@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::json::Json;
-use super::measure::{Measurement, Sample, Shape};
+use super::macnat::{MacNatSample, PcapRun};
+use super::measure::{FloodSample, Measurement, Sample, Shape};
 use super::world::SwitchKind;
 
 /// Everything recorded for one (measurement, switch) pair.
@@ -22,6 +23,7 @@ pub type Results = BTreeMap<(Measurement, SwitchKind), Outcome>;
 pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
     let cpu_pct = |c: Option<f64>| ("switch_cpu_pct", c.unwrap_or(f64::NAN));
     match sample {
+        Sample::MacNat(s) => macnat_metrics(s),
         Sample::Flood(f) if f.shape == Shape::Pairs => vec![
             ("rx_fps", f.total_rx_fps()),
             ("rx_fps_b", f.rx_fps(0)),
@@ -121,6 +123,82 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("lost", l.lost as f64),
         ],
     }
+}
+
+/// Keys of one direction's numbers, MAC-NAT off then on: received,
+/// sent, loss, switch CPU, received per switch CPU-second.
+const MACNAT_KEYS: [(&str, [[&str; 5]; 2], [&str; 2]); 2] = [
+    (
+        "out",
+        [
+            [
+                "out_rx_fps_off",
+                "out_tx_fps_off",
+                "out_loss_pct_off",
+                "out_switch_cpu_pct_off",
+                "out_rx_per_switch_cpu_s_off",
+            ],
+            [
+                "out_rx_fps_on",
+                "out_tx_fps_on",
+                "out_loss_pct_on",
+                "out_switch_cpu_pct_on",
+                "out_rx_per_switch_cpu_s_on",
+            ],
+        ],
+        ["out_rx_fps_ratio", "out_rx_per_switch_cpu_s_ratio"],
+    ),
+    (
+        "in",
+        [
+            [
+                "in_rx_fps_off",
+                "in_tx_fps_off",
+                "in_loss_pct_off",
+                "in_switch_cpu_pct_off",
+                "in_rx_per_switch_cpu_s_off",
+            ],
+            [
+                "in_rx_fps_on",
+                "in_tx_fps_on",
+                "in_loss_pct_on",
+                "in_switch_cpu_pct_on",
+                "in_rx_per_switch_cpu_s_on",
+            ],
+        ],
+        ["in_rx_fps_ratio", "in_rx_per_switch_cpu_s_ratio"],
+    ),
+];
+
+/// The MAC-NAT sample's numbers: each direction with MAC-NAT off and on,
+/// and this repetition's on ÷ off ratios.
+fn macnat_metrics(s: &MacNatSample) -> Vec<(&'static str, f64)> {
+    let mut v = Vec::new();
+    for (dir, [off_keys, on_keys], [rx_ratio, cpu_ratio]) in MACNAT_KEYS {
+        let pick = |r: &PcapRun| {
+            if dir == "out" {
+                r.out.clone()
+            } else {
+                r.inbound.clone()
+            }
+        };
+        let (off, on) = (pick(&s.off), pick(&s.on));
+        for (keys, f) in [(off_keys, &off), (on_keys, &on)] {
+            let vals = [
+                f.rx_fps(0),
+                f.tx_fps(),
+                f.loss_pct(),
+                f.switch_cpu_pct().unwrap_or(f64::NAN),
+                f.rx_per_switch_cpu_s().unwrap_or(f64::NAN),
+            ];
+            v.extend(keys.into_iter().zip(vals));
+        }
+        let per_cpu = |f: &FloodSample| f.rx_per_switch_cpu_s().unwrap_or(f64::NAN);
+        v.push((rx_ratio, on.rx_fps(0) / off.rx_fps(0)));
+        v.push((cpu_ratio, per_cpu(&on) / per_cpu(&off)));
+    }
+    v.push(("on_first", f64::from(u8::from(s.on_first))));
+    v
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -575,14 +653,33 @@ pub fn markdown(results: &Results, header_notes: &[String], footer_notes: &[Stri
     if !header_notes.is_empty() {
         out.push('\n');
     }
+    let rows: Vec<&Row> = ROWS
+        .iter()
+        .filter(|row| results.keys().any(|(m, _)| *m == row.m))
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&main_table(results, &rows));
+        out.push('\n');
+    }
+    if let Some(t) = macnat_table(results) {
+        out.push_str(&t);
+        out.push('\n');
+    }
+    for n in footer_notes {
+        out.push_str(n);
+        out.push('\n');
+    }
+    out
+}
+
+/// Rows = measurements, columns = switches and switchyard's ratios.
+fn main_table(results: &Results, rows: &[&Row]) -> String {
+    let mut out = String::new();
     out.push_str(
         "| measurement | switchyard | uml_switch | vde_switch | switchyard / uml_switch | switchyard / vde_switch |\n",
     );
     out.push_str("|---|---:|---:|---:|---:|---:|\n");
-    for row in ROWS {
-        if !results.keys().any(|(m, _)| *m == row.m) {
-            continue;
-        }
+    for row in rows {
         let cells: Vec<String> = SwitchKind::ALL
             .iter()
             .map(|&k| cell(results, row, k))
@@ -599,12 +696,167 @@ pub fn markdown(results: &Results, header_notes: &[String], footer_notes: &[Stri
             row.label, cells[0], cells[1], cells[2], ratios[0], ratios[1]
         ));
     }
-    out.push('\n');
-    for n in footer_notes {
-        out.push_str(n);
-        out.push('\n');
-    }
     out
+}
+
+/// A row of the MAC-NAT table: `key` + `_off` / `_on` are its numbers.
+struct MacRow {
+    key: &'static str,
+    label: &'static str,
+    unit: Unit,
+    better: Better,
+}
+
+const MACNAT_ROWS: &[MacRow] = &[
+    MacRow {
+        key: "out_rx_fps",
+        label: "guest → LAN (injected on the NIC): received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    MacRow {
+        key: "out_tx_fps",
+        label: "guest → LAN: sent by the guest (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "out_loss_pct",
+        label: "guest → LAN: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "out_switch_cpu_pct",
+        label: "guest → LAN: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "out_rx_per_switch_cpu_s",
+        label: "guest → LAN: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    MacRow {
+        key: "in_rx_fps",
+        label: "LAN → guest (captured on the NIC): received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    MacRow {
+        key: "in_tx_fps",
+        label: "LAN → guest: sent by the LAN (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "in_loss_pct",
+        label: "LAN → guest: loss (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "in_switch_cpu_pct",
+        label: "LAN → guest: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    MacRow {
+        key: "in_rx_per_switch_cpu_s",
+        label: "LAN → guest: received per switch CPU-second (k)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+];
+
+/// The median of `key` over an outcome's samples.
+fn median_key(o: &Outcome, key: &str) -> Option<f64> {
+    medians(o)
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// MAC-NAT on ÷ off of a row's medians, and what it costs in % (positive:
+/// MAC-NAT is slower).
+fn macnat_ratio(o: &Outcome, row: &MacRow) -> Option<(f64, f64)> {
+    let off = median_key(o, &format!("{}_off", row.key))?;
+    let on = median_key(o, &format!("{}_on", row.key))?;
+    if off == 0.0 {
+        return None;
+    }
+    let r = on / off;
+    let cost = match row.better {
+        Better::Higher => 100.0 * (1.0 - r),
+        Better::Lower | Better::Neither => 100.0 * (r - 1.0),
+    };
+    Some((r, cost))
+}
+
+/// The MAC-NAT table (switchyard against itself), or None when
+/// macnat_pcap did not run for switchyard.
+fn macnat_table(results: &Results) -> Option<String> {
+    let o = results.get(&(Measurement::MacNatPcap, SwitchKind::Switchyard))?;
+    if o.not_applicable.is_some() {
+        return None;
+    }
+    let mut out = String::from(
+        "MAC-NAT on a pcap port (macnat_pcap): switchyard only, as uml_switch and vde_switch \
+         have no pcap port, so switchyard is compared with itself: MAC-NAT off and on, each \
+         started fresh, in the same run. 64 B IPv4/UDP frames between a guest on a unix port \
+         and a veth pair standing in for the NIC and the LAN.\n\n",
+    );
+    out.push_str(
+        "| measurement (switchyard, pcap port) | MAC-NAT off | MAC-NAT on | on / off | MAC-NAT cost |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|\n");
+    for row in MACNAT_ROWS {
+        let value = |setting: &str| {
+            if o.samples.is_empty() {
+                return if o.errors.is_empty() { "—" } else { "failed" }.to_owned();
+            }
+            median_key(o, &format!("{}_{setting}", row.key))
+                .map_or("n/a".into(), |v| row.unit.fmt(v))
+        };
+        let (ratio, cost) = match (row.better, macnat_ratio(o, row)) {
+            (Better::Neither, _) => (String::new(), String::new()),
+            (_, Some((r, c))) => (format!("{r:.2}"), format!("{c:.1} %")),
+            (_, None) => ("—".into(), "—".into()),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {ratio} | {cost} |\n",
+            row.label,
+            value("off"),
+            value("on")
+        ));
+    }
+    Some(out)
+}
+
+/// One line on the spread: each repetition's on ÷ off of the received
+/// rate, per direction.
+pub fn macnat_spread(results: &Results) -> Option<String> {
+    let o = results.get(&(Measurement::MacNatPcap, SwitchKind::Switchyard))?;
+    if o.samples.is_empty() {
+        return None;
+    }
+    let per_run = |key: &str| -> String {
+        o.samples
+            .iter()
+            .filter_map(|s| metrics(s).into_iter().find(|(k, _)| *k == key))
+            .map(|(_, v)| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "MAC-NAT on ÷ off of the received rate, per repetition: guest → LAN {}; LAN → guest {} \
+         (of received per switch CPU-second: {}; {}).",
+        per_run("out_rx_fps_ratio"),
+        per_run("in_rx_fps_ratio"),
+        per_run("out_rx_per_switch_cpu_s_ratio"),
+        per_run("in_rx_per_switch_cpu_s_ratio"),
+    ))
 }
 
 fn outcome_json(o: &Outcome) -> Json {
@@ -674,6 +926,25 @@ pub fn results_json(results: &Results) -> (Json, Json) {
                     },
                 ),
         );
+    }
+    if let Some(o) = results
+        .get(&(Measurement::MacNatPcap, SwitchKind::Switchyard))
+        .filter(|o| !o.samples.is_empty())
+    {
+        for row in MACNAT_ROWS.iter().filter(|r| r.better != Better::Neither) {
+            let rc = macnat_ratio(o, row);
+            ratios.set(
+                &format!("{}.{}", Measurement::MacNatPcap.name(), row.key),
+                Json::obj()
+                    .with("mac_nat/plain", rc.map(|(r, _)| r))
+                    .with("cost_pct", rc.map(|(_, c)| c))
+                    .with(
+                        "better",
+                        "higher (MAC-NAT costs nothing at 1; switchyard with MAC-NAT on ÷ the same \
+                         switchyard with it off)",
+                    ),
+            );
+        }
     }
     (res, ratios)
 }

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -152,9 +151,11 @@ impl MsgBatch {
         self.hdrs.len()
     }
 
-    /// sendmmsg(2) the first `n` slots without blocking. Returns how many
-    /// datagrams the kernel accepted; EAGAIN comes back as WouldBlock.
-    pub fn send(&mut self, sock: &UnixDatagram, n: usize) -> io::Result<usize> {
+    /// sendmmsg(2) the first `n` slots without blocking on any connected
+    /// or bound datagram socket (unix, or AF_PACKET bound to a device).
+    /// Returns how many datagrams the kernel accepted; EAGAIN comes back
+    /// as WouldBlock.
+    pub fn send(&mut self, sock: &impl AsRawFd, n: usize) -> io::Result<usize> {
         let n = n.min(self.hdrs.len());
         let vlen = libc::c_uint::try_from(n).map_err(io::Error::other)?;
         // SAFETY: `self.hdrs[..n]` are initialised mmsghdrs whose msg_iov
@@ -177,7 +178,7 @@ impl MsgBatch {
 
     /// recvmmsg(2) up to `len()` datagrams without blocking. Returns how
     /// many arrived; read them with [`MsgBatch::frame`].
-    pub fn recv(&mut self, sock: &UnixDatagram) -> io::Result<usize> {
+    pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
         let vlen = libc::c_uint::try_from(self.hdrs.len()).map_err(io::Error::other)?;
         // SAFETY: as in `send`: every header points at one iovec covering
         // exactly one `slot`-sized region of `self.bufs`, all owned by `self`

@@ -1,0 +1,217 @@
+//! Helpers shared by the fuzz targets in `fuzz_targets/`: the record
+//! format that carries a sequence of operations in one input, and an
+//! independent Internet-checksum verifier used to check that the MAC-NAT
+//! rewriters leave every checksum they touch valid.
+//!
+//! The record format keeps real frames verbatim in the input, so that the
+//! seed corpus in `fuzz/corpus/` is made of captured bytes and a mutation
+//! of one frame stays a frame.
+
+#![forbid(unsafe_code)]
+
+/// One operation of a sequence target: an opcode, a small argument (a port
+/// number, a time step) and a payload (usually an Ethernet frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// What to do; each target maps it with `op % N`.
+    pub op: u8,
+    /// A port number, a time step or a selector.
+    pub arg: u8,
+    /// The bytes the operation works on.
+    pub payload: &'a [u8],
+}
+
+/// The bytes before each record's payload: op, arg, big-endian length.
+pub const RECORD_HEADER: usize = 4;
+
+/// Splits `data` into records: `op(1) arg(1) len(2, big-endian) payload`.
+/// A truncated last record keeps what is there, so every input is valid.
+pub fn records(mut data: &[u8]) -> impl Iterator<Item = Record<'_>> {
+    std::iter::from_fn(move || {
+        if data.len() < RECORD_HEADER {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+        let end = (RECORD_HEADER + len).min(data.len());
+        let r = Record {
+            op: data[0],
+            arg: data[1],
+            payload: &data[RECORD_HEADER..end],
+        };
+        data = &data[end..];
+        Some(r)
+    })
+}
+
+/// Encodes one record (for building seed inputs).
+pub fn encode_record(out: &mut Vec<u8>, op: u8, arg: u8, payload: &[u8]) {
+    let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+    out.push(op);
+    out.push(arg);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&payload[..usize::from(len)]);
+}
+
+const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// The ones'-complement sum of `bytes` (odd length padded with a zero),
+/// added to `acc` without folding.
+fn sum(mut acc: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// True when the folded ones'-complement sum is all ones, i.e. the
+/// checksum field inside the summed bytes is right.
+fn sums_to_ones(acc: u64) -> bool {
+    let mut s = acc;
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
+}
+
+/// The names of the checksums in `frame` that are present and wrong: the
+/// IPv4 header, and UDP / ICMP / ICMPv6 directly after an IPv4 or IPv6
+/// header (extension headers and fragments are not followed). Up to two
+/// VLAN tags are skipped. A frame this cannot parse has no checksums.
+pub fn bad_checksums(frame: &[u8]) -> Vec<&'static str> {
+    let mut bad = Vec::new();
+    let mut at = 12;
+    let mut ethertype = match be16(frame, at) {
+        Some(t) => t,
+        None => return bad,
+    };
+    for _ in 0..2 {
+        if !VLAN_TPIDS.contains(&ethertype) {
+            break;
+        }
+        at += 4;
+        ethertype = match be16(frame, at) {
+            Some(t) => t,
+            None => return bad,
+        };
+    }
+    let l3 = &frame[(at + 2).min(frame.len())..];
+    match ethertype {
+        0x0800 => ipv4(l3, &mut bad),
+        0x86dd => ipv6(l3, &mut bad),
+        _ => {}
+    }
+    bad
+}
+
+fn ipv4(p: &[u8], bad: &mut Vec<&'static str>) {
+    let Some(&vihl) = p.first() else { return };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let Some(total) = be16(p, 2).map(usize::from) else {
+        return;
+    };
+    if vihl >> 4 != 4 || ihl < 20 || total < ihl || total > p.len() {
+        return;
+    }
+    if !sums_to_ones(sum(0, &p[..ihl])) {
+        bad.push("ipv4 header");
+    }
+    let Some(frag) = be16(p, 6) else { return };
+    if frag & 0x3fff != 0 {
+        return; // a fragment: the transport checksum spans several packets
+    }
+    let proto = p[9];
+    let payload = &p[ihl..total];
+    let pseudo = sum(sum(0, &p[12..20]), &[0, proto]);
+    match proto {
+        1 if payload.len() >= 4 && !sums_to_ones(sum(0, payload)) => bad.push("icmp"),
+        17 => {
+            let Some(ulen) = be16(payload, 4).map(usize::from) else {
+                return;
+            };
+            let Some(csum) = be16(payload, 6) else { return };
+            if csum == 0 || ulen < 8 || ulen > payload.len() {
+                return; // no checksum, or a length the rewriters refuse
+            }
+            let u = &payload[..ulen];
+            if !sums_to_ones(sum(pseudo + ulen as u64, u)) {
+                bad.push("udp/ipv4");
+            }
+        }
+        _ => {}
+    }
+}
+
+fn ipv6(p: &[u8], bad: &mut Vec<&'static str>) {
+    let Some(&v) = p.first() else { return };
+    let Some(plen) = be16(p, 4).map(usize::from) else {
+        return;
+    };
+    if v >> 4 != 6 || 40 + plen > p.len() {
+        return;
+    }
+    let next = p[6];
+    let payload = &p[40..40 + plen];
+    let pseudo = sum(sum(0, &p[8..40]), &[0, next]) + plen as u64;
+    match next {
+        17 => {
+            let Some(ulen) = be16(payload, 4).map(usize::from) else {
+                return;
+            };
+            if ulen != plen || ulen < 8 {
+                return;
+            }
+            if !sums_to_ones(sum(pseudo, payload)) {
+                bad.push("udp/ipv6");
+            }
+        }
+        58 if plen >= 4 && !sums_to_ones(sum(pseudo, payload)) => bad.push("icmpv6"),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ICMPv6 echo request captured from `ping -6 2001:db8::2`.
+    const ECHO6: &str = "3333000000013a5f0c1e8d0286dd6000000000103a40fe80000000000000385f0cfffe1e8d02ff02000000000000000000000000000180007f8a000100016d696e6974657374";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+            .collect()
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut v = Vec::new();
+        encode_record(&mut v, 1, 2, b"abc");
+        encode_record(&mut v, 3, 4, b"");
+        v.extend_from_slice(&[5, 6, 0, 9, b'x']);
+        let r: Vec<_> = records(&v).collect();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].payload, b"abc");
+        assert_eq!((r[1].op, r[1].arg, r[1].payload), (3, 4, &b""[..]));
+        assert_eq!(r[2].payload, b"x", "a truncated record keeps its bytes");
+    }
+
+    #[test]
+    fn icmpv6_checksum_is_checked() {
+        let mut f = hex(ECHO6);
+        let sum = bad_checksums(&f);
+        f[60] ^= 1;
+        let broken = bad_checksums(&f);
+        // The fixture's checksum is made up, so only the difference counts:
+        // flipping a payload bit must change the verdict.
+        assert_ne!(sum, broken);
+    }
+}

@@ -1,0 +1,271 @@
+//! Connections on a control socket that have not sent their request yet,
+//! and the count of clients refused, by reason.
+//!
+//! A connection that says nothing holds a descriptor and a task. A real
+//! client sends its request the moment it connects, so a connection still
+//! waiting after [`CROWDED_AFTER`] is idle or stuck: when the table is full
+//! ([`MAX_PENDING`]) or the process is out of descriptors, the longest
+//! waiting one is closed to make room. A flood of silent connections thus
+//! costs at most [`MAX_PENDING`] descriptors per control socket, and a real
+//! client gets in within about a second even while the flood goes on.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Connections per control socket that may wait for their request at once.
+pub const MAX_PENDING: usize = 128;
+/// A connection waiting this long may be closed to make room for another.
+pub const CROWDED_AFTER: Duration = Duration::from_secs(1);
+/// How long a connected client may stay silent before it is closed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a client on a control socket got no port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// It closed the connection without sending anything (a probe).
+    HungUp,
+    /// It sent nothing within [`REQUEST_TIMEOUT`].
+    Silent,
+    /// Closed after [`CROWDED_AFTER`] of silence to make room for another.
+    Crowded,
+    /// Too short, truncated, or an unusable client address.
+    Malformed,
+    /// No 0xfeedface at the start.
+    BadMagic,
+    /// A protocol version other than 1 and 3.
+    BadVersion,
+    /// A request type other than new port and port 0.
+    BadType,
+    /// It named a socket that belongs to another user.
+    NotPermitted,
+    /// The port number it asked for is taken or out of range, or all are.
+    PortUnavailable,
+    /// Its datagram socket cannot be reached (missing, not a socket).
+    Unreachable,
+    /// The switch was out of file descriptors.
+    NoDescriptors,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`Refusal::index`].
+    pub const ALL: [Refusal; 11] = [
+        Refusal::HungUp,
+        Refusal::Silent,
+        Refusal::Crowded,
+        Refusal::Malformed,
+        Refusal::BadMagic,
+        Refusal::BadVersion,
+        Refusal::BadType,
+        Refusal::NotPermitted,
+        Refusal::PortUnavailable,
+        Refusal::Unreachable,
+        Refusal::NoDescriptors,
+    ];
+
+    /// A dense index into per-reason arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::HungUp => 0,
+            Refusal::Silent => 1,
+            Refusal::Crowded => 2,
+            Refusal::Malformed => 3,
+            Refusal::BadMagic => 4,
+            Refusal::BadVersion => 5,
+            Refusal::BadType => 6,
+            Refusal::NotPermitted => 7,
+            Refusal::PortUnavailable => 8,
+            Refusal::Unreachable => 9,
+            Refusal::NoDescriptors => 10,
+        }
+    }
+
+    /// The snake_case label used in `ctl stats` and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::HungUp => "hung_up",
+            Refusal::Silent => "silent",
+            Refusal::Crowded => "crowded",
+            Refusal::Malformed => "malformed",
+            Refusal::BadMagic => "bad_magic",
+            Refusal::BadVersion => "bad_version",
+            Refusal::BadType => "bad_type",
+            Refusal::NotPermitted => "not_permitted",
+            Refusal::PortUnavailable => "port_unavailable",
+            Refusal::Unreachable => "unreachable",
+            Refusal::NoDescriptors => "no_descriptors",
+        }
+    }
+
+    /// The reason for an I/O error met while setting a client up.
+    pub(crate) fn of_io(e: &std::io::Error) -> Refusal {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                Refusal::NoDescriptors
+            }
+            _ => Refusal::Unreachable,
+        }
+    }
+}
+
+/// Refusals since start, all control sockets of the process together (one
+/// process is one switch), so that they survive a reload.
+static REFUSED: [AtomicU64; Refusal::ALL.len()] = [const { AtomicU64::new(0) }; 11];
+/// Connections waiting for their request now, all control sockets together.
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one refused client.
+pub(crate) fn count(reason: Refusal) {
+    REFUSED[reason.index()].fetch_add(1, Relaxed);
+}
+
+/// Clients refused since start, by reason (every reason, zeros included).
+pub fn refusals() -> Vec<(Refusal, u64)> {
+    Refusal::ALL
+        .iter()
+        .map(|r| (*r, REFUSED[r.index()].load(Relaxed)))
+        .collect()
+}
+
+/// Connections on every control socket still waiting for their request.
+pub fn waiting() -> u64 {
+    WAITING.load(Relaxed)
+}
+
+/// What [`Waiting::make_room`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// There was room already.
+    Free,
+    /// The longest-waiting connection was told to close.
+    Evicted,
+    /// Full of connections younger than the grace period: the oldest may
+    /// be closed at this instant.
+    NotBefore(Instant),
+}
+
+/// The connections of one control socket waiting for their request,
+/// oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    next: u64,
+    entries: BTreeMap<u64, (Instant, Arc<Notify>)>,
+}
+
+impl Waiting {
+    /// Registers a connection accepted at `now`; returns its key and the
+    /// signal that tells it to close.
+    pub(crate) fn enter(&mut self, now: Instant) -> (u64, Arc<Notify>) {
+        let key = self.next;
+        self.next += 1;
+        let evict = Arc::new(Notify::new());
+        self.entries.insert(key, (now, evict.clone()));
+        WAITING.fetch_add(1, Relaxed);
+        (key, evict)
+    }
+
+    /// Forgets a connection (its request arrived, or it was closed).
+    pub(crate) fn leave(&mut self, key: u64) {
+        if self.entries.remove(&key).is_some() {
+            WAITING.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// How many are waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Makes room for one more when `len() >= limit`: closes the
+    /// longest-waiting connection if it has waited at least `grace`.
+    pub(crate) fn make_room(&mut self, now: Instant, limit: usize, grace: Duration) -> Room {
+        if self.entries.len() < limit {
+            return Room::Free;
+        }
+        self.evict_oldest(now, grace)
+    }
+
+    /// Closes the longest-waiting connection if it has waited at least
+    /// `grace` (used when the process runs out of descriptors, whatever
+    /// the count).
+    pub(crate) fn evict_oldest(&mut self, now: Instant, grace: Duration) -> Room {
+        let Some((&key, (since, _))) = self.entries.iter().next() else {
+            return Room::Free;
+        };
+        let ripe = *since + grace;
+        if now < ripe {
+            return Room::NotBefore(ripe);
+        }
+        if let Some((_, evict)) = self.entries.remove(&key) {
+            WAITING.fetch_sub(1, Relaxed);
+            // A stored permit: the task sees it even if it is not waiting yet.
+            evict.notify_one();
+        }
+        Room::Evicted
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(self.entries.len() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_indices_agree() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(!r.as_str().is_empty());
+        }
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(Refusal::of_io(&emfile), Refusal::NoDescriptors);
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(Refusal::of_io(&refused), Refusal::Unreachable);
+    }
+
+    #[test]
+    fn room_is_made_only_by_closing_the_oldest_after_the_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(1);
+        let mut w = Waiting::default();
+        let (_, first) = w.enter(t0);
+        let (second_key, _) = w.enter(t0 + Duration::from_millis(300));
+        assert_eq!(w.make_room(t0, 3, grace), Room::Free);
+        // Full of young connections: wait until the oldest is ripe.
+        assert_eq!(
+            w.make_room(t0 + Duration::from_millis(500), 2, grace),
+            Room::NotBefore(t0 + grace)
+        );
+        assert_eq!(w.len(), 2);
+        // Ripe: the oldest is told to close, and only it.
+        assert_eq!(w.make_room(t0 + grace, 2, grace), Room::Evicted);
+        assert_eq!(w.len(), 1);
+        let told = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime")
+            .block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), first.notified())
+                    .await
+                    .is_ok()
+            });
+        assert!(told, "the evicted connection was not told");
+        // The next oldest is younger than the grace.
+        assert_eq!(
+            w.evict_oldest(t0 + grace, grace),
+            Room::NotBefore(t0 + Duration::from_millis(1300))
+        );
+        w.leave(second_key);
+        w.leave(second_key);
+        assert_eq!(w.len(), 0);
+        assert_eq!(w.evict_oldest(t0, grace), Room::Free);
+    }
+}
