@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get install -y -qq --no-install-recommends \
     iproute2 iputils-ping procps psmisc kmod tcpdump \
     user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus \
-    passt udhcpc busybox curl dnsmasq-base nftables ethtool >/dev/null
+    passt udhcpc busybox curl dnsmasq-base nftables ethtool iperf3 iputils-arping >/dev/null
 if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi

@@ -3,9 +3,11 @@
 //! (direction "in"), so the port never hears its own injected frames;
 //! injection goes through a second handle. With MAC-NAT on, frames to the
 //! NIC are rewritten to carry its own MAC and frames from it are mapped
-//! back to the right guest (see the `switchyard-mac-nat` crate). A NIC that
-//! goes down or disappears is waited for and reopened; the switch keeps
-//! running.
+//! back to the right guest (see the `switchyard-mac-nat` crate); the host's
+//! addresses and the NIC's MAC are re-read every second. Offloaded TCP
+//! super-frames (GRO) are cut back to the NIC's MTU before guests see them.
+//! A NIC that goes down or disappears is waited for and reopened; the
+//! switch keeps running.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,9 @@ pub struct PcapConfig {
     /// Rewrite MACs so that an access point that accepts only the
     /// station's MAC carries every guest.
     pub mac_nat: bool,
+    /// How long an idle MAC-NAT address binding is kept (`None`: the
+    /// crate's default, 600 s).
+    pub mac_nat_aging: Option<Duration>,
 }
 
 impl PcapConfig {
@@ -44,7 +49,14 @@ impl PcapConfig {
             filter: None,
             monitor: false,
             mac_nat: false,
+            mac_nat_aging: None,
         }
+    }
+
+    /// Sets the MAC-NAT's aging time.
+    pub fn with_mac_nat_aging(mut self, aging: Option<Duration>) -> PcapConfig {
+        self.mac_nat_aging = aging;
+        self
     }
 
     /// Sets the options.
@@ -90,9 +102,16 @@ pub enum PcapError {
     },
 }
 
-/// The largest frame captured: enough for offloaded super-frames, which
-/// cannot be injected whole and are dropped and counted.
+/// The largest frame captured: enough for offloaded super-frames (TCP
+/// ones are cut to the MTU, others dropped and counted).
 const SNAPLEN: i32 = 262_144;
+
+/// The capture ring. In immediate mode libpcap gives every frame a slot as
+/// large as the biggest frame the NIC can deliver (64 KiB when it has
+/// offloads on), so its default 2 MiB holds about 30 frames and a busy
+/// switch lost most of a TCP stream's ACKs; 32 MiB holds about 500 (pages
+/// a small frame never touches cost no memory).
+const RING_BYTES: i32 = 32 << 20;
 
 struct Handles {
     rx: pcap::Capture<pcap::Active>,
@@ -114,6 +133,7 @@ fn open_handles(cfg: &PcapConfig) -> Result<Handles, PcapError> {
         .immediate_mode(true)
         .promisc(cfg.promisc && !cfg.mac_nat)
         .snaplen(SNAPLEN)
+        .buffer_size(RING_BYTES)
         .open()
         .map_err(err("capture on"))?;
     rx.direction(pcap::Direction::In)
@@ -126,13 +146,17 @@ fn open_handles(cfg: &PcapConfig) -> Result<Handles, PcapError> {
     let tx = if cfg.monitor {
         None
     } else {
-        Some(
-            pcap::Capture::from_device(cfg.device.as_str())
-                .map_err(err("find"))?
-                .snaplen(64)
-                .open()
-                .map_err(err("inject on"))?,
-        )
+        let mut tx = pcap::Capture::from_device(cfg.device.as_str())
+            .map_err(err("find"))?
+            .snaplen(64)
+            .open()
+            .map_err(err("inject on"))?;
+        // This handle only injects: a filter that matches nothing keeps the
+        // kernel from copying every frame into a ring nobody reads.
+        if let Err(e) = tx.filter("less 1", true) {
+            tracing::debug!(port = %cfg.name, "injection handle keeps capturing: {e}");
+        }
+        Some(tx)
     };
     Ok(Handles { rx, tx })
 }
@@ -190,30 +214,12 @@ fn host_addrs(device: &str) -> Vec<HostAddr> {
         .collect()
 }
 
-/// Environment variable overriding the MAC-NAT's `aging` (whole seconds,
-/// default 600) until the configuration file has `mac_nat` options: idle
-/// address bindings are forgotten after this long (the LAN's next ARP/NS
-/// probe re-learns them).
-pub const AGING_ENV: &str = "SWITCHYARD_MACNAT_AGING";
-
-/// The MAC-NAT configuration: defaults, with `aging` from [`AGING_ENV`]
-/// when set to a whole number of seconds above 0 (otherwise a warning and
-/// the default).
-fn mac_nat_config(port: &str) -> MacNatConfig {
+/// The MAC-NAT configuration: the crate's defaults, with the port's
+/// aging time when one is set.
+fn mac_nat_config(config: &PcapConfig) -> MacNatConfig {
     let mut cfg = MacNatConfig::default();
-    if let Some(v) = std::env::var_os(AGING_ENV) {
-        match v.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
-            Some(secs) if secs > 0 => {
-                cfg.aging = Duration::from_secs(secs);
-                tracing::info!(port, aging_seconds = secs, "MAC-NAT aging from {AGING_ENV}");
-            }
-            _ => tracing::warn!(
-                port,
-                value = ?v,
-                "{AGING_ENV} must be a whole number of seconds above 0; using the default {} s",
-                cfg.aging.as_secs()
-            ),
-        }
+    if let Some(aging) = config.mac_nat_aging {
+        cfg.aging = aging;
     }
     cfg
 }
@@ -257,7 +263,7 @@ impl PcapPort {
                 source,
             })?;
             let mut nat =
-                MacNat::new(mac, mac_nat_config(&config.name)).map_err(|e| PcapError::Mac {
+                MacNat::new(mac, mac_nat_config(&config)).map_err(|e| PcapError::Mac {
                     port: config.name.clone(),
                     device: config.device.clone(),
                     source: io::Error::other(e.to_string()),
@@ -364,10 +370,14 @@ async fn run(
         let mut frame = Vec::with_capacity(2048);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut upkeep = NatUpkeep::default();
+        let mut mtu = Mtu::read(config);
+        let mut kernel_drops = KernelDrops::default();
         let why = loop {
             let mut guard = tokio::select! {
                 _ = port.closed() => break "port closed".to_string(),
                 _ = tick.tick() => {
+                    mtu.refresh(config);
+                    kernel_drops.check(&mut cap, config, switch.now());
                     if let Some(nat) = &nat {
                         upkeep.run(nat, switch, config);
                     }
@@ -387,7 +397,7 @@ async fn run(
                             frame.clear();
                             frame.extend_from_slice(p.data);
                             if p.header.len as usize > p.data.len() {
-                                // Offloaded super-frame, longer than we keep.
+                                // Longer than even the snap length: unusable.
                                 frame.truncate(0);
                             }
                         }
@@ -405,23 +415,35 @@ async fn run(
                     port.drop_frame(DropReason::TooLong, now, None);
                     continue;
                 }
-                // Locally offloaded checksums arrive unfinished.
-                crate::checksum::complete_l4_checksum(&mut frame);
-                if let Some(nat) = &nat {
-                    let verdict = nat
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .inbound(&mut frame, now);
-                    match verdict {
-                        Inbound::ToGuest(_) | Inbound::Flood => {}
-                        Inbound::HostOnly => continue,
-                        Inbound::Drop(_) => {
-                            port.drop_frame(DropReason::MacNat, now, None);
-                            continue;
+                let ingress = Ingress {
+                    nat: nat.as_deref(),
+                    port: &port,
+                    switch,
+                    now,
+                };
+                if frame.len() <= mtu.value + MAX_L2_HEADER {
+                    ingress.deliver(&mut frame);
+                    continue;
+                }
+                match segment::cut(&frame, mtu.value) {
+                    segment::Oversize::Fits => ingress.deliver(&mut frame),
+                    segment::Oversize::Pieces(pieces) => {
+                        for mut piece in pieces {
+                            ingress.deliver(&mut piece);
                         }
                     }
+                    segment::Oversize::TooLong => {
+                        let why = io::Error::other(format!(
+                            "a captured frame of {} bytes is larger than {}'s MTU {} and is not TCP; \
+                             turn the NIC's offloads off: ethtool -K {} gro off lro off",
+                            frame.len(),
+                            config.device,
+                            mtu.value,
+                            config.device
+                        ));
+                        port.drop_frame(DropReason::TooLong, now, Some(&why));
+                    }
                 }
-                switch.forward(&port, &frame, now);
             }
             if let Some(e) = failed {
                 break e;
@@ -431,6 +453,104 @@ async fn run(
         switch.remove_port(id);
         tracing::info!(port = %config.name, reason = %why, "port detached");
         why
+    }
+}
+
+/// Ethernet header plus two VLAN tags: a frame up to MTU + this is a
+/// normal frame.
+const MAX_L2_HEADER: usize = 14 + 8;
+
+/// The NIC's MTU as last read (1500 until a read works).
+struct Mtu {
+    value: usize,
+    warned: bool,
+}
+
+impl Mtu {
+    fn read(config: &PcapConfig) -> Mtu {
+        let mut m = Mtu {
+            value: 1500,
+            warned: false,
+        };
+        m.refresh(config);
+        m
+    }
+
+    fn refresh(&mut self, config: &PcapConfig) {
+        match device_mtu(&config.device) {
+            Ok(v) => self.value = v,
+            Err(e) if !self.warned => {
+                tracing::warn!(
+                    port = %config.name, device = %config.device,
+                    "cannot read the NIC's MTU ({e}); cutting offloaded frames to {} bytes",
+                    self.value
+                );
+                self.warned = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Frames the kernel dropped because the capture ring was full (the switch
+/// did not keep up), logged at most once a minute.
+#[derive(Default)]
+struct KernelDrops {
+    seen: u32,
+    logged_at: Option<Duration>,
+    unlogged: u64,
+}
+
+impl KernelDrops {
+    fn check(&mut self, cap: &mut pcap::Capture<pcap::Active>, config: &PcapConfig, now: Duration) {
+        let Ok(stats) = cap.stats() else {
+            return;
+        };
+        let new = stats.dropped.wrapping_sub(self.seen);
+        self.seen = stats.dropped;
+        self.unlogged += u64::from(new);
+        let due = self
+            .logged_at
+            .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(60));
+        if self.unlogged > 0 && due {
+            tracing::warn!(
+                port = %config.name, device = %config.device, dropped = self.unlogged,
+                "the kernel dropped captured frames: the switch did not keep up with the NIC"
+            );
+            self.logged_at = Some(now);
+            self.unlogged = 0;
+        }
+    }
+}
+
+/// Where a captured frame goes: through MAC-NAT (when on) to the switch.
+struct Ingress<'a> {
+    nat: Option<&'a Mutex<MacNat>>,
+    port: &'a Arc<Port>,
+    switch: &'a Arc<Switch>,
+    now: Duration,
+}
+
+impl Ingress<'_> {
+    /// Completes the L4 checksum (locally offloaded checksums arrive
+    /// unfinished), applies MAC-NAT and forwards.
+    fn deliver(&self, frame: &mut [u8]) {
+        crate::checksum::complete_l4_checksum(frame);
+        if let Some(nat) = self.nat {
+            let verdict = nat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .inbound(frame, self.now);
+            match verdict {
+                Inbound::ToGuest(_) | Inbound::Flood => {}
+                Inbound::HostOnly => return,
+                Inbound::Drop(_) => {
+                    self.port.drop_frame(DropReason::MacNat, self.now, None);
+                    return;
+                }
+            }
+        }
+        self.switch.forward(self.port, frame, self.now);
     }
 }
 
@@ -557,5 +677,280 @@ impl Transmit for PcapTx {
                 pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
                 other => SendError::Other(io::Error::other(other.to_string())),
             })
+    }
+}
+
+/// The NIC's MTU (SIOCGIFMTU in the daemon's own network namespace; /sys
+/// may show another namespace's devices).
+fn device_mtu(device: &str) -> io::Result<usize> {
+    let name = std::ffi::CString::new(device).map_err(io::Error::other)?;
+    let bytes = name.as_bytes_with_nul();
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if bytes.len() > req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {device:?} is too long"),
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu inside `req`,
+    // which lives across the call; the socket is open.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled in the ifru_mtu member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu)
+        .ok()
+        .filter(|m| *m >= 68)
+        .ok_or_else(|| io::Error::other(format!("{device} reports MTU {mtu}")))
+}
+
+/// Cutting offloaded TCP super-frames back into frames that fit the NIC's
+/// MTU. With GRO/LRO on the NIC (most drivers' default), or a local sender's
+/// TSO/GSO seen through a veth, a capture returns one frame carrying many
+/// TCP segments (up to 64 KiB). Guests' links carry at most the MTU, and
+/// some clients truncate anything larger (vde_plug does), so the stream
+/// crawls through retransmissions. Each piece gets the original headers,
+/// its own length, sequence number, IPv4 id and checksums; FIN and PSH stay
+/// on the last piece, CWR on the first.
+mod segment {
+    /// Where the IP header starts (after up to two VLAN tags) and which IP
+    /// version it is.
+    fn l3(frame: &[u8]) -> Option<(usize, u16)> {
+        let mut off = 12;
+        for _ in 0..3 {
+            let t = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+            match t {
+                0x8100 | 0x88a8 | 0x9100 => off += 4,
+                0x0800 | 0x86dd => return Some((off + 2, t)),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn ipv4_header_checksum(h: &mut [u8]) {
+        h[10] = 0;
+        h[11] = 0;
+        let mut acc: u32 = h
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        h[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    }
+
+    /// How one oversize frame is to be handled.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Oversize {
+        /// Its IP packet fits the MTU after all (padding, tags): forward it.
+        Fits,
+        /// Cut into these frames (TCP checksums still to be completed).
+        Pieces(Vec<Vec<u8>>),
+        /// Larger than the MTU and not a TCP segment we can cut.
+        TooLong,
+    }
+
+    /// Cuts `frame` so that every IP packet is at most `mtu` bytes.
+    pub(super) fn cut(frame: &[u8], mtu: usize) -> Oversize {
+        let Some((ip, version)) = l3(frame) else {
+            return Oversize::TooLong;
+        };
+        let Some(hdr) = frame.get(ip..) else {
+            return Oversize::TooLong;
+        };
+        // (IP header length, IP packet length, next protocol)
+        let (ihl, total, proto) = if version == 0x0800 {
+            if hdr.len() < 20 || hdr[0] >> 4 != 4 {
+                return Oversize::TooLong;
+            }
+            let ihl = usize::from(hdr[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
+            // A fragment cannot be cut again here.
+            if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
+                return if total <= mtu {
+                    Oversize::Fits
+                } else {
+                    Oversize::TooLong
+                };
+            }
+            (ihl, total, hdr[9])
+        } else {
+            if hdr.len() < 40 || hdr[0] >> 4 != 6 {
+                return Oversize::TooLong;
+            }
+            (
+                40,
+                40 + usize::from(u16::from_be_bytes([hdr[4], hdr[5]])),
+                hdr[6],
+            )
+        };
+        if total <= mtu {
+            return Oversize::Fits;
+        }
+        if proto != 6 || ihl < 20 || total > hdr.len() || ihl + 20 > total {
+            return Oversize::TooLong;
+        }
+        let tcp = ihl;
+        let thl = usize::from(hdr[tcp + 12] >> 4) * 4;
+        if thl < 20 || ihl + thl > total || ihl + thl >= mtu {
+            return Oversize::TooLong;
+        }
+        let mss = mtu - ihl - thl;
+        let headers = ip + ihl + thl;
+        let payload = &frame[headers..ip + total];
+        let seq0 = u32::from_be_bytes([hdr[tcp + 4], hdr[tcp + 5], hdr[tcp + 6], hdr[tcp + 7]]);
+        let flags = hdr[tcp + 13];
+        let id0 = u16::from_be_bytes([hdr[4], hdr[5]]);
+        let count = payload.len().div_ceil(mss);
+        let mut pieces = Vec::with_capacity(count);
+        for (i, chunk) in payload.chunks(mss).enumerate() {
+            let mut p = Vec::with_capacity(headers + chunk.len());
+            p.extend_from_slice(&frame[..headers]);
+            p.extend_from_slice(chunk);
+            let len = ihl + thl + chunk.len();
+            let h = &mut p[ip..];
+            // Fits u16: len ≤ mtu < total ≤ 65535.
+            let len16 = u16::try_from(len).unwrap_or(u16::MAX);
+            if version == 0x0800 {
+                h[2..4].copy_from_slice(&len16.to_be_bytes());
+                let id = id0.wrapping_add(u16::try_from(i).unwrap_or(0));
+                h[4..6].copy_from_slice(&id.to_be_bytes());
+                ipv4_header_checksum(&mut h[..ihl]);
+            } else {
+                h[4..6].copy_from_slice(&(len16 - 40).to_be_bytes());
+            }
+            let offset = u32::try_from(i * mss).unwrap_or(0);
+            h[tcp + 4..tcp + 8].copy_from_slice(&seq0.wrapping_add(offset).to_be_bytes());
+            let mut f = flags;
+            if i + 1 < count {
+                f &= !(0x01 | 0x08); // FIN, PSH: last piece only
+            }
+            if i > 0 {
+                f &= !0x80; // CWR: first piece only
+            }
+            h[tcp + 13] = f;
+            pieces.push(p);
+        }
+        Oversize::Pieces(pieces)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn sum(data: &[u8]) -> u32 {
+            data.chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+                .sum()
+        }
+
+        fn fold(mut acc: u32) -> u16 {
+            while acc > 0xffff {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            !(acc as u16)
+        }
+
+        /// A TCP/IPv4 frame with `n` payload bytes 0, 1, 2, … (mod 251),
+        /// flags PSH|ACK|FIN|CWR, seq 1000, id 7.
+        fn tcp4(n: usize) -> Vec<u8> {
+            let mut f = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+            let total = 20 + 20 + n;
+            let mut ip = vec![
+                0x45,
+                0,
+                (total >> 8) as u8,
+                total as u8,
+                0,
+                7,
+                0x40,
+                0,
+                64,
+                6,
+                0,
+                0,
+            ];
+            ip.extend_from_slice(&[198, 51, 100, 2, 198, 51, 100, 150]);
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&[0x13, 0x89, 0xc0, 0x00, 0, 0, 0x03, 0xe8, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0x50, 0x80 | 0x10 | 0x08 | 0x01, 0xff, 0xff, 0, 0, 0, 0]);
+            f.extend((0..n).map(|i| (i % 251) as u8));
+            f
+        }
+
+        #[test]
+        fn a_super_frame_becomes_mtu_sized_segments() {
+            let f = tcp4(4000);
+            let Oversize::Pieces(p) = cut(&f, 1500) else {
+                panic!("not cut");
+            };
+            assert_eq!(p.len(), 3, "1460 + 1460 + 1080");
+            let mut payload = Vec::new();
+            for (i, s) in p.iter().enumerate() {
+                let ip = &s[14..];
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                assert_eq!(total, s.len() - 14);
+                assert!(total <= 1500);
+                assert_eq!(fold(sum(&ip[..20])), 0, "IPv4 header checksum");
+                assert_eq!(u16::from_be_bytes([ip[4], ip[5]]), 7 + i as u16);
+                let seq = u32::from_be_bytes([ip[24], ip[25], ip[26], ip[27]]);
+                assert_eq!(seq, 1000 + 1460 * i as u32);
+                let flags = ip[33];
+                assert_eq!(flags & 0x80 != 0, i == 0, "CWR on the first only");
+                assert_eq!(flags & 0x09 != 0, i == 2, "FIN/PSH on the last only");
+                assert!(flags & 0x10 != 0, "ACK on all");
+                payload.extend_from_slice(&ip[40..]);
+            }
+            assert_eq!(payload, f[54..].to_vec());
+        }
+
+        #[test]
+        fn what_fits_or_cannot_be_cut_is_said_so() {
+            assert_eq!(cut(&tcp4(1400), 1500), Oversize::Fits);
+            let mut udp = tcp4(3000);
+            udp[14 + 9] = 17;
+            assert_eq!(cut(&udp, 1500), Oversize::TooLong);
+            let mut frag = tcp4(3000);
+            frag[14 + 6] = 0x20; // MF
+            assert_eq!(cut(&frag, 1500), Oversize::TooLong);
+            assert_eq!(cut(&[0u8; 13], 1500), Oversize::TooLong);
+            // Truncated capture: IP total length beyond the frame.
+            let f = tcp4(3000);
+            assert_eq!(cut(&f[..2000], 1500), Oversize::TooLong);
+        }
+
+        #[test]
+        fn ipv6_super_frames_are_cut_too() {
+            let n = 3000;
+            let mut f = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&((20 + n) as u16).to_be_bytes());
+            f.extend_from_slice(&[6, 64]);
+            f.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            f.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+            f.extend_from_slice(&[0x13, 0x89, 0xc0, 0x00, 0, 0, 0, 1, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+            f.extend(std::iter::repeat_n(0xab, n));
+            let Oversize::Pieces(p) = cut(&f, 1500) else {
+                panic!("not cut");
+            };
+            assert_eq!(p.len(), 3, "1440 + 1440 + 120");
+            for s in &p {
+                let plen = usize::from(u16::from_be_bytes([s[18], s[19]]));
+                assert_eq!(plen + 40 + 14, s.len());
+                assert!(plen + 40 <= 1500);
+            }
+        }
     }
 }

@@ -156,7 +156,9 @@ fn port_vlans(
         Some(u) => match &u.value {
             VlanId::Text(t) if t == "none" => None,
             VlanId::Text(t) => Some(parse_vid(t).map_err(|e| (Some(u.referenced), e))?),
-            VlanId::Number(n) => Some(parse_vid(&n.to_string()).map_err(|e| (Some(u.referenced), e))?),
+            VlanId::Number(n) => {
+                Some(parse_vid(&n.to_string()).map_err(|e| (Some(u.referenced), e))?)
+            }
         },
     };
     let mut set = VlanSet::default();
@@ -174,7 +176,9 @@ fn port_vlans(
     }
     if untagged_vid.is_none() && set.is_empty() {
         return Err((
-            untagged.map(|u| u.referenced).or(tagged.map(|t| t.referenced)),
+            untagged
+                .map(|u| u.referenced)
+                .or(tagged.map(|t| t.referenced)),
             "names no VLAN: give an untagged VLAN, tagged VLANs, or both".into(),
         ));
     }
@@ -269,10 +273,14 @@ struct RawPort {
     filter: Option<Sp<String>>,
     monitor: Option<Sp<bool>>,
     mac_nat: Option<Sp<bool>>,
+    /// How long an idle MAC-NAT binding is kept.
+    mac_nat_aging: Option<Sp<Seconds>>,
     /// The port's untagged VLAN (or `none`).
     vlan: Option<Sp<VlanId>>,
     /// The VLANs the port carries tagged.
     tagged: Option<Sp<VlanList>>,
+    /// tap: checksum and TSO offloads (default on).
+    offload: Option<Sp<bool>>,
 }
 
 /// The keys each port type takes (besides `type` and `name`).
@@ -280,18 +288,27 @@ struct RawPort {
 /// own, named `unix:N`, and get VLANs through `switch.vlans`.
 const KEYS: &[(&str, &[&str])] = &[
     ("unix", &["path", "directory", "mode", "dir_mode", "group"]),
-    ("tap", &["device", "vlan", "tagged"]),
+    ("tap", &["device", "vlan", "tagged", "offload"]),
     ("udp", &["local", "remote", "vlan", "tagged"]),
     ("mcast", &["group", "ttl", "interface", "vlan", "tagged"]),
     ("stream", &["listen", "connect", "vlan", "tagged"]),
     (
         "vxlan",
-        &["vni", "local", "port", "remotes", "strict", "vlan", "tagged"],
+        &[
+            "vni", "local", "port", "remotes", "strict", "vlan", "tagged",
+        ],
     ),
     (
         "pcap",
         &[
-            "device", "promisc", "filter", "monitor", "mac_nat", "vlan", "tagged",
+            "device",
+            "promisc",
+            "filter",
+            "monitor",
+            "mac_nat",
+            "mac_nat_aging",
+            "vlan",
+            "tagged",
         ],
     ),
 ];
@@ -331,8 +348,13 @@ impl RawPort {
         add("filter", self.filter.as_ref().map(|x| x.referenced));
         add("monitor", self.monitor.as_ref().map(|x| x.referenced));
         add("mac_nat", self.mac_nat.as_ref().map(|x| x.referenced));
+        add(
+            "mac_nat_aging",
+            self.mac_nat_aging.as_ref().map(|x| x.referenced),
+        );
         add("vlan", self.vlan.as_ref().map(|x| x.referenced));
         add("tagged", self.tagged.as_ref().map(|x| x.referenced));
+        add("offload", self.offload.as_ref().map(|x| x.referenced));
         v
     }
 }
@@ -431,7 +453,11 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
     for (i, r) in file.switch.vlans.iter().enumerate() {
         let field = format!("switch.vlans[{i}]");
         if r.port.value.is_empty() {
-            return Err(bad(r.port.referenced, format!("{field}.port"), "is empty".into()));
+            return Err(bad(
+                r.port.referenced,
+                format!("{field}.port"),
+                "is empty".into(),
+            ));
         }
         let vlans = port_vlans(r.untagged.as_ref(), r.tagged.as_ref())
             .map_err(|(at, e)| bad(at.unwrap_or(r.port.referenced), field.clone(), e))?;
@@ -533,6 +559,7 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
                 let spec = TapSpec {
                     name: given_name,
                     device,
+                    offload: p.offload.as_ref().map(|o| o.value).unwrap_or(true),
                 };
                 let name = spec.port_name();
                 base.taps.push(spec);
@@ -607,9 +634,21 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
                 let promisc = p.promisc.as_ref().map(|v| v.value).unwrap_or(!mac_nat);
                 let monitor = p.monitor.as_ref().map(|v| v.value).unwrap_or(false);
                 let filter = p.filter.clone().map(|f| f.value);
+                let aging = match &p.mac_nat_aging {
+                    Some(a) if a.value.0.is_zero() => {
+                        return Err(bad(
+                            a.referenced,
+                            at("mac_nat_aging"),
+                            "must be at least 1s".into(),
+                        ))
+                    }
+                    Some(a) => Some(a.value.0),
+                    None => None,
+                };
                 base.ports.push(PortSpec::Pcap(
                     switchyard_bridge::PcapConfig::new(name.clone(), device)
-                        .with_options(promisc, filter, monitor, mac_nat),
+                        .with_options(promisc, filter, monitor, mac_nat)
+                        .with_mac_nat_aging(aging),
                 ));
                 name
             }
@@ -850,7 +889,8 @@ control: { path: /run/switchyard/control.sock }
             s.taps,
             vec![TapSpec {
                 name: Some("host".into()),
-                device: "tap0".into()
+                device: "tap0".into(),
+                offload: true,
             }]
         );
         assert_eq!(s.ports.len(), 4);

@@ -230,7 +230,9 @@ fn print_human(cmd: &str, r: &Value) {
     let empty = Vec::new();
     match cmd {
         "ports" => table(
-            &["NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "DROPS", "PEER"],
+            &[
+                "NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "DROPS", "PEER",
+            ],
             r["ports"]
                 .as_array()
                 .unwrap_or(&empty)

@@ -122,7 +122,7 @@ fn bind_operations(settings: &Settings) -> Result<Operations> {
 fn open_taps(settings: &Settings) -> Result<Vec<(TapDevice, TapSpec)>> {
     let mut taps = Vec::new();
     for spec in &settings.taps {
-        match TapDevice::open(&spec.device) {
+        match TapDevice::open_with(&spec.device, spec.offload) {
             Ok(t) => taps.push((t.with_port_name(spec.name.clone()), spec.clone())),
             // The originals run on without a tap that cannot be opened.
             Err(e) if settings.flavor != Flavor::Native => {

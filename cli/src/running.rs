@@ -99,7 +99,7 @@ fn open(key: &Key) -> Result<Opened, String> {
         Key::Control(cfg) => UnixControl::bind(cfg.clone())
             .map(|c| Opened::Control(Arc::new(c)))
             .map_err(|e| e.to_string()),
-        Key::Tap(t) => TapDevice::open(&t.device)
+        Key::Tap(t) => TapDevice::open_with(&t.device, t.offload)
             .map(|d| Opened::Tap(d.with_port_name(t.name.clone())))
             .map_err(|e| e.to_string()),
         Key::Port(p) => OpenPort::open(p)

@@ -33,6 +33,9 @@ pub struct TapSpec {
     pub name: Option<String>,
     /// The interface.
     pub device: String,
+    /// Ask for checksum and TSO offloads (virtio-net header); a kernel
+    /// that refuses gets a plain tap anyway.
+    pub offload: bool,
 }
 
 impl TapSpec {
@@ -41,6 +44,7 @@ impl TapSpec {
         TapSpec {
             name: None,
             device: device.into(),
+            offload: true,
         }
     }
 
@@ -82,7 +86,10 @@ pub struct Settings {
     /// Static MAC entries: (MAC, port name).
     pub static_macs: Vec<(switchyard_switch::MacAddr, String)>,
     /// VLAN rules by port name, first match first; none: VLAN-transparent.
-    pub vlans: Vec<(switchyard_switch::vlan::PortPattern, switchyard_switch::PortVlans)>,
+    pub vlans: Vec<(
+        switchyard_switch::vlan::PortPattern,
+        switchyard_switch::PortVlans,
+    )>,
     /// Metrics and control socket settings.
     pub extras: crate::config::Extras,
 }

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 AGENT=$ROOT/target/debug/sy-guest-agent
 [ -x "$AGENT" ] || { echo "build the agent first: cargo build -p switchyard-tests" >&2; exit 1; }
-for t in ip tcpdump dnsmasq udhcpc vde_plug qemu-system-x86_64 linux.uml python3; do
+for t in ip ethtool tcpdump dnsmasq udhcpc vde_plug qemu-system-x86_64 linux.uml python3; do
     command -v "$t" >/dev/null || { echo "missing $t (see tests/run.sh)" >&2; exit 1; }
 done
 
@@ -35,6 +35,9 @@ cleanup() {
     rm -rf "$RAW"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
+# Background jobs run `ip netns exec` directly (not through these
+# functions): it execs the command, so $! is the process to kill.
 inG() { ip netns exec "$G" "$@"; }
 inL() { ip netns exec "$L" "$@"; }
 
@@ -49,18 +52,22 @@ inL ip addr add 198.51.100.1/24 dev fzl
 inL ip addr add 198.51.100.2/24 dev fzl
 inL ip addr add 2001:db8:77::1/64 dev fzl nodad
 inL ip addr add 2001:db8:77::2/64 dev fzl nodad
+# Full checksums in the captured frames, as a guest's NIC sends them (veth
+# would otherwise leave UDP/TCP checksums to an offload that never runs).
+inG ethtool -K fzg tx off >/dev/null
+inL ethtool -K fzl tx off >/dev/null
 inL ip link set fzl up
 inG ip link set fzg up
 sleep 2 # link-local addresses for dnsmasq's RA
 
-inL dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+ip netns exec "$L" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
     --port=0 --interface=fzl --bind-interfaces \
     --dhcp-range=198.51.100.100,198.51.100.199,255.255.255.0,1h \
     --dhcp-range=2001:db8:77::100,2001:db8:77::1ff,slaac,64,1h \
     --no-ping --enable-ra --ra-param=fzl,4 --user=root \
     --dhcp-leasefile="$RAW/leases" --pid-file="$RAW/dnsmasq.pid" 2>"$RAW/dnsmasq.log" &
 PIDS+=($!)
-inL python3 -c '
+ip netns exec "$L" python3 -c '
 import socket
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,10 +80,11 @@ while True:
 PIDS+=($!)
 
 # 1. The guest agent: DHCPv4, SLAAC, DHCPv6, ping, TCP.
-inG tcpdump -i fzg -U -s 0 -w "$RAW/agent.pcap" 2>/dev/null &
+ip netns exec "$G" tcpdump -i fzg -U -s 0 -w "$RAW/agent.pcap" 2>/dev/null &
 TCPDUMP=$!
+PIDS+=($TCPDUMP)
 sleep 1
-printf '#!/bin/sh\ncase "$1" in\ndeconfig) ip link set "$interface" up; ip -4 addr flush dev "$interface";;\nbound|renew) ip -4 addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface";;\nesac\nexit 0\n' >"$RAW/udhcpc.sh"
+printf '#!/bin/sh\ncase "$1" in\ndeconfig) ip link set "$interface" up; ip -4 addr flush dev "$interface";;\nbound|renew) ip -4 addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"; echo "SY_LEASE ip=$ip mask=$mask";;\nesac\nexit 0\n' >"$RAW/udhcpc.sh"
 chmod 755 "$RAW/udhcpc.sh"
 inG env SY_AGENT=1 SY_DEV=fzg SY_SCRIPT="$RAW/udhcpc.sh" SY_DHCP6=1 "$AGENT" | tee "$RAW/agent.log"
 grep -q SY_AGENT_RESULT=OK "$RAW/agent.log"
@@ -91,10 +99,13 @@ inL ip link add vxl type vxlan id 42 local 198.51.100.1 remote 198.51.100.50 dst
 inG ip link add vxg address 02:00:00:00:00:1a type vxlan id 42 local 198.51.100.50 remote 198.51.100.1 dstport 4789 dev fzg
 inL ip addr add 203.0.113.1/24 dev vxl
 inG ip addr add 203.0.113.2/24 dev vxg
+inL ethtool -K vxl tx off >/dev/null
+inG ethtool -K vxg tx off >/dev/null
 inL ip link set vxl up
 inG ip link set vxg up
-inG tcpdump -i fzg -U -s 0 -w "$RAW/vxlan.pcap" udp port 4789 2>/dev/null &
+ip netns exec "$G" tcpdump -i fzg -U -s 0 -w "$RAW/vxlan.pcap" udp port 4789 2>/dev/null &
 TCPDUMP=$!
+PIDS+=($TCPDUMP)
 sleep 2
 inG ping -c 2 -i 0.2 203.0.113.1 >/dev/null
 inG ping -6 -c 1 -W 1 ff02::1%vxg >/dev/null 2>&1 || true
@@ -104,8 +115,9 @@ kill $TCPDUMP; wait $TCPDUMP 2>/dev/null || true
 # 3. QEMU's stream framing: a guestless QEMU joins a tap and a stream.
 python3 fuzz/seeds/listen.py "$RAW/qemu.sock" "$RAW" qemu-stream 4 1 &
 LISTENER=$!
+PIDS+=($LISTENER)
 sleep 0.5
-inG qemu-system-x86_64 -machine none -nodefaults -display none \
+ip netns exec "$G" qemu-system-x86_64 -machine none -nodefaults -display none \
     -netdev stream,id=s,server=off,addr.type=unix,addr.path="$RAW/qemu.sock" \
     -netdev hubport,id=h1,hubid=0,netdev=s \
     -netdev tap,id=t,ifname=qtap,script=no,downscript=no \
@@ -126,12 +138,14 @@ kill $QEMU
 mkdir "$RAW/vde"
 python3 fuzz/seeds/listen.py "$RAW/vde/ctl" "$RAW" handshake-vde 0.5 2 &
 LISTENER=$!
+PIDS+=($LISTENER)
 sleep 0.5
 timeout 5 vde_plug "vde://$RAW/vde" </dev/null >/dev/null 2>&1 || true
 timeout 5 vde_plug "vde://$RAW/vde[5]" </dev/null >/dev/null 2>&1 || true
 wait $LISTENER
 python3 fuzz/seeds/listen.py "$RAW/uml.ctl" "$RAW" handshake-uml 0.5 1 &
 LISTENER=$!
+PIDS+=($LISTENER)
 sleep 0.5
 printf '#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\nip link set eth0 up\npoweroff -f\n' >"$RAW/init.sh"
 chmod 755 "$RAW/init.sh"

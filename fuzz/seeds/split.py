@@ -88,6 +88,17 @@ def record(op, arg, payload):
     return bytes([op, arg]) + struct.pack(">H", len(payload)) + payload
 
 
+def clear(corpus):
+    """Empties the target directories this script fills, keeping the
+    inputs of fixed bugs (named regression-*)."""
+    for target in ("engine", "macnat_inbound", "macnat_outbound", "vxlan",
+                   "stream_framing", "handshake", "yaml"):
+        d = os.path.join(corpus, target)
+        for f in glob.glob(os.path.join(d, "*")):
+            if not os.path.basename(f).startswith("regression-"):
+                os.unlink(f)
+
+
 def write(corpus, target, name, data):
     d = os.path.join(corpus, target)
     os.makedirs(d, exist_ok=True)
@@ -192,6 +203,7 @@ def main():
     raw, corpus = sys.argv[1], sys.argv[2]
     repo = os.path.dirname(os.path.abspath(corpus.rstrip("/")))
     repo = os.path.dirname(repo)
+    clear(corpus)
     agent_seeds(raw, corpus)
     vxlan_seeds(raw, corpus)
     stream_seeds(raw, corpus)

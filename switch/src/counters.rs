@@ -43,11 +43,14 @@ pub enum DropReason {
     EgressGone,
     /// Sending failed for another reason (counted on egress).
     EgressError,
+    /// An offloaded (TSO/GSO) frame for a port that cannot take it whole,
+    /// which could not be segmented in software (counted on egress).
+    Unsegmentable,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::MulticastSource,
@@ -65,6 +68,7 @@ impl DropReason {
         DropReason::EgressDown,
         DropReason::EgressGone,
         DropReason::EgressError,
+        DropReason::Unsegmentable,
     ];
 
     /// A dense index into per-reason arrays.
@@ -87,6 +91,7 @@ impl DropReason {
             DropReason::EgressDown => 14,
             DropReason::EgressGone => 15,
             DropReason::EgressError => 16,
+            DropReason::Unsegmentable => 17,
         }
     }
 
@@ -128,6 +133,7 @@ impl DropReason {
             DropReason::EgressDown => "egress_down",
             DropReason::EgressGone => "egress_gone",
             DropReason::EgressError => "egress_error",
+            DropReason::Unsegmentable => "unsegmentable",
         }
     }
 }

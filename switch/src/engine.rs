@@ -360,7 +360,10 @@ impl Engine {
         } else {
             class
         };
-        (self.decide_classified(ingress, &frame, class.vid, now), class)
+        (
+            self.decide_classified(ingress, &frame, class.vid, now),
+            class,
+        )
     }
 
     fn decide_classified(

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod engine;
 pub mod fdb;
 pub mod frame;
+pub mod gso;
 pub mod port;
 pub mod ports;
 pub mod ratelimit;
@@ -22,8 +23,8 @@ pub use fdb::{Fdb, FdbConfig};
 pub use frame::MacAddr;
 pub use port::{Port, PortId, SendError, Transmit};
 pub use stop::Stop;
-pub use vlan::{PortVlans, VlanRules};
 pub use switch::{PortTable, Switch};
+pub use vlan::{PortVlans, VlanRules};
 
 /// The largest frame any port accepts and forwards whole (no FCS).
 pub const MAX_FRAME: usize = 65_535;

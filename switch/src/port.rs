@@ -90,6 +90,25 @@ pub trait Transmit: Send + Sync {
         }
         (frames.len(), None)
     }
+
+    /// Sends one offloaded frame (a TSO/GSO super-frame or a frame with a
+    /// partial checksum, described by `hdr`) whole, without blocking.
+    /// `None`: this transport cannot take offloaded frames, and the switch
+    /// segments them in software for it (the default).
+    fn transmit_offloaded(
+        &self,
+        hdr: &crate::gso::VnetHdr,
+        frame: &[u8],
+    ) -> Option<Result<(), SendError>> {
+        let _ = (hdr, frame);
+        None
+    }
+}
+
+thread_local! {
+    /// Where software segmentation builds each segment: reused, so cutting
+    /// a super-frame allocates nothing once the buffer has grown.
+    static SEGMENT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A port as the switch sees it.
@@ -196,6 +215,30 @@ impl Port {
             Err(e) => {
                 self.count_failure(e, now);
             }
+        }
+    }
+
+    /// Sends one offloaded frame described by `hdr`: whole when the
+    /// transport takes offloaded frames, otherwise cut into plain frames
+    /// (partial checksum completed, TCP segmented) that are sent one by one.
+    /// A frame that cannot be cut is dropped and counted as
+    /// [`DropReason::Unsegmentable`].
+    pub fn send_offloaded(&self, hdr: &crate::gso::VnetHdr, frame: &[u8], now: Duration) {
+        match self.tx.transmit_offloaded(hdr, frame) {
+            Some(Ok(())) => self.note_sent(frame),
+            Some(Err(e)) => {
+                self.count_failure(e, now);
+            }
+            None => self.send_segmented(hdr, frame, now),
+        }
+    }
+
+    fn send_segmented(&self, hdr: &crate::gso::VnetHdr, frame: &[u8], now: Duration) {
+        let result = SEGMENT_BUF
+            .with_borrow_mut(|buf| crate::gso::segment(hdr, frame, buf, |seg| self.send(seg, now)));
+        if let Err(e) = result {
+            let e = io::Error::new(io::ErrorKind::InvalidData, e);
+            self.drop_frame(DropReason::Unsegmentable, now, Some(&e));
         }
     }
 

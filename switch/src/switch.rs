@@ -4,6 +4,7 @@
 
 use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
 use crate::fdb::FdbEntry;
+use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::vlan::{Classified, Egress, VlanRules};
@@ -74,19 +75,38 @@ thread_local! {
 struct Forms<'a> {
     frame: &'a [u8],
     class: Classified,
-    untagged: Option<()>,
-    tagged: Option<()>,
+    /// `bufs.0` holds the untagged copy.
+    untagged: bool,
+    /// `bufs.1` holds the tagged copy.
+    tagged: bool,
     bufs: &'a mut (Vec<u8>, Vec<u8>),
+    /// The offload header of the frame as it arrived; `None`: a plain frame.
+    offload: Option<&'a VnetHdr>,
+}
+
+/// Sends `bytes` through `port`: plain, or offloaded as `hdr` describes.
+#[inline]
+fn emit(port: &Port, hdr: Option<&VnetHdr>, bytes: &[u8], now: Duration) {
+    match hdr {
+        None => port.send(bytes, now),
+        Some(h) => port.send_offloaded(h, bytes, now),
+    }
 }
 
 impl<'a> Forms<'a> {
-    fn new(frame: &'a [u8], class: Classified, bufs: &'a mut (Vec<u8>, Vec<u8>)) -> Self {
+    fn new(
+        frame: &'a [u8],
+        class: Classified,
+        bufs: &'a mut (Vec<u8>, Vec<u8>),
+        offload: Option<&'a VnetHdr>,
+    ) -> Self {
         Forms {
             frame,
             class,
-            untagged: None,
-            tagged: None,
+            untagged: false,
+            tagged: false,
             bufs,
+            offload,
         }
     }
 
@@ -94,31 +114,39 @@ impl<'a> Forms<'a> {
     /// or not at all when the port is outside the frame's VLAN.
     fn send(&mut self, port: &Port, now: Duration) {
         if self.class.vid == 0 {
-            return port.send(self.frame, now);
+            return emit(port, self.offload, self.frame, now);
         }
         let Some(egress) = port.egress(self.class.vid) else {
             return;
         };
         if self.class.leaves_as_is(egress) {
-            return port.send(self.frame, now);
+            return emit(port, self.offload, self.frame, now);
         }
         let bytes: &[u8] = match egress {
             Egress::Untagged => {
-                if self.untagged.is_none() {
+                if !self.untagged {
                     crate::vlan::untag_into(self.frame, &mut self.bufs.0);
-                    self.untagged = Some(());
+                    self.untagged = true;
                 }
                 &self.bufs.0
             }
             Egress::Tagged => {
-                if self.tagged.is_none() {
+                if !self.tagged {
                     crate::vlan::tag_into(self.frame, self.class.vid, &mut self.bufs.1);
-                    self.tagged = Some(());
+                    self.tagged = true;
                 }
                 &self.bufs.1
             }
         };
-        port.send(bytes, now);
+        let Some(hdr) = self.offload else {
+            return port.send(bytes, now);
+        };
+        // A tag added or removed moves the checksum and header offsets.
+        let delta = bytes.len() as isize - self.frame.len() as isize;
+        match hdr.shifted(delta) {
+            Some(h) => port.send_offloaded(&h, bytes, now),
+            None => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+        }
     }
 }
 
@@ -258,19 +286,52 @@ impl Switch {
     /// engine, then sends to the destination ports directly.
     pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
         ingress.note_received(frame);
+        self.forward_counted(ingress, frame, None, now);
+    }
+
+    /// Forwards one offloaded frame from a tap with a virtio-net header:
+    /// a TSO/GSO super-frame or a frame whose checksum is partial, as
+    /// `hdr` says. Ports that take offloaded frames get it whole, the
+    /// others plain frames cut from it (see [`Port::send_offloaded`]).
+    pub fn forward_offloaded(&self, ingress: &Port, hdr: &VnetHdr, frame: &[u8], now: Duration) {
+        if hdr.is_plain() {
+            return self.forward(ingress, frame, now);
+        }
+        ingress.note_received(frame);
+        if frame.len() > crate::gso::MAX_GSO_FRAME {
+            return ingress.drop_frame(crate::DropReason::TooLong, now, None);
+        }
+        self.forward_counted(ingress, frame, Some(hdr), now);
+    }
+
+    /// Decides on and delivers a frame already counted as received.
+    fn forward_counted(
+        &self,
+        ingress: &Port,
+        frame: &[u8],
+        offload: Option<&VnetHdr>,
+        now: Duration,
+    ) {
         let table = self.ports.load();
+        // The engine reads only the headers; a super-frame may be a few
+        // bytes over the plain-frame limit it enforces on the others.
+        let headers = match offload {
+            Some(_) => &frame[..frame.len().min(crate::MAX_FRAME)],
+            None => frame,
+        };
         let (decision, class, notice) = {
             let mut engine = self.engine();
-            let (d, class) = engine.decide_in(ingress.id(), frame, now);
+            let (d, class) = engine.decide_in(ingress.id(), headers, now);
             (d, class, engine.take_notice())
         };
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
         }
-        self.deliver(ingress, &table, decision, frame, class, now);
+        self.deliver(ingress, &table, decision, frame, class, offload, now);
     }
 
     /// Carries out one decision.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &self,
         ingress: &Port,
@@ -278,16 +339,17 @@ impl Switch {
         decision: Decision,
         frame: &[u8],
         class: Classified,
+        offload: Option<&VnetHdr>,
         now: Duration,
     ) {
         if let Decision::Drop(reason) = decision {
             return ingress.drop_frame(reason, now, None);
         }
         if class.vid == 0 {
-            return self.deliver_as_is(ingress, table, decision, frame, now);
+            return self.deliver_as_is(ingress, table, decision, frame, offload, now);
         }
         VLAN_FORMS.with_borrow_mut(|bufs| {
-            let mut forms = Forms::new(frame, class, bufs);
+            let mut forms = Forms::new(frame, class, bufs, offload);
             match decision {
                 Decision::Forward(p) => {
                     if let Some(port) = table.get(p) {
@@ -314,18 +376,19 @@ impl Switch {
         table: &PortTable,
         decision: Decision,
         frame: &[u8],
+        offload: Option<&VnetHdr>,
         now: Duration,
     ) {
         match decision {
             Decision::Forward(p) => {
                 if let Some(port) = table.get(p) {
-                    port.send(frame, now);
+                    emit(port, offload, frame, now);
                 }
             }
             Decision::Flood => {
                 for port in table.iter() {
                     if port.id() != ingress.id() {
-                        port.send(frame, now);
+                        emit(port, offload, frame, now);
                     }
                 }
             }

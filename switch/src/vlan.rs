@@ -394,10 +394,7 @@ mod tests {
         let prio = prio.expect("classified");
         assert!(!prio.leaves_as_is(Egress::Untagged));
         assert!(!prio.leaves_as_is(Egress::Tagged));
-        assert_eq!(
-            p.classify(&frame(Some(20))),
-            Err(DropReason::VlanFiltered)
-        );
+        assert_eq!(p.classify(&frame(Some(20))), Err(DropReason::VlanFiltered));
         // Its own VLAN, tagged, is accepted (as a Linux bridge does).
         let own = p.classify(&frame(Some(10))).expect("classified");
         assert_eq!(own.vid, 10);
@@ -412,10 +409,7 @@ mod tests {
         assert_eq!(p.classify(&frame(Some(30))).map(|c| c.vid), Ok(30));
         // The priority bits do not change the VLAN.
         assert_eq!(p.classify(&frame(Some(0xe000 | 30))).map(|c| c.vid), Ok(30));
-        assert_eq!(
-            p.classify(&frame(Some(40))),
-            Err(DropReason::VlanFiltered)
-        );
+        assert_eq!(p.classify(&frame(Some(40))), Err(DropReason::VlanFiltered));
         assert_eq!(p.egress(20), Some(Egress::Tagged));
         assert_eq!(p.egress(1), None);
     }

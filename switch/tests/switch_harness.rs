@@ -239,8 +239,16 @@ fn vlan_tags_are_added_and_removed_at_the_edge() {
     let (sw, p) = vlan_harness();
     let bcast = frame(0xff, 1, 60);
     sw.forward(&p[0].port, &bcast, T0);
-    assert_eq!(p[1].received(), vec![bcast.clone()], "same access VLAN: as is");
-    assert_eq!(p[2].received(), vec![with_tag(&bcast, 10)], "the trunk gets it tagged");
+    assert_eq!(
+        p[1].received(),
+        vec![bcast.clone()],
+        "same access VLAN: as is"
+    );
+    assert_eq!(
+        p[2].received(),
+        vec![with_tag(&bcast, 10)],
+        "the trunk gets it tagged"
+    );
     assert!(p[3].received().is_empty(), "VLAN 1 never sees VLAN 10");
     // Back from the trunk, tagged 10: learned, untagged towards p0.
     let reply = frame(1, 9, 60);
@@ -255,7 +263,10 @@ fn vlan_tags_are_added_and_removed_at_the_edge() {
     sw.forward(&p[2].port, &with_tag(&bcast, 30), T0);
     assert!(p.iter().all(|t| t.received().is_empty()));
     assert_eq!(
-        p[2].port.counters().snapshot().drops(DropReason::VlanFiltered),
+        p[2].port
+            .counters()
+            .snapshot()
+            .drops(DropReason::VlanFiltered),
         1
     );
 }

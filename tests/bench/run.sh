@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Build the workspace in release mode and benchmark switchyard against
-# uml_switch and vde_switch (tests/src/bin/switchyard-bench.rs).
+# uml_switch and vde_switch (tests/src/bin/switchyard-bench.rs), and
+# switchyard's pcap port with MAC-NAT against the same port without it.
 #
-#   tests/bench/run.sh                       # defaults: 3 s windows, 3 reps (~5 min)
+#   tests/bench/run.sh                       # defaults: 3 s windows, 3 reps (~6 min)
 #   tests/bench/run.sh --only latency        # any switchyard-bench option passes through
+#   tests/bench/run.sh --only macnat_pcap    # MAC-NAT's cost only (~1 min)
 #   tests/bench/run.sh --duration 1 --reps 1 # quick look
 #
 # The markdown table goes to stdout, progress and build output to stderr,
 # and the JSON record to target/bench/results.json (override with --json).
 # Needs root (it creates a private network namespace; all traffic stays in
 # it) plus uml_switch (uml-utilities) and vde_switch (vde2); the tap <-> tap
-# TCP run (iperf3_tap) also needs vde_plug (vdeplug) and iperf3, which this
-# script installs with apt-get when it is missing.
+# TCP run (iperf3_tap) also needs vde_plug (vdeplug) and iperf3, and the
+# MAC-NAT run (macnat_pcap) needs nft (nftables): this script installs
+# iperf3 and nftables with apt-get when they are missing.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,23 +40,46 @@ for prog in uml_switch vde_switch ip; do
     fi
 done
 
-# iperf3_tap needs iperf3 (and vde_plug, from vdeplug, a dependency of vde2).
-wants_iperf=1
+# The measurements named with --only (switch names do not narrow them);
+# empty: all of them.
+only=""
+prev=""
 for arg in "$@"; do
+    if [ "$prev" = "--only" ]; then
+        only="$only,$arg"
+    fi
     case "$arg" in
-        --only=*|--only) wants_iperf=0 ;;
+        --only=*) only="$only,${arg#--only=}" ;;
     esac
+    prev="$arg"
 done
-if printf '%s\n' "$@" | grep -q 'iperf3_tap'; then
-    wants_iperf=1
-fi
-if [ "$wants_iperf" -eq 1 ] && ! command -v iperf3 >/dev/null 2>&1; then
-    echo "run.sh: iperf3 is missing (needed by iperf3_tap); installing it with apt-get" >&2
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3 >&2; then
-        echo "run.sh: could not install iperf3; install it (apt-get install iperf3)" \
-             "or leave iperf3_tap out with --only" >&2
+only_measurements="$(printf '%s\n' "$only" | tr ',' '\n' | grep -vxE 'switchyard|uml_switch|vde_switch|' || true)"
+
+# Whether measurement $1 will run.
+wants() {
+    [ -z "$only_measurements" ] || printf '%s\n' "$only_measurements" | grep -qx "$1"
+}
+
+# Install package $2 with apt-get when program $1 is missing; $3 needs it.
+need() {
+    if command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; then
+        return
+    fi
+    echo "run.sh: $1 is missing (needed by $3); installing $2 with apt-get" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2; then
+        echo "run.sh: could not install $2; install it (apt-get install $2)" \
+             "or leave $3 out with --only" >&2
         exit 1
     fi
+}
+
+# iperf3_tap needs iperf3 (and vde_plug, from vdeplug, a dependency of vde2);
+# macnat_pcap needs nft, which drops the veth pair's frames before the IP stack.
+if wants iperf3_tap; then
+    need iperf3 iperf3 iperf3_tap
+fi
+if wants macnat_pcap; then
+    need nft nftables macnat_pcap
 fi
 
 cargo build --release --workspace >&2
@@ -62,7 +88,7 @@ cargo build --release --workspace >&2
 # this trap only covers the case where it is killed outright.
 netns="swbench-$$"
 # iperf3_tap makes two more namespaces per run, named "$netns-s<N>" and
-# "$netns-c<N>".
+# "$netns-c<N>"; macnat_pcap's veth pairs live in "$netns" and go with it.
 cleanup() {
     ip netns del "$netns" 2>/dev/null || true
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -- "^$netns-" || true); do

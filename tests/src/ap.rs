@@ -302,7 +302,8 @@ pub struct GuestSetup {
     /// ([`TapGuest::replug`]), like a VM whose NIC reconnects.
     pub persistent_tap: bool,
     /// `(key, value)` written under /proc/sys in the guest's namespace
-    /// before the tap exists (use `…/default/…` keys for per-device ones).
+    /// once `eth0` exists, before it comes up (e.g.
+    /// `net/ipv6/conf/eth0/enhanced_dad`).
     pub sysctls: Vec<(String, String)>,
 }
 
@@ -314,14 +315,14 @@ impl TapGuest {
     /// Like [`TapGuest::start`], set up as `setup` says.
     pub fn start_with(dir: &Path, n: u8, setup: &GuestSetup) -> Result<TapGuest> {
         let ns = Netns::new()?;
-        for (k, v) in &setup.sysctls {
-            sysctl(&ns, k, v)?;
-        }
         if setup.persistent_tap {
             ns.ip(["tuntap", "add", "dev", GUEST_DEV, "mode", "tap"])
                 .with_context(|| format!("creating guest {n}'s persistent tap"))?;
         }
         let plug = plug_tap(&ns, dir, n)?;
+        for (k, v) in &setup.sysctls {
+            sysctl(&ns, k, v)?;
+        }
         let mac = guest_mac(n);
         ns.ip(["link", "set", GUEST_DEV, "address", &mac])?;
         ns.ip(["link", "set", GUEST_DEV, "up"])?;
@@ -590,6 +591,11 @@ fn read_mac(dev: &str) -> Result<[u8; 6]> {
         .skip_while(|w| *w != "link/ether")
         .nth(1)
         .with_context(|| format!("no link/ether for {dev}: {text}"))?;
+    parse_mac(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+pub fn parse_mac(mac: &str) -> Result<[u8; 6]> {
     let bytes: Vec<u8> = mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16))
@@ -987,3 +993,622 @@ echo "SY_AGENT_EXIT=$?"
 sleep 600
 halt
 "#;
+
+// ---------------------------------------------------------------------------
+// Helpers for the §5.5 scenario tests (tests/tests/macnat_scenarios.rs).
+
+impl Ap {
+    /// Counts, in a named nftables counter `name`, the frames that match
+    /// `matcher` (a bridge-family match, e.g. `iifname "ap-sta" ether type
+    /// 0x88b5`) as they enter the AP's bridge, before the association
+    /// filter. Read it with [`Ap::watched`].
+    pub fn watch(&self, name: &str, matcher: &str) -> Result<()> {
+        run(self.ap.command("nft").args([
+            "add",
+            "chain",
+            "bridge",
+            "wifi",
+            "watch",
+            "{ type filter hook prerouting priority -400; policy accept; }",
+        ]))
+        .context("adding the AP's watch chain")?;
+        run(self
+            .ap
+            .command("nft")
+            .args(["add", "counter", "bridge", "wifi", name]))
+        .with_context(|| format!("adding the AP's counter {name}"))?;
+        run(self.ap.command("nft").arg(format!(
+            "add rule bridge wifi watch {matcher} counter name {name}"
+        )))
+        .with_context(|| format!("adding the AP's watch rule {name}: {matcher}"))?;
+        Ok(())
+    }
+
+    /// Frames counted so far by the watch counter `name`.
+    pub fn watched(&self, name: &str) -> Result<u64> {
+        let out = run(self
+            .ap
+            .command("nft")
+            .args(["list", "counter", "bridge", "wifi", name]))?;
+        out.split("packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no packet count in counter {name}: {out}"))
+    }
+
+    /// Makes the AP send a station's group-addressed frames back to it, as
+    /// real APs do (§5.2 "hairpin").
+    pub fn echo_to_station(&self) -> Result<()> {
+        let bridge = need("bridge", "iproute2")?;
+        run(Command::new(bridge).args([
+            "-n",
+            self.ap.name(),
+            "link",
+            "set",
+            "dev",
+            "ap-sta",
+            "hairpin",
+            "on",
+        ]))
+        .context("turning hairpin mode on for the AP's radio port")?;
+        Ok(())
+    }
+
+    /// Makes the AP convert every group-addressed frame for the station to
+    /// unicast to the station's MAC (multicast_to_unicast, §5.2).
+    pub fn multicast_to_unicast(&self) -> Result<()> {
+        run(self.ap.command("nft").args([
+            "add",
+            "chain",
+            "bridge",
+            "wifi",
+            "mc2uc",
+            "{ type filter hook postrouting priority 0; policy accept; }",
+        ]))?;
+        run(self.ap.command("nft").arg(format!(
+            "add rule bridge wifi mc2uc oifname \"ap-sta\" ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 counter ether daddr set {STA_MAC}"
+        )))
+        .context("adding the AP's multicast-to-unicast rule")?;
+        Ok(())
+    }
+
+    /// Shortens the LAN host's neighbour timers (entries stay reachable
+    /// 2–6 s, the first probe of a stale entry after 1 s), so that a LAN
+    /// host re-resolves a guest address within seconds, not a minute.
+    pub fn quick_lan_neighbour_timers(&self) -> Result<()> {
+        for family in ["ipv4", "ipv6"] {
+            sysctl(
+                &self.lan,
+                &format!("net/{family}/neigh/lan0/base_reachable_time_ms"),
+                "4000",
+            )?;
+            sysctl(
+                &self.lan,
+                &format!("net/{family}/neigh/lan0/delay_first_probe_time"),
+                "1",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A switchyard daemon in the station's namespace: a VDE directory for the
+/// guests, `--port pcap,device=wlan0[,mac_nat=on][,OPTIONS]`, a control
+/// socket and extra environment. Killed on drop.
+#[derive(Debug)]
+pub struct ApSwitch {
+    pub proc: Proc,
+    /// The VDE directory the guests plug into.
+    pub dir: PathBuf,
+    /// `switchyard ctl` against the control socket.
+    pub ctl: crate::transports::Ctl,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Starts so far (the first is 1).
+    starts: u32,
+}
+
+impl ApSwitch {
+    /// Starts the daemon in `host` (the station's namespace).
+    pub fn start(
+        host: &Netns,
+        tmp: &TempDir,
+        mac_nat: bool,
+        pcap_options: &str,
+        env: &[(&str, &str)],
+    ) -> Result<ApSwitch> {
+        let dir = tmp.join("sw");
+        let control = tmp.join("control.sock");
+        let mut spec = format!(
+            "pcap,device={STA_DEV}{}",
+            if mac_nat { ",mac_nat=on" } else { "" }
+        );
+        if !pcap_options.is_empty() {
+            spec = format!("{spec},{pcap_options}");
+        }
+        let args = vec![
+            "--vde".to_string(),
+            dir.display().to_string(),
+            "--port".into(),
+            spec,
+            "--control".into(),
+            control.display().to_string(),
+        ];
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Self::spawn(host, &args, &env, 1)?;
+        Ok(ApSwitch {
+            proc,
+            dir,
+            ctl: crate::transports::Ctl::new(&control),
+            args,
+            env,
+            starts: 1,
+        })
+    }
+
+    fn spawn(host: &Netns, args: &[String], env: &[(String, String)], n: u32) -> Result<Proc> {
+        let mut cmd = host.command(crate::switch::switchyard_bin()?);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn(&format!("switchyard (start {n})"), cmd, Stdin::Null)?;
+        proc.wait_for_output("listening", crate::switch::START_TIMEOUT)?;
+        Ok(proc)
+    }
+
+    /// Stops the daemon with SIGTERM and starts it again with the same
+    /// arguments (the MAC-NAT table and the FDB start empty).
+    pub fn restart(&mut self, host: &Netns) -> Result<()> {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.proc.wait_exit(Duration::from_secs(10))?;
+        self.starts += 1;
+        self.proc = Self::spawn(host, &self.args, &self.env, self.starts)?;
+        Ok(())
+    }
+
+    /// Fails if the daemon has exited.
+    pub fn assert_running(&mut self) -> Result<()> {
+        if let Some(st) = self.proc.try_status()? {
+            bail!(
+                "switchyard died ({}); output:\n{}",
+                crate::process::describe(st),
+                self.proc.output()
+            );
+        }
+        Ok(())
+    }
+
+    /// The daemon's resident anonymous memory in KiB (`RssAnon`: its heap
+    /// and stacks, without the packet capture ring, whose pages fill as
+    /// traffic passes).
+    pub fn heap_kib(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.proc.pid());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no RssAnon in {path}"))
+    }
+
+    /// `ctl -j macnat` bindings as (address, MAC lower-case).
+    pub fn bindings(&self) -> Result<Vec<(String, String)>> {
+        let j = self.ctl.json(&["macnat"])?;
+        let list = j
+            .get("macnat")
+            .and_then(|m| m.as_array())
+            .with_context(|| format!("ctl macnat: {j}"))?;
+        Ok(list
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.get("address")?.as_str()?.to_string(),
+                    e.get("mac")?.as_str()?.to_lowercase(),
+                ))
+            })
+            .collect())
+    }
+
+    /// The MAC-NAT counters (`ctl -j macnat`, summed over ports).
+    pub fn counters(&self) -> Result<MacNatCounters> {
+        let j = self.ctl.json(&["macnat"])?;
+        let ports = j
+            .get("counters")
+            .and_then(|c| c.as_object())
+            .with_context(|| format!("ctl macnat has no counters: {j}"))?;
+        let mut m = std::collections::BTreeMap::new();
+        for values in ports.values() {
+            for (k, v) in values.as_object().into_iter().flatten() {
+                *m.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+            }
+        }
+        ensure!(!m.is_empty(), "ctl macnat lists no counters: {j}");
+        Ok(MacNatCounters(m))
+    }
+}
+
+/// A reading of the MAC-NAT counters.
+#[derive(Debug, Clone, Default)]
+pub struct MacNatCounters(pub std::collections::BTreeMap<String, u64>);
+
+impl MacNatCounters {
+    /// One counter; fails on a name the daemon does not export.
+    pub fn get(&self, name: &str) -> Result<u64> {
+        self.0.get(name).copied().with_context(|| {
+            format!(
+                "no MAC-NAT counter {name}; the daemon has {:?}",
+                self.0.keys()
+            )
+        })
+    }
+
+    /// How much `name` grew since `before`.
+    pub fn delta(&self, before: &MacNatCounters, name: &str) -> Result<u64> {
+        Ok(self.get(name)?.saturating_sub(before.get(name)?))
+    }
+}
+
+/// Reads a `/proc/net/snmp`-style table (`Icmp:` names line then values
+/// line) or a `/proc/net/snmp6` line (`Icmp6InEchos 3`) in `ns`.
+fn snmp_value(ns: &Netns, file: &str, prefix: &str, name: &str) -> Result<u64> {
+    let text = run(ns.command("cat").arg(file))?;
+    if file.ends_with("snmp6") {
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+            })
+            .with_context(|| format!("no {name} in {file}"));
+    }
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no {prefix} lines in {file}: {text}");
+    };
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .with_context(|| format!("no {name} in {file}"))?;
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("bad {name} value in {file}"))
+}
+
+/// ICMP echo requests received in `ns`: (IPv4, IPv6).
+pub fn echo_requests(ns: &Netns) -> Result<(u64, u64)> {
+    Ok((
+        snmp_value(ns, "/proc/net/snmp", "Icmp:", "InEchos")?,
+        snmp_value(ns, "/proc/net/snmp6", "", "Icmp6InEchos")?,
+    ))
+}
+
+/// IP packets received in `ns` whose IP length exceeded the frame
+/// (`IpExt: InTruncatedPkts`): what a guest counts when a link cut a
+/// frame short.
+pub fn truncated_packets(ns: &Netns) -> Result<u64> {
+    snmp_value(ns, "/proc/net/netstat", "IpExt:", "InTruncatedPkts")
+}
+
+/// Received bytes of `dev` in `ns`.
+pub fn rx_bytes(ns: &Netns, dev: &str) -> Result<u64> {
+    let out = ns.ip(["-s", "-j", "link", "show", "dev", dev])?;
+    let j: serde_json::Value = serde_json::from_str(&out)?;
+    j.get(0)
+        .and_then(|l| l.get("stats64"))
+        .and_then(|s| s.get("rx"))
+        .and_then(|r| r.get("bytes"))
+        .and_then(|b| b.as_u64())
+        .with_context(|| format!("no rx byte count for {dev} in {out}"))
+}
+
+/// The IPv6 addresses on `dev` in `ns` with their flags, one
+/// `ADDR/PLEN flag flag…` string each (`tentative`, `dadfailed`, …).
+pub fn ipv6_addrs(ns: &Netns, dev: &str) -> Result<Vec<String>> {
+    let out = ns.ip(["-j", "-6", "addr", "show", "dev", dev])?;
+    let j: serde_json::Value = serde_json::from_str(&out)?;
+    let mut v = Vec::new();
+    for a in j
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("addr_info").and_then(|a| a.as_array()))
+        .flatten()
+    {
+        let (Some(addr), Some(plen)) = (
+            a.get("local").and_then(|l| l.as_str()),
+            a.get("prefixlen").and_then(|p| p.as_u64()),
+        ) else {
+            continue;
+        };
+        let mut s = format!("{addr}/{plen}");
+        for flag in ["tentative", "dadfailed", "deprecated"] {
+            if a.get(flag).is_some() {
+                s.push(' ');
+                s.push_str(flag);
+            }
+        }
+        v.push(s);
+    }
+    Ok(v)
+}
+
+/// `ip neigh show ADDR` in `ns` (one line, or empty).
+pub fn neighbour(ns: &Netns, addr: &str) -> Result<String> {
+    Ok(ns.ip(["neigh", "show", addr])?.trim().to_string())
+}
+
+/// An `iperf3 -s -p PORT` server in `ns`, killed on drop.
+pub fn iperf3_server(ns: &Netns, port: u16, label: &str) -> Result<Proc> {
+    let iperf3 = need("iperf3", "iperf3")?;
+    let mut cmd = ns.command(iperf3);
+    // --forceflush: the banner must reach the pipe at once.
+    cmd.args(["-s", "--forceflush", "-p", &port.to_string()]);
+    let mut p = Proc::spawn(label, cmd, Stdin::Null)?;
+    p.wait_for_output("Server listening", Duration::from_secs(10))?;
+    Ok(p)
+}
+
+/// Runs `iperf3 -c ADDR -p PORT -t SECS -J [-R]` in `ns` and returns the
+/// receiver's throughput in bit/s. A server still finishing the previous
+/// test ("busy") is asked again, for up to 10 s.
+pub fn iperf3_client(ns: &Netns, addr: &str, port: u16, secs: u32, reverse: bool) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match iperf3_once(ns, addr, port, secs, reverse) {
+            Err(e) if format!("{e:#}").contains("busy") && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(300));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn iperf3_once(ns: &Netns, addr: &str, port: u16, secs: u32, reverse: bool) -> Result<f64> {
+    let iperf3 = need("iperf3", "iperf3")?;
+    let mut cmd = ns.command(iperf3);
+    cmd.args([
+        "-c",
+        addr,
+        "-p",
+        &port.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let label = format!(
+        "iperf3 -c {addr} -p {port}{}",
+        if reverse { " -R" } else { "" }
+    );
+    let out =
+        crate::transports::run_bounded(&label, cmd, Duration::from_secs(u64::from(secs) + 30))?;
+    let start = out
+        .find('{')
+        .with_context(|| format!("{label}: no JSON in {out}"))?;
+    let j: serde_json::Value = serde_json::Deserializer::from_str(&out[start..])
+        .into_iter()
+        .next()
+        .with_context(|| format!("{label}: no JSON in {out}"))?
+        .with_context(|| format!("{label}: bad JSON"))?;
+    if let Some(e) = j.get("error").and_then(|e| e.as_str()) {
+        bail!("{label}: {e}");
+    }
+    j.pointer("/end/sum_received/bits_per_second")
+        .and_then(|b| b.as_f64())
+        .with_context(|| format!("{label}: no end.sum_received in {out}"))
+}
+
+/// Raw Ethernet frames for the scenarios, sent with an `AF_PACKET` socket
+/// inside a namespace (no python, no scapy).
+pub mod raw {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// Ethertypes used here.
+    pub const ARP: u16 = 0x0806;
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+    /// Broadcast MAC.
+    pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+    /// `dst | src | ethertype | payload`, padded to the 60-byte minimum.
+    pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(14 + payload.len().max(46));
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        f
+    }
+
+    /// An Ethernet/IPv4 ARP body (op 1 request, 2 reply).
+    pub fn arp(op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4];
+        a.extend_from_slice(&op.to_be_bytes());
+        a.extend_from_slice(&sha);
+        a.extend_from_slice(&spa.octets());
+        a.extend_from_slice(&tha);
+        a.extend_from_slice(&tpa.octets());
+        a
+    }
+
+    fn sum16(data: &[u8], mut acc: u32) -> u32 {
+        let mut chunks = data.chunks_exact(2);
+        for c in &mut chunks {
+            acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            acc += u32::from(*last) << 8;
+        }
+        acc
+    }
+
+    fn fold(mut acc: u32) -> u16 {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+
+    /// An IPv6 packet carrying `icmp` (its checksum field is filled in).
+    pub fn ipv6_icmp(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, mut icmp: Vec<u8>) -> Vec<u8> {
+        let len = icmp.len() as u32;
+        let mut pseudo = Vec::with_capacity(40);
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&len.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        icmp[2] = 0;
+        icmp[3] = 0;
+        let c = fold(sum16(&icmp, sum16(&pseudo, 0)));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        p.push(58);
+        p.push(hop_limit);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&icmp);
+        p
+    }
+
+    /// A neighbour solicitation for `target` with a source link-layer
+    /// address option.
+    pub fn neighbour_solicitation(target: Ipv6Addr, slla: [u8; 6]) -> Vec<u8> {
+        let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&slla);
+        m
+    }
+
+    /// An unsolicited, overriding neighbour advertisement for `target`
+    /// with a target link-layer address option.
+    pub fn neighbour_advertisement(target: Ipv6Addr, tlla: [u8; 6]) -> Vec<u8> {
+        // Flags: override (0x20) only: not a router, not solicited.
+        let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[2, 1]);
+        m.extend_from_slice(&tlla);
+        m
+    }
+
+    /// The solicited-node group of `a` (ff02::1:ffXX:XXXX).
+    pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
+        let o = a.octets();
+        Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(o[13]),
+            u16::from_be_bytes([o[14], o[15]]),
+        )
+    }
+
+    /// The Ethernet group of an IPv6 multicast address (33:33 + low 32 bits).
+    pub fn ipv6_group_mac(a: Ipv6Addr) -> [u8; 6] {
+        let o = a.octets();
+        [0x33, 0x33, o[12], o[13], o[14], o[15]]
+    }
+
+    /// An IPv4/UDP packet (UDP checksum 0: none).
+    pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+        let total = (20 + 8 + data.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let c = fold(sum16(&p, 0));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// Sends `frames` on `dev` inside `ns`, `burst` at a time with `pause`
+    /// between bursts (so that the switch's queues keep up); a full
+    /// socket buffer is waited out. Returns how many were sent.
+    pub fn send(
+        ns: &Netns,
+        dev: &str,
+        frames: &[Vec<u8>],
+        burst: usize,
+        pause: Duration,
+    ) -> Result<usize> {
+        let dev = dev.to_string();
+        ns.run(move || -> Result<usize> {
+            let cname = std::ffi::CString::new(dev.as_str())?;
+            // SAFETY: valid NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+            ensure!(ifindex != 0, "no interface {dev}");
+            // Protocol 0: this socket only sends.
+            // SAFETY: plain socket(2).
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            ensure!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: fd is a fresh descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: sockaddr_ll is plain data.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            let mut sent = 0;
+            for chunk in frames.chunks(burst.max(1)) {
+                for f in chunk {
+                    let mut tries = 0;
+                    loop {
+                        // SAFETY: f and sll are valid for the given lengths.
+                        let n = unsafe {
+                            libc::sendto(
+                                fd.as_raw_fd(),
+                                f.as_ptr().cast(),
+                                f.len(),
+                                0,
+                                std::ptr::addr_of!(sll).cast(),
+                                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                            )
+                        };
+                        if n >= 0 {
+                            sent += 1;
+                            break;
+                        }
+                        let e = std::io::Error::last_os_error();
+                        let busy = matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN));
+                        ensure!(busy && tries < 100, "sending a raw frame on {dev}: {e}");
+                        tries += 1;
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                thread::sleep(pause);
+            }
+            Ok(sent)
+        })?
+    }
+}

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use nix::unistd::Pid;
 
-use crate::proto::{self, Client, Outcome};
+use crate::netns::Netns;
+use crate::proto::{self, Client};
+use crate::switch::{Switch, SwitchCmd};
 use crate::transports::{json::Json, Ctl};
-use crate::util::unique_name;
+use crate::util::{unique_name, TempDir};
 
 /// What the daemon holds at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +117,14 @@ impl Burst {
 /// flight: each window is received by `to` before the next is sent, so the
 /// rate adapts to the switch and a healthy switch loses nothing. Frames
 /// that are not this burst's (floods, other tests' noise) are skipped.
-pub fn burst(from: &Client, to: &Client, dst: [u8; 6], n: u32, len: usize, tag: u8) -> Result<Burst> {
+pub fn burst(
+    from: &Client,
+    to: &Client,
+    dst: [u8; 6],
+    n: u32,
+    len: usize,
+    tag: u8,
+) -> Result<Burst> {
     let mut seen = vec![false; n as usize];
     let mut received = 0u32;
     let mut next = 0u32;
@@ -170,6 +179,15 @@ impl RefPair {
         Ok(pair)
     }
 
+    /// Reads and discards whatever is queued for either client (floods
+    /// from other clients), so a burst starts with empty queues.
+    pub fn drain(&self) -> Result<()> {
+        for c in [&self.a, &self.b] {
+            while c.recv(Duration::from_millis(5))?.is_some() {}
+        }
+        Ok(())
+    }
+
     /// A counted burst of `n` unicast frames of `len` bytes each way; fails
     /// on any loss.
     pub fn exchange(&mut self, n: u32, len: usize) -> Result<()> {
@@ -185,6 +203,160 @@ impl RefPair {
             ba.sent
         );
         Ok(())
+    }
+}
+
+/// Frames each way in the reference pair's burst of [`Rig::check`].
+pub const BURST: u32 = 400;
+/// Descriptors beyond the start value that may linger for a moment.
+pub const FD_SLACK: usize = 8;
+
+/// A switch in its own namespace with a VDE directory (`tmp/sw`), a
+/// control socket for `switchyard ctl`, the reference pair attached, and
+/// the daemon's usage with only the pair attached. Fields drop in
+/// declaration order: clients, switch, namespace, temp dir.
+#[derive(Debug)]
+pub struct Rig {
+    /// The reference pair.
+    pub pair: RefPair,
+    /// `switchyard ctl` for this switch.
+    pub ctl: Ctl,
+    /// The VDE directory.
+    pub dir: PathBuf,
+    /// The daemon's usage with only the pair attached.
+    pub base: Usage,
+    /// How far above `base` resident memory may go in [`Rig::check`].
+    pub rss_bound_kib: u64,
+    /// The daemon.
+    pub sw: Switch,
+    /// Its namespace.
+    pub ns: Netns,
+    /// Sockets, logs and the clients' sockets.
+    pub tmp: TempDir,
+}
+
+impl Rig {
+    /// Native switchyard with `--vde tmp/sw --control tmp/control.sock`
+    /// and `extra` arguments.
+    pub fn start(tag: &str, extra: &[&str]) -> Result<Rig> {
+        Rig::start_with(tag, |dir, ctl| {
+            Ok(SwitchCmd::native()?.vde(dir).args(ctl.args()).args(extra))
+        })
+    }
+
+    /// A switch from the command `make` builds for the VDE directory and
+    /// the control socket (which it must pass on).
+    pub fn start_with(
+        tag: &str,
+        make: impl FnOnce(&Path, &Ctl) -> Result<SwitchCmd>,
+    ) -> Result<Rig> {
+        let tmp = TempDir::new(tag)?;
+        let ns = Netns::new()?;
+        let dir = tmp.join("sw");
+        let ctl = Ctl::new(&tmp.join("control.sock"));
+        let sw = make(&dir, &ctl)?.start(Some(&ns))?;
+        let pair = RefPair::attach(&dir, tmp.path(), 0xa1, 0xb1)?;
+        let base = usage(sw.proc.pid())?;
+        eprintln!("{tag}: start: {base}");
+        Ok(Rig {
+            pair,
+            ctl,
+            dir,
+            base,
+            rss_bound_kib: 64 * 1024,
+            sw,
+            ns,
+            tmp,
+        })
+    }
+
+    /// The VDE control socket.
+    pub fn ctl_path(&self) -> PathBuf {
+        self.dir.join("ctl")
+    }
+
+    /// The yardstick after (or during) a case: the daemon runs, the pair
+    /// loses nothing in a counted burst each way, memory is within the
+    /// bound. Prints and returns the usage.
+    pub fn check(&mut self, case: &str) -> Result<Usage> {
+        let u = self.measure(case)?;
+        eprintln!("{case}: {u}");
+        Ok(u)
+    }
+
+    /// [`Rig::check`] without the line on stderr.
+    pub fn measure(&mut self, case: &str) -> Result<Usage> {
+        self.sw
+            .assert_running()
+            .with_context(|| format!("after {case}"))?;
+        self.pair
+            .exchange(BURST, 200)
+            .with_context(|| format!("after {case}"))?;
+        let u = usage(self.sw.proc.pid())?;
+        ensure!(
+            u.rss_kib <= self.base.rss_kib + self.rss_bound_kib,
+            "after {case} the daemon's resident memory is {} KiB, more than {} KiB above \
+             the {} KiB it started with",
+            u.rss_kib,
+            self.rss_bound_kib,
+            self.base.rss_kib
+        );
+        Ok(u)
+    }
+
+    /// Waits until the daemon holds no more descriptors than at the start
+    /// plus `extra` (clients still attached) and [`FD_SLACK`].
+    pub fn fds_back(&self, extra: usize, case: &str) -> Result<Usage> {
+        wait_fds_at_most(
+            self.sw.proc.pid(),
+            self.base.fds + extra + FD_SLACK,
+            Duration::from_secs(10),
+            case,
+        )
+    }
+
+    /// The names of the switch's ports.
+    pub fn port_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .ctl
+            .ports()?
+            .iter()
+            .filter_map(|p| p.get("name").and_then(Json::as_str).map(str::to_string))
+            .collect())
+    }
+
+    /// Runs `attach` (which attaches one client) and returns its result
+    /// with the name of the port that appeared.
+    pub fn attach_tracked<T>(&self, attach: impl FnOnce() -> Result<T>) -> Result<(T, String)> {
+        let before = self.port_names()?;
+        let t = attach()?;
+        let after = self.port_names()?;
+        let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+        match new[..] {
+            [one] => Ok((t, one.clone())),
+            _ => bail!("expected one new port, found {new:?} (before: {before:?})"),
+        }
+    }
+
+    /// The number of ports `ctl ports` lists.
+    pub fn ports(&self) -> Result<usize> {
+        Ok(self.ctl.ports()?.len())
+    }
+
+    /// Polls `ctl ports` until port `name` satisfies `ok`; returns its
+    /// entry.
+    pub fn wait_port(&self, name: &str, ok: impl Fn(&Json) -> bool) -> Result<Json> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = self.ctl.port(name)?;
+            if ok(&p) {
+                return Ok(p);
+            }
+            if Instant::now() >= deadline {
+                bail!("port {name} did not get there: {p}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -272,9 +444,8 @@ pub fn wait_refusals(ctl: &Ctl, reason: &str, at_least: u64, timeout: Duration) 
 pub fn silent_connections(ctl: &Path, n: usize) -> Result<Vec<UnixStream>> {
     (0..n)
         .map(|i| {
-            UnixStream::connect(ctl).with_context(|| {
-                format!("silent connection {} of {n} to {}", i + 1, ctl.display())
-            })
+            UnixStream::connect(ctl)
+                .with_context(|| format!("silent connection {} of {n} to {}", i + 1, ctl.display()))
         })
         .collect()
 }
@@ -302,8 +473,8 @@ impl Crowd {
         };
         for i in 0..n {
             let path = scratch.join(format!(".{}", unique_name("k")));
-            let sock = UnixDatagram::bind(&path)
-                .with_context(|| format!("binding {}", path.display()))?;
+            let sock =
+                UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
             crowd.paths.push(path.clone());
             crowd.socks.push(sock);
             let req = proto::request(
@@ -320,7 +491,7 @@ impl Crowd {
         }
         let mut ok = 0;
         for c in &mut crowd.conns {
-            if let Outcome::Reply(_) = proto::read_outcome(c, Duration::from_secs(10))? {
+            if read_reply(c, Duration::from_secs(10))? {
                 ok += 1;
             }
         }
@@ -343,17 +514,39 @@ pub fn attach_raw(ctl: &Path, scratch: &Path, descr: &str) -> Result<(UnixStream
     let path = scratch.join(format!(".{}", unique_name("r")));
     let sock = UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     let req = proto::request(3, 0, 0, &proto::sockaddr_path(&path)?, descr.as_bytes());
-    let mut c = UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
+    let mut c =
+        UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
     c.write_all(&req).context("writing the request")?;
-    let outcome = proto::read_outcome(&mut c, Duration::from_secs(5))?;
+    let mut reply = [0u8; proto::SOCKADDR_LEN];
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let got = std::io::Read::read_exact(&mut c, &mut reply);
     let _ = std::fs::remove_file(&path);
-    let Outcome::Reply(reply) = outcome else {
-        bail!("attaching to {}: {outcome:?}", ctl.display());
-    };
+    got.with_context(|| format!("attaching to {}: no reply", ctl.display()))?;
     let addr = proto::parse_reply(&reply)?;
     sock.connect_addr(&addr)
         .with_context(|| format!("connecting the data socket to {addr:?}"))?;
     Ok((c, sock))
+}
+
+/// Reads a 110-byte handshake reply from `c`: true when it came, false on
+/// EOF (refused). Unlike [`proto::read_outcome`] it does not wait to see
+/// whether more follows, so a thousand replies take no time.
+pub fn read_reply(c: &mut UnixStream, timeout: Duration) -> Result<bool> {
+    use std::io::Read;
+    c.set_read_timeout(Some(timeout))?;
+    let mut reply = [0u8; proto::SOCKADDR_LEN];
+    match c.read_exact(&mut reply) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e).context("reading a handshake reply"),
+    }
 }
 
 /// Raises the send buffer of `sock` to `bytes` (datagrams above the
@@ -389,7 +582,10 @@ mod tests {
         assert_eq!(f.len(), 60);
         assert_eq!(numbered(&f, proto::mac(7)), Some((3, 0x0102_0304)));
         assert_eq!(numbered(&f, proto::mac(8)), None);
-        assert_eq!(numbered_frame(proto::BROADCAST, proto::mac(7), 14, 1, 1).len(), 19);
+        assert_eq!(
+            numbered_frame(proto::BROADCAST, proto::mac(7), 14, 1, 1).len(),
+            19
+        );
     }
 
     #[test]

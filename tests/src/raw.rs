@@ -46,7 +46,10 @@ fn send_here(dev: &str, frames: &[Vec<u8>]) -> Result<()> {
             )
         };
         if n < 0 {
-            bail!("sending a frame on {dev}: {}", std::io::Error::last_os_error());
+            bail!(
+                "sending a frame on {dev}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
-use switchyard_tests::tools::vde_plug_tap;
 use std::net::Ipv4Addr;
 use switchyard_tests::raw;
+use switchyard_tests::tools::vde_plug_tap;
 use switchyard_tests::transports::{disable_ipv6, wait_attached, Ctl};
 use switchyard_tests::util::output;
 use switchyard_tests::{preflight, unique_name, wait_until, Netns, Proc, SwitchCmd, TempDir, Uml};
@@ -63,7 +63,10 @@ fn answers(ns: &Netns, addr: &str) -> bool {
 
 /// The entry for `addr` in `ns`'s neighbour table, if any.
 fn neighbour(ns: &Netns, dev: &str, addr: &str) -> Result<String> {
-    Ok(ns.ip(["neigh", "show", "dev", dev, "to", addr])?.trim().to_string())
+    Ok(ns
+        .ip(["neigh", "show", "dev", dev, "to", addr])?
+        .trim()
+        .to_string())
 }
 
 fn drops(ctl: &Ctl, port: &str, reason: &str) -> Result<u64> {
@@ -126,9 +129,20 @@ fn access_and_trunk_ports_against_kernel_vlan_interfaces() -> Result<()> {
             .unwrap_or("-")
             .to_string())
     };
-    ensure!(vlans_of("unix:1")? == "10", "unix:1 vlans {}", vlans_of("unix:1")?);
-    ensure!(vlans_of("unix:4")? == "1", "a port without a rule is in VLAN 1");
-    ensure!(vlans_of("unix:5")? == "1/10,20", "trunk vlans {}", vlans_of("unix:5")?);
+    ensure!(
+        vlans_of("unix:1")? == "10",
+        "unix:1 vlans {}",
+        vlans_of("unix:1")?
+    );
+    ensure!(
+        vlans_of("unix:4")? == "1",
+        "a port without a rule is in VLAN 1"
+    );
+    ensure!(
+        vlans_of("unix:5")? == "1/10,20",
+        "trunk vlans {}",
+        vlans_of("unix:5")?
+    );
     let access_tap = format!("tap:{tap}");
     ensure!(vlans_of(&access_tap)? == "20", "the tap's own vlan: key");
 
@@ -170,9 +184,11 @@ fn access_and_trunk_ports_against_kernel_vlan_interfaces() -> Result<()> {
         })
         .collect();
     raw::send_frames(&a.ns, &a.tap, &sneaky)?;
-    wait_until(Duration::from_secs(5), "vlan_filtered drops on unix:1", || {
-        drops(&ctl, "unix:1", "vlan_filtered").unwrap_or(0) >= 20
-    })?;
+    wait_until(
+        Duration::from_secs(5),
+        "vlan_filtered drops on unix:1",
+        || drops(&ctl, "unix:1", "vlan_filtered").unwrap_or(0) >= 20,
+    )?;
     let leaked = neighbour(&b.ns, &b.tap, "198.51.100.1")?;
     ensure!(
         leaked.is_empty(),
@@ -191,7 +207,10 @@ fn access_and_trunk_ports_against_kernel_vlan_interfaces() -> Result<()> {
         .filter_map(|e| e.get("vlan").and_then(|v| v.as_u64()))
         .collect();
     vids.sort_unstable();
-    ensure!(vids == [1, 10, 20], "trunk MAC learned in VLANs {vids:?}: {fdb}");
+    ensure!(
+        vids == [1, 10, 20],
+        "trunk MAC learned in VLANs {vids:?}: {fdb}"
+    );
 
     // Reload: C joins VLAN 10 and now reaches A; B (still 20) does not.
     std::fs::write(&conf, config(&tap, 10))?;

@@ -19,7 +19,7 @@ pub const SYNTAX: &str = "\
                                          4-byte length framing over TCP (HOST:PORT) or unix (path)
   vxlan,vni=N,remote=IP[,remote=IP…][,local=IP][,port=4789][,strict=on]
                                          VXLAN to other hosts' VTEPs
-  pcap,device=IF[,promisc=off][,filter=BPF][,monitor=on][,mac_nat=on]
+  pcap,device=IF[,promisc=off][,filter=BPF][,monitor=on][,mac_nat=on][,mac_nat_aging=600s]
                                          a host NIC through libpcap (MAC-NAT for Wi-Fi)
   every type also takes name=NAME";
 
@@ -190,8 +190,19 @@ pub fn parse(spec: &str, index: usize) -> Result<PortSpec, String> {
             let promisc = flag(&mut keys, "promisc", !mac_nat)?;
             let monitor = flag(&mut keys, "monitor", false)?;
             let filter = keys.take("filter").map(str::to_string);
+            let aging = keys
+                .take("mac_nat_aging")
+                .map(|v| {
+                    crate::config::parse_duration(v)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| format!("mac_nat_aging: {v:?} is not a duration of at least 1s (e.g. 600s, 10m)"))
+                })
+                .transpose()?;
             PortSpec::Pcap(
-                PcapConfig::new(name, device).with_options(promisc, filter, monitor, mac_nat),
+                PcapConfig::new(name, device)
+                    .with_options(promisc, filter, monitor, mac_nat)
+                    .with_mac_nat_aging(aging),
             )
         }
         other => {
@@ -242,10 +253,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match parse("pcap,device=wlan0,mac_nat=on,mac_nat_aging=5m", 1) {
+            Ok(PortSpec::Pcap(c)) => {
+                assert!(c.mac_nat && !c.promisc, "MAC-NAT turns promiscuous mode off");
+                assert_eq!(c.mac_nat_aging, Some(std::time::Duration::from_secs(300)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
+        for bad in ["0", "soon", "5x"] {
+            let e = parse(&format!("pcap,device=w,mac_nat_aging={bad}"), 1).unwrap_err();
+            assert!(e.contains("mac_nat_aging"), "{bad}: {e}");
+        }
         assert!(parse("udp,local=127.0.0.1:1", 1)
             .unwrap_err()
             .contains("remote"));

@@ -477,8 +477,16 @@ fn the_fdb_is_per_vlan() {
     );
     // ... and from the trunk in VLAN 10 it is on port 1.
     let (d, class) = e.decide_in(PortId(4), &tagged(&frame(a, b, 60), 10), s(0));
-    assert_eq!((d, class.vid, class.tag), (Decision::Forward(PortId(1)), 10, Some(10)));
-    assert_eq!(e.fdb().len(), 4, "a and b each in two VLANs: {:?}", e.fdb_entries(s(0)));
+    assert_eq!(
+        (d, class.vid, class.tag),
+        (Decision::Forward(PortId(1)), 10, Some(10))
+    );
+    assert_eq!(
+        e.fdb().len(),
+        4,
+        "a and b each in two VLANs: {:?}",
+        e.fdb_entries(s(0))
+    );
 }
 
 #[test]
@@ -507,7 +515,10 @@ fn a_port_without_a_rule_is_in_vlan_1_and_transparent_mode_ignores_tags() {
     let mut e = engine(Mode::Switch, 2);
     // Transparent: any tag passes, one table.
     let (d, class) = e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 30), s(0));
-    assert_eq!((d, class), (Decision::Flood, crate::vlan::Classified::TRANSPARENT));
+    assert_eq!(
+        (d, class),
+        (Decision::Flood, crate::vlan::Classified::TRANSPARENT)
+    );
     e.set_vlan_aware(true);
     assert_eq!(e.fdb().len(), 0, "switching schemes empties the FDB");
     let (d, class) = e.decide_in(PortId(1), &ARP_REQUEST, s(0));
@@ -529,8 +540,14 @@ fn a_learned_port_that_left_the_vlan_is_no_destination() {
         Decision::Forward(PortId(2))
     );
     e.set_port_vlans(PortId(2), PortVlans::access(20));
-    assert_eq!(e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0, Decision::Flood);
+    assert_eq!(
+        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        Decision::Flood
+    );
     // A static entry outside the VLAN is no destination either.
     e.pin(a, PortId(3));
-    assert_eq!(e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0, Decision::Flood);
+    assert_eq!(
+        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        Decision::Flood
+    );
 }

@@ -8,9 +8,10 @@
 //! it, otherwise queued whole (up to [`TX_QUEUE_BYTES`]) for a writer task;
 //! a full queue drops the frame. Frames are never split across a drop.
 //!
-//! What a connection may cost is bounded: a receive buffer of two largest
-//! records, the send queue, two descriptors' worth of kernel buffers, and
-//! a listener takes at most [`MAX_CONNECTIONS`] at once; one more is
+//! What a connection may cost is bounded: a receive buffer of 16 KiB (two
+//! of the largest records once such a record arrives), the send queue and
+//! the socket's kernel buffers; a listener takes at most
+//! [`MAX_CONNECTIONS`] at once; one more is
 //! accepted and closed at once (the client sees EOF), counted in
 //! [`connections_refused`] and logged at most once a minute.
 
@@ -32,10 +33,16 @@ use tokio::sync::Notify;
 pub const TX_QUEUE_BYTES: usize = 256 * 1024;
 /// Connections one listening stream port serves at once.
 pub const MAX_CONNECTIONS: usize = 256;
-/// The receive buffer of a connection: two of the largest records, so a
-/// partial record can always be moved to the front with room for a whole
-/// one behind it.
-const READ_BUFFER: usize = 2 * (crate::MAX_FRAME + 4);
+/// A connection's receive buffer to start with: many ordinary frames per
+/// read, little memory for an idle connection.
+#[doc(hidden)] // public for the fuzz target fuzz/fuzz_targets/stream_framing.rs
+pub const READ_BUFFER: usize = 16 * 1024;
+/// The buffer once a record longer than [`READ_BUFFER`] arrives: room for
+/// the largest record and more behind it.
+const READ_BUFFER_MAX: usize = 2 * (crate::MAX_FRAME + 4);
+/// Below this much free space at the end, the partial record at the front
+/// is moved to the start of the buffer before the next read.
+const MIN_READ_ROOM: usize = 2048;
 /// The longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first reconnect delay.
@@ -414,8 +421,9 @@ async fn run_connection(
 }
 
 /// What the length prefix says.
+#[doc(hidden)] // public for the fuzz target fuzz/fuzz_targets/stream_framing.rs
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prefix {
+pub enum Prefix {
     /// Need more bytes.
     Incomplete,
     /// A whole frame of this length follows the 4 bytes.
@@ -424,7 +432,9 @@ enum Prefix {
     Bad(usize),
 }
 
-fn prefix(bytes: &[u8]) -> Prefix {
+/// Reads the 4-byte big-endian length prefix at the start of `bytes`.
+#[doc(hidden)] // public for the fuzz target fuzz/fuzz_targets/stream_framing.rs
+pub fn prefix(bytes: &[u8]) -> Prefix {
     let Some(hdr) = bytes.get(..4) else {
         return Prefix::Incomplete;
     };
@@ -472,15 +482,39 @@ async fn read_frames(switch: &Switch, port: &Port, conn: &Conn) -> String {
                 }
             }
         }
-        if start == end {
-            start = 0;
-            end = 0;
-        } else if buf.len() - end < crate::MAX_FRAME + 4 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
+        make_room(&mut buf, &mut start, &mut end);
     }
+}
+
+/// After the whole records in `buf[start..end]` were forwarded: makes sure
+/// the (partial) record at `start` will fit and that there is room to read
+/// into, by moving it to the front of the buffer or growing the buffer.
+/// Returns how far the contents moved towards the front.
+#[doc(hidden)] // public for the fuzz target fuzz/fuzz_targets/stream_framing.rs
+pub fn make_room(buf: &mut Vec<u8>, start: &mut usize, end: &mut usize) -> usize {
+    let moved = *start;
+    if *start == *end {
+        *start = 0;
+        *end = 0;
+        return moved;
+    }
+    let want = match buf[*start..*end].get(..4) {
+        Some(h) => 4 + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize,
+        None => 4,
+    };
+    let mut shift = 0;
+    if *start + want > buf.len() || buf.len() - *end < MIN_READ_ROOM {
+        buf.copy_within(*start..*end, 0);
+        *end -= *start;
+        *start = 0;
+        shift = moved;
+    }
+    if want > buf.len() {
+        // `want` is at most the largest record (4 + MAX_FRAME): a bad
+        // length closed the connection before we got here.
+        buf.resize(READ_BUFFER_MAX, 0);
+    }
+    shift
 }
 
 #[derive(Debug, Default)]
@@ -609,6 +643,34 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever is left after forwarding, the record at the front will
+        /// fit and there is room to read more.
+        #[test]
+        fn make_room_leaves_room_for_the_record(
+            len in 1usize..=crate::MAX_FRAME,
+            have in 0usize..70_000,
+            start in 0usize..READ_BUFFER_MAX,
+            big in proptest::bool::ANY,
+        ) {
+            let mut buf = vec![0u8; if big { READ_BUFFER_MAX } else { READ_BUFFER }];
+            let have = have.min(3 + len).min(buf.len());
+            let start = start.min(buf.len() - have);
+            let end = start + have;
+            if have >= 4 {
+                buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            }
+            let kept = buf[start..end].to_vec();
+            let (mut s, mut e) = (start, end);
+            let shift = make_room(&mut buf, &mut s, &mut e);
+            proptest::prop_assert_eq!(&buf[s..e], &kept[..]);
+            proptest::prop_assert_eq!(s + shift, start);
+            proptest::prop_assert!(e < buf.len(), "no room to read");
+            if have >= 4 {
+                proptest::prop_assert!(s + 4 + len <= buf.len(), "the record does not fit");
+            }
+            proptest::prop_assert!(buf.len() <= READ_BUFFER_MAX);
+        }
+
         #[test]
         fn prefix_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let _ = prefix(&bytes);

@@ -308,8 +308,8 @@ fn run_one(
         &[]
     };
     if m == Measurement::MacNatPcap {
-        let tools = macnat_tools
-            .context("macnat_pcap: its tools were not checked at start-up (a bug)")?;
+        let tools =
+            macnat_tools.context("macnat_pcap: its tools were not checked at start-up (a bug)")?;
         let setup = macnat::Setup {
             exe,
             extra,
@@ -350,12 +350,11 @@ fn summary(s: &measure::Sample) -> String {
                 )
             };
             format!(
-                "MAC-NAT off: {}; on: {}; on/off out {:.2}, in {:.2}{}",
+                "MAC-NAT off: {}; on: {}; on/off out {:.2}, in {:.2}",
                 one(&n.off),
                 one(&n.on),
                 n.on.out.rx_fps(0) / n.off.out.rx_fps(0),
                 n.on.inbound.rx_fps(0) / n.off.inbound.rx_fps(0),
-                if n.on_first { " (on ran first)" } else { "" }
             )
         }
         measure::Sample::Paced { flood: f, .. } => format!(
@@ -463,8 +462,10 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
             )),
             Measurement::MacNatPcap => notes.push(format!(
                 "MAC-NAT (macnat_pcap): switchyard with `--port pcap,device=NIC[,mac_nat=on]` on \
-                 one end of a veth pair and a guest on a unix port; each repetition runs it with \
-                 MAC-NAT off and on (alternating which goes first), each freshly started. guest → \
+                 one end of a veth pair and a guest on a unix port; each repetition starts two, \
+                 MAC-NAT off and on, side by side (own veth pair and guest each), and alternates \
+                 slices of about {} ms (after {} ms of warm-up each) between them, so that both \
+                 share whatever else loads the machine; each setting gets {:.1} s per direction. guest → \
                  LAN: the guest sends batches of {} 64 B IPv4/UDP frames (203.0.113.10 → \
                  198.51.100.1) and the LAN end's rx_packets counts what switchyard injected; LAN \
                  → guest: an AF_PACKET socket on the LAN end sends batches of the reverse frames \
@@ -474,6 +475,9 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                  and from the guest's own without. Both veth ends drop every frame at the \
                  netfilter ingress hook, after capture, so the kernel does the same in both \
                  settings. The ratios in that table are MAC-NAT on ÷ off; the cost is 1 − that.",
+                macnat::slicing(cfg).1.duration.as_millis(),
+                macnat::slicing(cfg).1.warmup.as_millis(),
+                cfg.duration.as_secs_f64(),
                 cfg.batch
             )),
             _ => {}

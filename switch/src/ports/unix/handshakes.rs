@@ -2,12 +2,16 @@
 //! and the count of clients refused, by reason.
 //!
 //! A connection that says nothing holds a descriptor and a task. A real
-//! client sends its request the moment it connects, so a connection still
-//! waiting after [`CROWDED_AFTER`] is idle or stuck: when the table is full
-//! ([`MAX_PENDING`]) or the process is out of descriptors, the longest
-//! waiting one is closed to make room. A flood of silent connections thus
-//! costs at most [`MAX_PENDING`] descriptors per control socket, and a real
-//! client gets in within about a second even while the flood goes on.
+//! client sends its request the moment it connects (its bytes are usually
+//! there before the connection is accepted), so one still waiting after
+//! [`CROWDED_AFTER`] is idle or stuck. Only when the table is full
+//! ([`MAX_PENDING`]) or the process is out of descriptors is the longest
+//! waiting one closed to make room; otherwise a client has
+//! [`REQUEST_TIMEOUT`]. A flood of silent connections thus costs at most
+//! [`MAX_PENDING`] descriptors per control socket, and drains at
+//! `MAX_PENDING / CROWDED_AFTER` (512) connections a second, so a real
+//! client queued behind a thousand silent ones gets in within about two
+//! seconds.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,8 +22,9 @@ use tokio::time::Instant;
 
 /// Connections per control socket that may wait for their request at once.
 pub const MAX_PENDING: usize = 128;
-/// A connection waiting this long may be closed to make room for another.
-pub const CROWDED_AFTER: Duration = Duration::from_secs(1);
+/// A connection waiting this long may be closed to make room for another
+/// (ample: a real client's request arrives within a millisecond or two).
+pub const CROWDED_AFTER: Duration = Duration::from_millis(250);
 /// How long a connected client may stay silent before it is closed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -235,6 +240,7 @@ mod tests {
     fn room_is_made_only_by_closing_the_oldest_after_the_grace() {
         let t0 = Instant::now();
         let grace = Duration::from_secs(1);
+        assert!(CROWDED_AFTER < REQUEST_TIMEOUT);
         let mut w = Waiting::default();
         let (_, first) = w.enter(t0);
         let (second_key, _) = w.enter(t0 + Duration::from_millis(300));

@@ -388,9 +388,9 @@ impl std::fmt::Display for ReadFailure {
             ),
             ReadFailure::Crowded => write!(
                 f,
-                "closed after {} s without a request to make room: {MAX_PENDING} connections \
+                "closed after {} ms without a request to make room: {MAX_PENDING} connections \
                  were waiting, or the switch ran out of file descriptors",
-                CROWDED_AFTER.as_secs()
+                CROWDED_AFTER.as_millis()
             ),
             ReadFailure::Bad(e) => write!(f, "{e}"),
         }
@@ -536,9 +536,9 @@ impl UnixControl {
     async fn wait_for_room(&self, stop: &crate::Stop) {
         loop {
             let room = self.room.notified();
-            let r = self
-                .waiting()
-                .make_room(tokio::time::Instant::now(), MAX_PENDING, CROWDED_AFTER);
+            let r =
+                self.waiting()
+                    .make_room(tokio::time::Instant::now(), MAX_PENDING, CROWDED_AFTER);
             match r {
                 Room::Free | Room::Evicted => return,
                 Room::NotBefore(t) => {
@@ -744,7 +744,10 @@ impl UnixControl {
             }
         };
         let id = switch.allocate_id();
-        let (sock, data_path, reply) = match self.open_data_socket_making_room(number, id, &req.addr).await {
+        let (sock, data_path, reply) = match self
+            .open_data_socket_making_room(number, id, &req.addr)
+            .await
+        {
             Ok(x) => x,
             Err(e) => {
                 numbers.release(number);

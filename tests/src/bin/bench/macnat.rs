@@ -1,18 +1,19 @@
 //! MAC-NAT's cost on a pcap port. Only switchyard has a pcap port, so it
-//! is compared with itself: in each repetition it runs twice, MAC-NAT off
-//! and on (the order alternates between repetitions), each time fresh,
-//! with a pcap port on one end of a veth pair ("the NIC") and one guest on
-//! a unix port (this benchmark's own VDE client). The veth's other end is
-//! "the LAN".
+//! is compared with itself: each repetition starts two, side by side,
+//! MAC-NAT off and on, each with a pcap port on one end of its own veth
+//! pair ("the NIC") and one guest on a unix port (this benchmark's own VDE
+//! client). The veth's other end is "the LAN". The measurement window is
+//! cut into short slices that alternate between the two (see [`run`]).
 //!
 //! - guest → LAN: the guest blasts 64-byte IPv4/UDP frames from its own
 //!   MAC and 203.0.113.10 to the LAN's MAC; switchyard injects them on the
 //!   NIC (with MAC-NAT: after rewriting the source to the NIC's MAC), and
 //!   the LAN's `rx_packets` counts them.
-//! - LAN → guest: an AF_PACKET socket on the LAN end blasts IPv4/UDP
-//!   frames to 203.0.113.10, addressed to the NIC's MAC with MAC-NAT (it
-//!   maps them back to the guest by IP address) and to the guest's MAC
-//!   without; the guest counts what arrives with its MAC as destination.
+//! - LAN → guest: an AF_PACKET socket on the LAN end sends IPv4/UDP frames
+//!   to 203.0.113.10, addressed to the NIC's MAC with MAC-NAT (it maps them
+//!   back to the guest by IP address) and to the guest's MAC without, as
+//!   fast as the guest receives them; the guest counts what arrives with
+//!   its MAC as destination.
 //!
 //! Before measuring, the guest's first frames must reach the LAN with the
 //! expected source MAC (the NIC's with MAC-NAT, the guest's own without):
@@ -61,7 +62,7 @@ const PRIME_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
-/// One switchyard run, both directions.
+/// One setting's counts over a repetition, both directions.
 #[derive(Clone, Debug)]
 pub struct PcapRun {
     /// guest → LAN: `tx` = frames the guest sent, `rx_frames[0]` = frames
@@ -77,15 +78,33 @@ pub struct PcapRun {
 pub struct MacNatSample {
     pub off: PcapRun,
     pub on: PcapRun,
-    /// Whether the MAC-NAT run came first in this repetition.
-    pub on_first: bool,
+    /// Slices per direction and setting (see [`run`]).
+    pub slices: usize,
 }
 
-/// Rough wall-clock seconds of one repetition (two switch runs of two
-/// windows each, plus start-up and priming).
+/// Length of one slice of the measurement window (see [`run`]).
+const SLICE: Duration = Duration::from_millis(250);
+/// Warm-up before each slice, at most.
+const SLICE_WARMUP: Duration = Duration::from_millis(100);
+
+/// How `cfg.duration` is cut into slices: their number and a slice's
+/// own Config (window and warm-up).
+pub fn slicing(cfg: &Config) -> (usize, Config) {
+    let n = (cfg.duration.as_secs_f64() / SLICE.as_secs_f64())
+        .round()
+        .max(3.0) as usize;
+    let mut slice = cfg.clone();
+    slice.duration = cfg.duration / n as u32;
+    slice.warmup = cfg.warmup.min(SLICE_WARMUP);
+    (n, slice)
+}
+
+/// Rough wall-clock seconds of one repetition: two switches started and
+/// primed, then per direction and setting the slices with their warm-ups.
 pub fn estimate_s(cfg: &Config) -> f64 {
-    let window = cfg.warmup.as_secs_f64() + cfg.duration.as_secs_f64() + 0.3;
-    2.0 * (2.0 * window + 1.0)
+    let (n, slice) = slicing(cfg);
+    let per_slice = slice.warmup.as_secs_f64() + slice.duration.as_secs_f64() + 0.05;
+    2.0 + 2.0 * 2.0 * n as f64 * per_slice
 }
 
 /// Where the helper programs are; checked once before any run.
@@ -119,104 +138,204 @@ pub struct Setup<'a> {
     pub tools: &'a Tools,
 }
 
-/// One repetition: MAC-NAT off and on, in an order that alternates with
-/// `rep` so that drift during a repetition favours neither.
+/// One repetition. Two switchyards run side by side, MAC-NAT off and on,
+/// each with its own veth pair and guest; the measurement window of each
+/// direction is cut into slices of about 0.25 s that alternate between the
+/// two (ABBA…, the first one changing with `rep`), each after a short
+/// warm-up, and the slices' counts are summed per setting. Only one of the
+/// two carries traffic at any moment, and a load that other programs put
+/// on the machine falls on both settings alike, which a window of several
+/// seconds each, one after the other, cannot promise.
 pub fn run(setup: &Setup, rep: usize, cfg: &Config) -> Result<MacNatSample> {
-    let on_first = rep % 2 == 0;
-    let mut off = None;
-    let mut on = None;
-    for mac_nat in [on_first, !on_first] {
-        let r = run_mode(setup, mac_nat, cfg)
-            .with_context(|| format!("MAC-NAT {}", if mac_nat { "on" } else { "off" }))?;
-        if mac_nat {
-            on = Some(r);
-        } else {
-            off = Some(r);
+    let mut rigs = [Rig::start(setup, false)?, Rig::start(setup, true)?];
+    let (n, slice) = slicing(cfg);
+    let mut sums: [[Option<FloodSample>; 2]; 2] = Default::default();
+    for (d, dir) in [Direction::Out, Direction::In].into_iter().enumerate() {
+        for i in 0..n {
+            let first = (i + rep) % 2;
+            for k in [first, 1 - first] {
+                sys::check_interrupted()?;
+                let rig = &mut rigs[k];
+                let s = rig
+                    .measure(dir, &slice)
+                    .with_context(|| format!("{} with MAC-NAT {}", dir.label(), rig.setting()))?;
+                sums[k][d] = Some(match sums[k][d].take() {
+                    Some(acc) => add(acc, &s),
+                    None => s,
+                });
+            }
         }
     }
+    for rig in &mut rigs {
+        // A crash explains odd numbers better than anything else.
+        rig.sw
+            .check_alive()
+            .with_context(|| format!("MAC-NAT {}", rig.setting()))?;
+    }
+    let [[off_out, off_in], [on_out, on_in]] = sums;
+    let missing = || anyhow!("no slice was measured");
     Ok(MacNatSample {
-        off: off.context("the MAC-NAT off run did not happen")?,
-        on: on.context("the MAC-NAT on run did not happen")?,
-        on_first,
+        off: PcapRun {
+            out: off_out.ok_or_else(missing)?,
+            inbound: off_in.ok_or_else(missing)?,
+        },
+        on: PcapRun {
+            out: on_out.ok_or_else(missing)?,
+            inbound: on_in.ok_or_else(missing)?,
+        },
+        slices: n,
     })
 }
 
-/// A fresh veth pair and a fresh switchyard; prime, then measure both
-/// directions.
-fn run_mode(setup: &Setup, mac_nat: bool, cfg: &Config) -> Result<PcapRun> {
-    sys::check_interrupted()?;
-    // Declared first, so dropped last: the switch stops before its NIC goes.
-    let veth = Veth::create(NEXT.fetch_add(1, Ordering::Relaxed), setup.tools)?;
-    let tag = format!(
-        "{}-macnat-{}",
-        setup.tag,
-        if mac_nat { "on" } else { "off" }
-    );
-    let log = setup.logs.map(|d| d.join(format!("{tag}.log")));
-    let mut args = setup.extra.to_vec();
-    args.push("--port".into());
-    args.push(format!(
-        "pcap,name=uplink,device={}{}",
-        veth.nic,
-        if mac_nat { ",mac_nat=on" } else { "" }
-    ));
-    let mut sw = SwitchProc::start(
-        SwitchKind::Switchyard,
-        setup.exe,
-        &args,
-        setup.workdir,
-        &tag,
-        log,
-        false,
-    )?;
-    sw.wait_ready(Duration::from_secs(10))?;
-    let res = measure_both(&mut sw, &veth, mac_nat, cfg);
-    // A crash explains a failed measurement better than the client's error.
-    sw.check_alive()?;
-    res
+/// Two slices' counts as one window.
+fn add(mut acc: FloodSample, s: &FloodSample) -> FloodSample {
+    acc.window_s += s.window_s;
+    acc.tx_frames += s.tx_frames;
+    for (a, b) in acc.rx_frames.iter_mut().zip(&s.rx_frames) {
+        *a += b;
+    }
+    acc.odd_frames += s.odd_frames;
+    acc.switch_cpu_s = acc.switch_cpu_s.zip(s.switch_cpu_s).map(|(a, b)| a + b);
+    acc
 }
 
-fn measure_both(
-    sw: &mut SwitchProc,
-    veth: &Veth,
-    mac_nat: bool,
-    cfg: &Config,
-) -> Result<PcapRun> {
-    let guest = Port::connect(sw.ctl())?;
-    let out_frame = ipv4_udp_frame(
-        LAN_MAC,
-        guest.mac,
-        (GUEST_IP, GUEST_UDP_PORT),
-        (LAN_IP, LAN_UDP_PORT),
-        SMALL_FRAME,
-    );
-    // What the LAN must see as source: proof that MAC-NAT is on (or off).
-    let expect_src = if mac_nat { NIC_MAC } else { guest.mac };
-    prime_out(sw, &guest, veth, &out_frame, expect_src)?;
-    let out = outbound(sw.pid(), &guest, veth, &out_frame, cfg).context("guest → LAN")?;
+#[derive(Clone, Copy, Debug)]
+enum Direction {
+    /// guest → LAN.
+    Out,
+    /// LAN → guest.
+    In,
+}
 
-    // With MAC-NAT the LAN knows the guest only under the NIC's MAC.
-    let in_dst = if mac_nat { NIC_MAC } else { guest.mac };
-    let in_frame = ipv4_udp_frame(
-        in_dst,
-        LAN_MAC,
-        (LAN_IP, LAN_UDP_PORT),
-        (GUEST_IP, GUEST_UDP_PORT),
-        SMALL_FRAME,
-    );
-    let lan = PacketSocket::bind(veth.lan_index, 0).context("the LAN's sending socket")?;
-    // What the guest must get: its own MAC as destination (MAC-NAT put it
-    // there), the LAN's as source, our IPv4 frame's length.
-    let guest_mac = guest.mac;
-    let good = move |f: &[u8]| {
-        f.len() == SMALL_FRAME
-            && f[0..6] == guest_mac
-            && f[6..12] == LAN_MAC
-            && f[12..14] == ETHERTYPE_IPV4
-    };
-    prime_in(sw, &guest, &lan, &in_frame, &good)?;
-    let inbound = inbound(sw.pid(), &guest, &lan, &in_frame, &good, cfg).context("LAN → guest")?;
-    Ok(PcapRun { out, inbound })
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::Out => "guest → LAN",
+            Direction::In => "LAN → guest",
+        }
+    }
+}
+
+/// One switchyard with a pcap port on its own veth pair and one guest,
+/// primed in both directions. Fields drop in order: the guest's port and
+/// the LAN's socket close, the switch stops, then its NIC goes.
+struct Rig {
+    guest: Port,
+    lan: PacketSocket,
+    sw: SwitchProc,
+    veth: Veth,
+    mac_nat: bool,
+    out_frame: Vec<u8>,
+    in_frame: Vec<u8>,
+}
+
+impl Rig {
+    fn start(setup: &Setup, mac_nat: bool) -> Result<Rig> {
+        sys::check_interrupted()?;
+        let veth = Veth::create(NEXT.fetch_add(1, Ordering::Relaxed), setup.tools)?;
+        let setting = if mac_nat { "on" } else { "off" };
+        let tag = format!("{}-macnat-{setting}", setup.tag);
+        let log = setup.logs.map(|d| d.join(format!("{tag}.log")));
+        let mut args = setup.extra.to_vec();
+        args.push("--port".into());
+        args.push(format!(
+            "pcap,name=uplink,device={}{}",
+            veth.nic,
+            if mac_nat { ",mac_nat=on" } else { "" }
+        ));
+        let mut sw = SwitchProc::start(
+            SwitchKind::Switchyard,
+            setup.exe,
+            &args,
+            setup.workdir,
+            &tag,
+            log,
+            false,
+        )?;
+        sw.wait_ready(Duration::from_secs(10))
+            .with_context(|| format!("MAC-NAT {setting}"))?;
+        let guest = Port::connect(sw.ctl())?;
+        let lan = PacketSocket::bind(veth.lan_index, 0).context("the LAN's sending socket")?;
+        let out_frame = ipv4_udp_frame(
+            LAN_MAC,
+            guest.mac,
+            (GUEST_IP, GUEST_UDP_PORT),
+            (LAN_IP, LAN_UDP_PORT),
+            SMALL_FRAME,
+        );
+        // With MAC-NAT the LAN knows the guest only under the NIC's MAC.
+        let in_dst = if mac_nat { NIC_MAC } else { guest.mac };
+        let in_frame = ipv4_udp_frame(
+            in_dst,
+            LAN_MAC,
+            (LAN_IP, LAN_UDP_PORT),
+            (GUEST_IP, GUEST_UDP_PORT),
+            SMALL_FRAME,
+        );
+        let mut rig = Rig {
+            guest,
+            lan,
+            sw,
+            veth,
+            mac_nat,
+            out_frame,
+            in_frame,
+        };
+        rig.prime().with_context(|| format!("MAC-NAT {setting}"))?;
+        Ok(rig)
+    }
+
+    fn setting(&self) -> &'static str {
+        if self.mac_nat {
+            "on"
+        } else {
+            "off"
+        }
+    }
+
+    /// What the guest must get from the LAN: its own MAC as destination
+    /// (MAC-NAT put it there), the LAN's as source, our frame's length.
+    fn good_in(&self) -> impl Fn(&[u8]) -> bool + Sync {
+        let guest_mac = self.guest.mac;
+        move |f: &[u8]| {
+            f.len() == SMALL_FRAME
+                && f[0..6] == guest_mac
+                && f[6..12] == LAN_MAC
+                && f[12..14] == ETHERTYPE_IPV4
+        }
+    }
+
+    /// The guest's first frames must reach the LAN from the expected
+    /// source MAC, which proves that MAC-NAT is on (or off) and gives it
+    /// the guest's binding; then a LAN frame must reach the guest.
+    fn prime(&mut self) -> Result<()> {
+        let expect_src = if self.mac_nat {
+            NIC_MAC
+        } else {
+            self.guest.mac
+        };
+        prime_out(
+            &mut self.sw,
+            &self.guest,
+            &self.veth,
+            &self.out_frame,
+            expect_src,
+        )?;
+        let good = self.good_in();
+        prime_in(&mut self.sw, &self.guest, &self.lan, &self.in_frame, &good)
+    }
+
+    /// One slice in one direction.
+    fn measure(&mut self, dir: Direction, cfg: &Config) -> Result<FloodSample> {
+        let pid = self.sw.pid();
+        match dir {
+            Direction::Out => outbound(pid, &self.guest, &self.veth, &self.out_frame, cfg),
+            Direction::In => {
+                let good = self.good_in();
+                inbound(pid, &self.guest, &self.lan, &self.in_frame, &good, cfg)
+            }
+        }
+    }
 }
 
 /// Send guest frames one at a time until one comes out on the LAN; fail
@@ -381,8 +500,10 @@ fn inbound(
 /// guest's socket hold, so that nothing is lost for lack of room.
 const WINDOW: u64 = 256;
 /// A full window with no frame arriving for this long: count the frames
-/// in flight as lost and go on.
-const STALL: Duration = Duration::from_millis(5);
+/// in flight as lost and go on. Long, because on a loaded machine the
+/// switch may simply not have run for a few milliseconds, and sending
+/// another window then would overflow the capture ring.
+const STALL: Duration = Duration::from_millis(100);
 
 /// Send `frame` in sendmmsg batches as fast as the guest receives them (a
 /// window of [`WINDOW`] frames, like a transport protocol's), not as fast
@@ -500,7 +621,10 @@ pub fn ipv4_udp_frame(
     (dst_ip, dst_port): ([u8; 4], u16),
     len: usize,
 ) -> Vec<u8> {
-    assert!((14 + 20 + 8..=1514).contains(&len), "bad frame length {len}");
+    assert!(
+        (14 + 20 + 8..=1514).contains(&len),
+        "bad frame length {len}"
+    );
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&dst);
     f[6..12].copy_from_slice(&src);
@@ -642,7 +766,10 @@ impl Drop for Veth {
             eprintln!("warning: {e:#}");
         }
         if let Err(e) = world::ip(&["link", "del", &self.nic]) {
-            eprintln!("warning: could not delete the veth pair {}: {e:#}", self.nic);
+            eprintln!(
+                "warning: could not delete the veth pair {}: {e:#}",
+                self.nic
+            );
         }
     }
 }

@@ -1,0 +1,539 @@
+//! Offloaded frames: the virtio-net header a tap opened with IFF_VNET_HDR
+//! puts before each frame, and the software fallbacks for a destination
+//! that cannot take such a frame whole: completing a partial checksum and
+//! cutting a TCP super-frame (TSO/GSO) into MSS-sized segments, as the
+//! kernel's own GSO would. Pure functions, no allocation beyond the
+//! caller's reused buffer.
+
+/// `flags`: the checksum from `csum_start` on is only partial (the
+/// pseudo-header sum); it must be completed before a plain receiver sees it.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `flags`: the checksum was already verified.
+pub const F_DATA_VALID: u8 = 2;
+/// `gso_type`: not a super-frame.
+pub const GSO_NONE: u8 = 0;
+/// `gso_type`: TCP over IPv4.
+pub const GSO_TCPV4: u8 = 1;
+/// `gso_type`: UDP fragmentation offload (never enabled here).
+pub const GSO_UDP: u8 = 3;
+/// `gso_type`: TCP over IPv6.
+pub const GSO_TCPV6: u8 = 4;
+/// `gso_type` bit: the sender set ECN's CWR in the super-frame.
+pub const GSO_ECN: u8 = 0x80;
+
+/// The largest offloaded frame taken whole: a tap's GSO limit is 64 KiB
+/// of IP packet, plus the Ethernet header and two VLAN tags.
+pub const MAX_GSO_FRAME: usize = 65_536 + 14 + 8;
+
+/// `struct virtio_net_hdr` (10 bytes, the tap default size), in host
+/// byte order as the kernel reads and writes it unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHdr {
+    /// [`F_NEEDS_CSUM`], [`F_DATA_VALID`].
+    pub flags: u8,
+    /// [`GSO_NONE`], [`GSO_TCPV4`], [`GSO_TCPV6`], maybe with [`GSO_ECN`].
+    pub gso_type: u8,
+    /// Length of the headers (Ethernet to TCP) of a super-frame.
+    pub hdr_len: u16,
+    /// The payload bytes per segment (the MSS).
+    pub gso_size: u16,
+    /// Where the checksummed bytes start (the TCP or UDP header).
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum field is.
+    pub csum_offset: u16,
+}
+
+/// Why an offloaded frame could not be made into plain frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GsoError {
+    /// A GSO type other than TCP over IPv4 or IPv6.
+    #[error("unsupported GSO type {0:#x}")]
+    UnsupportedType(u8),
+    /// Headers or offsets that do not fit the frame.
+    #[error("malformed offloaded frame")]
+    Malformed,
+}
+
+impl VnetHdr {
+    /// The header's size on the wire.
+    pub const LEN: usize = 10;
+
+    /// Reads a header from the start of `b`; `None` when `b` is shorter.
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b = b.get(..Self::LEN)?;
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+
+    /// The header's bytes.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
+    /// True when the frame needs nothing done before a plain receiver
+    /// takes it: no partial checksum, not a super-frame.
+    pub fn is_plain(&self) -> bool {
+        self.flags & F_NEEDS_CSUM == 0 && self.gso_type == GSO_NONE
+    }
+
+    /// The same header for the frame after `delta` bytes were inserted
+    /// (positive) or removed (negative) before the IP header, as VLAN
+    /// tagging and untagging do. `None` when the offsets would not fit.
+    pub fn shifted(&self, delta: isize) -> Option<VnetHdr> {
+        let shift = |v: u16| -> Option<u16> {
+            u16::try_from(isize::try_from(v).ok()?.checked_add(delta)?).ok()
+        };
+        let mut h = *self;
+        if h.flags & F_NEEDS_CSUM != 0 {
+            h.csum_start = shift(h.csum_start)?;
+        }
+        if h.gso_type != GSO_NONE && h.hdr_len != 0 {
+            h.hdr_len = shift(h.hdr_len)?;
+        }
+        Some(h)
+    }
+}
+
+/// Sums 16-bit big-endian words (RFC 1071), odd tail padded with zero.
+fn sum(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a sum to 16 bits and complements it.
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Copies `frame` into `out` with its partial checksum completed (what
+/// the kernel's `skb_checksum_help` does): the field already holds the
+/// pseudo-header sum, so summing from `csum_start` to the end finishes it.
+pub fn complete_checksum(hdr: &VnetHdr, frame: &[u8], out: &mut Vec<u8>) -> Result<(), GsoError> {
+    out.clear();
+    out.extend_from_slice(frame);
+    if hdr.flags & F_NEEDS_CSUM == 0 {
+        return Ok(());
+    }
+    let start = usize::from(hdr.csum_start);
+    let field = start + usize::from(hdr.csum_offset);
+    if field + 2 > out.len() {
+        return Err(GsoError::Malformed);
+    }
+    let mut c = fold(sum(&out[start..], 0));
+    if c == 0 {
+        // A zero would mean "no checksum" to UDP; the kernel does the same.
+        c = 0xffff;
+    }
+    out[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// Where the IP header starts (after up to two VLAN tags) and its
+/// EtherType.
+fn network_header(frame: &[u8]) -> Option<(usize, u16)> {
+    let mut off = 12;
+    for _ in 0..3 {
+        let b = frame.get(off..off + 2)?;
+        let et = u16::from_be_bytes([b[0], b[1]]);
+        if !matches!(et, 0x8100 | 0x88a8) {
+            return Some((off + 2, et));
+        }
+        off += 4;
+    }
+    None
+}
+
+/// The parsed headers of a TCP super-frame.
+struct TcpLayout {
+    /// IP header offset.
+    ip: usize,
+    v4: bool,
+    /// TCP header offset.
+    l4: usize,
+    /// End of the TCP header: where the payload starts.
+    payload: usize,
+    /// End of the IP packet (frames may carry trailing padding).
+    end: usize,
+}
+
+fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
+    let v4 = match hdr.gso_type & !GSO_ECN {
+        GSO_TCPV4 => true,
+        GSO_TCPV6 => false,
+        other => return Err(GsoError::UnsupportedType(other)),
+    };
+    let (ip, et) = network_header(frame).ok_or(GsoError::Malformed)?;
+    let (l4, end) = if v4 {
+        let h = frame.get(ip..ip + 20).ok_or(GsoError::Malformed)?;
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if et != 0x0800 || h[0] >> 4 != 4 || ihl < 20 || h[9] != 6 {
+            return Err(GsoError::Malformed);
+        }
+        // The total length may not fit 16 bits in a super-frame; trust
+        // the frame then.
+        let end = if total >= ihl && ip + total <= frame.len() && total != 0 {
+            ip + total
+        } else {
+            frame.len()
+        };
+        (ip + ihl, end)
+    } else {
+        let h = frame.get(ip..ip + 40).ok_or(GsoError::Malformed)?;
+        if et != 0x86dd || h[0] >> 4 != 6 {
+            return Err(GsoError::Malformed);
+        }
+        // Extension headers: the kernel's csum_start says where TCP is.
+        let l4 = if hdr.flags & F_NEEDS_CSUM != 0 {
+            usize::from(hdr.csum_start)
+        } else if h[6] == 6 {
+            ip + 40
+        } else {
+            return Err(GsoError::Malformed);
+        };
+        let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let end = if plen != 0 && ip + 40 + plen <= frame.len() {
+            ip + 40 + plen
+        } else {
+            frame.len()
+        };
+        if l4 < ip + 40 {
+            return Err(GsoError::Malformed);
+        }
+        (l4, end)
+    };
+    let th = frame.get(l4..l4 + 20).ok_or(GsoError::Malformed)?;
+    let tcp_len = usize::from(th[12] >> 4) * 4;
+    let payload = l4 + tcp_len;
+    if tcp_len < 20 || payload > end {
+        return Err(GsoError::Malformed);
+    }
+    Ok(TcpLayout {
+        ip,
+        v4,
+        l4,
+        payload,
+        end,
+    })
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Cuts a TCP super-frame into segments of at most `gso_size` payload
+/// bytes, each built in `out` and handed to `emit`, with the IP length,
+/// IPv4 id and header checksum, TCP sequence number, flags and checksum
+/// of each segment right. A frame that is not a super-frame has its
+/// checksum completed and is emitted once. Returns the number of frames
+/// emitted; on an error nothing was emitted.
+pub fn segment(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, GsoError> {
+    if hdr.gso_type == GSO_NONE {
+        complete_checksum(hdr, frame, out)?;
+        emit(out);
+        return Ok(1);
+    }
+    let l = tcp_layout(hdr, frame)?;
+    let mss = usize::from(hdr.gso_size);
+    if mss == 0 {
+        return Err(GsoError::Malformed);
+    }
+    let headers = &frame[..l.payload];
+    let data = &frame[l.payload..l.end];
+    let seq0 = u32::from_be_bytes([
+        frame[l.l4 + 4],
+        frame[l.l4 + 5],
+        frame[l.l4 + 6],
+        frame[l.l4 + 7],
+    ]);
+    let id0 = u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]]);
+    let flags0 = frame[l.l4 + 13];
+    let count = data.len().div_ceil(mss).max(1);
+    let mut chunks = data.chunks(mss);
+    for i in 0..count {
+        let chunk = chunks.next().unwrap_or(&[]);
+        out.clear();
+        out.extend_from_slice(headers);
+        out.extend_from_slice(chunk);
+        let seg_tcp_len = out.len() - l.l4;
+        if l.v4 {
+            let total = u16::try_from(out.len() - l.ip).map_err(|_| GsoError::Malformed)?;
+            out[l.ip + 2..l.ip + 4].copy_from_slice(&total.to_be_bytes());
+            let id = id0.wrapping_add(i as u16);
+            out[l.ip + 4..l.ip + 6].copy_from_slice(&id.to_be_bytes());
+            let ihl = l.l4 - l.ip;
+            out[l.ip + 10] = 0;
+            out[l.ip + 11] = 0;
+            let c = fold(sum(&out[l.ip..l.ip + ihl], 0));
+            out[l.ip + 10..l.ip + 12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            let plen = u16::try_from(out.len() - l.ip - 40).map_err(|_| GsoError::Malformed)?;
+            out[l.ip + 4..l.ip + 6].copy_from_slice(&plen.to_be_bytes());
+        }
+        let seq = seq0.wrapping_add((i * mss) as u32);
+        out[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut flags = flags0;
+        if i + 1 < count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        out[l.l4 + 13] = flags;
+        out[l.l4 + 16] = 0;
+        out[l.l4 + 17] = 0;
+        let pseudo = if l.v4 {
+            sum(&out[l.ip + 12..l.ip + 20], 6 + seg_tcp_len as u64)
+        } else {
+            sum(&out[l.ip + 8..l.ip + 40], 6 + seg_tcp_len as u64)
+        };
+        let c = fold(sum(&out[l.l4..], pseudo));
+        out[l.l4 + 16..l.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        emit(out);
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+
+    /// A TCP super-frame as a tap hands it over: IP lengths of the whole,
+    /// TCP checksum field holding only the pseudo-header sum.
+    fn super_frame(v4: bool, vlan: bool, payload: &[u8], flags: u8) -> (VnetHdr, Vec<u8>) {
+        let mut f = MAC.to_vec();
+        if vlan {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        }
+        let ip = f.len() + 2;
+        let tcp_len = 20 + 12 + payload.len(); // with a timestamp option
+        if v4 {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let total = (20 + tcp_len) as u16;
+            f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+            f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+            f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2]);
+            let c = fold(sum(&f[ip..ip + 20], 0));
+            f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 6, 64]);
+            f[ip + 4..ip + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            a[15] = 1;
+            f.extend_from_slice(&a);
+            a[15] = 2;
+            f.extend_from_slice(&a);
+        }
+        let l4 = f.len();
+        f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0xff, 0xff, 0xff, 0x00]); // seq near wrap
+        f.extend_from_slice(&[0, 0, 0, 1, 0x80, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        f.extend_from_slice(payload);
+        let pseudo = if v4 {
+            sum(&f[ip + 12..ip + 20], 6 + tcp_len as u64)
+        } else {
+            sum(&f[ip + 8..ip + 40], 6 + tcp_len as u64)
+        };
+        // The partial checksum: the folded, uncomplemented pseudo sum.
+        let partial = !fold(pseudo);
+        f[l4 + 16..l4 + 18].copy_from_slice(&partial.to_be_bytes());
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+            hdr_len: (l4 + 32) as u16,
+            gso_size: 1448,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        (hdr, f)
+    }
+
+    /// Checks one segment from scratch; returns (seq, flags, payload).
+    fn check_segment(f: &[u8], v4: bool, vlan: bool) -> (u32, u8, Vec<u8>) {
+        let ip = if vlan { 18 } else { 14 };
+        let (l4, tcp_len) = if v4 {
+            assert_eq!(fold(sum(&f[ip..ip + 20], 0)), 0, "IPv4 header checksum");
+            let total = usize::from(u16::from_be_bytes([f[ip + 2], f[ip + 3]]));
+            assert_eq!(total, f.len() - ip, "IPv4 total length");
+            (ip + 20, total - 20)
+        } else {
+            let plen = usize::from(u16::from_be_bytes([f[ip + 4], f[ip + 5]]));
+            assert_eq!(plen, f.len() - ip - 40, "IPv6 payload length");
+            (ip + 40, plen)
+        };
+        let pseudo = if v4 {
+            sum(&f[ip + 12..ip + 20], 6 + tcp_len as u64)
+        } else {
+            sum(&f[ip + 8..ip + 40], 6 + tcp_len as u64)
+        };
+        assert_eq!(fold(sum(&f[l4..], pseudo)), 0, "TCP checksum");
+        let seq = u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]);
+        (seq, f[l4 + 13], f[l4 + 32..].to_vec())
+    }
+
+    fn run(v4: bool, vlan: bool, len: usize, mss: u16, flags: u8) -> Vec<Vec<u8>> {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let (mut hdr, f) = super_frame(v4, vlan, &payload, flags);
+        hdr.gso_size = mss;
+        let mut out = Vec::new();
+        let mut segs = Vec::new();
+        let n = segment(&hdr, &f, &mut out, |s| segs.push(s.to_vec())).expect("segments");
+        assert_eq!(n, segs.len());
+        let mut joined = Vec::new();
+        let mut next_seq = 0xffff_ff00u32;
+        for (i, s) in segs.iter().enumerate() {
+            let (seq, fl, data) = check_segment(s, v4, vlan);
+            assert_eq!(seq, next_seq, "segment {i} sequence number");
+            assert!(data.len() <= usize::from(mss));
+            let last = i + 1 == segs.len();
+            assert_eq!(fl & TCP_FIN != 0, last && flags & TCP_FIN != 0, "FIN");
+            assert_eq!(fl & TCP_PSH != 0, last && flags & TCP_PSH != 0, "PSH");
+            assert_eq!(fl & TCP_CWR != 0, i == 0 && flags & TCP_CWR != 0, "CWR");
+            if v4 {
+                let ip = if vlan { 18 } else { 14 };
+                let id = u16::from_be_bytes([s[ip + 4], s[ip + 5]]);
+                assert_eq!(id, 0x1234u16.wrapping_add(i as u16), "IPv4 id");
+            }
+            next_seq = next_seq.wrapping_add(data.len() as u32);
+            joined.extend_from_slice(&data);
+        }
+        assert_eq!(joined, payload, "segments re-assemble to the payload");
+        segs
+    }
+
+    #[test]
+    fn tcp4_and_tcp6_super_frames_are_cut_into_valid_segments() {
+        for v4 in [true, false] {
+            for vlan in [false, true] {
+                let segs = run(v4, vlan, 10_000, 1448, 0x18 | TCP_FIN | TCP_CWR);
+                assert_eq!(segs.len(), 7);
+                run(v4, vlan, 1448 * 3, 1448, 0x10);
+                run(v4, vlan, 63_000, 1400, TCP_PSH | 0x10);
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_of_one_mss_or_less_is_one_segment_with_a_checksum() {
+        let segs = run(true, false, 100, 1448, 0x18);
+        assert_eq!(segs.len(), 1);
+        let segs = run(false, false, 0, 1448, 0x10);
+        assert_eq!(segs.len(), 1);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed() {
+        let (mut hdr, f) = super_frame(true, false, b"hello", 0x18);
+        hdr.gso_type = GSO_NONE;
+        let mut out = Vec::new();
+        let n = segment(&hdr, &f, &mut out, |s| {
+            check_segment(s, true, false);
+        })
+        .expect("completes");
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn what_cannot_be_segmented_is_refused() {
+        let (mut hdr, f) = super_frame(true, false, &[0; 3000], 0x10);
+        let mut out = Vec::new();
+        hdr.gso_type = GSO_UDP;
+        assert_eq!(
+            segment(&hdr, &f, &mut out, |_| {}),
+            Err(GsoError::UnsupportedType(GSO_UDP))
+        );
+        hdr.gso_type = GSO_TCPV6; // but an IPv4 frame
+        assert_eq!(
+            segment(&hdr, &f, &mut out, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        hdr.gso_type = GSO_TCPV4;
+        hdr.gso_size = 0;
+        assert_eq!(
+            segment(&hdr, &f, &mut out, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        hdr.gso_size = 1448;
+        assert_eq!(
+            segment(&hdr, &f[..40], &mut out, |_| {}),
+            Err(GsoError::Malformed)
+        );
+        let plain = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 60,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        assert_eq!(
+            complete_checksum(&plain, &f[..70], &mut out),
+            Err(GsoError::Malformed)
+        );
+    }
+
+    #[test]
+    fn header_round_trips_and_shifts() {
+        let (hdr, _) = super_frame(true, false, b"x", 0);
+        assert_eq!(VnetHdr::parse(&hdr.to_bytes()), Some(hdr));
+        assert_eq!(VnetHdr::parse(&[0; 9]), None);
+        let tagged = hdr.shifted(4).expect("fits");
+        assert_eq!(tagged.csum_start, hdr.csum_start + 4);
+        assert_eq!(tagged.hdr_len, hdr.hdr_len + 4);
+        assert_eq!(tagged.shifted(-4), Some(hdr));
+        assert_eq!(VnetHdr::default().shifted(-4), Some(VnetHdr::default()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn segments_always_reassemble(
+            len in 0usize..20_000,
+            mss in 1u16..3000,
+            v4 in proptest::bool::ANY,
+            vlan in proptest::bool::ANY,
+            flags in proptest::num::u8::ANY,
+        ) {
+            run(v4, vlan, len, mss, flags & !0x06); // no SYN/RST games
+        }
+
+        #[test]
+        fn never_panics(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            h in proptest::collection::vec(proptest::num::u8::ANY, 10),
+        ) {
+            let hdr = VnetHdr::parse(&h).expect("10 bytes");
+            let mut out = Vec::new();
+            let _ = segment(&hdr, &bytes, &mut out, |_| {});
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Offloaded frames through the switch: ports that take them get the
+//! super-frame whole (with its header's offsets moved when a VLAN tag is
+//! added or removed), the others get valid MTU-sized segments.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_switch::gso::{self, VnetHdr};
+use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::vlan::{PortPattern, PortVlans, VlanRules};
+use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
+
+type Got = Arc<Mutex<Vec<(Option<VnetHdr>, Vec<u8>)>>>;
+
+/// A port recording what it is sent; `offload` ports take offloaded frames.
+struct MemoryTx {
+    got: Got,
+    offload: bool,
+}
+
+impl Transmit for MemoryTx {
+    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
+        self.got.lock().expect("lock").push((None, frame.to_vec()));
+        Ok(())
+    }
+
+    fn transmit_offloaded(&self, hdr: &VnetHdr, frame: &[u8]) -> Option<Result<(), SendError>> {
+        if !self.offload {
+            return None;
+        }
+        self.got
+            .lock()
+            .expect("lock")
+            .push((Some(*hdr), frame.to_vec()));
+        Some(Ok(()))
+    }
+}
+
+/// Ports p0..: the first `offload` of them take offloaded frames.
+fn harness(n: usize, offload: usize) -> (Arc<Switch>, Vec<(Arc<Port>, Got)>) {
+    let switch = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
+    let ports = (0..n)
+        .map(|i| {
+            let got: Got = Arc::default();
+            let tx = MemoryTx {
+                got: got.clone(),
+                offload: i < offload,
+            };
+            let port = Arc::new(Port::new(
+                switch.allocate_id(),
+                format!("p{i}"),
+                "memory",
+                "test",
+                Box::new(tx),
+            ));
+            switch.add_port(port.clone());
+            (port, got)
+        })
+        .collect();
+    (switch, ports)
+}
+
+fn take(got: &Got) -> Vec<(Option<VnetHdr>, Vec<u8>)> {
+    std::mem::take(&mut *got.lock().expect("lock"))
+}
+
+fn sum(data: &[u8], mut acc: u64) -> u64 {
+    for c in data.chunks(2) {
+        acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+const MSS: usize = 1448;
+const PAYLOAD: usize = 5000;
+
+/// An untagged TCP/IPv4 super-frame from 02::1 to 02::2 as a tap hands it
+/// over: the checksum field holds only the pseudo-header sum.
+fn super_frame() -> (VnetHdr, Vec<u8>) {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = (20 + 20 + PAYLOAD) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2]);
+    let c = fold(sum(&f[14..34], 0));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18]);
+    f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..PAYLOAD).map(|i| i as u8));
+    let pseudo = sum(&f[26..34], 6 + (20 + PAYLOAD) as u64);
+    let partial = !fold(pseudo);
+    f[50..52].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: gso::F_NEEDS_CSUM,
+        gso_type: gso::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: MSS as u16,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (hdr, f)
+}
+
+/// Checks a plain segment from scratch (IP offset `ip`); returns its
+/// TCP payload.
+fn valid_segment(f: &[u8], ip: usize) -> Vec<u8> {
+    assert_eq!(fold(sum(&f[ip..ip + 20], 0)), 0, "IPv4 header checksum");
+    let total = usize::from(u16::from_be_bytes([f[ip + 2], f[ip + 3]]));
+    assert_eq!(total, f.len() - ip, "IPv4 total length");
+    let pseudo = sum(&f[ip + 12..ip + 20], 6 + (total - 20) as u64);
+    assert_eq!(fold(sum(&f[ip + 20..], pseudo)), 0, "TCP checksum");
+    assert!(f.len() <= ip + 20 + 20 + MSS, "segment larger than the MSS");
+    f[ip + 40..].to_vec()
+}
+
+/// The payloads of plain segments, checked, joined.
+fn joined(frames: &[(Option<VnetHdr>, Vec<u8>)], ip: usize) -> Vec<u8> {
+    let mut all = Vec::new();
+    for (hdr, f) in frames {
+        assert!(hdr.is_none(), "a plain port was sent an offloaded frame");
+        all.extend(valid_segment(f, ip));
+    }
+    all
+}
+
+#[test]
+fn offload_ports_get_super_frames_whole_and_the_others_segments() {
+    let (sw, p) = harness(3, 2);
+    let (hdr, f) = super_frame();
+    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+    let whole = take(&p[1].1);
+    assert_eq!(whole, vec![(Some(hdr), f.clone())]);
+    let segs = take(&p[2].1);
+    assert_eq!(segs.len(), PAYLOAD.div_ceil(MSS));
+    assert_eq!(joined(&segs, 14), f[54..].to_vec());
+    assert!(take(&p[0].1).is_empty(), "nothing back to the ingress");
+    // Plain frames take the old path: no header anywhere.
+    sw.forward_offloaded(&p[0].0, &VnetHdr::default(), &f, Duration::ZERO);
+    assert_eq!(take(&p[1].1), vec![(None, f.clone())]);
+}
+
+#[test]
+fn vlan_tagging_moves_the_offsets_of_a_super_frame() {
+    // p0: offload access port of VLAN 10; p1: offload trunk (10 tagged);
+    // p2: plain access port of VLAN 10; p3: plain trunk (10 tagged).
+    let (sw, p) = harness(4, 2);
+    sw.set_vlan_rules(VlanRules::new(vec![
+        (PortPattern::new("p0"), PortVlans::access(10)),
+        (PortPattern::new("p1"), "/10".parse().expect("spec")),
+        (PortPattern::new("p2"), PortVlans::access(10)),
+        (PortPattern::new("p3"), "/10".parse().expect("spec")),
+    ]));
+    let (hdr, f) = super_frame();
+    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+
+    let tagged = take(&p[1].1);
+    assert_eq!(
+        tagged.len(),
+        1,
+        "one whole super-frame to the offload trunk"
+    );
+    let (Some(thdr), tf) = &tagged[0] else {
+        panic!("the offload trunk was sent a plain frame");
+    };
+    assert_eq!(tf.len(), f.len() + 4);
+    assert_eq!(&tf[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+    assert_eq!(thdr.csum_start, hdr.csum_start + 4);
+    assert_eq!(thdr.hdr_len, hdr.hdr_len + 4);
+    // What the receiving kernel would do with it must give valid segments.
+    let mut out = Vec::new();
+    let mut from_trunk = Vec::new();
+    gso::segment(thdr, tf, &mut out, |s| from_trunk.push((None, s.to_vec())))
+        .expect("the tagged super-frame segments");
+    assert_eq!(joined(&from_trunk, 18), f[54..].to_vec());
+
+    assert_eq!(joined(&take(&p[2].1), 14), f[54..].to_vec());
+    let trunk_segs = take(&p[3].1);
+    for (_, s) in &trunk_segs {
+        assert_eq!(
+            &s[12..16],
+            &[0x81, 0x00, 0x00, 0x0a],
+            "segments carry the tag"
+        );
+    }
+    assert_eq!(joined(&trunk_segs, 18), f[54..].to_vec());
+
+    // From the trunk, tagged, to the access ports: the tag comes off.
+    let (mut thdr2, tf2) = (*thdr, tf.clone());
+    thdr2.flags |= gso::F_NEEDS_CSUM;
+    sw.forward_offloaded(&p[1].0, &thdr2, &tf2, Duration::from_secs(1));
+    let untagged = take(&p[0].1);
+    assert_eq!(untagged, vec![(Some(hdr), f.clone())]);
+    assert_eq!(joined(&take(&p[2].1), 14), f[54..].to_vec());
+}
+
+#[test]
+fn what_cannot_be_segmented_is_dropped_and_counted_on_the_plain_port() {
+    let (sw, p) = harness(3, 2);
+    let (mut hdr, f) = super_frame();
+    hdr.gso_type = gso::GSO_UDP;
+    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+    assert_eq!(take(&p[1].1).len(), 1, "the offload port takes it whole");
+    assert!(take(&p[2].1).is_empty());
+    let c = p[2].0.counters().snapshot();
+    assert_eq!(c.drops(DropReason::Unsegmentable), 1);
+}
