@@ -255,7 +255,10 @@ mod tests {
         }
         match parse("pcap,device=wlan0,mac_nat=on,mac_nat_aging=5m", 1) {
             Ok(PortSpec::Pcap(c)) => {
-                assert!(c.mac_nat && !c.promisc, "MAC-NAT turns promiscuous mode off");
+                assert!(
+                    c.mac_nat && !c.promisc,
+                    "MAC-NAT turns promiscuous mode off"
+                );
                 assert_eq!(c.mac_nat_aging, Some(std::time::Duration::from_secs(300)));
             }
             other => panic!("{other:?}"),

@@ -20,6 +20,7 @@ use bench::macnat;
 use bench::measure::{self, Config, Measurement};
 use bench::report::{self, Outcome, Results};
 use bench::sys;
+use bench::tcp;
 use bench::world::{self, Netns, SwitchKind, SwitchProc, TempDir};
 
 const USAGE: &str = "\
@@ -53,7 +54,7 @@ options:
                                        sendto()/recvfrom() per frame (as UML)
                         cpu_100k_1514  switch CPU with 1514 B paced at 100 kframes/s
                         iperf3_tap     TCP between taps in two namespaces, via
-                                       vde_plug (needs iperf3 and vde_plug)
+                                       the switch's own taps (needs iperf3)
                         fdb_64k        64 B A->B after 65,536 source MACs
                         macnat_pcap    switchyard only: a pcap port on a veth
                                        pair with MAC-NAT off vs on, 64 B
@@ -320,11 +321,32 @@ fn run_one(
         };
         return Ok(measure::Sample::MacNat(macnat::run(&setup, rep, cfg)?));
     }
-    let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log, m.needs_vde_dir())?;
+    let with_taps: Vec<String>;
+    let extra = if m == Measurement::Iperf {
+        // Each switch opens the two taps itself (switchyard with its
+        // offloads, vde_switch with its -t), and the run moves them into
+        // the iperf3 namespaces.
+        let mut v = extra.to_vec();
+        for tap in tcp::TAPS {
+            v.push(
+                if kind == SwitchKind::Switchyard {
+                    "--tap"
+                } else {
+                    "-t"
+                }
+                .into(),
+            );
+            v.push(tap.into());
+        }
+        with_taps = v;
+        &with_taps[..]
+    } else {
+        extra
+    };
+    let mut sw = SwitchProc::start(kind, exe, extra, tmp, &tag, log)?;
     sw.wait_ready(Duration::from_secs(10))?;
     let target = measure::Target {
         ctl: sw.ctl(),
-        vde_dir: sw.vde_dir(),
         pid: sw.pid(),
         workdir: tmp,
         tag: &tag,
@@ -365,11 +387,10 @@ fn summary(s: &measure::Sample) -> String {
             f.loss_pct()
         ),
         measure::Sample::Tcp(t) => format!(
-            "{:.2} Gbit/s, {} retransmits, switch CPU {}, vde_plugs {}",
+            "{:.2} Gbit/s, {} retransmits, switch CPU {}",
             t.bits_per_s / 1e9,
             t.retransmits,
-            cpu(t.switch_cpu_pct),
-            cpu(t.plugs_cpu_pct)
+            cpu(t.switch_cpu_pct)
         ),
         measure::Sample::Fdb(d) => format!(
             "{} MACs in {:.2} s, {:.0}% of {} probes learned, RSS {:.1} -> {:.1} MiB; \
@@ -442,11 +463,10 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                 cfg.paced_fps / 1000.0
             )),
             Measurement::Iperf => notes.push(format!(
-                "tap ↔ tap: two extra namespaces, each with a tap made by `vde_plug tap://TAP \
-                 vde://DIR` run inside it (switchyard `--vde DIR`, vde_switch `-s DIR`); \
-                 `iperf3 -c -t {} -J` in one, `iperf3 -s` in the other, {} run(s) per switch \
-                 (--iperf-reps); the vde_plugs (one read/write per frame) are part of the path, \
-                 MTU 1500, no offloads.",
+                "tap ↔ tap: the switch opens two taps itself (switchyard `--tap`, with its \
+                 TSO/checksum offloads; vde_switch `-t`, one read/write per frame), each moved \
+                 into an extra namespace; `iperf3 -c -t {} -J` in one, `iperf3 -s` in the \
+                 other, {} run(s) per switch (--iperf-reps), MTU 1500.",
                 cfg.iperf_time.as_secs_f64(),
                 cfg.iperf_reps
             )),
@@ -493,18 +513,14 @@ fn real_main(args: Args) -> Result<bool> {
         bail!("switchyard-bench must run as root: it creates a network namespace (try tests/bench/run.sh)");
     }
     let exes = resolve_switches(&args, &mut footer)?;
-    let (iperf3, vde_plug) = if args.measurements.contains(&Measurement::Iperf) {
+    let iperf3 = if args.measurements.contains(&Measurement::Iperf) {
         let iperf3 = world::find_in_path("iperf3").context(
             "iperf3 is not installed (needed by iperf3_tap): `apt-get install iperf3` \
              (tests/bench/run.sh does that), or leave iperf3_tap out with --only",
         )?;
-        let vde_plug = world::find_in_path("vde_plug").context(
-            "vde_plug is not installed (needed by iperf3_tap): `apt-get install vdeplug`, \
-             or leave iperf3_tap out with --only",
-        )?;
-        (Some(iperf3), Some(vde_plug))
+        Some(iperf3)
     } else {
-        (None, None)
+        None
     };
 
     let macnat_tools = if args.measurements.contains(&Measurement::MacNatPcap)
@@ -549,7 +565,6 @@ fn real_main(args: Args) -> Result<bool> {
         iperf_time: Duration::from_secs_f64(args.iperf_time),
         iperf_reps: args.iperf_reps,
         iperf3,
-        vde_plug,
     };
 
     let runs: Vec<(Measurement, SwitchKind)> = args

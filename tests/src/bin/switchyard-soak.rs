@@ -335,7 +335,7 @@ fn judge(judged: &[Sample], max_growth: u64) -> Verdict {
 }
 
 fn print_table(samples: &[Sample], every: Duration) {
-    println!("| time | RSS (KiB) | open fds | FDB entries | clients attached | stream conns | udp ports added | bursts (frames) lost 0 of |");
+    println!("| time | RSS (KiB) | open fds | FDB entries | clients attached | stream conns | udp ports added | bursts (frames), none lost |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut next = Duration::ZERO;
     for (i, s) in samples.iter().enumerate() {

@@ -672,7 +672,8 @@ impl UnixControl {
         Ok(())
     }
 
-    /// Counts a refused client and logs it (a few lines a second at most).
+    /// Counts a refused client and logs it (one line a second at most,
+    /// with the number suppressed since).
     /// A probe that hung up without a word is logged at debug level only.
     fn refuse(&self, switch: &Switch, reason: Refusal, who: &str, why: &dyn std::fmt::Display) {
         handshakes::count(reason);

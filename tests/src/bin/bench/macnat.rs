@@ -250,7 +250,6 @@ impl Rig {
             setup.workdir,
             &tag,
             log,
-            false,
         )?;
         sw.wait_ready(Duration::from_secs(10))
             .with_context(|| format!("MAC-NAT {setting}"))?;

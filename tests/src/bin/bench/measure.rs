@@ -68,11 +68,6 @@ impl Measurement {
         Measurement::ALL.into_iter().find(|m| m.name() == s)
     }
 
-    /// Whether the switch must serve a VDE directory (for vde_plug).
-    pub fn needs_vde_dir(self) -> bool {
-        self == Measurement::Iperf
-    }
-
     /// Why `kind` cannot take part in this measurement, if it cannot.
     pub fn not_applicable(self, kind: SwitchKind) -> Option<&'static str> {
         match (self, kind) {
@@ -114,14 +109,12 @@ pub struct Config {
     pub iperf_reps: usize,
     /// Programs of the TCP measurement (checked at start-up).
     pub iperf3: Option<std::path::PathBuf>,
-    pub vde_plug: Option<std::path::PathBuf>,
 }
 
 /// The switch under test, as a measurement sees it.
 pub struct Target<'a> {
     /// Control socket (for switchyard with a VDE directory: DIR/ctl).
     pub ctl: &'a Path,
-    pub vde_dir: Option<&'a Path>,
     pub pid: u32,
     /// Scratch directory of this run (helper output files).
     pub workdir: &'a Path,

@@ -54,7 +54,6 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("gbps", t.bits_per_s / 1e9),
             ("retransmits", t.retransmits),
             cpu_pct(t.switch_cpu_pct),
-            ("plugs_cpu_pct", t.plugs_cpu_pct.unwrap_or(f64::NAN)),
         ],
         Sample::Fdb(d) => {
             let f = &d.flood;
@@ -526,7 +525,7 @@ const ROWS: &[Row] = &[
     Row {
         m: Measurement::Iperf,
         key: "gbps",
-        label: "tap ↔ tap TCP, iperf3 through vde_plug (Gbit/s)",
+        label: "tap ↔ tap TCP, iperf3 between the switch's own taps (Gbit/s)",
         unit: Unit::Gbps,
         better: Better::Higher,
     },
@@ -541,13 +540,6 @@ const ROWS: &[Row] = &[
         m: Measurement::Iperf,
         key: "switch_cpu_pct",
         label: "tap ↔ tap TCP: switch CPU (% of one core)",
-        unit: Unit::Cpu,
-        better: Better::Neither,
-    },
-    Row {
-        m: Measurement::Iperf,
-        key: "plugs_cpu_pct",
-        label: "tap ↔ tap TCP: the two vde_plugs' CPU (% of one core)",
         unit: Unit::Cpu,
         better: Better::Neither,
     },

@@ -1,6 +1,6 @@
-//! tap ↔ tap TCP: two network namespaces, each with a tap that
-//! `vde_plug tap://TAP vde://DIR` (run inside that namespace) joins to the
-//! switch's VDE directory; iperf3 server in one, client in the other.
+//! tap ↔ tap TCP: the switch opens two taps itself (switchyard `--tap`,
+//! with its offloads; vde_switch `-t`), the run moves each into a network
+//! namespace of its own, iperf3 server in one, client in the other.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,12 +14,12 @@ use super::world::{self, Helper, Netns};
 /// Why uml_switch has no tap ↔ tap number (checked by hand with vdeplug4
 /// 4.0.1 and uml_switch 20070815).
 pub const UML_SWITCH_NA: &str =
-    "uml_switch has no VDE directory, and vde_plug (vdeplug4) cannot attach to it: \
+    "uml_switch's -tap takes one tap, and vde_plug (vdeplug4) cannot attach to it: \
      vde_plug wants DIR/ctl and sends a 150-byte request (a description follows the \
-     UML fields), on which uml_switch closes the connection; uml_switch's own -tap \
-     takes one tap, in the switch's namespace. No UML-protocol tap plug is at hand.";
+     UML fields), on which uml_switch closes the connection.";
 
-const TAP: &str = "sybench0";
+/// The taps the switch opens for this measurement: server side, client side.
+pub const TAPS: [&str; 2] = ["sybtap0", "sybtap1"];
 const SERVER_IP: &str = "10.199.0.1";
 const CLIENT_IP: &str = "10.199.0.2";
 const IPERF_PORT_HEX: &str = "1451"; // 5201
@@ -35,45 +35,30 @@ pub struct TcpSample {
     pub retransmits: f64,
     /// Switch CPU while the client ran, in % of one core.
     pub switch_cpu_pct: Option<f64>,
-    /// Both vde_plug processes together, in % of one core.
-    pub plugs_cpu_pct: Option<f64>,
 }
 
 pub fn iperf(t: &Target, cfg: &Config) -> Result<TcpSample> {
-    let dir = t
-        .vde_dir
-        .context("the switch serves no VDE directory for vde_plug")?;
     let iperf3 = cfg
         .iperf3
         .as_deref()
         .context("iperf3 is not installed (apt-get install iperf3)")?;
-    let vde_plug = cfg
-        .vde_plug
-        .as_deref()
-        .context("vde_plug is not installed (apt-get install vdeplug)")?;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     // Declared before the processes, so dropped after them: a namespace
     // name is only deleted once nothing runs in it any more.
     let ns_srv = Netns::create(&format!("{}-s{n}", t.netns))?;
     let ns_cli = Netns::create(&format!("{}-c{n}", t.netns))?;
-    let url = format!("vde://{}", dir.display());
-    let tap_url = format!("tap://{TAP}");
     let log = |what: &str| t.workdir.join(format!("{}-{what}.log", t.tag));
 
-    let mut plugs = Vec::new();
-    for (ns, ip) in [(&ns_srv, SERVER_IP), (&ns_cli, CLIENT_IP)] {
-        let mut plug = Helper::start(
-            Some(ns.name()),
-            vde_plug,
-            &[&tap_url, &url],
-            log(&format!("vde_plug-{}", ns.name())),
-        )?;
-        wait_for_tap(ns.name(), &mut plug)?;
+    for ((ns, ip), tap) in [(&ns_srv, SERVER_IP), (&ns_cli, CLIENT_IP)]
+        .into_iter()
+        .zip(TAPS)
+    {
+        wait_for_tap(tap)?;
+        world::ip(&["link", "set", tap, "netns", ns.name()])?;
         let addr = format!("{ip}/24");
-        world::ip(&["-n", ns.name(), "addr", "add", &addr, "dev", TAP])?;
-        world::ip(&["-n", ns.name(), "link", "set", TAP, "up"])?;
+        world::ip(&["-n", ns.name(), "addr", "add", &addr, "dev", tap])?;
+        world::ip(&["-n", ns.name(), "link", "set", tap, "up"])?;
         world::ip(&["-n", ns.name(), "link", "set", "lo", "up"])?;
-        plugs.push(plug);
     }
 
     let mut server = Helper::start(
@@ -86,7 +71,6 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<TcpSample> {
 
     let secs = format!("{}", cfg.iperf_time.as_secs_f64());
     let cpu0 = process_cpu_s(t.pid);
-    let plugs0: Option<f64> = plugs.iter().map(|p| process_cpu_s(p.pid())).sum();
     let t0 = Instant::now();
     let mut client = Helper::start(
         Some(ns_cli.name()),
@@ -97,13 +81,9 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<TcpSample> {
     let status = client.wait_timeout(cfg.iperf_time + Duration::from_secs(15))?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu0.zip(process_cpu_s(t.pid)).map(|(a, b)| b - a);
-    let plugs1: Option<f64> = plugs.iter().map(|p| process_cpu_s(p.pid())).sum();
     let Some(status) = status else {
         bail!("`{}` did not finish in time", client.what());
     };
-    for p in &mut plugs {
-        p.check_alive()?;
-    }
     let out = client.full_output();
     let sample = parse_iperf_json(&out).with_context(|| {
         format!(
@@ -114,21 +94,19 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<TcpSample> {
     let pct = |s: Option<f64>| s.map(|s| 100.0 * s / wall);
     Ok(TcpSample {
         switch_cpu_pct: pct(cpu),
-        plugs_cpu_pct: pct(plugs0.zip(plugs1).map(|(a, b)| b - a)),
         ..sample
     })
 }
 
-/// Wait until vde_plug has created the tap in its namespace.
-fn wait_for_tap(ns: &str, plug: &mut Helper) -> Result<()> {
+/// Wait until the switch has created `tap` (in the benchmark's namespace).
+fn wait_for_tap(tap: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        plug.check_alive()?;
-        if world::ip(&["-n", ns, "link", "show", "dev", TAP]).is_ok() {
+        if world::ip(&["link", "show", "dev", tap]).is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("`{}` created no {TAP} within 5 s", plug.what());
+            bail!("the switch created no tap {tap} within 5 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -184,7 +162,6 @@ fn parse_iperf_json(out: &str) -> Result<TcpSample> {
         bits_per_s,
         retransmits,
         switch_cpu_pct: None,
-        plugs_cpu_pct: None,
     })
 }
 

@@ -154,7 +154,6 @@ pub struct SwitchProc {
     // Held open: a foreground vde_switch exits on stdin EOF.
     stdin: Option<ChildStdin>,
     ctl: PathBuf,
-    vde_dir: Option<PathBuf>,
     log: Option<PathBuf>,
 }
 
@@ -203,9 +202,8 @@ fn stop_child(child: &mut Child, grace: Duration) -> bool {
 impl SwitchProc {
     /// Start `kind` from `exe` with its control socket under `workdir`.
     /// `tag` makes the socket names unique; stdout and stderr go to
-    /// `log` (or /dev/null). With `vde_dir`, switchyard serves a VDE
-    /// directory (`--vde DIR`, for vde_plug) instead of a bare control
-    /// socket; vde_switch always does, uml_switch cannot.
+    /// `log` (or /dev/null). vde_switch serves a VDE directory, the others
+    /// a bare control socket.
     pub fn start(
         kind: SwitchKind,
         exe: &Path,
@@ -213,29 +211,23 @@ impl SwitchProc {
         workdir: &Path,
         tag: &str,
         log: Option<PathBuf>,
-        vde_dir: bool,
     ) -> Result<SwitchProc> {
         let mut cmd = Command::new(exe);
-        let (ctl, dir) = match kind {
+        let ctl = match kind {
             SwitchKind::UmlSwitch => {
                 let ctl = workdir.join(format!("{tag}.ctl"));
                 cmd.arg("-unix").arg(&ctl);
-                (ctl, None)
+                ctl
             }
             SwitchKind::VdeSwitch => {
                 let dir = workdir.join(format!("{tag}.vde"));
                 cmd.arg("-s").arg(&dir);
-                (dir.join("ctl"), Some(dir))
-            }
-            SwitchKind::Switchyard if vde_dir => {
-                let dir = workdir.join(format!("{tag}.vde"));
-                cmd.arg("--vde").arg(&dir);
-                (dir.join("ctl"), Some(dir))
+                dir.join("ctl")
             }
             SwitchKind::Switchyard => {
                 let ctl = workdir.join(format!("{tag}.ctl"));
                 cmd.arg("--unix").arg(&ctl);
-                (ctl, None)
+                ctl
             }
         };
         cmd.args(extra_args);
@@ -261,14 +253,8 @@ impl SwitchProc {
             child,
             stdin,
             ctl,
-            vde_dir: dir,
             log,
         })
-    }
-
-    /// The VDE directory, if the switch serves one.
-    pub fn vde_dir(&self) -> Option<&Path> {
-        self.vde_dir.as_deref()
     }
 
     /// The control socket path to hand to [`super::proto::Port::connect`].
