@@ -659,12 +659,9 @@ impl Transmit for PcapTx {
                     .outbound(&mut scratch, 0, now)
                 {
                     Outbound::Send => &scratch,
-                    Outbound::Drop(r) => {
-                        return Err(SendError::Other(io::Error::other(format!(
-                            "MAC-NAT: {}",
-                            r.label()
-                        ))))
-                    }
+                    // The table counts why (`ctl macnat`); the port counts it
+                    // as `mac_nat`.
+                    Outbound::Drop(_) => return Err(SendError::Refused(DropReason::MacNat)),
                 }
             }
             None => frame,
@@ -675,6 +672,9 @@ impl Transmit for PcapTx {
             .sendpacket(out)
             .map_err(|e| match e {
                 pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
+                // libpcap reports a downed NIC only as text ("send: Network
+                // is down").
+                other if other.to_string().contains("Network is down") => SendError::Down,
                 other => SendError::Other(io::Error::other(other.to_string())),
             })
     }

@@ -37,6 +37,11 @@ pub enum SendError {
     /// Any other failure: drop and count.
     #[error("send failed: {0}")]
     Other(io::Error),
+    /// The transport refused this frame by policy (e.g. an uplink's MAC-NAT
+    /// cannot translate it): drop and count under this reason, keep the
+    /// port. The transport keeps its own finer counters.
+    #[error("refused: {}", .0.as_str())]
+    Refused(DropReason),
 }
 
 impl SendError {
@@ -71,6 +76,7 @@ fn err_reason(err: &SendError) -> DropReason {
         SendError::Down => DropReason::EgressDown,
         SendError::Gone(_) => DropReason::EgressGone,
         SendError::Other(_) => DropReason::EgressError,
+        SendError::Refused(r) => *r,
     }
 }
 
@@ -256,6 +262,10 @@ impl Port {
                 self.drop_frame(reason, now, Some(&e));
                 false
             }
+            SendError::Refused(_) => {
+                self.drop_frame(reason, now, None);
+                false
+            }
             SendError::Full | SendError::Down => {
                 self.drop_frame(reason, now, None);
                 true
@@ -389,6 +399,7 @@ mod tests {
             SendError::Down => "down",
             SendError::Gone(_) => "gone",
             SendError::Other(_) => "other",
+            SendError::Refused(_) => "refused",
         }
     }
 

@@ -176,6 +176,14 @@ fn clear_stale_socket(path: &Path) -> Result<(), UnixPortError> {
     }
 }
 
+/// A port's datagram socket connected to its client, the socket's path (in
+/// a VDE directory) and the encoded reply that tells the client where it is.
+type DataSocket = (
+    UnixDatagram,
+    Option<PathBuf>,
+    [u8; request::SOCKADDR_UN_LEN],
+);
+
 /// A client may name only a datagram socket it owns (root: any): the
 /// switch runs as root and would otherwise send frames, on the client's
 /// behalf, to sockets the client may not write to itself. Abstract names
@@ -821,6 +829,7 @@ impl UnixControl {
             "port detached"
         );
     }
+
     /// [`UnixControl::open_data_socket`]; when the process is out of
     /// descriptors, a connection that has waited silently for its request
     /// longer than [`CROWDED_AFTER`] is closed to make room, and the socket
@@ -830,11 +839,7 @@ impl UnixControl {
         number: u32,
         id: PortId,
         client: &ClientAddr,
-    ) -> io::Result<(
-        UnixDatagram,
-        Option<PathBuf>,
-        [u8; request::SOCKADDR_UN_LEN],
-    )> {
+    ) -> io::Result<DataSocket> {
         let mut tries = 0;
         loop {
             match self.open_data_socket(number, id, client) {
@@ -861,11 +866,7 @@ impl UnixControl {
         number: u32,
         id: PortId,
         client: &ClientAddr,
-    ) -> io::Result<(
-        UnixDatagram,
-        Option<PathBuf>,
-        [u8; request::SOCKADDR_UN_LEN],
-    )> {
+    ) -> io::Result<DataSocket> {
         let client_addr = match client {
             ClientAddr::Abstract(name) => SocketAddr::from_abstract_name(&name[..])?,
             ClientAddr::Path(p) => SocketAddr::from_pathname(p)?,
