@@ -376,7 +376,14 @@ async fn run(
             let mut guard = tokio::select! {
                 _ = port.closed() => break "port closed".to_string(),
                 _ = tick.tick() => {
-                    mtu.refresh(config);
+                    // A deleted NIC does not always wake the capture (its
+                    // error can be consumed by an empty non-blocking read),
+                    // so the once-a-second MTU read doubles as the check.
+                    if let Err(e) = mtu.refresh(config) {
+                        if e.raw_os_error() == Some(libc::ENODEV) {
+                            break format!("{} is gone: {e}", config.device);
+                        }
+                    }
                     kernel_drops.check(&mut cap, config, switch.now());
                     if let Some(nat) = &nat {
                         upkeep.run(nat, switch, config);
@@ -472,22 +479,28 @@ impl Mtu {
             value: 1500,
             warned: false,
         };
-        m.refresh(config);
+        let _ = m.refresh(config);
         m
     }
 
-    fn refresh(&mut self, config: &PcapConfig) {
+    /// Reads the MTU again; an error is returned (and warned about once).
+    fn refresh(&mut self, config: &PcapConfig) -> io::Result<()> {
         match device_mtu(&config.device) {
-            Ok(v) => self.value = v,
-            Err(e) if !self.warned => {
-                tracing::warn!(
-                    port = %config.name, device = %config.device,
-                    "cannot read the NIC's MTU ({e}); cutting offloaded frames to {} bytes",
-                    self.value
-                );
-                self.warned = true;
+            Ok(v) => {
+                self.value = v;
+                Ok(())
             }
-            Err(_) => {}
+            Err(e) => {
+                if !self.warned && e.raw_os_error() != Some(libc::ENODEV) {
+                    tracing::warn!(
+                        port = %config.name, device = %config.device,
+                        "cannot read the NIC's MTU ({e}); cutting offloaded frames to {} bytes",
+                        self.value
+                    );
+                    self.warned = true;
+                }
+                Err(e)
+            }
         }
     }
 }
