@@ -27,8 +27,14 @@ echo "tests/run.sh: test dependencies installed"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
+AS_ROOT=()
 if [ "$(id -u)" -ne 0 ]; then
-    exec sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI \
-        cargo test --workspace --no-fail-fast -- --test-threads=2
+    AS_ROOT=(sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI)
 fi
-exec cargo test --workspace --no-fail-fast -- --test-threads=2
+# Everything but the fuzz run, then the fuzz run with its output shown, so
+# the log reports each target's execs. Both always run; either failing fails.
+status=0
+"${AS_ROOT[@]}" cargo test --workspace --no-fail-fast -- --test-threads=2 \
+    --skip every_fuzz_target_runs_clean || status=$?
+"${AS_ROOT[@]}" cargo test -p switchyard-tests --test fuzz_smoke -- --nocapture || status=$?
+exit "$status"
