@@ -15,7 +15,7 @@ use std::time::Duration;
 use switchyard_mac_nat::{HostAddr, Inbound, MacAddr, MacNat, MacNatConfig, Outbound};
 use switchyard_switch::port::{Port, SendError, Transmit};
 use switchyard_switch::ports::receive::attach;
-use switchyard_switch::{DropReason, Stop, Switch};
+use switchyard_switch::{gso, DropReason, Stop, Switch};
 
 /// Settings of a pcap port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +368,8 @@ async fn run(
             return "cannot watch the capture".into();
         };
         let mut frame = Vec::with_capacity(2048);
+        // Where super-frames are cut, one segment at a time.
+        let mut piece = Vec::with_capacity(2048);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut upkeep = NatUpkeep::default();
         let mut mtu = Mtu::read(config);
@@ -432,24 +434,28 @@ async fn run(
                     ingress.deliver(&mut frame);
                     continue;
                 }
-                match segment::cut(&frame, mtu.value) {
-                    segment::Oversize::Fits => ingress.deliver(&mut frame),
-                    segment::Oversize::Pieces(pieces) => {
-                        for mut piece in pieces {
-                            ingress.deliver(&mut piece);
-                        }
+                let cut = match segment::plan(&frame, mtu.value) {
+                    segment::Plan::Fits => {
+                        ingress.deliver(&mut frame);
+                        continue;
                     }
-                    segment::Oversize::TooLong => {
-                        let why = io::Error::other(format!(
-                            "a captured frame of {} bytes is larger than {}'s MTU {} and is not TCP; \
-                             turn the NIC's offloads off: ethtool -K {} gro off lro off",
-                            frame.len(),
-                            config.device,
-                            mtu.value,
-                            config.device
-                        ));
-                        port.drop_frame(DropReason::TooLong, now, Some(&why));
+                    // The segments' checksums are complete already.
+                    segment::Plan::Cut(hdr) => {
+                        gso::segment(&hdr, &frame, &mut piece, |p| ingress.deliver_complete(p))
+                            .is_ok()
                     }
+                    segment::Plan::TooLong => false,
+                };
+                if !cut {
+                    let why = io::Error::other(format!(
+                        "a captured frame of {} bytes is larger than {}'s MTU {} and is not TCP; \
+                         turn the NIC's offloads off: ethtool -K {} gro off lro off",
+                        frame.len(),
+                        config.device,
+                        mtu.value,
+                        config.device
+                    ));
+                    port.drop_frame(DropReason::TooLong, now, Some(&why));
                 }
             }
             if let Some(e) = failed {
@@ -549,6 +555,11 @@ impl Ingress<'_> {
     /// unfinished), applies MAC-NAT and forwards.
     fn deliver(&self, frame: &mut [u8]) {
         crate::checksum::complete_l4_checksum(frame);
+        self.deliver_complete(frame);
+    }
+
+    /// [`Ingress::deliver`] for a frame whose checksums are already right.
+    fn deliver_complete(&self, frame: &mut [u8]) {
         if let Some(nat) = self.nat {
             let verdict = nat
                 .lock()
@@ -735,6 +746,8 @@ fn device_mtu(device: &str) -> io::Result<usize> {
 /// its own length, sequence number, IPv4 id and checksums; FIN and PSH stay
 /// on the last piece, CWR on the first.
 mod segment {
+    use switchyard_switch::gso::{self, VnetHdr};
+
     /// Where the IP header starts (after up to two VLAN tags) and which IP
     /// version it is.
     fn l3(frame: &[u8]) -> Option<(usize, u16)> {
@@ -750,57 +763,46 @@ mod segment {
         None
     }
 
-    fn ipv4_header_checksum(h: &mut [u8]) {
-        h[10] = 0;
-        h[11] = 0;
-        let mut acc: u32 = h
-            .chunks_exact(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while acc > 0xffff {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        h[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
-    }
-
     /// How one oversize frame is to be handled.
     #[derive(Debug, PartialEq, Eq)]
-    pub(super) enum Oversize {
+    pub(super) enum Plan {
         /// Its IP packet fits the MTU after all (padding, tags): forward it.
         Fits,
-        /// Cut into these frames (TCP checksums still to be completed).
-        Pieces(Vec<Vec<u8>>),
+        /// A TCP super-frame: cut it as this offload header describes
+        /// (`gso::segment`), every IP packet at most the MTU.
+        Cut(VnetHdr),
         /// Larger than the MTU and not a TCP segment we can cut.
         TooLong,
     }
 
-    /// Cuts `frame` so that every IP packet is at most `mtu` bytes.
-    pub(super) fn cut(frame: &[u8], mtu: usize) -> Oversize {
+    /// Decides what to do with `frame`, larger than `mtu` plus its
+    /// link-layer header.
+    pub(super) fn plan(frame: &[u8], mtu: usize) -> Plan {
         let Some((ip, version)) = l3(frame) else {
-            return Oversize::TooLong;
+            return Plan::TooLong;
         };
         let Some(hdr) = frame.get(ip..) else {
-            return Oversize::TooLong;
+            return Plan::TooLong;
         };
         // (IP header length, IP packet length, next protocol)
         let (ihl, total, proto) = if version == 0x0800 {
             if hdr.len() < 20 || hdr[0] >> 4 != 4 {
-                return Oversize::TooLong;
+                return Plan::TooLong;
             }
             let ihl = usize::from(hdr[0] & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
             // A fragment cannot be cut again here.
             if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
                 return if total <= mtu {
-                    Oversize::Fits
+                    Plan::Fits
                 } else {
-                    Oversize::TooLong
+                    Plan::TooLong
                 };
             }
             (ihl, total, hdr[9])
         } else {
             if hdr.len() < 40 || hdr[0] >> 4 != 6 {
-                return Oversize::TooLong;
+                return Plan::TooLong;
             }
             (
                 40,
@@ -809,53 +811,59 @@ mod segment {
             )
         };
         if total <= mtu {
-            return Oversize::Fits;
+            return Plan::Fits;
         }
         if proto != 6 || ihl < 20 || total > hdr.len() || ihl + 20 > total {
-            return Oversize::TooLong;
+            return Plan::TooLong;
         }
-        let tcp = ihl;
-        let thl = usize::from(hdr[tcp + 12] >> 4) * 4;
+        let thl = usize::from(hdr[ihl + 12] >> 4) * 4;
         if thl < 20 || ihl + thl > total || ihl + thl >= mtu {
-            return Oversize::TooLong;
+            return Plan::TooLong;
         }
-        let mss = mtu - ihl - thl;
-        let headers = ip + ihl + thl;
-        let payload = &frame[headers..ip + total];
-        let seq0 = u32::from_be_bytes([hdr[tcp + 4], hdr[tcp + 5], hdr[tcp + 6], hdr[tcp + 7]]);
-        let flags = hdr[tcp + 13];
-        let id0 = u16::from_be_bytes([hdr[4], hdr[5]]);
-        let count = payload.len().div_ceil(mss);
-        let mut pieces = Vec::with_capacity(count);
-        for (i, chunk) in payload.chunks(mss).enumerate() {
-            let mut p = Vec::with_capacity(headers + chunk.len());
-            p.extend_from_slice(&frame[..headers]);
-            p.extend_from_slice(chunk);
-            let len = ihl + thl + chunk.len();
-            let h = &mut p[ip..];
-            // Fits u16: len ≤ mtu < total ≤ 65535.
-            let len16 = u16::try_from(len).unwrap_or(u16::MAX);
-            if version == 0x0800 {
-                h[2..4].copy_from_slice(&len16.to_be_bytes());
-                let id = id0.wrapping_add(u16::try_from(i).unwrap_or(0));
-                h[4..6].copy_from_slice(&id.to_be_bytes());
-                ipv4_header_checksum(&mut h[..ihl]);
+        let (Ok(mss), Ok(hdr_len)) = (
+            u16::try_from(mtu - ihl - thl),
+            u16::try_from(ip + ihl + thl),
+        ) else {
+            return Plan::TooLong;
+        };
+        Plan::Cut(VnetHdr {
+            flags: 0,
+            gso_type: if version == 0x0800 {
+                gso::GSO_TCPV4
             } else {
-                h[4..6].copy_from_slice(&(len16 - 40).to_be_bytes());
+                gso::GSO_TCPV6
+            },
+            hdr_len,
+            gso_size: mss,
+            csum_start: 0,
+            csum_offset: 0,
+        })
+    }
+
+    /// How one oversize frame came out (for the tests).
+    #[cfg(test)]
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum Oversize {
+        Fits,
+        Pieces(Vec<Vec<u8>>),
+        TooLong,
+    }
+
+    /// [`plan`] carried out, the pieces collected (for the tests).
+    #[cfg(test)]
+    pub(super) fn cut(frame: &[u8], mtu: usize) -> Oversize {
+        match plan(frame, mtu) {
+            Plan::Fits => Oversize::Fits,
+            Plan::TooLong => Oversize::TooLong,
+            Plan::Cut(hdr) => {
+                let mut pieces = Vec::new();
+                let mut out = Vec::new();
+                match gso::segment(&hdr, frame, &mut out, |p| pieces.push(p.to_vec())) {
+                    Ok(_) => Oversize::Pieces(pieces),
+                    Err(_) => Oversize::TooLong,
+                }
             }
-            let offset = u32::try_from(i * mss).unwrap_or(0);
-            h[tcp + 4..tcp + 8].copy_from_slice(&seq0.wrapping_add(offset).to_be_bytes());
-            let mut f = flags;
-            if i + 1 < count {
-                f &= !(0x01 | 0x08); // FIN, PSH: last piece only
-            }
-            if i > 0 {
-                f &= !0x80; // CWR: first piece only
-            }
-            h[tcp + 13] = f;
-            pieces.push(p);
         }
-        Oversize::Pieces(pieces)
     }
 
     #[cfg(test)]

@@ -158,7 +158,7 @@ fn network_header(frame: &[u8]) -> Option<(usize, u16)> {
     for _ in 0..3 {
         let b = frame.get(off..off + 2)?;
         let et = u16::from_be_bytes([b[0], b[1]]);
-        if !matches!(et, 0x8100 | 0x88a8) {
+        if !matches!(et, 0x8100 | 0x88a8 | 0x9100) {
             return Some((off + 2, et));
         }
         off += 4;
@@ -247,18 +247,19 @@ const TCP_CWR: u8 = 0x80;
 /// Cuts a TCP super-frame into segments of at most `gso_size` payload
 /// bytes, each built in `out` and handed to `emit`, with the IP length,
 /// IPv4 id and header checksum, TCP sequence number, flags and checksum
-/// of each segment right. A frame that is not a super-frame has its
+/// of each segment right (`emit` may still edit a segment's addresses,
+/// not what the checksums cover). A frame that is not a super-frame has its
 /// checksum completed and is emitted once. Returns the number of frames
 /// emitted; on an error nothing was emitted.
 pub fn segment(
     hdr: &VnetHdr,
     frame: &[u8],
     out: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
+    mut emit: impl FnMut(&mut [u8]),
 ) -> Result<usize, GsoError> {
     if hdr.gso_type == GSO_NONE {
         complete_checksum(hdr, frame, out)?;
-        emit(out);
+        emit(&mut out[..]);
         return Ok(1);
     }
     let l = tcp_layout(hdr, frame)?;
@@ -317,7 +318,7 @@ pub fn segment(
         };
         let c = fold(sum(&out[l.l4..], pseudo));
         out[l.l4 + 16..l.l4 + 18].copy_from_slice(&c.to_be_bytes());
-        emit(out);
+        emit(&mut out[..]);
     }
     Ok(count)
 }

@@ -93,6 +93,30 @@ fn emit(port: &Port, hdr: Option<&VnetHdr>, bytes: &[u8], now: Duration) {
     }
 }
 
+/// Calls `f` for every port a forwarding decision sends to (none for a
+/// drop).
+#[inline]
+fn for_each_target(
+    ingress: &Port,
+    table: &PortTable,
+    decision: Decision,
+    mut f: impl FnMut(&Port),
+) {
+    match decision {
+        Decision::Forward(p) => {
+            if let Some(port) = table.get(p) {
+                f(port);
+            }
+        }
+        Decision::Flood => {
+            for port in table.iter().filter(|p| p.id() != ingress.id()) {
+                f(port);
+            }
+        }
+        Decision::Drop(_) => {}
+    }
+}
+
 impl<'a> Forms<'a> {
     fn new(
         frame: &'a [u8],
@@ -113,9 +137,6 @@ impl<'a> Forms<'a> {
     /// Sends the frame through `port` in the form its membership asks for,
     /// or not at all when the port is outside the frame's VLAN.
     fn send(&mut self, port: &Port, now: Duration) {
-        if self.class.vid == 0 {
-            return emit(port, self.offload, self.frame, now);
-        }
         let Some(egress) = port.egress(self.class.vid) else {
             return;
         };
@@ -346,54 +367,15 @@ impl Switch {
             return ingress.drop_frame(reason, now, None);
         }
         if class.vid == 0 {
-            return self.deliver_as_is(ingress, table, decision, frame, offload, now);
+            // VLAN-transparent: every port gets the frame's own bytes.
+            return for_each_target(ingress, table, decision, |port| {
+                emit(port, offload, frame, now)
+            });
         }
         VLAN_FORMS.with_borrow_mut(|bufs| {
             let mut forms = Forms::new(frame, class, bufs, offload);
-            match decision {
-                Decision::Forward(p) => {
-                    if let Some(port) = table.get(p) {
-                        forms.send(port, now);
-                    }
-                }
-                Decision::Flood => {
-                    for port in table.iter() {
-                        if port.id() != ingress.id() {
-                            forms.send(port, now);
-                        }
-                    }
-                }
-                Decision::Drop(_) => {}
-            }
+            for_each_target(ingress, table, decision, |port| forms.send(port, now));
         });
-    }
-
-    /// Carries out a decision in a VLAN-transparent switch: every port gets
-    /// the frame's own bytes.
-    fn deliver_as_is(
-        &self,
-        ingress: &Port,
-        table: &PortTable,
-        decision: Decision,
-        frame: &[u8],
-        offload: Option<&VnetHdr>,
-        now: Duration,
-    ) {
-        match decision {
-            Decision::Forward(p) => {
-                if let Some(port) = table.get(p) {
-                    emit(port, offload, frame, now);
-                }
-            }
-            Decision::Flood => {
-                for port in table.iter() {
-                    if port.id() != ingress.id() {
-                        emit(port, offload, frame, now);
-                    }
-                }
-            }
-            Decision::Drop(reason) => ingress.drop_frame(reason, now, None),
-        }
     }
 
     /// Forwards frames that arrived together on `ingress`: one engine lock
@@ -402,28 +384,26 @@ impl Switch {
         let n = frames.len().min(crate::sys::MMSG_BATCH);
         let frames = &frames[..n];
         let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
+        let mut classes = [Classified::TRANSPARENT; crate::sys::MMSG_BATCH];
         let table = self.ports.load();
         let mut notice = None;
-        let vlan_aware;
         {
             let mut engine = self.engine();
-            vlan_aware = engine.is_vlan_aware();
-            if !vlan_aware {
-                for (d, f) in decisions.iter_mut().zip(frames) {
-                    *d = engine.decide(ingress.id(), f, now);
-                    notice = engine.take_notice().or(notice);
-                }
+            for ((d, c), f) in decisions.iter_mut().zip(classes.iter_mut()).zip(frames) {
+                (*d, *c) = engine.decide_in(ingress.id(), f, now);
+                notice = engine.take_notice().or(notice);
             }
-        }
-        if vlan_aware {
-            // Each frame may need its own tagging per port: no run batching.
-            for f in frames {
-                self.forward(ingress, f, now);
-            }
-            return;
         }
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
+        }
+        if classes[..n].iter().any(|c| c.vid != 0) {
+            // Each frame may need its own tagging per port: no run batching.
+            for ((f, d), c) in frames.iter().zip(decisions).zip(classes) {
+                ingress.note_received(f);
+                self.deliver(ingress, &table, d, f, c, None, now);
+            }
+            return;
         }
         let mut run: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
         let mut i = 0;
@@ -448,13 +428,9 @@ impl Switch {
                     i = j;
                     continue;
                 }
-                Decision::Flood => {
-                    for port in table.iter() {
-                        if port.id() != ingress.id() {
-                            port.send(frames[i], now);
-                        }
-                    }
-                }
+                Decision::Flood => for_each_target(ingress, &table, Decision::Flood, |port| {
+                    port.send(frames[i], now)
+                }),
                 Decision::Drop(reason) => ingress.drop_frame(reason, now, None),
             }
             i += 1;

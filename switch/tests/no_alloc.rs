@@ -52,6 +52,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Takes every frame; plain frames only (the switch segments offloaded
+/// ones for it).
 struct Sink;
 
 impl Transmit for Sink {
@@ -76,6 +78,37 @@ fn frame(dst: [u8; 6], src: u8) -> Vec<u8> {
     f
 }
 
+/// A switch with ports `p0`, `p1`, … sending through `txs`; the ports
+/// named in `trunks` carry VLAN 1 tagged (which makes the switch
+/// VLAN-aware).
+fn switch_with(txs: Vec<Box<dyn Transmit>>, trunks: &[&str]) -> (Arc<Switch>, Vec<Arc<Port>>) {
+    let sw = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
+    if !trunks.is_empty() {
+        sw.set_vlan_rules(VlanRules::new(
+            trunks
+                .iter()
+                .map(|t| (PortPattern::new(*t), "/1".parse().expect("spec")))
+                .collect(),
+        ));
+    }
+    let ports = txs
+        .into_iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            let p = Arc::new(Port::new(
+                sw.allocate_id(),
+                format!("p{i}"),
+                "memory",
+                "test",
+                tx,
+            ));
+            sw.add_port(p.clone());
+            p
+        })
+        .collect();
+    (sw, ports)
+}
+
 #[test]
 fn forwarding_allocates_nothing_per_frame() {
     forward_counting_allocations(false);
@@ -88,32 +121,17 @@ fn vlan_translation_allocates_nothing_per_frame() {
 }
 
 fn forward_counting_allocations(vlans: bool) {
-    let sw = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
-    if vlans {
-        // p0 untagged in VLAN 1 (no rule); p1 and p3 carry it tagged, so
-        // every frame from p0 is tagged on its way to them.
-        sw.set_vlan_rules(VlanRules::new(vec![
-            (PortPattern::new("p1"), "/1".parse().expect("spec")),
-            (PortPattern::new("p3"), "/1".parse().expect("spec")),
-        ]));
-    }
-    let mut ports = Vec::new();
-    for i in 0..4 {
-        let tx: Box<dyn Transmit> = if i == 3 {
-            Box::new(Full)
-        } else {
-            Box::new(Sink)
-        };
-        let p = Arc::new(Port::new(
-            sw.allocate_id(),
-            format!("p{i}"),
-            "memory",
-            "test",
-            tx,
-        ));
-        sw.add_port(p.clone());
-        ports.push(p);
-    }
+    // p0 untagged in VLAN 1 (no rule); with `vlans`, p1 and p3 carry it
+    // tagged, so every frame from p0 is tagged on its way to them.
+    let (sw, ports) = switch_with(
+        vec![
+            Box::new(Sink),
+            Box::new(Sink),
+            Box::new(Sink),
+            Box::new(Full),
+        ],
+        if vlans { &["p1", "p3"] } else { &[] },
+    );
     let t = Duration::from_secs(1);
     // Warm up: learn every address, so the table does not grow below.
     for (i, p) in ports.iter().enumerate() {
@@ -148,15 +166,6 @@ fn forward_counting_allocations(vlans: bool) {
         "the data path allocated"
     );
     assert!(ports[1].counters().snapshot().tx_frames >= 20_000);
-}
-
-/// Takes plain frames only (the switch segments for it).
-struct Plain;
-
-impl Transmit for Plain {
-    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
-        Ok(())
-    }
 }
 
 /// Takes offloaded frames whole.
@@ -196,31 +205,12 @@ fn super_frame(dst: [u8; 6], payload: usize) -> (VnetHdr, Vec<u8>) {
 #[test]
 fn offloaded_frames_allocate_nothing_per_frame() {
     for vlans in [false, true] {
-        let sw = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
-        if vlans {
-            // p1 and p2 carry VLAN 1 tagged: frames from p0 are tagged.
-            sw.set_vlan_rules(VlanRules::new(vec![
-                (PortPattern::new("p1"), "/1".parse().expect("spec")),
-                (PortPattern::new("p2"), "/1".parse().expect("spec")),
-            ]));
-        }
-        let mut ports = Vec::new();
-        for i in 0..3 {
-            let tx: Box<dyn Transmit> = if i == 2 {
-                Box::new(Plain)
-            } else {
-                Box::new(Offload)
-            };
-            let p = Arc::new(Port::new(
-                sw.allocate_id(),
-                format!("p{i}"),
-                "memory",
-                "test",
-                tx,
-            ));
-            sw.add_port(p.clone());
-            ports.push(p);
-        }
+        // With `vlans`, p1 and p2 carry VLAN 1 tagged: frames from p0 are
+        // tagged.
+        let (sw, ports) = switch_with(
+            vec![Box::new(Offload), Box::new(Offload), Box::new(Sink)],
+            if vlans { &["p1", "p2"] } else { &[] },
+        );
         let t = Duration::from_secs(1);
         let (hdr, flood) = super_frame([0xff; 6], 60_000);
         let (_, smaller) = super_frame([0xff; 6], 3000);

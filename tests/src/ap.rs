@@ -898,24 +898,19 @@ pub fn dhcpv6_lease(dev: &str, mac: [u8; 6], timeout: Duration) -> Result<Ipv6Ad
             thread::sleep(Duration::from_millis(300));
             continue;
         }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(1500) {
-            let mut buf = [0u8; 1500];
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            let reply = &buf[..n];
-            if n < 4 || reply[0] != DHCP6_ADVERTISE || reply[1..4] != xid {
-                continue;
-            }
-            let opts = dhcp6_options(&reply[4..]);
+        let offer = await_dhcp6(&sock, DHCP6_ADVERTISE, xid, |body| {
+            let opts = dhcp6_options(body);
             let sid = opts.iter().find(|(c, _)| *c == OPT_SERVERID);
             let ia = opts.iter().find(|(c, _)| *c == OPT_IA_NA);
             if let (Some((_, sid)), Some((_, ia))) = (sid, ia) {
                 if ia_na_addr(ia)?.is_some() {
-                    break 'solicit (sid.to_vec(), ia.to_vec());
+                    return Ok(Some((sid.to_vec(), ia.to_vec())));
                 }
             }
+            Ok(None)
+        })?;
+        if let Some(offer) = offer {
+            break 'solicit offer;
         }
     };
     // Request that address until the Reply confirms it.
@@ -928,17 +923,8 @@ pub fn dhcpv6_lease(dev: &str, mac: [u8; 6], timeout: Duration) -> Result<Ipv6Ad
         push_opt(&mut msg, OPT_IA_NA, &ia);
         push_opt(&mut msg, OPT_ELAPSED, &elapsed(start));
         sock.send_to(&msg, server).context("DHCPv6 Request")?;
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(1500) {
-            let mut buf = [0u8; 1500];
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            let reply = &buf[..n];
-            if n < 4 || reply[0] != DHCP6_REPLY || reply[1..4] != xid {
-                continue;
-            }
-            for (code, data) in dhcp6_options(&reply[4..]) {
+        let bound = await_dhcp6(&sock, DHCP6_REPLY, xid, |body| {
+            for (code, data) in dhcp6_options(body) {
                 if code == OPT_STATUS && data.len() >= 2 && data[..2] != [0, 0] {
                     bail!(
                         "DHCPv6 Reply status: {}",
@@ -947,12 +933,42 @@ pub fn dhcpv6_lease(dev: &str, mac: [u8; 6], timeout: Duration) -> Result<Ipv6Ad
                 }
                 if code == OPT_IA_NA {
                     if let Some(a) = ia_na_addr(data)? {
-                        return Ok(a);
+                        return Ok(Some(a));
                     }
                 }
             }
+            Ok(None)
+        })?;
+        if let Some(a) = bound {
+            return Ok(a);
         }
     }
+}
+
+/// Reads messages of type `kind` for transaction `xid` for up to 1.5 s (or
+/// until the socket's read timeout) and hands each one's options to
+/// `accept` until it takes one.
+fn await_dhcp6<T>(
+    sock: &UdpSocket,
+    kind: u8,
+    xid: [u8; 3],
+    mut accept: impl FnMut(&[u8]) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        let mut buf = [0u8; 1500];
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        let reply = &buf[..n];
+        if n < 4 || reply[0] != kind || reply[1..4] != xid {
+            continue;
+        }
+        if let Some(v) = accept(&reply[4..])? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
 }
 
 /// The init script of a UML guest that runs the agent: PID 1, boots the
@@ -1199,20 +1215,7 @@ impl ApSwitch {
 
     /// `ctl -j macnat` bindings as (address, MAC lower-case).
     pub fn bindings(&self) -> Result<Vec<(String, String)>> {
-        let j = self.ctl.json(&["macnat"])?;
-        let list = j
-            .get("macnat")
-            .and_then(|m| m.as_array())
-            .with_context(|| format!("ctl macnat: {j}"))?;
-        Ok(list
-            .iter()
-            .filter_map(|e| {
-                Some((
-                    e.get("address")?.as_str()?.to_string(),
-                    e.get("mac")?.as_str()?.to_lowercase(),
-                ))
-            })
-            .collect())
+        macnat_bindings(&self.ctl)
     }
 
     /// The MAC-NAT counters (`ctl -j macnat`, summed over ports).
@@ -1611,4 +1614,37 @@ pub mod raw {
             Ok(sent)
         })?
     }
+}
+
+/// `switchyard ctl -j macnat` bindings as (address, MAC lower-case).
+pub fn macnat_bindings(ctl: &crate::transports::Ctl) -> Result<Vec<(String, String)>> {
+    let j = ctl.json(&["macnat"])?;
+    let list = j
+        .get("macnat")
+        .and_then(|m| m.as_array())
+        .with_context(|| format!("ctl macnat: {j}"))?;
+    Ok(list
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e.get("address")?.as_str()?.to_string(),
+                e.get("mac")?.as_str()?.to_lowercase(),
+            ))
+        })
+        .collect())
+}
+
+/// Runs the guest agent in each of `guests` at once and collects their
+/// reports, named `gN`.
+pub fn run_agents(guests: &[TapGuest], env: &AgentEnv) -> Result<Vec<(String, AgentReport)>> {
+    let mut agents = Vec::new();
+    for g in guests {
+        agents.push(g.spawn_agent(env)?);
+    }
+    let mut reports = Vec::new();
+    for (g, a) in guests.iter().zip(agents.iter_mut()) {
+        a.wait_exit(Duration::from_secs(90))?;
+        reports.push((format!("g{}", g.n), AgentReport::parse(&a.output())));
+    }
+    Ok(reports)
 }

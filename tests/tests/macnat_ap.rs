@@ -20,7 +20,7 @@ use switchyard_tests::ap::{
 use switchyard_tests::switch::{start_vde_switch, Switch};
 use switchyard_tests::transports::{dhcp_lease, need, Ctl};
 use switchyard_tests::util::{output, run, wait_until};
-use switchyard_tests::{preflight, Proc, TempDir, Uml};
+use switchyard_tests::{preflight, TempDir, Uml};
 
 /// The AP, the LAN host's TCP server and a switch whose pcap port sits on
 /// the station's interface. Fields drop in order: switch, server, AP, temp dir.
@@ -63,12 +63,6 @@ fn rig(mac_nat: bool) -> Result<Rig> {
     })
 }
 
-/// Waits for a guest agent and parses what it printed.
-fn agent_report(p: &mut Proc, timeout: Duration) -> Result<AgentReport> {
-    p.wait_exit(timeout)?;
-    Ok(AgentReport::parse(&p.output()))
-}
-
 /// Fails unless every guest reported success and distinct addresses.
 fn check_reports(reports: &[(String, AgentReport)], dhcpv6: bool) -> Result<()> {
     let mut seen = HashSet::new();
@@ -90,24 +84,6 @@ fn check_reports(reports: &[(String, AgentReport)], dhcpv6: bool) -> Result<()> 
         }
     }
     Ok(())
-}
-
-/// `switchyard ctl -j macnat` entries as (address, mac).
-fn macnat_entries(ctl: &Ctl) -> Result<Vec<(String, String)>> {
-    let j = ctl.json(&["macnat"])?;
-    let list = j
-        .get("macnat")
-        .and_then(|m| m.as_array())
-        .with_context(|| format!("ctl macnat: {j}"))?;
-    Ok(list
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e.get("address")?.as_str()?.to_string(),
-                e.get("mac")?.as_str()?.to_lowercase(),
-            ))
-        })
-        .collect())
 }
 
 /// ICMP echo requests received so far in `ns` (`/proc/net/snmp` InEchos).
@@ -173,17 +149,7 @@ fn guests_get_addresses_and_reach_the_lan_through_mac_nat() -> Result<()> {
     for n in 1..=TAP_GUESTS {
         guests.push(TapGuest::start(&r.dir, n)?);
     }
-    let mut agents = Vec::new();
-    for g in &guests {
-        agents.push(g.spawn_agent(&env)?);
-    }
-    let mut reports = Vec::new();
-    for (g, a) in guests.iter().zip(agents.iter_mut()) {
-        reports.push((
-            format!("g{}", g.n),
-            agent_report(a, Duration::from_secs(90))?,
-        ));
-    }
+    let mut reports = ap::run_agents(&guests, &env)?;
     uml.proc
         .wait_for_output("SY_AGENT_EXIT", Duration::from_secs(120))?;
     reports.push(("uml".into(), AgentReport::parse(&uml.proc.output())));
@@ -241,7 +207,7 @@ fn guests_get_addresses_and_reach_the_lan_through_mac_nat() -> Result<()> {
     }
 
     // `ctl macnat` binds every guest address to that guest's MAC.
-    let entries = macnat_entries(&r.ctl)?;
+    let entries = ap::macnat_bindings(&r.ctl)?;
     for ((name, rep), n) in reports.iter().zip(1..) {
         for a in rep.addrs() {
             ensure!(
@@ -394,17 +360,7 @@ fn configured_guests(r: &Rig, count: u8) -> Result<(Vec<TapGuest>, Vec<AgentRepo
     for n in 1..=count {
         guests.push(TapGuest::start(&r.dir, n)?);
     }
-    let mut agents = Vec::new();
-    for g in &guests {
-        agents.push(g.spawn_agent(&env)?);
-    }
-    let mut reports = Vec::new();
-    for (g, a) in guests.iter().zip(agents.iter_mut()) {
-        reports.push((
-            format!("g{}", g.n),
-            agent_report(a, Duration::from_secs(90))?,
-        ));
-    }
+    let reports = ap::run_agents(&guests, &env)?;
     check_reports(&reports, false)?;
     Ok((guests, reports.into_iter().map(|(_, r)| r).collect()))
 }
@@ -438,7 +394,7 @@ fn a_duplicate_address_stays_with_its_first_owner() -> Result<()> {
         d1 >= 5 && d2 == 0,
         "after g2 claimed {a1}, g1 got {d1} and g2 got {d2} of the LAN's 5 pings"
     );
-    let entries = macnat_entries(&r.ctl)?;
+    let entries = ap::macnat_bindings(&r.ctl)?;
     ensure!(
         entries.iter().any(|(a, m)| *a == a1 && *m == guest_mac(1)),
         "{a1} is no longer bound to g1: {entries:?}"
@@ -456,7 +412,7 @@ fn a_duplicate_address_stays_with_its_first_owner() -> Result<()> {
 fn a_leaving_guest_loses_its_bindings() -> Result<()> {
     let mut r = rig(true)?;
     let (mut guests, reports) = configured_guests(&r, 2)?;
-    let entries = macnat_entries(&r.ctl)?;
+    let entries = ap::macnat_bindings(&r.ctl)?;
     ensure!(
         entries.iter().any(|(_, m)| *m == guest_mac(2)),
         "g2 has no bindings to begin with: {entries:?}"
@@ -464,7 +420,7 @@ fn a_leaving_guest_loses_its_bindings() -> Result<()> {
     drop(guests.pop());
     let mut last = Vec::new();
     let gone = wait_until(Duration::from_secs(10), "g2's bindings to go", || {
-        last = macnat_entries(&r.ctl).unwrap_or_default();
+        last = ap::macnat_bindings(&r.ctl).unwrap_or_default();
         !last.iter().any(|(_, m)| *m == guest_mac(2))
     });
     let a1 = reports[0].dhcp4.context("g1's lease")?.to_string();
