@@ -48,7 +48,7 @@ pub enum ConfigError {
 }
 
 /// A duration: seconds as a number, or a string such as `300s`, `5m`,
-/// `1h`, `500ms`.
+/// `1h`, `500ms`, `20us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
 
@@ -69,20 +69,57 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-/// Parses `300`, `300s`, `5m`, `1h`, `500ms`.
+/// Parses `300` (seconds), `300s`, `5m`, `1h`, `500ms`, `20us` (`µs` too).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 300s, 5m, 1h, 500ms)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 300s, 5m, 1h, 500ms, 20us)"))?;
+    let times = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long a duration"))
+    };
     match unit.trim() {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        u => Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+        "us" | "µs" => Ok(Duration::from_micros(n)),
+        "m" => times(60),
+        "h" => times(3600),
+        u => Err(format!(
+            "unknown unit {u:?} in {s:?}; use us, ms, s, m or h"
+        )),
+    }
+}
+
+/// Parses a busy-poll time (`--busy-poll`, `switch.busy_poll`): a
+/// duration such as `20us`, `0` for off. More than
+/// [`switchyard_switch::MAX_BUSY_POLL`] is refused rather than capped, so
+/// that what was asked for is what runs.
+pub fn parse_busy_poll(s: &str) -> Result<Duration, String> {
+    check_busy_poll(parse_duration(s)?)
+}
+
+/// Refuses a busy poll longer than [`switchyard_switch::MAX_BUSY_POLL`].
+fn check_busy_poll(d: Duration) -> Result<Duration, String> {
+    let max = switchyard_switch::MAX_BUSY_POLL;
+    if d > max {
+        return Err(format!(
+            "a busy poll of {d:?} is too long: the maximum is {max:?} \
+             (e.g. 20us; 0 turns it off; a plain number is seconds)"
+        ));
+    }
+    Ok(d)
+}
+
+/// A busy-poll time for people: `20 µs`, or `off`.
+pub fn show_busy_poll(d: Duration) -> String {
+    if d.is_zero() {
+        "off".into()
+    } else {
+        format!("{} µs", d.as_micros())
     }
 }
 
@@ -112,6 +149,10 @@ struct SwitchSection {
     bpdu_guard: bool,
     #[serde(default)]
     storm_control: StormSection,
+    /// Hold unicast for a full peer (pausing its sender) rather than drop it.
+    backpressure: Option<bool>,
+    /// Keep polling an idle unix port this long before sleeping (`20us`).
+    busy_poll: Option<Sp<Seconds>>,
     #[serde(default)]
     static_macs: Vec<StaticMac>,
     #[serde(default)]
@@ -441,6 +482,13 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
         storm.multicast,
         storm.unknown_unicast,
     );
+    if let Some(on) = file.switch.backpressure {
+        base.backpressure = on;
+    }
+    if let Some(b) = &file.switch.busy_poll {
+        base.busy_poll = check_busy_poll(b.value.0)
+            .map_err(|e| bad(b.referenced, "switch.busy_poll".into(), e))?;
+    }
     for (i, m) in file.switch.static_macs.iter().enumerate() {
         let mac = m
             .mac
@@ -789,6 +837,8 @@ mod tests {
             engine: EngineConfig::default(),
             numports: 1024,
             threads: 1,
+            backpressure: true,
+            busy_poll: Duration::ZERO,
             daemon: false,
             pidfile: None,
             log_level: "info".into(),
@@ -935,6 +985,59 @@ control: { path: /run/switchyard/control.sock }
     }
 
     #[test]
+    fn backpressure_from_the_file() {
+        assert!(load_str("").expect("loads").0.backpressure, "on by default");
+        let (s, _) = load_str("switch:\n  backpressure: false\n").expect("loads");
+        assert!(!s.backpressure);
+        let (s, _) = load_str("switch:\n  backpressure: true\n").expect("loads");
+        assert!(s.backpressure);
+        // The command line's spelling works too.
+        let (s, _) = load_str("switch: { backpressure: off }").expect("loads");
+        assert!(!s.backpressure);
+        let e = load_str("switch:\n  backpressure: sometimes\n").expect_err("bad value");
+        let m = e.to_string();
+        assert!(m.contains("test.yaml") && m.contains("line 2"), "{m}");
+        let e = load_str("switch:\n  backpresure: false\n").expect_err("unknown key");
+        let m = e.to_string();
+        assert!(m.contains("test.yaml") && m.contains("backpresure"), "{m}");
+    }
+
+    #[test]
+    fn busy_poll_from_the_file() {
+        let (s, _) = load_str("").expect("loads");
+        assert_eq!(s.busy_poll, Duration::ZERO, "off by default");
+        let (s, _) = load_str("switch:\n  busy_poll: 20us\n").expect("loads");
+        assert_eq!(s.busy_poll, Duration::from_micros(20));
+        let (s, _) = load_str("switch: { busy_poll: 1ms }").expect("loads");
+        assert_eq!(s.busy_poll, Duration::from_millis(1));
+        let (s, _) = load_str("switch: { busy_poll: 0 }").expect("loads");
+        assert_eq!(s.busy_poll, Duration::ZERO);
+        for (yaml, want) in [
+            ("switch:\n  busy_poll: 1001us\n", "maximum is 1ms"),
+            ("switch:\n  busy_poll: 20\n", "maximum is 1ms"),
+            ("switch:\n  busy_poll: 20ns\n", "use us, ms, s, m or h"),
+        ] {
+            let m = load_str(yaml).expect_err(yaml).to_string();
+            assert!(
+                m.contains("test.yaml") && m.contains("line 2") && m.contains(want),
+                "{yaml}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn busy_poll_values() {
+        assert_eq!(parse_busy_poll("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_busy_poll("20us"), Ok(Duration::from_micros(20)));
+        assert_eq!(parse_busy_poll("1000us"), Ok(Duration::from_millis(1)));
+        let e = parse_busy_poll("2ms").expect_err("too long");
+        assert!(e.contains("2ms") && e.contains("maximum is 1ms"), "{e}");
+        assert!(parse_busy_poll("fast").is_err());
+        assert_eq!(show_busy_poll(Duration::ZERO), "off");
+        assert_eq!(show_busy_poll(Duration::from_micros(20)), "20 µs");
+    }
+
+    #[test]
     fn empty_file_keeps_defaults() {
         let (s, e) = load_str("").expect("empty is fine");
         assert_eq!(s.controls.len(), 3);
@@ -946,6 +1049,12 @@ control: { path: /run/switchyard/control.sock }
         assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("20us"), Ok(Duration::from_micros(20)));
+        assert_eq!(parse_duration("20µs"), Ok(Duration::from_micros(20)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("five").is_err());
+        let e = parse_duration("3 parsecs").expect_err("bad unit");
+        assert!(e.contains("use us, ms, s, m or h"), "{e}");
+        assert!(parse_duration(&format!("{}h", u64::MAX)).is_err());
     }
 }

@@ -258,7 +258,8 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
                         "state": if p.is_closing() { "closing" } else { "up" },
                         "vlans": p.vlans().map(|v| v.to_string()),
                         "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
-                        "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes, "drops": drops,
+                        "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes, "tx_held": c.tx_held,
+                        "drops": drops,
                     })
                 })
                 .collect();
@@ -298,10 +299,13 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
             let cfg = switch.config();
             json!({
                 "mode": if cfg.mode == Mode::Hub { "hub" } else { "switch" },
+                "backpressure": switch.backpressure(),
+                "busy_poll_us": u64::try_from(switch.busy_poll().as_micros()).unwrap_or(u64::MAX),
                 "ports": table.len(), "fdb_entries": switch.fdb_len(),
                 "fdb_max_entries": cfg.fdb.max_entries, "fdb_aging_seconds": cfg.fdb.aging.as_secs(),
                 "fdb_learned": ev.learned, "fdb_moved": ev.moved, "fdb_aged": ev.aged, "fdb_refused": ev.refused,
-                "rx_frames": rx, "tx_frames": tx, "drops": drops, "drops_by_reason": by_reason,
+                "rx_frames": rx, "tx_frames": tx, "tx_held": t.tx_held,
+                "drops": drops, "drops_by_reason": by_reason,
                 "uptime_seconds": switch.now().as_secs(),
                 "handshakes_refused": handshakes_refused(),
                 "handshakes_waiting": switchyard_switch::ports::unix::waiting(),
@@ -339,5 +343,32 @@ pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
         other => {
             json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del, reload")})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_switch::EngineConfig;
+
+    #[test]
+    fn stats_show_backpressure_and_held_frames() {
+        let switch = Switch::new(EngineConfig::default());
+        let stats = answer(&json!({"cmd": "stats"}), &switch);
+        assert_eq!(stats["backpressure"], json!(true), "{stats}");
+        assert_eq!(stats["tx_held"], json!(0), "{stats}");
+        switch.set_backpressure(false);
+        let stats = answer(&json!({"cmd": "stats"}), &switch);
+        assert_eq!(stats["backpressure"], json!(false), "{stats}");
+    }
+
+    #[test]
+    fn stats_show_the_busy_poll() {
+        let switch = Switch::new(EngineConfig::default());
+        let stats = answer(&json!({"cmd": "stats"}), &switch);
+        assert_eq!(stats["busy_poll_us"], json!(0), "{stats}");
+        switch.set_busy_poll(std::time::Duration::from_micros(20));
+        let stats = answer(&json!({"cmd": "stats"}), &switch);
+        assert_eq!(stats["busy_poll_us"], json!(20), "{stats}");
     }
 }

@@ -14,7 +14,7 @@ usage: switchyard ctl [-s SOCKET] [-j] COMMAND
 commands:
   ports                  ports with type, peer, state and counters
   fdb                    the forwarding table (MAC, VLAN, port, age)
-  stats                  switch-wide counters
+  stats                  switch-wide settings and counters
   fdb flush [PORT]       empty the forwarding table, or one port's entries
   port add SPEC          add a port (udp, mcast, stream, vxlan spec as for --port)
   port del NAME          remove a port
@@ -231,7 +231,7 @@ fn print_human(cmd: &str, r: &Value) {
     match cmd {
         "ports" => table(
             &[
-                "NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "DROPS", "PEER",
+                "NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "HELD", "DROPS", "PEER",
             ],
             r["ports"]
                 .as_array()
@@ -249,6 +249,7 @@ fn print_human(cmd: &str, r: &Value) {
                         s(&p["vlans"]),
                         s(&p["rx_frames"]),
                         s(&p["tx_frames"]),
+                        s(&p["tx_held"]),
                         drops.to_string(),
                         s(&p["peer"]),
                     ]

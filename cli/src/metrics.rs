@@ -68,7 +68,7 @@ pub fn render(switch: &Switch) -> String {
         .iter()
         .map(|p| (p.clone(), p.counters().snapshot()))
         .collect();
-    let counters: [(&str, &str, Getter); 4] = [
+    let counters: [(&str, &str, Getter); 5] = [
         (
             "switchyard_port_rx_frames_total",
             "Frames received from the port's peer.",
@@ -88,6 +88,11 @@ pub fn render(switch: &Switch) -> String {
             "switchyard_port_tx_bytes_total",
             "Bytes sent to the port's peer.",
             |c| c.tx_bytes,
+        ),
+        (
+            "switchyard_port_tx_held_frames_total",
+            "Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
+            |c| c.tx_held,
         ),
     ];
     for (name, help, get) in counters {
@@ -134,6 +139,13 @@ pub fn render(switch: &Switch) -> String {
             totals.drops(r)
         );
     }
+    family(
+        &mut o,
+        "switchyard_tx_held_frames_total",
+        "counter",
+        "Frames held for a full peer since start, ports that are gone included.",
+    );
+    let _ = writeln!(o, "switchyard_tx_held_frames_total {}", totals.tx_held);
     family(
         &mut o,
         "switchyard_macnat_entries",
@@ -332,4 +344,23 @@ async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
     );
     s.write_all(resp.as_bytes()).await?;
     s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_switch::EngineConfig;
+
+    #[test]
+    fn held_frames_have_a_family_per_port_and_a_total() {
+        let text = render(&Switch::new(EngineConfig::default()));
+        for line in [
+            "# TYPE switchyard_port_tx_held_frames_total counter",
+            "# HELP switchyard_port_tx_held_frames_total Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
+            "# TYPE switchyard_tx_held_frames_total counter",
+            "switchyard_tx_held_frames_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 }

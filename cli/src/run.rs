@@ -328,6 +328,17 @@ async fn serve(
     ops: Operations,
 ) -> Result<Shutdown> {
     let switch = Switch::new(settings.engine);
+    switch.set_backpressure(settings.backpressure);
+    if !settings.backpressure {
+        tracing::info!("backpressure off: frames a full peer refuses are dropped");
+    }
+    switch.set_busy_poll(settings.busy_poll);
+    if !settings.busy_poll.is_zero() {
+        tracing::info!(
+            "busy polling {} after each burst: lower latency, one core busy while traffic flows",
+            crate::config::show_busy_poll(settings.busy_poll)
+        );
+    }
     switch.set_static_macs(settings.static_macs.clone());
     switch.set_vlan_rules(switchyard_switch::VlanRules::new(settings.vlans.clone()));
     let numbers = Arc::new(PortNumbers::new(settings.numports));

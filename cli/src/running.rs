@@ -70,16 +70,29 @@ pub struct Changes {
     /// The VLAN rules changed (the FDB entries of re-assigned ports were
     /// purged).
     pub vlans: bool,
+    /// Backpressure was switched on (`Some(true)`) or off.
+    pub backpressure: Option<bool>,
+    /// The busy poll changed to this (zero: off).
+    pub busy_poll: Option<std::time::Duration>,
 }
 
 impl std::fmt::Display for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "added [{}], removed [{}]{}",
+            "added [{}], removed [{}]{}{}{}",
             self.added.join(", "),
             self.removed.join(", "),
-            if self.vlans { ", VLANs changed" } else { "" }
+            if self.vlans { ", VLANs changed" } else { "" },
+            match self.backpressure {
+                Some(true) => ", backpressure on",
+                Some(false) => ", backpressure off",
+                None => "",
+            },
+            match self.busy_poll {
+                Some(d) => format!(", busy poll {}", crate::config::show_busy_poll(d)),
+                None => String::new(),
+            }
         )
     }
 }
@@ -251,6 +264,14 @@ impl Running {
             self.start(k, o);
         }
         self.switch.set_config(new.engine);
+        if new.backpressure != self.switch.backpressure() {
+            changes.backpressure = Some(new.backpressure);
+            self.switch.set_backpressure(new.backpressure);
+        }
+        if new.busy_poll != self.switch.busy_poll() {
+            changes.busy_poll = Some(new.busy_poll);
+            self.switch.set_busy_poll(new.busy_poll);
+        }
         self.switch.set_static_macs(new.static_macs.clone());
         let rules = switchyard_switch::VlanRules::new(new.vlans.clone());
         if rules != self.switch.vlan_rules() {
@@ -311,5 +332,21 @@ impl Running {
                 let _ = std::fs::remove_file(p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_the_busy_poll() {
+        let mut c = Changes {
+            busy_poll: Some(std::time::Duration::from_micros(20)),
+            ..Changes::default()
+        };
+        assert_eq!(c.to_string(), "added [], removed [], busy poll 20 µs");
+        c.busy_poll = Some(std::time::Duration::ZERO);
+        assert_eq!(c.to_string(), "added [], removed [], busy poll off");
     }
 }

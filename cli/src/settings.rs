@@ -73,6 +73,12 @@ pub struct Settings {
     pub numports: u32,
     /// Data-path threads (1: a single-threaded runtime).
     pub threads: usize,
+    /// Hold unicast for a full unix-socket peer, pausing its sender,
+    /// instead of tail-dropping it ([`switchyard_switch::Switch::set_backpressure`]).
+    pub backpressure: bool,
+    /// How long an idle unix port keeps polling for its next frame before
+    /// its thread sleeps; zero: off ([`switchyard_switch::Switch::set_busy_poll`]).
+    pub busy_poll: std::time::Duration,
     /// Detach from the terminal after binding.
     pub daemon: bool,
     /// Where to write the pid.

@@ -151,6 +151,7 @@ pub struct PortCounters {
     rx_bytes: AtomicU64,
     tx_frames: AtomicU64,
     tx_bytes: AtomicU64,
+    tx_held: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -165,6 +166,9 @@ pub struct CounterSnapshot {
     pub tx_frames: u64,
     /// Bytes sent to the port's peer.
     pub tx_bytes: u64,
+    /// Frames the peer's full queue made the switch hold (pausing their
+    /// sender) instead of dropping; each is then sent or counted a drop.
+    pub tx_held: u64,
     /// Drops, indexed by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -189,6 +193,11 @@ impl PortCounters {
         self.tx_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
+    /// Counts frames held for a full peer (backpressure).
+    pub fn held(&self, frames: usize) {
+        self.tx_held.fetch_add(frames as u64, Relaxed);
+    }
+
     /// Counts a drop.
     pub fn dropped(&self, reason: DropReason) {
         self.drops[reason.index()].fetch_add(1, Relaxed);
@@ -200,6 +209,7 @@ impl PortCounters {
         self.rx_bytes.fetch_add(s.rx_bytes, Relaxed);
         self.tx_frames.fetch_add(s.tx_frames, Relaxed);
         self.tx_bytes.fetch_add(s.tx_bytes, Relaxed);
+        self.tx_held.fetch_add(s.tx_held, Relaxed);
         for (a, d) in self.drops.iter().zip(s.drops.iter()) {
             a.fetch_add(*d, Relaxed);
         }
@@ -216,6 +226,7 @@ impl PortCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_frames: self.tx_frames.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_held: self.tx_held.load(Relaxed),
             drops,
         }
     }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fdb;
 pub mod frame;
 pub mod gso;
+pub mod hold;
 pub mod port;
 pub mod ports;
 pub mod ratelimit;
@@ -23,7 +24,7 @@ pub use fdb::{Fdb, FdbConfig};
 pub use frame::MacAddr;
 pub use port::{Port, PortId, SendError, Transmit};
 pub use stop::Stop;
-pub use switch::{PortTable, Switch};
+pub use switch::{PortTable, Switch, MAX_BUSY_POLL};
 pub use vlan::{PortVlans, VlanRules};
 
 /// The largest frame any port accepts and forwards whole (no FCS).

@@ -5,7 +5,7 @@ use crate::counters::{DropReason, PortCounters};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -109,6 +109,13 @@ pub trait Transmit: Send + Sync {
         let _ = (hdr, frame);
         None
     }
+
+    /// A descriptor that polls writable once a full peer can take frames
+    /// again. Transports that have one get unicast frames held for them
+    /// (their sender paused) instead of dropped; see [`crate::hold`].
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 thread_local! {
@@ -131,6 +138,9 @@ pub struct Port {
     close_notify: Notify,
     /// VLAN membership, set by the switch; empty while VLAN-transparent.
     vlans: arc_swap::ArcSwapOption<crate::vlan::PortVlans>,
+    /// Switch time (ms) before which frames for this peer are dropped, not
+    /// held: it kept a sender waiting too long (see [`crate::hold`]).
+    hold_again_at: AtomicU64,
     tx: Box<dyn Transmit>,
 }
 
@@ -167,6 +177,7 @@ impl Port {
             closing: AtomicBool::new(false),
             close_notify: Notify::new(),
             vlans: arc_swap::ArcSwapOption::empty(),
+            hold_again_at: AtomicU64::new(0),
             tx,
         }
     }
@@ -316,24 +327,92 @@ impl Port {
 
     /// Sends several frames to the peer without blocking, counting each.
     pub fn send_batch(&self, frames: &[&[u8]], now: Duration) {
-        let mut rest = frames;
-        while !rest.is_empty() {
-            let (sent, err) = self.tx.transmit_batch(rest);
-            for f in &rest[..sent] {
+        let done = self.send_until_full(frames, now);
+        for _ in &frames[done..] {
+            self.drop_frame(DropReason::EgressFull, now, None);
+        }
+    }
+
+    /// Sends `frames` in order until the peer's queue is full; returns how
+    /// many are done. Those are counted (sent, or dropped for a failure
+    /// other than a full queue: a peer gone or down takes none of the
+    /// rest); `frames[done..]` are untouched and uncounted.
+    pub fn send_until_full(&self, frames: &[&[u8]], now: Duration) -> usize {
+        let mut done = 0;
+        while done < frames.len() {
+            let (sent, err) = self.tx.transmit_batch(&frames[done..]);
+            for f in &frames[done..done + sent] {
                 self.note_sent(f);
             }
-            rest = &rest[sent..];
+            done += sent;
             let Some(err) = err else { break };
+            if matches!(err, SendError::Full) {
+                return done;
+            }
             let reason_for_rest = err_reason(&err);
             let rest_too = self.count_failure(err, now);
-            rest = &rest[1.min(rest.len())..];
+            done += 1;
             if rest_too {
-                // A full or vanished peer takes none of the rest either.
-                for _ in rest {
+                for _ in &frames[done..] {
                     self.drop_frame(reason_for_rest, now, None);
                 }
-                break;
+                return frames.len();
             }
+        }
+        done
+    }
+
+    /// Sends unicast `frames` from one receive batch; what a full peer
+    /// refuses is held in `held` (pausing the sender) when this transport
+    /// can wait and the peer is not stalled, and dropped otherwise. Frames
+    /// behind ones already held for this port are held too, to keep order.
+    pub fn send_or_hold(
+        self: &std::sync::Arc<Self>,
+        frames: &[&[u8]],
+        now: Duration,
+        held: &mut crate::hold::Held,
+    ) {
+        let done = if held.holds_for(self) {
+            0
+        } else {
+            self.send_until_full(frames, now)
+        };
+        let rest = &frames[done..];
+        if rest.is_empty() {
+            return;
+        }
+        let may_hold = now.as_millis() as u64 >= self.hold_again_at.load(Ordering::Relaxed);
+        if may_hold && self.tx.wait_fd().is_some() {
+            held.push(self, rest);
+        } else {
+            for _ in rest {
+                self.drop_frame(DropReason::EgressFull, now, None);
+            }
+        }
+    }
+
+    /// The descriptor to wait on for writability, if the transport has one.
+    pub(crate) fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.tx.wait_fd()
+    }
+
+    /// Records that the peer kept a sender waiting too long: for
+    /// [`crate::hold::STALL_BACKOFF`], frames it refuses are dropped
+    /// instead of held, so a guest that reads slowly on purpose can pause
+    /// its senders for at most [`crate::hold::HOLD_MAX`] in that time.
+    pub(crate) fn mark_stalled(&self, now: Duration) {
+        let again = now + crate::hold::STALL_BACKOFF;
+        self.hold_again_at
+            .store(again.as_millis() as u64, Ordering::Relaxed);
+        let reason = DropReason::EgressFull;
+        if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
+            tracing::warn!(
+                port = %self.name, suppressed,
+                "peer took no frame for {} ms or kept a sender waiting {} ms: dropping what it cannot take for {} s instead of pausing its senders",
+                crate::hold::HOLD_LIMIT.as_millis(),
+                crate::hold::HOLD_MAX.as_millis(),
+                crate::hold::STALL_BACKOFF.as_secs()
+            );
         }
     }
 

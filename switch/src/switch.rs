@@ -5,14 +5,18 @@
 use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
 use crate::fdb::FdbEntry;
 use crate::gso::VnetHdr;
+use crate::hold::Held;
 use crate::port::{Port, PortId};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::vlan::{Classified, Egress, VlanRules};
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The longest busy poll [`Switch::set_busy_poll`] accepts.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// An immutable set of ports, sorted by id.
 #[derive(Debug, Default)]
@@ -62,6 +66,10 @@ pub struct Switch {
     static_macs: Mutex<Vec<(crate::MacAddr, String)>>,
     /// VLAN membership by port name; empty: VLAN-transparent.
     vlan_rules: Mutex<VlanRules>,
+    /// Full unicast peers pause their senders instead of dropping.
+    backpressure: AtomicBool,
+    /// How long (µs) a drained port keeps polling before it sleeps.
+    busy_poll_us: AtomicU64,
 }
 
 thread_local! {
@@ -134,16 +142,13 @@ impl<'a> Forms<'a> {
         }
     }
 
-    /// Sends the frame through `port` in the form its membership asks for,
-    /// or not at all when the port is outside the frame's VLAN.
-    fn send(&mut self, port: &Port, now: Duration) {
-        let Some(egress) = port.egress(self.class.vid) else {
-            return;
-        };
+    /// The bytes a port with this egress form must receive (tagged or
+    /// untagged copies built once per frame).
+    fn bytes_for(&mut self, egress: Egress) -> &[u8] {
         if self.class.leaves_as_is(egress) {
-            return emit(port, self.offload, self.frame, now);
+            return self.frame;
         }
-        let bytes: &[u8] = match egress {
+        match egress {
             Egress::Untagged => {
                 if !self.untagged {
                     crate::vlan::untag_into(self.frame, &mut self.bufs.0);
@@ -158,16 +163,39 @@ impl<'a> Forms<'a> {
                 }
                 &self.bufs.1
             }
+        }
+    }
+
+    /// Sends the frame through `port` in the form its membership asks for,
+    /// or not at all when the port is outside the frame's VLAN.
+    fn send(&mut self, port: &Port, now: Duration) {
+        let Some(egress) = port.egress(self.class.vid) else {
+            return;
         };
-        let Some(hdr) = self.offload else {
+        if self.class.leaves_as_is(egress) {
+            return emit(port, self.offload, self.frame, now);
+        }
+        let offload = self.offload;
+        let original_len = self.frame.len();
+        let bytes = self.bytes_for(egress);
+        let Some(hdr) = offload else {
             return port.send(bytes, now);
         };
         // A tag added or removed moves the checksum and header offsets.
-        let delta = bytes.len() as isize - self.frame.len() as isize;
+        let delta = bytes.len() as isize - original_len as isize;
         match hdr.shifted(delta) {
             Some(h) => port.send_offloaded(&h, bytes, now),
             None => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
         }
+    }
+
+    /// Like [`Forms::send`] for a plain unicast frame from a receive batch:
+    /// what a full `port` refuses is held (see [`crate::hold`]).
+    fn send_or_hold(&mut self, port: &Arc<Port>, now: Duration, held: &mut Held) {
+        let Some(egress) = port.egress(self.class.vid) else {
+            return;
+        };
+        port.send_or_hold(&[self.bytes_for(egress)], now, held);
     }
 }
 
@@ -184,6 +212,8 @@ impl Switch {
             notice_log: LogLimiter::default(),
             static_macs: Mutex::new(Vec::new()),
             vlan_rules: Mutex::new(VlanRules::default()),
+            backpressure: AtomicBool::new(true),
+            busy_poll_us: AtomicU64::new(0),
         })
     }
 
@@ -380,7 +410,59 @@ impl Switch {
 
     /// Forwards frames that arrived together on `ingress`: one engine lock
     /// for the batch, and runs of frames for the same port sent together.
+    /// Unicast a full peer refuses is dropped.
     pub fn forward_batch(&self, ingress: &Port, frames: &[&[u8]], now: Duration) {
+        self.forward_batch_in(ingress, frames, now, None);
+    }
+
+    /// Like [`Switch::forward_batch`], but unicast a full peer refuses is
+    /// put in `held` for the caller to deliver (see [`crate::hold`]) before
+    /// it reads more from `ingress`; while backpressure is off
+    /// ([`Switch::set_backpressure`]) it is dropped instead.
+    pub fn forward_batch_holding(
+        &self,
+        ingress: &Port,
+        frames: &[&[u8]],
+        now: Duration,
+        held: &mut Held,
+    ) {
+        let held = self.backpressure.load(Ordering::Relaxed).then_some(held);
+        self.forward_batch_in(ingress, frames, now, held);
+    }
+
+    /// Whether full unicast peers pause their senders (on by default)
+    /// rather than have frames tail-dropped.
+    pub fn set_backpressure(&self, on: bool) {
+        self.backpressure.store(on, Ordering::Relaxed);
+    }
+
+    /// See [`Switch::set_backpressure`].
+    pub fn backpressure(&self) -> bool {
+        self.backpressure.load(Ordering::Relaxed)
+    }
+
+    /// How long a unix port whose queue ran empty keeps looking for the
+    /// next frame before its thread sleeps (zero, the default: sleep at
+    /// once). Waking a sleeping thread costs tens of microseconds on a
+    /// virtual machine; polling trades a busy CPU for that latency.
+    /// Capped at [`MAX_BUSY_POLL`].
+    pub fn set_busy_poll(&self, busy: Duration) {
+        let us = busy.min(MAX_BUSY_POLL).as_micros() as u64;
+        self.busy_poll_us.store(us, Ordering::Relaxed);
+    }
+
+    /// See [`Switch::set_busy_poll`].
+    pub fn busy_poll(&self) -> Duration {
+        Duration::from_micros(self.busy_poll_us.load(Ordering::Relaxed))
+    }
+
+    fn forward_batch_in(
+        &self,
+        ingress: &Port,
+        frames: &[&[u8]],
+        now: Duration,
+        mut held: Option<&mut Held>,
+    ) {
         let n = frames.len().min(crate::sys::MMSG_BATCH);
         let frames = &frames[..n];
         let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
@@ -401,7 +483,16 @@ impl Switch {
             // Each frame may need its own tagging per port: no run batching.
             for ((f, d), c) in frames.iter().zip(decisions).zip(classes) {
                 ingress.note_received(f);
-                self.deliver(ingress, &table, d, f, c, None, now);
+                match (d, held.as_deref_mut()) {
+                    (Decision::Forward(p), Some(h)) => {
+                        if let Some(port) = table.get(p) {
+                            VLAN_FORMS.with_borrow_mut(|bufs| {
+                                Forms::new(f, c, bufs, None).send_or_hold(port, now, h)
+                            });
+                        }
+                    }
+                    _ => self.deliver(ingress, &table, d, f, c, None, now),
+                }
             }
             return;
         }
@@ -423,7 +514,10 @@ impl Switch {
                         j += 1;
                     }
                     if let Some(port) = table.get(p) {
-                        port.send_batch(&run[..len], now);
+                        match held.as_deref_mut() {
+                            Some(h) => port.send_or_hold(&run[..len], now, h),
+                            None => port.send_batch(&run[..len], now),
+                        }
                     }
                     i = j;
                     continue;

@@ -149,6 +149,9 @@ pub struct Client {
     data: UnixDatagram,
     mac: [u8; 6],
     bound: PathBuf,
+    /// The switch's data socket when ours is not connected to it
+    /// ([`Client::attach_unconnected`]): frames go there with `sendto`.
+    to: Option<SocketAddr>,
 }
 
 impl Client {
@@ -180,6 +183,44 @@ impl Client {
             data,
             mac,
             bound,
+            to: None,
+        })
+    }
+
+    /// Attaches to the control socket `ctl` the way UML's daemon transport
+    /// does: the datagram socket bound in `scratch` is never connected, so
+    /// frames go out with `sendto` to the replied address and come in with
+    /// `recvfrom`. That leaves the socket's receive queue limited to
+    /// `net.unix.max_dgram_qlen` datagrams toward the switch, which is
+    /// what backpressure tests need. `descr` is the request's description
+    /// (it shows in the port's `peer`). Sends time out after 10 s, so a
+    /// switch that stops reading fails a test instead of hanging it.
+    pub fn attach_unconnected(
+        ctl: &Path,
+        scratch: &Path,
+        mac: [u8; 6],
+        descr: &str,
+    ) -> Result<Client> {
+        let bound = scratch.join(format!(".{}", unique_name("u")));
+        let data =
+            UnixDatagram::bind(&bound).with_context(|| format!("binding {}", bound.display()))?;
+        data.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let sa = sockaddr_path(&bound)?;
+        let req = request(3, 0, 0, &sa, descr.as_bytes());
+        let mut ctl_stream =
+            UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
+        ctl_stream.write_all(&req).context("sending the request")?;
+        let reply = read_exact_timeout(&mut ctl_stream, SOCKADDR_LEN, Duration::from_secs(5))
+            .context("reading the handshake reply")?;
+        let addr = parse_reply(&reply)?;
+        // Like UML, the bound path stays (the caller's scratch directory
+        // goes away with the test).
+        Ok(Client {
+            ctl: ctl_stream,
+            data,
+            mac,
+            bound,
+            to: Some(addr),
         })
     }
 
@@ -189,7 +230,11 @@ impl Client {
 
     /// Sends one frame (one datagram).
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        let n = self.data.send(frame).context("sending a frame")?;
+        let n = match &self.to {
+            Some(addr) => self.data.send_to_addr(frame, addr),
+            None => self.data.send(frame),
+        }
+        .context("sending a frame")?;
         if n != frame.len() {
             bail!("short send: {n} of {} bytes", frame.len());
         }
@@ -205,6 +250,17 @@ impl Client {
                 buf.truncate(n);
                 Ok(Some(buf))
             }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e).context("receiving a frame"),
+        }
+    }
+
+    /// Receives one frame into `buf` and returns its length, or None after
+    /// `timeout`: for tests that take many frames without allocating.
+    pub fn recv_into(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
+        self.data.set_read_timeout(Some(timeout))?;
+        match self.data.recv(buf) {
+            Ok(n) => Ok(Some(n)),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
             Err(e) => Err(e).context("receiving a frame"),
         }

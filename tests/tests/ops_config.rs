@@ -430,7 +430,7 @@ fn switch_mode_config(path: &Path, dir: &Path) -> Result<()> {
     std::fs::write(
         path,
         format!(
-            "switch:\n  mode: switch\n  fdb:\n    aging: 5s\n    max_entries: 100\n\
+            "switch:\n  mode: switch\n  busy_poll: 50us\n  fdb:\n    aging: 5s\n    max_entries: 100\n\
              ports:\n  - {{ type: unix, directory: {} }}\n",
             dir.display()
         ),
@@ -439,23 +439,35 @@ fn switch_mode_config(path: &Path, dir: &Path) -> Result<()> {
 }
 
 /// The file's settings apply (switch mode: a known unicast reaches only its
-/// port; aging 5 s; 100 entries), and `--hub` and `--fdb-aging` override it
-/// (known unicast reaches a third port; aging 300 s although 300 is the
-/// flag's default), while what the flags do not mention stays as in the file.
+/// port; aging 5 s; 100 entries; backpressure on by default; busy poll
+/// 50 µs), and `--hub`, `--fdb-aging`, `--backpressure off` and
+/// `--busy-poll 0` override it (known unicast
+/// reaches a third port; aging 300 s although 300 is the flag's default),
+/// while what the flags do not mention stays as in the file.
 #[test]
 fn flags_override_the_config_file() -> Result<()> {
     preflight()?;
     let tmp = TempDir::new("cfo")?;
     let ns = Netns::new()?;
     let scratch = tmp.path().to_path_buf();
-    for (label, flags, mode, aging, third_hears) in [
-        ("file only", &[][..], "switch", 5, false),
+    for (label, flags, mode, aging, third_hears, backpressure, busy_poll_us) in [
+        ("file only", &[][..], "switch", 5, false, true, 50),
         (
-            "--hub --fdb-aging 300",
-            &["--hub", "--fdb-aging", "300"][..],
+            "--hub --fdb-aging 300 --backpressure off --busy-poll 0",
+            &[
+                "--hub",
+                "--fdb-aging",
+                "300",
+                "--backpressure",
+                "off",
+                "--busy-poll",
+                "0",
+            ][..],
             "hub",
             300,
             true,
+            false,
+            0,
         ),
     ] {
         let sub = tmp.join(format!("run-{mode}"));
@@ -485,6 +497,16 @@ fn flags_override_the_config_file() -> Result<()> {
             got.0,
             got.1,
             got.2
+        );
+        ensure!(
+            stats["backpressure"].as_bool() == Some(backpressure),
+            "{label}: ctl stats says backpressure {:?}, expected {backpressure}",
+            stats["backpressure"]
+        );
+        ensure!(
+            stats["busy_poll_us"].as_u64() == Some(busy_poll_us),
+            "{label}: ctl stats says busy_poll_us {:?}, expected {busy_poll_us}",
+            stats["busy_poll_us"]
         );
         let heard = ns.run(|| unicast_reaches_third_port(&dir, &scratch))??;
         if heard != third_hears {

@@ -201,7 +201,9 @@ fn metrics_endpoint_is_valid_and_matches_ctl() -> Result<()> {
         ("switchyard_port_rx_bytes_total", "counter"),
         ("switchyard_port_tx_frames_total", "counter"),
         ("switchyard_port_tx_bytes_total", "counter"),
+        ("switchyard_port_tx_held_frames_total", "counter"),
         ("switchyard_port_drops_total", "counter"),
+        ("switchyard_tx_held_frames_total", "counter"),
         ("switchyard_fdb_entries", "gauge"),
         ("switchyard_fdb_max_entries", "gauge"),
         ("switchyard_fdb_learned_total", "counter"),
@@ -253,6 +255,15 @@ fn metrics_endpoint_is_valid_and_matches_ctl() -> Result<()> {
                 p[key]
             );
         }
+        let held = e.value(
+            "switchyard_port_tx_held_frames_total",
+            &[("port", name), ("type", kind)],
+        )?;
+        ensure!(
+            Some(held as u64) == p["tx_held"].as_u64(),
+            "switchyard_port_tx_held_frames_total{{port=\"{name}\"}} is {held}, ctl says tx_held {:?}",
+            p["tx_held"]
+        );
         let drops: f64 = e
             .find("switchyard_port_drops_total", &[("port", name)])
             .iter()
@@ -295,6 +306,7 @@ fn metrics_endpoint_is_valid_and_matches_ctl() -> Result<()> {
         ("switchyard_fdb_moved_total", "fdb_moved"),
         ("switchyard_fdb_aged_total", "fdb_aged"),
         ("switchyard_fdb_refused_total", "fdb_refused"),
+        ("switchyard_tx_held_frames_total", "tx_held"),
     ] {
         let m = e.value(metric, &[])?;
         ensure!(

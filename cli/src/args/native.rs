@@ -40,6 +40,13 @@ Signals: SIGHUP reloads --config; SIGINT and SIGTERM remove the sockets and exit
 Invoked as `uml_switch` or `vde_switch` (a symlink), switchyard takes those
 programs' command lines unchanged.";
 
+/// A switch-wide setting given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 /// A virtual Ethernet switch for UML, QEMU and VDE guests, tap devices and
 /// the host.
 #[derive(Debug, Parser)]
@@ -131,6 +138,23 @@ struct NativeArgs {
     #[arg(long = "storm-unknown-unicast", value_name = "N", default_value_t = 0)]
     storm_unknown_unicast: u32,
 
+    /// Pause the VDE and UML guests sending unicast to one whose queue is
+    /// full (UML's daemon transport queues 10 frames) until it takes the
+    /// frames, instead of dropping them; a guest that takes nothing for
+    /// 20 ms (or keeps a sender 50 ms) gets tail drop for 1 s. off: strict
+    /// tail drop (egress_full), a sender is never paused. Broadcast and
+    /// multicast are never held.
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    backpressure: OnOff,
+
+    /// Lower latency where waking an idle CPU is slow (VMs): a unix port
+    /// whose queue ran empty keeps polling this long for the next frame
+    /// before its thread sleeps, e.g. 20us (at most 1ms). Costs a busy core
+    /// while traffic flows. 0: off.
+    #[arg(long = "busy-poll", value_name = "DURATION", default_value = "0",
+          value_parser = crate::config::parse_busy_poll)]
+    busy_poll: Duration,
+
     /// A static MAC entry, MAC@PORT (e.g. 02:00:00:00:00:01@tap:tap0):
     /// frames to it go to that port, and other ports may not use it.
     /// Repeatable.
@@ -220,6 +244,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         ),
         numports: a.numports,
         threads: usize::from(a.threads),
+        backpressure: a.backpressure == OnOff::On,
+        busy_poll: a.busy_poll,
         daemon: a.daemon,
         pidfile: a.pidfile.clone(),
         log_level: a.log_level.clone(),
@@ -274,6 +300,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             g.storm_unknown_unicast
         },
     );
+    if given("backpressure") {
+        s.backpressure = a.backpressure == OnOff::On;
+    }
+    if given("busy_poll") {
+        s.busy_poll = a.busy_poll;
+    }
     if given("log_level") {
         s.log_level = a.log_level.clone();
     }
@@ -387,6 +419,75 @@ mod tests {
         for bad in ["unix:1", "unix:1=0", "unix:1=none", "x=/5-1"] {
             assert!(p(&["switchyard", "--vlan", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn backpressure_flag() {
+        assert!(
+            p(&["switchyard"]).expect("parses").backpressure,
+            "on by default"
+        );
+        let s = p(&["switchyard", "--backpressure", "off"]).expect("parses");
+        assert!(!s.backpressure);
+        let s = p(&["switchyard", "--backpressure=on"]).expect("parses");
+        assert!(s.backpressure);
+        for bad in [
+            &["switchyard", "--backpressure"][..],
+            &["switchyard", "--backpressure", "no"],
+        ] {
+            assert_eq!(p(bad).expect_err("rejected").code, 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn backpressure_flag_overrides_the_file_only_when_given() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("switchyard-bp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("bp.yaml");
+        std::fs::write(&file, "switch:\n  backpressure: false\n")?;
+        let cfg = file.to_string_lossy().into_owned();
+        let from_file = p(&["switchyard", "--config", &cfg]);
+        let overridden = p(&["switchyard", "--config", &cfg, "--backpressure", "on"]);
+        std::fs::remove_dir_all(&dir)?;
+        assert!(!from_file.expect("parses").backpressure, "the file's off");
+        assert!(overridden.expect("parses").backpressure, "the flag's on");
+        Ok(())
+    }
+
+    #[test]
+    fn busy_poll_flag() {
+        let s = p(&["switchyard"]).expect("parses");
+        assert_eq!(s.busy_poll, Duration::ZERO, "off by default");
+        let s = p(&["switchyard", "--busy-poll", "20us"]).expect("parses");
+        assert_eq!(s.busy_poll, Duration::from_micros(20));
+        let s = p(&["switchyard", "--busy-poll=1ms"]).expect("parses");
+        assert_eq!(s.busy_poll, Duration::from_millis(1));
+        let s = p(&["switchyard", "--busy-poll", "0"]).expect("parses");
+        assert_eq!(s.busy_poll, Duration::ZERO);
+        for bad in ["2ms", "20", "fast", "20ns"] {
+            let e = p(&["switchyard", "--busy-poll", bad]).expect_err(bad);
+            assert_eq!(e.code, 2, "{bad}");
+        }
+        let e = p(&["switchyard", "--busy-poll", "5ms"]).expect_err("too long");
+        assert!(e.message.contains("maximum is 1ms"), "{}", e.message);
+    }
+
+    #[test]
+    fn busy_poll_flag_overrides_the_file_only_when_given() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("switchyard-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("busy.yaml");
+        std::fs::write(&file, "switch:\n  busy_poll: 50us\n")?;
+        let cfg = file.to_string_lossy().into_owned();
+        let from_file = p(&["switchyard", "--config", &cfg]);
+        let overridden = p(&["switchyard", "--config", &cfg, "--busy-poll", "0"]);
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(
+            from_file.expect("parses").busy_poll,
+            Duration::from_micros(50)
+        );
+        assert_eq!(overridden.expect("parses").busy_poll, Duration::ZERO);
+        Ok(())
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub fn parse(args: &[OsString]) -> Result<Settings, Usage> {
         ),
         numports: 1024,
         threads: 1,
+        backpressure: true,
+        busy_poll: std::time::Duration::ZERO,
         daemon,
         pidfile: None,
         log_level: "info".into(),

@@ -235,6 +235,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         ),
         numports,
         threads: 1,
+        backpressure: true,
+        busy_poll: std::time::Duration::ZERO,
         daemon,
         pidfile: m.get_one::<String>("pidfile").map(PathBuf::from),
         log_level: "info".into(),

@@ -1,6 +1,7 @@
 //! The receive loop every datagram-like port shares: wait for readiness,
 //! read a batch, forward each frame where it arrived.
 
+use crate::hold::Held;
 use crate::port::Port;
 use crate::switch::Switch;
 use crate::sys::{RecvBatch, SharedFd, MMSG_BATCH, RECEIVE_INTEREST};
@@ -91,7 +92,13 @@ thread_local! {
 }
 
 /// Receives and forwards one `recvmmsg` batch; returns how many frames.
-fn receive_one_batch<T: AsRawFd>(switch: &Switch, port: &Port, fd: &T) -> io::Result<usize> {
+/// Unicast a full peer refuses is left in `held`.
+fn receive_one_batch<T: AsRawFd>(
+    switch: &Switch,
+    port: &Port,
+    fd: &T,
+    held: &mut Held,
+) -> io::Result<usize> {
     SCRATCH.with(|cell| {
         let mut batch = cell.borrow_mut();
         let n = batch.recv(fd)?;
@@ -100,19 +107,23 @@ fn receive_one_batch<T: AsRawFd>(switch: &Switch, port: &Port, fd: &T) -> io::Re
             for (slot, f) in frames.iter_mut().zip(batch.frames()) {
                 *slot = f;
             }
-            switch.forward_batch(port, &frames[..n], switch.now());
+            switch.forward_batch_holding(port, &frames[..n], switch.now(), held);
         }
         Ok(n)
     })
 }
 
 /// Like [`receive_loop`] for a connected datagram socket: `recvmmsg`
-/// batches, forwarded with [`Switch::forward_batch`].
+/// batches, forwarded with [`Switch::forward_batch_holding`]. Unicast that
+/// a full peer refuses is delivered before the next batch is read, so the
+/// sender waits instead of the frames being lost (see [`crate::hold`]).
 pub async fn receive_batched<T: AsRawFd>(
     switch: &Switch,
     port: &Port,
     fd: &AsyncFd<SharedFd<T>>,
 ) -> io::Result<()> {
+    let mut held = Held::default();
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
         let mut guard = tokio::select! {
             _ = port.closed() => return Ok(()),
@@ -120,23 +131,56 @@ pub async fn receive_batched<T: AsRawFd>(
         };
         let mut frames = 0;
         loop {
-            match receive_one_batch(switch, port, &*guard.get_inner().0) {
-                Ok(0) => {
-                    guard.clear_ready();
-                    break;
+            let read = receive_one_batch(switch, port, &*guard.get_inner().0, &mut held);
+            if !held.is_empty() {
+                tokio::select! {
+                    _ = port.closed() => {
+                        held.abandon(switch.now());
+                        return Ok(());
+                    }
+                    _ = held.release(|| switch.now()) => {}
+                }
+            }
+            let drained = match read {
+                // A short batch means recvmmsg met an empty queue
+                // (MSG_DONTWAIT): no need for a read that would only say
+                // EAGAIN.
+                Ok(n) if n < MMSG_BATCH => {
+                    frames += n;
+                    if n > 0 {
+                        idle_since = None;
+                    }
+                    true
                 }
                 Ok(n) => {
                     frames += n;
+                    idle_since = None;
                     if frames >= BATCH {
                         break;
                     }
+                    false
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                 Err(e) => return Err(e),
+            };
+            if drained {
+                let busy = switch.busy_poll();
+                if !busy.is_zero() && !port.is_closing() && {
+                    let now = std::time::Instant::now();
+                    now.duration_since(*idle_since.get_or_insert(now)) < busy
+                } {
+                    // Busy polling: look again after the other tasks and
+                    // the reactor had a turn, instead of sleeping, so the
+                    // next frame finds this thread awake.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle_since = None;
+                // Keeps any readiness that came in since this guard was
+                // taken, so no frame is missed.
+                guard.clear_ready();
+                break;
             }
         }
         if frames >= BATCH {

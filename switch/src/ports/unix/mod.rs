@@ -1004,4 +1004,11 @@ impl Transmit for DatagramTx {
         }
         (done, None)
     }
+
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        // Connected, so poll(2) reports it unwritable while the client's
+        // queue is full and wakes it when the client reads (the kernel's
+        // peer wake-up for unix datagram sockets).
+        Some(std::os::fd::AsFd::as_fd(&*self.0))
+    }
 }
