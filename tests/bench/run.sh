@@ -5,6 +5,7 @@
 #
 #   tests/bench/run.sh                       # defaults: 3 s windows, 3 reps (~6 min)
 #   tests/bench/run.sh --only latency        # any switchyard-bench option passes through
+#   tests/bench/run.sh --only latency,latency_busy_poll  # switchyard --busy-poll vs. default latency
 #   tests/bench/run.sh --only macnat_pcap    # MAC-NAT's cost only (~1 min)
 #   tests/bench/run.sh --duration 1 --reps 1 # quick look
 #

@@ -49,6 +49,10 @@ options:
                         unicast_1514   the same with 1514 B frames
                         broadcast_3    64 B broadcast from A to B, C and D
                         latency        64 B ping-pong A<->B
+                        latency_busy_poll
+                                       the same, switchyard only, started
+                                       with --busy-poll 20us (uml_switch and
+                                       vde_switch show their latency values)
                         pairs_64       64 B A->B and C->D at once, 2 sending threads
                         sendto_64      64 B A->B, unconnected sockets, one
                                        sendto()/recvfrom() per frame (as UML)
@@ -303,8 +307,20 @@ fn run_one(
 ) -> Result<measure::Sample> {
     let tag = format!("{}-{}-r{rep}", kind.name(), m.name());
     let log = args.logs.as_ref().map(|d| d.join(format!("{tag}.log")));
+    let with_own: Vec<String>;
     let extra: &[String] = if kind == SwitchKind::Switchyard {
-        &args.switchyard_args
+        if m.switchyard_args().is_empty() {
+            &args.switchyard_args
+        } else {
+            check_switchyard_knows(exe, m)?;
+            with_own = args
+                .switchyard_args
+                .iter()
+                .cloned()
+                .chain(m.switchyard_args().iter().map(|a| (*a).to_owned()))
+                .collect();
+            &with_own
+        }
     } else {
         &[]
     };
@@ -356,6 +372,26 @@ fn run_one(
     // A crash explains a failed measurement better than the client's error.
     sw.check_alive()?;
     sample
+}
+
+/// Fail with a clear message when this switchyard binary predates the
+/// option that measurement `m` starts it with (instead of a bare "exited
+/// early" from the switch rejecting its arguments).
+fn check_switchyard_knows(exe: &Path, m: Measurement) -> Result<()> {
+    let Some(flag) = m.switchyard_args().first() else {
+        return Ok(());
+    };
+    let help = world::probe_output(exe, &["--help"]).unwrap_or_default();
+    if !help.contains(flag) {
+        bail!(
+            "{} needs switchyard's {flag} option, which `{} --help` does not list: rebuild \
+             switchyard (cargo build --release -p switchyard-cli) or leave {} out with --only",
+            m.name(),
+            exe.display(),
+            m.name()
+        );
+    }
+    Ok(())
 }
 
 fn summary(s: &measure::Sample) -> String {
@@ -442,6 +478,18 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
     let mut notes = Vec::new();
     for m in ms {
         match m {
+            Measurement::LatencyBusyPoll => notes.push(format!(
+                "busy-poll: the same ping-pong as the latency rows, against switchyard started \
+                 with `--busy-poll {bp}` (after any --switchyard-arg): once a port's queue runs \
+                 empty, switchyard keeps polling for {bp} before it goes to sleep, so a frame \
+                 that arrives soon after finds it awake instead of paying for a thread wake-up \
+                 (tens of µs on a VM). The price is CPU: it keeps a core busy while frames \
+                 flow (its switch CPU row). uml_switch and vde_switch have no such option: \
+                 their columns in the busy-poll rows repeat their default `latency` medians \
+                 from this run, so those ratios are switchyard with busy-poll ÷ the other \
+                 switch as it is (— when latency did not run).",
+                bp = measure::BUSY_POLL
+            )),
             Measurement::Pairs64 => notes.push(
                 "2 pairs: A→B and C→D blast at once from two threads (two more receive); \
                  loss is against the frames both senders got out."
@@ -657,13 +705,15 @@ fn real_main(args: Args) -> Result<bool> {
     let mut na_noted = Vec::new();
     for ((m, k), o) in &results {
         if let Some(why) = &o.not_applicable {
-            if !na_noted.contains(m) {
+            // A measurement with a stand-in explains that in its own note.
+            if !na_noted.contains(m) && m.stand_in().is_none() {
                 footer.push(format!("{} for {}: n/a. {why}", m.name(), k.name()));
                 na_noted.push(*m);
             }
         }
     }
     footer.extend(scenario_notes(&args.measurements, &cfg));
+    footer.extend(report::busy_poll_effect(&results));
     footer.extend(report::macnat_spread(&results));
     for ((m, k), o) in &results {
         if let Some(e) = o.errors.first() {

@@ -26,6 +26,8 @@ pub enum Measurement {
     Unicast1514,
     Broadcast,
     Latency,
+    /// `latency` against switchyard with `--busy-poll` [`BUSY_POLL`].
+    LatencyBusyPoll,
     Pairs64,
     Sendto64,
     Paced1514,
@@ -35,11 +37,12 @@ pub enum Measurement {
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 10] = [
+    pub const ALL: [Measurement; 11] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
         Measurement::Latency,
+        Measurement::LatencyBusyPoll,
         Measurement::Pairs64,
         Measurement::Sendto64,
         Measurement::Paced1514,
@@ -55,6 +58,7 @@ impl Measurement {
             Measurement::Unicast1514 => "unicast_1514",
             Measurement::Broadcast => "broadcast_3",
             Measurement::Latency => "latency",
+            Measurement::LatencyBusyPoll => "latency_busy_poll",
             Measurement::Pairs64 => "pairs_64",
             Measurement::Sendto64 => "sendto_64",
             Measurement::Paced1514 => "cpu_100k_1514",
@@ -75,7 +79,28 @@ impl Measurement {
             (Measurement::MacNatPcap, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
                 Some(macnat::NO_PCAP_PORT)
             }
+            (Measurement::LatencyBusyPoll, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
+                Some(NO_BUSY_POLL)
+            }
             _ => None,
+        }
+    }
+
+    /// The measurement whose values the switches that cannot take part in
+    /// this one show in its rows (and are compared against), if any.
+    pub fn stand_in(self) -> Option<Measurement> {
+        match self {
+            Measurement::LatencyBusyPoll => Some(Measurement::Latency),
+            _ => None,
+        }
+    }
+
+    /// switchyard's arguments that this measurement adds to any
+    /// `--switchyard-arg`s.
+    pub fn switchyard_args(self) -> &'static [&'static str] {
+        match self {
+            Measurement::LatencyBusyPoll => &["--busy-poll", BUSY_POLL],
+            _ => &[],
         }
     }
 
@@ -83,7 +108,7 @@ impl Measurement {
     pub fn estimate_s(self, cfg: &Config) -> f64 {
         let window = cfg.warmup.as_secs_f64() + cfg.duration.as_secs_f64() + 0.3;
         match self {
-            Measurement::Latency => 0.5 + cfg.pings as f64 * 80e-6,
+            Measurement::Latency | Measurement::LatencyBusyPoll => 0.5 + cfg.pings as f64 * 80e-6,
             Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
@@ -91,6 +116,15 @@ impl Measurement {
         }
     }
 }
+
+/// How long switchyard keeps polling an emptied queue in
+/// `latency_busy_poll` (its `--busy-poll` value; the table's labels
+/// spell it out too).
+pub const BUSY_POLL: &str = "20us";
+
+/// Why uml_switch and vde_switch sit out `latency_busy_poll`.
+pub const NO_BUSY_POLL: &str = "uml_switch and vde_switch have no busy-poll option; the \
+     busy-poll rows show their `latency` values instead (— when latency did not run).";
 
 /// Knobs shared by all measurements.
 #[derive(Clone, Debug)]
@@ -236,7 +270,10 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
         Measurement::Unicast64 => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 1, false)?),
         Measurement::Unicast1514 => Sample::Flood(flood(ctl, pid, cfg, LARGE_FRAME, 1, false)?),
         Measurement::Broadcast => Sample::Flood(flood(ctl, pid, cfg, SMALL_FRAME, 3, true)?),
-        Measurement::Latency => Sample::Latency(ping_pong(ctl, pid, cfg)?),
+        // The busy-poll variant differs only in how the switch was started.
+        Measurement::Latency | Measurement::LatencyBusyPoll => {
+            Sample::Latency(ping_pong(ctl, pid, cfg)?)
+        }
         Measurement::Pairs64 => Sample::Flood(flows::pairs(ctl, pid, cfg)?),
         Measurement::Sendto64 => Sample::Flood(flows::sendto(ctl, pid, cfg)?),
         Measurement::Paced1514 => Sample::Paced {

@@ -424,6 +424,29 @@ const ROWS: &[Row] = &[
         unit: Unit::Cpu,
         better: Better::Neither,
     },
+    // uml_switch and vde_switch show their `latency` values here
+    // (Measurement::stand_in); the labels spell out measure::BUSY_POLL.
+    Row {
+        m: Measurement::LatencyBusyPoll,
+        key: "p50_us",
+        label: "64 B ping-pong RTT p50 with `--busy-poll 20us` (µs, lower is better)",
+        unit: Unit::Us,
+        better: Better::Lower,
+    },
+    Row {
+        m: Measurement::LatencyBusyPoll,
+        key: "p99_us",
+        label: "64 B ping-pong RTT p99 with `--busy-poll 20us` (µs, lower is better)",
+        unit: Unit::Us,
+        better: Better::Lower,
+    },
+    Row {
+        m: Measurement::LatencyBusyPoll,
+        key: "switch_cpu_pct",
+        label: "ping-pong with `--busy-poll 20us`: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
     Row {
         m: Measurement::Pairs64,
         key: "rx_fps",
@@ -587,9 +610,19 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// The measurement whose results switch `k` shows in `m`'s rows: its
+/// stand-in when `k` cannot take part in `m` (uml_switch's `latency` in
+/// the busy-poll rows), else `m` itself.
+fn shown(m: Measurement, k: SwitchKind) -> Measurement {
+    match m.stand_in() {
+        Some(s) if m.not_applicable(k).is_some() => s,
+        _ => m,
+    }
+}
+
 fn ratio(results: &Results, row: &Row, base: SwitchKind) -> Option<f64> {
     let sy = median_of(results, row.m, SwitchKind::Switchyard, row.key)?;
-    let b = median_of(results, row.m, base, row.key)?;
+    let b = median_of(results, shown(row.m, base), base, row.key)?;
     (b != 0.0).then_some(sy / b)
 }
 
@@ -605,7 +638,8 @@ fn parts(key: &str) -> Option<(&'static [&'static str], &'static str)> {
 
 /// The cell for one switch: the median, "failed", or "—" (not run).
 fn cell(results: &Results, row: &Row, k: SwitchKind) -> String {
-    let Some(o) = results.get(&(row.m, k)) else {
+    let m = shown(row.m, k);
+    let Some(o) = results.get(&(m, k)) else {
         return "—".into();
     };
     if o.not_applicable.is_some() {
@@ -621,12 +655,12 @@ fn cell(results: &Results, row: &Row, k: SwitchKind) -> String {
     if let Some((keys, sep)) = parts(row.key) {
         let parts: Vec<String> = keys
             .iter()
-            .filter_map(|key| median_of(results, row.m, k, key))
+            .filter_map(|key| median_of(results, m, k, key))
             .map(|v| row.unit.fmt(v))
             .collect();
         return parts.join(sep);
     }
-    match median_of(results, row.m, k, row.key) {
+    match median_of(results, m, k, row.key) {
         Some(v) => row.unit.fmt(v),
         None => "n/a".into(),
     }
@@ -823,6 +857,28 @@ fn macnat_table(results: &Results) -> Option<String> {
     Some(out)
 }
 
+/// One line on what busy-polling changes for switchyard itself: its
+/// `latency_busy_poll` medians against its `latency` ones from the same
+/// run. None unless both ran.
+pub fn busy_poll_effect(results: &Results) -> Option<String> {
+    let sy = SwitchKind::Switchyard;
+    let get = |m: Measurement, key: &str| median_of(results, m, sy, key);
+    let (plain, busy) = (Measurement::Latency, Measurement::LatencyBusyPoll);
+    let us = |key: &str| -> Option<String> {
+        let (a, b) = (get(plain, key)?, get(busy, key)?);
+        Some(format!("{a:.1} → {b:.1} µs (× {:.2})", b / a))
+    };
+    let (p50, p99) = (us("p50_us")?, us("p99_us")?);
+    let cpu = |m| get(m, "switch_cpu_pct").map_or("?".into(), |c| format!("{c:.0} %"));
+    Some(format!(
+        "switchyard without → with `--busy-poll {}` (this run's medians): RTT p50 {p50}, \
+         p99 {p99}; switch CPU {} → {}.",
+        super::measure::BUSY_POLL,
+        cpu(plain),
+        cpu(busy)
+    ))
+}
+
 /// One line on the spread: each repetition's on ÷ off of the received
 /// rate, per direction.
 pub fn macnat_spread(results: &Results) -> Option<String> {
@@ -895,26 +951,35 @@ pub fn results_json(results: &Results) -> (Json, Json) {
         if !results.keys().any(|(m, _)| *m == row.m) {
             continue;
         }
-        ratios.set(
-            &format!("{}.{}", row.m.name(), row.key),
-            Json::obj()
-                .with(
-                    "switchyard/uml_switch",
-                    ratio(results, row, SwitchKind::UmlSwitch),
-                )
-                .with(
-                    "switchyard/vde_switch",
-                    ratio(results, row, SwitchKind::VdeSwitch),
-                )
-                .with(
-                    "better",
-                    if row.better == Better::Higher {
-                        "higher (switchyard faster when > 1)"
-                    } else {
-                        "lower (switchyard faster when < 1)"
-                    },
+        let mut entry = Json::obj()
+            .with(
+                "switchyard/uml_switch",
+                ratio(results, row, SwitchKind::UmlSwitch),
+            )
+            .with(
+                "switchyard/vde_switch",
+                ratio(results, row, SwitchKind::VdeSwitch),
+            )
+            .with(
+                "better",
+                if row.better == Better::Higher {
+                    "higher (switchyard faster when > 1)"
+                } else {
+                    "lower (switchyard faster when < 1)"
+                },
+            );
+        if let Some(s) = row.m.stand_in() {
+            entry.set(
+                "others_from",
+                format!(
+                    "{} (the medians of the switches that cannot run {}; null when {} did not run)",
+                    s.name(),
+                    row.m.name(),
+                    s.name()
                 ),
-        );
+            );
+        }
+        ratios.set(&format!("{}.{}", row.m.name(), row.key), entry);
     }
     if let Some(o) = results
         .get(&(Measurement::MacNatPcap, SwitchKind::Switchyard))
@@ -1058,6 +1123,103 @@ mod tests {
         assert!(text.contains("macnat_pcap.in_rx_fps"), "{text}");
         let spread = macnat_spread(&results).unwrap_or_default();
         assert!(spread.contains("guest → LAN 0.95, 0.99"), "{spread}");
+    }
+
+    fn latency(p50: f64, cpu: f64) -> Sample {
+        Sample::Latency(super::super::measure::LatencySample {
+            count: 1000,
+            lost: 0,
+            min_us: p50 / 2.0,
+            p50_us: p50,
+            p90_us: p50 * 1.5,
+            p99_us: p50 * 2.0,
+            p999_us: p50 * 3.0,
+            max_us: p50 * 4.0,
+            mean_us: p50,
+            switch_cpu_pct: Some(cpu),
+        })
+    }
+
+    #[test]
+    fn busy_poll_rows_compare_with_the_others_latency() {
+        let mut results = Results::new();
+        let mut put = |m, k, s| results.entry((m, k)).or_default().samples.push(s);
+        put(
+            Measurement::Latency,
+            SwitchKind::Switchyard,
+            latency(40.0, 30.0),
+        );
+        put(
+            Measurement::Latency,
+            SwitchKind::UmlSwitch,
+            latency(50.0, 20.0),
+        );
+        put(
+            Measurement::Latency,
+            SwitchKind::VdeSwitch,
+            latency(80.0, 25.0),
+        );
+        put(
+            Measurement::LatencyBusyPoll,
+            SwitchKind::Switchyard,
+            latency(20.0, 90.0),
+        );
+        for k in [SwitchKind::UmlSwitch, SwitchKind::VdeSwitch] {
+            let why = Measurement::LatencyBusyPoll.not_applicable(k);
+            assert!(why.is_some());
+            results
+                .entry((Measurement::LatencyBusyPoll, k))
+                .or_default()
+                .not_applicable = why.map(str::to_owned);
+        }
+        let md = markdown(&results, &[], &[]);
+        let bp = super::super::measure::BUSY_POLL;
+        let p50 = format!(
+            "| 64 B ping-pong RTT p50 with `--busy-poll {bp}` (µs, lower is better) | 20.0 | 50.0 | 80.0 | 0.40 | 0.25 |"
+        );
+        assert!(md.contains(&p50), "{md}");
+        let cpu = format!(
+            "| ping-pong with `--busy-poll {bp}`: switch CPU (% of one core) | 90 | 20 | 25 |  |  |"
+        );
+        assert!(md.contains(&cpu), "{md}");
+        // The plain latency rows are untouched, and come first.
+        let plain =
+            "| 64 B ping-pong RTT p50 (µs, lower is better) | 40.0 | 50.0 | 80.0 | 0.80 | 0.50 |";
+        let at = md.find(plain);
+        assert!(
+            at.is_some_and(|i| md.find(&p50).is_some_and(|j| i < j)),
+            "{md}"
+        );
+        let (res, ratios) = results_json(&results);
+        let text = ratios.pretty();
+        assert!(text.contains("\"latency_busy_poll.p50_us\""), "{text}");
+        assert!(text.contains("\"others_from\": \"latency"), "{text}");
+        assert!(res.pretty().contains("\"latency_busy_poll\""));
+        let effect = busy_poll_effect(&results).unwrap_or_default();
+        assert!(
+            effect.contains("p50 40.0 → 20.0 µs (× 0.50)") && effect.contains("30 % → 90 %"),
+            "{effect}"
+        );
+    }
+
+    #[test]
+    fn busy_poll_rows_without_latency_show_dashes() {
+        let mut results = Results::new();
+        results
+            .entry((Measurement::LatencyBusyPoll, SwitchKind::Switchyard))
+            .or_default()
+            .samples
+            .push(latency(20.0, 90.0));
+        results
+            .entry((Measurement::LatencyBusyPoll, SwitchKind::UmlSwitch))
+            .or_default()
+            .not_applicable = Some("no busy-poll option".into());
+        let md = markdown(&results, &[], &[]);
+        assert!(
+            md.contains("(µs, lower is better) | 20.0 | — | — | — | — |"),
+            "{md}"
+        );
+        assert!(busy_poll_effect(&results).is_none());
     }
 
     #[test]
