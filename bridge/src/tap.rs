@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
+use switchyard_switch::hold::Held;
 use switchyard_switch::port::{Port, SendError, Transmit};
 use switchyard_switch::sys::{watch_readable, SharedFd, RECEIVE_INTEREST};
 use switchyard_switch::Switch;
@@ -278,13 +279,16 @@ const BATCH: usize = 256;
 
 /// Reads frames from the tap until the port is closed (`Ok`) or the
 /// device fails (`Err`), forwarding each: offloaded frames with their
-/// virtio-net header, the others as plain frames.
+/// virtio-net header, the others as plain frames. Unicast a full guest
+/// refuses is delivered before the next read (see
+/// [`switchyard_switch::hold`]).
 async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -> io::Result<()> {
     let vnet = afd.get_ref().0.vnet;
     let skip = if vnet { VnetHdr::LEN } else { 0 };
     // One byte more than the largest frame, so that an oversized one shows
     // up as too long instead of silently cut.
     let mut buf = vec![0u8; skip + MAX_GSO_FRAME + 1];
+    let mut held = Held::default();
     loop {
         let mut guard = tokio::select! {
             _ = port.closed() => return Ok(()),
@@ -310,13 +314,26 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
             n += 1;
             let got = &buf[..len as usize];
             if !vnet {
-                switch.forward(port, got, now);
-                continue;
+                switch.forward_holding(port, None, got, now, &mut held);
+            } else {
+                match VnetHdr::parse(got) {
+                    Some(hdr) => {
+                        switch.forward_holding(port, Some(&hdr), &got[skip..], now, &mut held)
+                    }
+                    // Shorter than the header: nothing a kernel would send.
+                    None => port.drop_frame(switchyard_switch::DropReason::TooShort, now, None),
+                }
             }
-            match VnetHdr::parse(got) {
-                Some(hdr) => switch.forward_offloaded(port, &hdr, &got[skip..], now),
-                // Shorter than the header: nothing a kernel would send.
-                None => port.drop_frame(switchyard_switch::DropReason::TooShort, now, None),
+            if !held.is_empty() {
+                // A full VDE/UML guest: stop reading the tap until it takes
+                // what it refused (the tap's own queue absorbs the wait).
+                tokio::select! {
+                    _ = port.closed() => {
+                        held.abandon(switch.now());
+                        return Ok(());
+                    }
+                    _ = held.release(|| switch.now()) => {}
+                }
             }
         }
         if n == BATCH {

@@ -391,6 +391,34 @@ impl Port {
         }
     }
 
+    /// Like [`Port::send_offloaded`] for unicast from a port that can hold:
+    /// a transport that takes offloaded frames gets it whole (and drops it
+    /// when full: such transports cannot wait), the others get the pieces
+    /// cut from it through [`Port::send_or_hold`].
+    pub fn send_offloaded_or_hold(
+        self: &std::sync::Arc<Self>,
+        hdr: &crate::gso::VnetHdr,
+        frame: &[u8],
+        now: Duration,
+        held: &mut crate::hold::Held,
+    ) {
+        match self.tx.transmit_offloaded(hdr, frame) {
+            Some(Ok(())) => self.note_sent(frame),
+            Some(Err(e)) => {
+                self.count_failure(e, now);
+            }
+            None => {
+                let result = SEGMENT_BUF.with_borrow_mut(|buf| {
+                    crate::gso::segment(hdr, frame, buf, |seg| self.send_or_hold(&[seg], now, held))
+                });
+                if let Err(e) = result {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                    self.drop_frame(DropReason::Unsegmentable, now, Some(&e));
+                }
+            }
+        }
+    }
+
     /// The descriptor to wait on for writability, if the transport has one.
     pub(crate) fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.tx.wait_fd()

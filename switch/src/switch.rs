@@ -189,13 +189,22 @@ impl<'a> Forms<'a> {
         }
     }
 
-    /// Like [`Forms::send`] for a plain unicast frame from a receive batch:
-    /// what a full `port` refuses is held (see [`crate::hold`]).
+    /// Like [`Forms::send`] for unicast: what a full `port` refuses is
+    /// held (see [`crate::hold`]).
     fn send_or_hold(&mut self, port: &Arc<Port>, now: Duration, held: &mut Held) {
         let Some(egress) = port.egress(self.class.vid) else {
             return;
         };
-        port.send_or_hold(&[self.bytes_for(egress)], now, held);
+        let offload = self.offload;
+        let original_len = self.frame.len();
+        let bytes = self.bytes_for(egress);
+        let Some(hdr) = offload else {
+            return port.send_or_hold(&[bytes], now, held);
+        };
+        match hdr.shifted(bytes.len() as isize - original_len as isize) {
+            Some(h) => port.send_offloaded_or_hold(&h, bytes, now, held),
+            None => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+        }
     }
 }
 
@@ -336,8 +345,7 @@ impl Switch {
     /// Forwards one frame that arrived on `ingress` at `now`: asks the
     /// engine, then sends to the destination ports directly.
     pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
-        ingress.note_received(frame);
-        self.forward_counted(ingress, frame, None, now);
+        self.forward_one(ingress, None, frame, now, None);
     }
 
     /// Forwards one offloaded frame from a tap with a virtio-net header:
@@ -345,24 +353,39 @@ impl Switch {
     /// `hdr` says. Ports that take offloaded frames get it whole, the
     /// others plain frames cut from it (see [`Port::send_offloaded`]).
     pub fn forward_offloaded(&self, ingress: &Port, hdr: &VnetHdr, frame: &[u8], now: Duration) {
-        if hdr.is_plain() {
-            return self.forward(ingress, frame, now);
-        }
-        ingress.note_received(frame);
-        if frame.len() > crate::gso::MAX_GSO_FRAME {
-            return ingress.drop_frame(crate::DropReason::TooLong, now, None);
-        }
-        self.forward_counted(ingress, frame, Some(hdr), now);
+        self.forward_one(ingress, Some(hdr), frame, now, None);
     }
 
-    /// Decides on and delivers a frame already counted as received.
-    fn forward_counted(
+    /// [`Switch::forward`] (`offload` `None`) or
+    /// [`Switch::forward_offloaded`], except that unicast a full peer
+    /// refuses (whole, or pieces cut from a super-frame) is put in `held`
+    /// for the caller to deliver before it reads more from `ingress` (see
+    /// [`crate::hold`]); while backpressure is off it is dropped instead.
+    pub fn forward_holding(
         &self,
         ingress: &Port,
-        frame: &[u8],
         offload: Option<&VnetHdr>,
+        frame: &[u8],
         now: Duration,
+        held: &mut Held,
     ) {
+        let held = self.backpressure.load(Ordering::Relaxed).then_some(held);
+        self.forward_one(ingress, offload, frame, now, held);
+    }
+
+    fn forward_one(
+        &self,
+        ingress: &Port,
+        offload: Option<&VnetHdr>,
+        frame: &[u8],
+        now: Duration,
+        held: Option<&mut Held>,
+    ) {
+        ingress.note_received(frame);
+        let offload = offload.filter(|h| !h.is_plain());
+        if offload.is_some() && frame.len() > crate::gso::MAX_GSO_FRAME {
+            return ingress.drop_frame(crate::DropReason::TooLong, now, None);
+        }
         let table = self.ports.load();
         // The engine reads only the headers; a super-frame may be a few
         // bytes over the plain-frame limit it enforces on the others.
@@ -378,34 +401,47 @@ impl Switch {
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
         }
-        self.deliver(ingress, &table, decision, frame, class, offload, now);
+        let forms = (frame, class, offload);
+        self.deliver(ingress, &table, decision, forms, now, held);
     }
 
-    /// Carries out one decision.
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out one decision for a frame (its bytes, VLAN class and
+    /// offload header); unicast a full peer refuses goes to `held` if given.
     fn deliver(
         &self,
         ingress: &Port,
         table: &PortTable,
         decision: Decision,
-        frame: &[u8],
-        class: Classified,
-        offload: Option<&VnetHdr>,
+        (frame, class, offload): (&[u8], Classified, Option<&VnetHdr>),
         now: Duration,
+        held: Option<&mut Held>,
     ) {
-        if let Decision::Drop(reason) = decision {
-            return ingress.drop_frame(reason, now, None);
-        }
-        if class.vid == 0 {
+        match (decision, held) {
+            (Decision::Drop(reason), _) => ingress.drop_frame(reason, now, None),
+            (Decision::Forward(p), Some(h)) => {
+                let Some(port) = table.get(p) else { return };
+                if class.vid == 0 {
+                    match offload {
+                        None => port.send_or_hold(&[frame], now, h),
+                        Some(hdr) => port.send_offloaded_or_hold(hdr, frame, now, h),
+                    }
+                } else {
+                    VLAN_FORMS.with_borrow_mut(|bufs| {
+                        Forms::new(frame, class, bufs, offload).send_or_hold(port, now, h)
+                    });
+                }
+            }
             // VLAN-transparent: every port gets the frame's own bytes.
-            return for_each_target(ingress, table, decision, |port| {
-                emit(port, offload, frame, now)
-            });
+            (_, None) | (Decision::Flood, _) if class.vid == 0 => {
+                for_each_target(ingress, table, decision, |port| {
+                    emit(port, offload, frame, now)
+                })
+            }
+            _ => VLAN_FORMS.with_borrow_mut(|bufs| {
+                let mut forms = Forms::new(frame, class, bufs, offload);
+                for_each_target(ingress, table, decision, |port| forms.send(port, now));
+            }),
         }
-        VLAN_FORMS.with_borrow_mut(|bufs| {
-            let mut forms = Forms::new(frame, class, bufs, offload);
-            for_each_target(ingress, table, decision, |port| forms.send(port, now));
-        });
     }
 
     /// Forwards frames that arrived together on `ingress`: one engine lock
@@ -483,16 +519,7 @@ impl Switch {
             // Each frame may need its own tagging per port: no run batching.
             for ((f, d), c) in frames.iter().zip(decisions).zip(classes) {
                 ingress.note_received(f);
-                match (d, held.as_deref_mut()) {
-                    (Decision::Forward(p), Some(h)) => {
-                        if let Some(port) = table.get(p) {
-                            VLAN_FORMS.with_borrow_mut(|bufs| {
-                                Forms::new(f, c, bufs, None).send_or_hold(port, now, h)
-                            });
-                        }
-                    }
-                    _ => self.deliver(ingress, &table, d, f, c, None, now),
-                }
+                self.deliver(ingress, &table, d, (f, c, None), now, held.as_deref_mut());
             }
             return;
         }

@@ -3,6 +3,8 @@
 //! UML leaves its data socket) makes the switch hold unicast for it, deliver
 //! it in order as the client reads, and give up after the hold limit.
 
+mod common;
+
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -310,4 +312,39 @@ fn a_client_that_reads_too_slowly_is_given_up_on_after_the_hold_maximum() {
     assert!(c.tx_frames as u32 > q, "some held frames went: {c:?}");
     assert!(c.drops(DropReason::EgressFull) > 0, "the rest was dropped");
     assert_eq!(c.tx_frames + c.drops(DropReason::EgressFull), 32);
+}
+
+#[test]
+fn a_super_frame_from_a_tap_is_cut_and_every_piece_held_in_order() {
+    let q = qlen();
+    let r = rig();
+    let mut held = Held::default();
+    // 40 segments of 1448 bytes, more than the client's queue holds.
+    let (hdr, sf) = common::super_frame(B, 40 * 1448);
+    let sw = r.switch.clone();
+    sw.forward_holding(&r.ingress, Some(&hdr), &sf, sw.now(), &mut held);
+    assert!(!held.is_empty(), "pieces beyond the queue are held");
+    assert_eq!(r.dest.counters().snapshot().tx_frames as usize, q);
+    let client = r.client.try_clone().expect("clone client");
+    let reader = std::thread::spawn(move || {
+        let mut seqs = Vec::new();
+        let mut buf = [0u8; 2048];
+        while seqs.len() < 40 {
+            match client.recv(&mut buf) {
+                // The TCP sequence number of each piece.
+                Ok(n) if n >= 54 => {
+                    seqs.push(u32::from_be_bytes([buf[38], buf[39], buf[40], buf[41]]))
+                }
+                _ => break,
+            }
+        }
+        seqs
+    });
+    runtime().block_on(held.release(|| sw.now()));
+    let seqs = reader.join().expect("reader");
+    let want: Vec<u32> = (0..40).map(|i| 1 + i * 1448).collect();
+    assert_eq!(seqs, want, "every piece, in order");
+    let c = r.dest.counters().snapshot();
+    assert_eq!(c.drops(DropReason::EgressFull), 0);
+    assert_eq!(c.tx_held as usize, 40 - q);
 }

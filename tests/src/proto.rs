@@ -164,17 +164,8 @@ impl Client {
 
     /// Same as [`Client::attach`] with the control socket path itself.
     pub fn attach_ctl(ctl: &Path, port: u32, scratch: &Path, mac: [u8; 6]) -> Result<Client> {
-        let bound = scratch.join(format!(".{}", unique_name("c")));
-        let data =
-            UnixDatagram::bind(&bound).with_context(|| format!("binding {}", bound.display()))?;
-        let sa = sockaddr_path(&bound)?;
-        let req = request(3, 0, port, &sa, b"switchyard-tests client");
-        let mut ctl_stream =
-            UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
-        ctl_stream.write_all(&req).context("sending the request")?;
-        let reply = read_exact_timeout(&mut ctl_stream, SOCKADDR_LEN, Duration::from_secs(5))
-            .context("reading the handshake reply")?;
-        let addr = parse_reply(&reply)?;
+        let (bound, data, ctl_stream, addr) =
+            handshake(ctl, port, scratch, "c", b"switchyard-tests client")?;
         data.connect_addr(&addr)
             .with_context(|| format!("connecting the data socket to {addr:?}"))?;
         let _ = std::fs::remove_file(&bound);
@@ -201,18 +192,8 @@ impl Client {
         mac: [u8; 6],
         descr: &str,
     ) -> Result<Client> {
-        let bound = scratch.join(format!(".{}", unique_name("u")));
-        let data =
-            UnixDatagram::bind(&bound).with_context(|| format!("binding {}", bound.display()))?;
+        let (bound, data, ctl_stream, addr) = handshake(ctl, 0, scratch, "u", descr.as_bytes())?;
         data.set_write_timeout(Some(Duration::from_secs(10)))?;
-        let sa = sockaddr_path(&bound)?;
-        let req = request(3, 0, 0, &sa, descr.as_bytes());
-        let mut ctl_stream =
-            UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
-        ctl_stream.write_all(&req).context("sending the request")?;
-        let reply = read_exact_timeout(&mut ctl_stream, SOCKADDR_LEN, Duration::from_secs(5))
-            .context("reading the handshake reply")?;
-        let addr = parse_reply(&reply)?;
         // Like UML, the bound path stays (the caller's scratch directory
         // goes away with the test).
         Ok(Client {
@@ -304,6 +285,30 @@ impl Client {
     pub fn bound_path(&self) -> &Path {
         &self.bound
     }
+}
+
+/// Binds a datagram socket in `scratch` (named with `tag`), asks the
+/// switch at `ctl` for `port` with it, and returns the socket's path, the
+/// socket, the control connection and the switch's data address.
+fn handshake(
+    ctl: &Path,
+    port: u32,
+    scratch: &Path,
+    tag: &str,
+    descr: &[u8],
+) -> Result<(PathBuf, UnixDatagram, UnixStream, SocketAddr)> {
+    let bound = scratch.join(format!(".{}", unique_name(tag)));
+    let data =
+        UnixDatagram::bind(&bound).with_context(|| format!("binding {}", bound.display()))?;
+    let sa = sockaddr_path(&bound)?;
+    let req = request(3, 0, port, &sa, descr);
+    let mut ctl_stream =
+        UnixStream::connect(ctl).with_context(|| format!("connecting to {}", ctl.display()))?;
+    ctl_stream.write_all(&req).context("sending the request")?;
+    let reply = read_exact_timeout(&mut ctl_stream, SOCKADDR_LEN, Duration::from_secs(5))
+        .context("reading the handshake reply")?;
+    let addr = parse_reply(&reply)?;
+    Ok((bound, data, ctl_stream, addr))
 }
 
 fn read_exact_timeout(s: &mut UnixStream, n: usize, timeout: Duration) -> Result<Vec<u8>> {
