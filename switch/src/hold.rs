@@ -39,6 +39,9 @@ pub const HOLD_MAX: Duration = Duration::from_millis(50);
 /// How long a stalled peer gets tail drop instead of backpressure.
 pub const STALL_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Held bytes a receive loop keeps room for between bursts.
+const KEEP_BYTES: usize = 64 * 1024;
+
 /// Frames a receive loop holds for full destinations: their bytes, in
 /// arrival order, and the ports they are for. Reused batch after batch, so
 /// holding allocates only while it grows.
@@ -112,6 +115,9 @@ impl Held {
 
     fn clear(&mut self) {
         self.bytes.clear();
+        // A burst of jumbo frames may have grown it to megabytes: keep what
+        // ordinary bursts need, so a thousand ports stay small.
+        self.bytes.shrink_to(KEEP_BYTES);
         self.frames.clear();
         self.ports.clear();
     }

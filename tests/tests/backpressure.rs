@@ -12,6 +12,11 @@
 //!   other traffic flows, and after the stall's back-off (1 s) a receiver
 //!   that reads again loses nothing.
 //! * Floods (broadcast, unknown unicast) are never held.
+//! * A burst from a tap (the kernel of a network namespace) to a slow
+//!   receiver is not lost either: the switch stops reading the tap and the
+//!   tap's own queue (its txqueuelen) absorbs the burst instead of the
+//!   receiver's 10-datagram one. With `--backpressure off` the receiver
+//!   gets little more than that queue's worth.
 //!
 //! A receiver must take a held frame within 20 ms and a whole held batch
 //! within 50 ms, so on an overloaded machine a receiver that keeps reading
@@ -20,16 +25,20 @@
 //! to 3 times) when the daemon shows it marked one stalled, and fail at
 //! once on losses without that.
 //!
-//! Only unix sockets in a temporary directory: no network traffic.
+//! Unix sockets in a temporary directory; the tap tests' traffic stays in
+//! the network namespace each creates (192.0.2.0/24, IPv6 off).
 
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use switchyard_tests::ops::{ctl_ports, Json};
+use switchyard_tests::ops::{ctl_ports, parse_json, Json};
 use switchyard_tests::proto::{frame, is_test_frame_from, mac, Client, BROADCAST, MAX_FRAME};
-use switchyard_tests::{preflight, wait_until, Switch, SwitchCmd, TempDir};
+use switchyard_tests::scenarios::mac_string;
+use switchyard_tests::transports::disable_ipv6;
+use switchyard_tests::{preflight, unique_name, wait_until, Netns, Switch, SwitchCmd, TempDir};
 
 /// Frames in the slow-receiver stream.
 const N: u64 = 50_000;
@@ -81,6 +90,15 @@ impl Lab {
     /// Starts the daemon with `extra` arguments, attaches A, B and C and
     /// teaches the switch their addresses.
     fn start(tag: &str, extra: &[&str]) -> Result<Lab> {
+        let lab = Lab::launch(tag, extra, None)?;
+        lab.teach()?;
+        Ok(lab)
+    }
+
+    /// Starts the daemon with `extra` arguments (inside `ns` if given) and
+    /// attaches A, B and C; the switch has not learnt their addresses yet
+    /// (see [`Lab::teach`]).
+    fn launch(tag: &str, extra: &[&str], ns: Option<&Netns>) -> Result<Lab> {
         preflight()?;
         check_default_qlen()?;
         let tmp = TempDir::new(tag)?;
@@ -91,21 +109,28 @@ impl Lab {
             .arg("--control")
             .arg(&control)
             .args(extra)
-            .start(None)?;
+            .start(ns)?;
         let attach = |who: char, n: u16| {
-            Client::attach_unconnected(&uml_ctl, tmp.path(), mac(n), &descr(who))
-                .with_context(|| format!("attaching client {who}"))
+            let attach_here = || {
+                Client::attach_unconnected(&uml_ctl, tmp.path(), mac(n), &descr(who))
+                    .with_context(|| format!("attaching client {who}"))
+            };
+            // The switch's data socket is abstract, so only reachable from
+            // its own network namespace: a client's socket must be created
+            // there (it keeps that namespace when used from other threads).
+            match ns {
+                Some(ns) => ns.run(attach_here)?,
+                None => attach_here(),
+            }
         };
-        let lab = Lab {
+        Ok(Lab {
             a: attach('a', 0xa)?,
             b: attach('b', 0xb)?,
             c: attach('c', 0xc)?,
             sw,
             control,
             _tmp: tmp,
-        };
-        lab.teach()?;
-        Ok(lab)
+        })
     }
 
     /// Each client broadcasts once and the other two hear it, so the
@@ -229,14 +254,16 @@ struct Received {
     /// The first few irregularities, for the failure message.
     first_anomalies: Vec<String>,
     elapsed: Duration,
+    /// How long the receiver waited for its first frame.
+    first_wait: Duration,
     /// The longest the receiver went without a frame (its own pauses
     /// included): above 20 ms the switch stops waiting for it.
     max_gap: Duration,
 }
 
-/// Receives frames from `src` numbered from `first` at `to` until `count`
-/// arrived or none came for [`IDLE`]; sleeps `pause` after every `every`
-/// frames (0: never). Fails after [`STREAM_LIMIT`].
+/// Receives test frames from `src` numbered from `first` at `to` until
+/// `count` arrived or none came for [`IDLE`]; sleeps `pause` after every
+/// `every` frames (0: never). Fails after [`STREAM_LIMIT`].
 fn receive_seq(
     to: &Client,
     src: [u8; 6],
@@ -244,6 +271,19 @@ fn receive_seq(
     count: u64,
     every: u64,
     pause: Duration,
+) -> Result<Received> {
+    receive_numbered(to, first, count, every, pause, |f| seq_of(f, src))
+}
+
+/// [`receive_seq`] for any frames that `number` recognises (it returns
+/// their sequence number, None for frames to skip).
+fn receive_numbered(
+    to: &Client,
+    first: u64,
+    count: u64,
+    every: u64,
+    pause: Duration,
+    number: impl Fn(&[u8]) -> Option<u64>,
 ) -> Result<Received> {
     let start = Instant::now();
     let mut buf = vec![0u8; MAX_FRAME + 4096];
@@ -261,9 +301,11 @@ fn receive_seq(
         };
         if got.frames > 0 {
             got.max_gap = got.max_gap.max(last.elapsed());
+        } else {
+            got.first_wait = start.elapsed();
         }
         last = Instant::now();
-        let Some(seq) = seq_of(&buf[..n], src) else {
+        let Some(seq) = number(&buf[..n]) else {
             continue;
         };
         got.frames += 1;
@@ -619,6 +661,336 @@ fn floods_are_never_held() -> Result<()> {
         lab.stalled_warnings() == 0,
         "flooding marked a peer stalled (floods must not be held):\n{}",
         lab.sw.proc.output()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Tap ingress: the kernel of a network namespace sends a burst through a
+// tap to the slow UML-style receiver B.
+
+/// Datagrams in the tap burst. They must fit the tap's own queue (its
+/// txqueuelen, 1000 by default; checked), which keeps them while the
+/// switch waits for B.
+const TAP_BURST: u64 = 400;
+/// How long B sleeps after each frame of the tap burst: about ten times
+/// as long as the switch needs to forward one, so B's queue stays full.
+const TAP_READ_PAUSE: Duration = Duration::from_micros(200);
+/// The namespace side of the tap.
+const NS_CIDR: &str = "192.0.2.1/24";
+const NS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// B's address as the namespace knows it (a permanent neighbour entry:
+/// B answers no ARP).
+const B_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The burst's destination port (discard).
+const UDP_PORT: u16 = 9;
+/// Start of every burst datagram's payload, before its sequence number.
+const UDP_MAGIC: [u8; 8] = *b"sybptap1";
+
+/// A [`Lab`] whose daemon runs in a fresh network namespace with a tap:
+/// the namespace side has [`NS_CIDR`], IPv6 off (so that no router
+/// solicitation or MLD report reaches B and is counted as a drop) and a
+/// permanent neighbour entry sending [`B_IP`] to B's MAC. Fields drop in
+/// declaration order: the lab (its switch, which owns the tap, first),
+/// then the namespace.
+struct TapLab {
+    lab: Lab,
+    ns: Netns,
+    tap: String,
+}
+
+impl TapLab {
+    /// Sets up the namespace, starts the daemon in it with `--tap` and
+    /// `extra`, configures the tap as tests/tests/tap_port.rs does and
+    /// teaches the switch the clients' addresses.
+    fn start(tag: &str, extra: &[&str]) -> Result<TapLab> {
+        preflight()?;
+        let ns = Netns::new()?;
+        disable_ipv6(&ns)?;
+        let tap = unique_name("sybp");
+        let mut args = vec!["--tap", tap.as_str()];
+        args.extend_from_slice(extra);
+        let lab = Lab::launch(tag, &args, Some(&ns))?;
+        wait_until(Duration::from_secs(5), "the tap", || ns.has_link(&tap))?;
+        ns.addr_up(&tap, NS_CIDR)?;
+        let b_mac = mac_string(lab.b.mac());
+        let b_ip = B_IP.to_string();
+        ns.ip([
+            "neigh",
+            "add",
+            &b_ip,
+            "lladdr",
+            &b_mac,
+            "dev",
+            &tap,
+            "nud",
+            "permanent",
+        ])?;
+        lab.teach()?;
+        Ok(TapLab { lab, ns, tap })
+    }
+
+    /// The tap's `ctl -j ports` entry (for the report).
+    fn tap_port(&self) -> Result<Json> {
+        let ports = ctl_ports(&self.lab.control)?;
+        ports
+            .iter()
+            .find(|p| p.to_string().contains(&self.tap))
+            .cloned()
+            .with_context(|| format!("no port mentions tap {}: {ports:?}", self.tap))
+    }
+}
+
+/// The tap's queue length and transmit counters as the namespace's kernel
+/// reports them (`ip -s -j link show`): what the kernel could not queue
+/// toward the switch is counted in `tx_dropped`.
+#[derive(Debug, Clone, Copy)]
+struct TapStats {
+    txqlen: u64,
+    tx_packets: u64,
+    tx_dropped: u64,
+}
+
+fn tap_stats(ns: &Netns, tap: &str) -> Result<TapStats> {
+    let text = ns.ip(["-s", "-j", "link", "show", "dev", tap])?;
+    let j = parse_json(text.trim()).with_context(|| format!("ip -s -j link printed {text:?}"))?;
+    let link = &j[0];
+    let get = |v: &Json, what: &str| {
+        v.as_u64()
+            .with_context(|| format!("ip -s -j link show dev {tap} reports no {what}: {text}"))
+    };
+    Ok(TapStats {
+        txqlen: get(&link["txqlen"], "txqlen")?,
+        tx_packets: get(&link["stats64"]["tx"]["packets"], "TX packets")?,
+        tx_dropped: get(&link["stats64"]["tx"]["dropped"], "TX dropped")?,
+    })
+}
+
+/// Sends `count` UDP datagrams from inside `ns` to [`B_IP`]:[`UDP_PORT`]
+/// with blocking sends, as fast as they go; each carries [`UDP_MAGIC`] and
+/// its sequence number. Returns how long it took.
+fn send_udp_burst(ns: &Netns, count: u64) -> Result<Duration> {
+    ns.run(|| -> Result<Duration> {
+        let sock = UdpSocket::bind((NS_IP, 0))
+            .with_context(|| format!("binding a UDP socket to {NS_IP} in the namespace"))?;
+        let mut payload = [0u8; 16];
+        payload[..8].copy_from_slice(&UDP_MAGIC);
+        let start = Instant::now();
+        for seq in 0..count {
+            payload[8..].copy_from_slice(&seq.to_be_bytes());
+            let n = sock
+                .send_to(&payload, (B_IP, UDP_PORT))
+                .with_context(|| format!("sending datagram {seq} to {B_IP}:{UDP_PORT}"))?;
+            ensure!(
+                n == payload.len(),
+                "short UDP send: {n} of {} bytes",
+                payload.len()
+            );
+        }
+        Ok(start.elapsed())
+    })?
+}
+
+/// The sequence number of a burst datagram in Ethernet frame `f` for
+/// `dst` (IPv4, UDP to [`B_IP`]:[`UDP_PORT`], payload [`UDP_MAGIC`] and
+/// the number); None for any other frame.
+fn udp_seq(f: &[u8], dst: [u8; 6]) -> Option<u64> {
+    if f.get(0..6)? != dst || f.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = f.get(14..)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || *ip.get(9)? != 17 || ip.get(16..20)? != B_IP.octets() {
+        return None;
+    }
+    let udp = ip.get(ihl..)?;
+    if udp.get(2..4)? != UDP_PORT.to_be_bytes() {
+        return None;
+    }
+    let udp_len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    let payload = udp.get(8..udp_len)?;
+    if payload.len() != 16 || payload[..8] != UDP_MAGIC {
+        return None;
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&payload[8..]);
+    Some(u64::from_be_bytes(n))
+}
+
+/// Everything a tap-burst run produced.
+#[derive(Debug)]
+struct TapRun {
+    got: Received,
+    send_time: Duration,
+    b: Counters,
+    before: TapStats,
+    after: TapStats,
+}
+
+/// The namespace sends [`TAP_BURST`] datagrams to B through the tap while
+/// B reads one frame every [`TAP_READ_PAUSE`]; then reads the counters.
+fn tap_burst_run(t: &TapLab) -> Result<TapRun> {
+    let before = tap_stats(&t.ns, &t.tap)?;
+    ensure!(
+        TAP_BURST < before.txqlen,
+        "tap {} queues {} frames (txqueuelen), not more than the burst of {TAP_BURST}: the \
+         test needs the tap's queue to keep the burst while the switch waits for B (lower \
+         TAP_BURST below the txqueuelen)",
+        t.tap,
+        before.txqlen
+    );
+    let b = &t.lab.b;
+    let (send_time, got) = thread::scope(|s| -> Result<(Duration, Received)> {
+        let sender = s.spawn(|| send_udp_burst(&t.ns, TAP_BURST));
+        let got = receive_numbered(b, 0, TAP_BURST, 1, TAP_READ_PAUSE, |f| udp_seq(f, b.mac()));
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
+        Ok((sent?, got?))
+    })?;
+    Ok(TapRun {
+        got,
+        send_time,
+        b: t.lab.counters('b')?,
+        before,
+        after: tap_stats(&t.ns, &t.tap)?,
+    })
+}
+
+/// Prints a tap-burst run's figures.
+fn report_tap_run(what: &str, t: &TapLab, run: &TapRun) {
+    let tap_port = t
+        .tap_port()
+        .map_or_else(|e| format!("unknown ({e:#})"), |p| p.to_string());
+    eprintln!(
+        "{what}: B got {} of {TAP_BURST} datagrams in {:?} (sending took {:?}, the first \
+         arrived after {:?}, B's longest wait for a frame {:?}); B's port: {:?}; tap {} (txqueuelen {}): TX packets +{}, TX \
+         dropped +{}; the tap's port: {tap_port}",
+        run.got.frames,
+        run.got.elapsed,
+        run.send_time,
+        run.got.first_wait,
+        run.got.max_gap,
+        run.b,
+        t.tap,
+        run.after.txqlen,
+        run.after.tx_packets - run.before.tx_packets,
+        run.after.tx_dropped - run.before.tx_dropped,
+    );
+}
+
+/// A burst from a tap to a slow UML-style receiver arrives whole and in
+/// order: the switch holds what B refuses and stops reading the tap, whose
+/// kernel queue keeps the rest; nothing is dropped on either side.
+///
+/// Like [`slow_receiver_loses_nothing`], a run in which the daemon marked
+/// B stalled (B starved of CPU on an overloaded machine) is tried again on
+/// a fresh namespace and daemon, up to [`ATTEMPTS`] times.
+#[test]
+fn tap_burst_into_a_slow_guest_is_not_lost() -> Result<()> {
+    let mut starved = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        let t = TapLab::start("bptap", &[])?;
+        let run = tap_burst_run(&t)?;
+        report_tap_run(&format!("tap burst, attempt {attempt}"), &t, &run);
+        if run.got.frames < TAP_BURST && t.lab.saw_stall() {
+            starved.push(format!(
+                "attempt {attempt}: {} of {TAP_BURST} datagrams, B's longest wait {:?}, B's \
+                 port {:?}",
+                run.got.frames, run.got.max_gap, run.b
+            ));
+            continue;
+        }
+        return check_tap_lossless(&t, &run);
+    }
+    bail!(
+        "in all {ATTEMPTS} attempts the daemon marked the slow receiver stalled and dropped \
+         frames for it although it kept reading (on an overloaded machine it may get too \
+         little CPU to take held frames in time; rerun when the load is lower): \
+         {starved:#?}"
+    )
+}
+
+/// The assertions of a tap-burst run that the daemon did not mark stalled.
+fn check_tap_lossless(t: &TapLab, run: &TapRun) -> Result<()> {
+    ensure!(
+        run.got.frames == TAP_BURST && run.got.out_of_order == 0,
+        "B received {} of {TAP_BURST} datagrams from the tap, {} out of sequence ({} \
+         duplicates; first: {:?}); B's port: {:?}; tap TX dropped +{}; daemon log:\n{}",
+        run.got.frames,
+        run.got.out_of_order,
+        run.got.duplicates,
+        run.got.first_anomalies,
+        run.b,
+        run.after.tx_dropped - run.before.tx_dropped,
+        t.lab.sw.proc.output()
+    );
+    ensure!(
+        run.b.egress_full == 0,
+        "B's port dropped {} frames as egress_full although B kept reading: {:?}",
+        run.b.egress_full,
+        run.b
+    );
+    ensure!(
+        run.b.tx_held > 0,
+        "B's port held no frames ({:?}): B's queue of {DEFAULT_QLEN} never filled, so this \
+         run did not test backpressure from the tap",
+        run.b
+    );
+    ensure!(
+        run.after.tx_dropped == run.before.tx_dropped,
+        "the kernel dropped {} frames at tap {} (its queue of {} overflowed while the switch \
+         waited for B)",
+        run.after.tx_dropped - run.before.tx_dropped,
+        t.tap,
+        run.after.txqlen
+    );
+    ensure!(
+        run.after.tx_packets - run.before.tx_packets >= TAP_BURST,
+        "the kernel sent {} frames through tap {}, fewer than the {TAP_BURST} datagrams",
+        run.after.tx_packets - run.before.tx_packets,
+        t.tap
+    );
+    ensure!(
+        t.lab.stalled_warnings() == 0,
+        "the daemon marked a peer stalled although B kept reading:\n{}",
+        t.lab.sw.proc.output()
+    );
+    Ok(())
+}
+
+/// The same burst with `--backpressure off` loses most datagrams at B's
+/// port (about its queue's worth arrives) and holds none: proof that
+/// [`tap_burst_into_a_slow_guest_is_not_lost`] tells the two apart.
+#[test]
+fn without_backpressure_tap_burst_into_a_slow_guest_is_lost() -> Result<()> {
+    let t = TapLab::start("bptapoff", &["--backpressure", "off"])?;
+    let run = tap_burst_run(&t)?;
+    report_tap_run("tap burst, backpressure off", &t, &run);
+    ensure!(
+        run.got.frames < TAP_BURST && run.b.egress_full > 0,
+        "without backpressure B should lose datagrams, but it received {} of {TAP_BURST} and \
+         its port dropped {}: {:?}",
+        run.got.frames,
+        run.b.egress_full,
+        run.b
+    );
+    ensure!(
+        run.b.tx_held == 0,
+        "--backpressure off still held frames for B: {:?}",
+        run.b
+    );
+    ensure!(
+        run.got.frames + run.b.egress_full == TAP_BURST,
+        "B received {} and its port dropped {}: together not the {TAP_BURST} datagrams sent \
+         (with IPv6 off nothing else goes to B)",
+        run.got.frames,
+        run.b.egress_full
+    );
+    ensure!(
+        run.got.duplicates == 0,
+        "B received duplicates: {:?}",
+        run.got.first_anomalies
     );
     Ok(())
 }
