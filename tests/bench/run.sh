@@ -7,6 +7,7 @@
 #   tests/bench/run.sh --only latency        # any switchyard-bench option passes through
 #   tests/bench/run.sh --only latency,latency_busy_poll  # switchyard --busy-poll vs. default latency
 #   tests/bench/run.sh --only macnat_pcap    # MAC-NAT's cost only (~1 min)
+#   tests/bench/run.sh --only uml_tcp        # TCP between two UML guests (~1.5 min)
 #   tests/bench/run.sh --duration 1 --reps 1 # quick look
 #
 # The markdown table goes to stdout, progress and build output to stderr,
@@ -14,8 +15,10 @@
 # Needs root (it creates a private network namespace; all traffic stays in
 # it) plus uml_switch (uml-utilities) and vde_switch (vde2); the tap <-> tap
 # TCP run (iperf3_tap) also needs vde_plug (vdeplug) and iperf3, and the
-# MAC-NAT run (macnat_pcap) needs nft (nftables): this script installs
-# iperf3 and nftables with apt-get when they are missing.
+# MAC-NAT run (macnat_pcap) needs nft (nftables), and the UML guests' TCP
+# run (uml_tcp) needs User-mode Linux (user-mode-linux) and iperf3: this
+# script installs iperf3, nftables and user-mode-linux with apt-get when
+# they are missing.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -81,6 +84,12 @@ if wants iperf3_tap; then
 fi
 if wants macnat_pcap; then
     need nft nftables macnat_pcap
+fi
+# uml_tcp boots two User-mode Linux guests (linux.uml, from user-mode-linux)
+# that run iperf3 from the host's / over hostfs.
+if wants uml_tcp; then
+    need linux.uml user-mode-linux uml_tcp
+    need iperf3 iperf3 uml_tcp
 fi
 
 cargo build --release --workspace >&2

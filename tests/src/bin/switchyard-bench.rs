@@ -21,6 +21,7 @@ use bench::measure::{self, Config, Measurement};
 use bench::report::{self, Outcome, Results};
 use bench::sys;
 use bench::tcp;
+use bench::uml;
 use bench::world::{self, Netns, SwitchKind, SwitchProc, TempDir};
 
 const USAGE: &str = "\
@@ -40,9 +41,11 @@ options:
   --reps N            repetitions per measurement; the median is reported (default 3)
   --pings N           ping-pong round trips per latency run (default 20000)
   --batch N           frames per sendmmsg call (default 32)
-  --iperf-time SECS   iperf3 -t of the tap <-> tap TCP run (default 5)
+  --iperf-time SECS   iperf3 -t of the TCP runs, iperf3_tap and uml_tcp (default 5)
   --iperf-reps N      repetitions of iperf3_tap (default 1, at most --reps;
                       each is a 5 s TCP run, and the full run stays ~5 min)
+  --uml-reps N        repetitions of uml_tcp (default 2, at most --reps; each
+                      boots two UML guests, ~7.5 s per switch)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
                       vde_switch) and/or measurements; repeatable:
                         unicast_64     64 B A->B, sendmmsg/recvmmsg batches
@@ -59,6 +62,9 @@ options:
                         cpu_100k_1514  switch CPU with 1514 B paced at 100 kframes/s
                         iperf3_tap     TCP between taps in two namespaces, via
                                        the switch's own taps (needs iperf3)
+                        uml_tcp        TCP (iperf3) between two User-mode Linux
+                                       guests on the daemon transport (needs
+                                       user-mode-linux and iperf3)
                         fdb_64k        64 B A->B after 65,536 source MACs
                         macnat_pcap    switchyard only: a pcap port on a veth
                                        pair with MAC-NAT off vs on, 64 B
@@ -80,6 +86,7 @@ struct Args {
     batch: usize,
     iperf_time: f64,
     iperf_reps: usize,
+    uml_reps: usize,
     switches: Vec<SwitchKind>,
     measurements: Vec<Measurement>,
     json: PathBuf,
@@ -98,6 +105,7 @@ fn parse_args() -> Result<Option<Args>> {
         batch: 32,
         iperf_time: 5.0,
         iperf_reps: 1,
+        uml_reps: 2,
         switches: Vec::new(),
         measurements: Vec::new(),
         json: PathBuf::from("target/bench/results.json"),
@@ -150,6 +158,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--batch" => a.batch = count(value()?)?.min(1024),
             "--iperf-time" => a.iperf_time = secs(value()?)?,
             "--iperf-reps" => a.iperf_reps = count(value()?)?,
+            "--uml-reps" => a.uml_reps = count(value()?)?,
             "--json" => a.json = PathBuf::from(value()?),
             "--netns" => a.netns = value()?,
             "--logs" => a.logs = Some(PathBuf::from(value()?)),
@@ -181,6 +190,7 @@ fn parse_args() -> Result<Option<Args>> {
     a.switches.sort();
     a.switches.dedup();
     a.iperf_reps = a.iperf_reps.min(a.reps);
+    a.uml_reps = a.uml_reps.min(a.reps);
     a.measurements.sort();
     a.measurements.dedup();
     Ok(Some(a))
@@ -428,6 +438,12 @@ fn summary(s: &measure::Sample) -> String {
             t.retransmits,
             cpu(t.switch_cpu_pct)
         ),
+        measure::Sample::UmlTcp(t) => format!(
+            "{:.0} Mbit/s, {} retransmits, sending guest's tx_dropped {}",
+            t.bits_per_s / 1e6,
+            t.retransmits,
+            t.tx_dropped
+        ),
         measure::Sample::Fdb(d) => format!(
             "{} MACs in {:.2} s, {:.0}% of {} probes learned, RSS {:.1} -> {:.1} MiB; \
              {}",
@@ -518,6 +534,23 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                 cfg.iperf_time.as_secs_f64(),
                 cfg.iperf_reps
             )),
+            Measurement::UmlTcp => notes.push(format!(
+                "UML guests (uml_tcp): two User-mode Linux guests boot the host's / over \
+                 hostfs with `eth0=daemon,MAC,unix,CTL` on the switch (vde_switch: DIR/ctl of \
+                 its `-s DIR`), 192.0.2.1/24 and 192.0.2.2/24, in the benchmark's namespace; \
+                 `iperf3 -c -t {} -J` in one, `iperf3 -s` in the other, {} run(s) per switch \
+                 (--uml-reps). The guests' send path is UML's driver: one frame per system \
+                 call (sendto), no offloads, and a frame the switch's socket cannot take at \
+                 once is dropped, counted as tx_dropped in the sending guest. switchyard's \
+                 backpressure (on by default) holds unicast for a full guest instead of \
+                 dropping it, so the receiving guest's 10-datagram socket queue \
+                 (net.unix.max_dgram_qlen) does not tail-drop TCP segments; the loss that \
+                 remains shows up as the sending guest's tx_dropped. Retransmissions above \
+                 tx_dropped are frames lost further on (uml_switch and vde_switch drop a \
+                 frame for a full guest) or spurious (timeouts on a busy machine).",
+                cfg.iperf_time.as_secs_f64(),
+                cfg.uml_reps
+            )),
             Measurement::Fdb64k => notes.push(format!(
                 "64 k MACs: after A, B and C attach, C sends one 64 B frame (to itself) from \
                  each of {} more source MACs, so the switch has seen {} in all; A then sends \
@@ -571,6 +604,16 @@ fn real_main(args: Args) -> Result<bool> {
         None
     };
 
+    let linux = if args.measurements.contains(&Measurement::UmlTcp) {
+        world::find_in_path("iperf3").context(
+            "iperf3 is not installed (needed by uml_tcp, inside the guests): `apt-get install \
+             iperf3` (tests/bench/run.sh does that), or leave uml_tcp out with --only",
+        )?;
+        Some(uml::find_linux()?)
+    } else {
+        None
+    };
+
     let macnat_tools = if args.measurements.contains(&Measurement::MacNatPcap)
         && exes.iter().any(|(k, _)| *k == SwitchKind::Switchyard)
     {
@@ -613,6 +656,8 @@ fn real_main(args: Args) -> Result<bool> {
         iperf_time: Duration::from_secs_f64(args.iperf_time),
         iperf_reps: args.iperf_reps,
         iperf3,
+        uml_reps: args.uml_reps,
+        linux,
     };
 
     let runs: Vec<(Measurement, SwitchKind)> = args
@@ -621,12 +666,10 @@ fn real_main(args: Args) -> Result<bool> {
         .flat_map(|&m| exes.iter().map(move |(k, _)| (m, *k)))
         .filter(|(m, k)| m.not_applicable(*k).is_none())
         .collect();
-    let reps_of = |m: Measurement| {
-        if m == Measurement::Iperf {
-            args.iperf_reps
-        } else {
-            args.reps
-        }
+    let reps_of = |m: Measurement| match m {
+        Measurement::Iperf => args.iperf_reps,
+        Measurement::UmlTcp => args.uml_reps,
+        _ => args.reps,
     };
     let estimate = runs
         .iter()
@@ -786,6 +829,7 @@ fn real_main(args: Args) -> Result<bool> {
                 .with("fdb_macs", cfg.fdb_macs)
                 .with("iperf_time_s", args.iperf_time)
                 .with("iperf_reps", args.iperf_reps)
+                .with("uml_reps", args.uml_reps)
                 .with("elapsed_s", elapsed)
                 .with(
                     "switches",

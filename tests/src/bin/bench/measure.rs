@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
 use super::world::SwitchKind;
-use super::{flows, macnat, tcp};
+use super::{flows, macnat, tcp, uml};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,12 +32,14 @@ pub enum Measurement {
     Sendto64,
     Paced1514,
     Iperf,
+    /// TCP between two UML guests on the daemon transport.
+    UmlTcp,
     Fdb64k,
     MacNatPcap,
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 11] = [
+    pub const ALL: [Measurement; 12] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -47,6 +49,7 @@ impl Measurement {
         Measurement::Sendto64,
         Measurement::Paced1514,
         Measurement::Iperf,
+        Measurement::UmlTcp,
         Measurement::Fdb64k,
         Measurement::MacNatPcap,
     ];
@@ -63,6 +66,7 @@ impl Measurement {
             Measurement::Sendto64 => "sendto_64",
             Measurement::Paced1514 => "cpu_100k_1514",
             Measurement::Iperf => "iperf3_tap",
+            Measurement::UmlTcp => "uml_tcp",
             Measurement::Fdb64k => "fdb_64k",
             Measurement::MacNatPcap => "macnat_pcap",
         }
@@ -110,6 +114,9 @@ impl Measurement {
         match self {
             Measurement::Latency | Measurement::LatencyBusyPoll => 0.5 + cfg.pings as f64 * 80e-6,
             Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
+            // Two guests boot (~1.5 s at once on 2 cores), warm up, and
+            // power off.
+            Measurement::UmlTcp => cfg.iperf_time.as_secs_f64() + 2.5,
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
             _ => window,
@@ -143,6 +150,10 @@ pub struct Config {
     pub iperf_reps: usize,
     /// Programs of the TCP measurement (checked at start-up).
     pub iperf3: Option<std::path::PathBuf>,
+    /// Runs of uml_tcp (its guests take seconds to boot).
+    pub uml_reps: usize,
+    /// The UML kernel for uml_tcp (checked at start-up).
+    pub linux: Option<std::path::PathBuf>,
 }
 
 /// The switch under test, as a measurement sees it.
@@ -258,6 +269,7 @@ pub enum Sample {
         target_fps: f64,
     },
     Tcp(tcp::TcpSample),
+    UmlTcp(uml::UmlTcpSample),
     Fdb(flows::FdbSample),
     /// switchyard's pcap port with MAC-NAT off and on.
     MacNat(macnat::MacNatSample),
@@ -281,6 +293,7 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
             target_fps: cfg.paced_fps,
         },
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
+        Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
         // It starts its own switches, one per MAC-NAT setting.
         Measurement::MacNatPcap => bail!("macnat_pcap runs through macnat::run, not measure::run"),

@@ -8,4 +8,5 @@ pub mod proto;
 pub mod report;
 pub mod sys;
 pub mod tcp;
+pub mod uml;
 pub mod world;

@@ -55,6 +55,11 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("retransmits", t.retransmits),
             cpu_pct(t.switch_cpu_pct),
         ],
+        Sample::UmlTcp(t) => vec![
+            ("mbps", t.bits_per_s / 1e6),
+            ("retransmits", t.retransmits),
+            ("tx_dropped", t.tx_dropped),
+        ],
         Sample::Fdb(d) => {
             let f = &d.flood;
             let kib = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -564,6 +569,27 @@ const ROWS: &[Row] = &[
         key: "switch_cpu_pct",
         label: "tap ↔ tap TCP: switch CPU (% of one core)",
         unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::UmlTcp,
+        key: "mbps",
+        label: "TCP between two UML guests (daemon transport), iperf3 (Mbit/s)",
+        unit: Unit::Mbps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::UmlTcp,
+        key: "retransmits",
+        label: "UML guests TCP: retransmitted segments",
+        unit: Unit::Count,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::UmlTcp,
+        key: "tx_dropped",
+        label: "UML guests TCP: sending guest's tx_dropped",
+        unit: Unit::Count,
         better: Better::Neither,
     },
     Row {

@@ -142,7 +142,7 @@ fn wait_listening(server: &mut Helper) -> Result<()> {
 }
 
 /// Goodput and retransmissions from `iperf3 -J` output.
-fn parse_iperf_json(out: &str) -> Result<TcpSample> {
+pub(super) fn parse_iperf_json(out: &str) -> Result<TcpSample> {
     let start = out.find('{').context("no JSON in the iperf3 output")?;
     let end = out.rfind('}').context("no JSON in the iperf3 output")?;
     let v: serde_json::Value =

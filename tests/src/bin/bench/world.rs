@@ -159,7 +159,7 @@ pub struct SwitchProc {
 
 /// Make the kernel SIGKILL a child started by this benchmark when the
 /// benchmark dies without running its destructors.
-fn die_with_parent(cmd: &mut Command) {
+pub(super) fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and only
     // calls prctl(2), which is async-signal-safe and touches no memory
     // shared with the parent.
