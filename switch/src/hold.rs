@@ -127,6 +127,13 @@ impl Held {
 /// at the deadline ([`HOLD_LIMIT`] without progress, [`HOLD_MAX`] in all)
 /// is dropped and the port marked stalled.
 async fn deliver(port: &Port, frames: &[&[u8]], now: &impl Fn() -> Duration) {
+    if !port.may_hold(now()) {
+        // Marked stalled while an earlier part of this hold waited.
+        for _ in frames {
+            port.drop_frame(DropReason::EgressFull, now(), None);
+        }
+        return;
+    }
     let watcher = match writable_watcher(port) {
         Ok(w) => w,
         Err(e) => {

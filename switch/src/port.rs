@@ -141,6 +141,9 @@ pub struct Port {
     /// Switch time (ms) before which frames for this peer are dropped, not
     /// held: it kept a sender waiting too long (see [`crate::hold`]).
     hold_again_at: AtomicU64,
+    /// Stall warnings have their own allowance: frequent egress_full drops
+    /// must not hide them.
+    stall_log: LogLimiter,
     tx: Box<dyn Transmit>,
 }
 
@@ -178,6 +181,7 @@ impl Port {
             close_notify: Notify::new(),
             vlans: arc_swap::ArcSwapOption::empty(),
             hold_again_at: AtomicU64::new(0),
+            stall_log: LogLimiter::default(),
             tx,
         }
     }
@@ -381,8 +385,7 @@ impl Port {
         if rest.is_empty() {
             return;
         }
-        let may_hold = now.as_millis() as u64 >= self.hold_again_at.load(Ordering::Relaxed);
-        if may_hold && self.tx.wait_fd().is_some() {
+        if self.may_hold(now) {
             held.push(self, rest);
         } else {
             for _ in rest {
@@ -419,6 +422,13 @@ impl Port {
         }
     }
 
+    /// True when frames this peer refuses may be held at `now`: it can say
+    /// when it is writable again and is not in a stall back-off.
+    pub(crate) fn may_hold(&self, now: Duration) -> bool {
+        now.as_millis() as u64 >= self.hold_again_at.load(Ordering::Relaxed)
+            && self.tx.wait_fd().is_some()
+    }
+
     /// The descriptor to wait on for writability, if the transport has one.
     pub(crate) fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.tx.wait_fd()
@@ -432,8 +442,7 @@ impl Port {
         let again = now + crate::hold::STALL_BACKOFF;
         self.hold_again_at
             .store(again.as_millis() as u64, Ordering::Relaxed);
-        let reason = DropReason::EgressFull;
-        if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
+        if let Some(suppressed) = self.stall_log.allow(now, LOG_INTERVAL) {
             tracing::warn!(
                 port = %self.name, suppressed,
                 "peer took no frame for {} ms or kept a sender waiting {} ms: dropping what it cannot take for {} s instead of pausing its senders",
