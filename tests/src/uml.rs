@@ -31,8 +31,10 @@ pub fn install_init(dir: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
-/// `/dev/shm` when it is a tmpfs that allows exec, else the test's temp dir.
-fn ram_dir(tmp: &TempDir) -> PathBuf {
+/// Where UML should map a guest's RAM from (its `TMPDIR`): `/dev/shm` when
+/// it is a tmpfs that allows exec (UML warns when it is not tmpfs), else
+/// `fallback`.
+pub fn ram_dir(fallback: &Path) -> PathBuf {
     let shm_ok = fs::read_to_string("/proc/mounts").is_ok_and(|m| {
         m.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -45,7 +47,7 @@ fn ram_dir(tmp: &TempDir) -> PathBuf {
     if shm_ok {
         PathBuf::from("/dev/shm")
     } else {
-        tmp.path().to_path_buf()
+        fallback.to_path_buf()
     }
 }
 
@@ -135,7 +137,7 @@ impl Uml {
         }
         // The guest's RAM is a file in $TMPDIR (unlinked at once); tmpfs is
         // much faster than a disk, and UML warns when it is not tmpfs.
-        cmd.env("TMPDIR", ram_dir(tmp));
+        cmd.env("TMPDIR", ram_dir(tmp.path()));
         let proc = Proc::spawn(&format!("uml {}", self.label), cmd, Stdin::Null)?;
         Ok(Guest { proc })
     }

@@ -240,26 +240,6 @@ fn install_init(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `/dev/shm` when it is a tmpfs that allows exec (UML maps the guest's
-/// RAM from a file in $TMPDIR, and warns when that is not tmpfs), else
-/// `fallback`.
-fn ram_dir(fallback: &Path) -> PathBuf {
-    let shm_ok = fs::read_to_string("/proc/mounts").is_ok_and(|m| {
-        m.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 4
-                && f[1] == "/dev/shm"
-                && f[2] == "tmpfs"
-                && !f[3].split(',').any(|o| o == "noexec")
-        })
-    });
-    if shm_ok {
-        PathBuf::from("/dev/shm")
-    } else {
-        fallback.to_path_buf()
-    }
-}
-
 /// A running guest: the UML kernel process in a process group of its own
 /// (its helper processes join it). Dropping it SIGKILLs the group if the
 /// guest has not exited, and always reaps the kernel process.
@@ -292,7 +272,7 @@ impl Guest {
             .arg(format!("init={}", init.display()))
             .args(["con=null", "con0=fd:0,fd:1"])
             .args(params)
-            .env("TMPDIR", ram_dir(workdir));
+            .env("TMPDIR", switchyard_tests::uml::ram_dir(workdir));
         let f =
             File::create(&console).with_context(|| format!("creating {}", console.display()))?;
         let g = f.try_clone().context("duplicating the console file")?;
