@@ -4,24 +4,7 @@
 //! would drop it. Recomputing is harmless for frames that were already
 //! right.
 
-/// Sums 16-bit big-endian words (RFC 1071), odd tail padded with zero.
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-    }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
+use switchyard_switch::checksum::{fold, sum};
 
 /// Rewrites the TCP or UDP checksum of an Ethernet frame carrying IPv4 or
 /// IPv6 (after up to two VLAN tags). Anything else, fragments and
@@ -60,7 +43,7 @@ pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
             let proto = h[9];
             let l4_len = total - ihl;
             let mut p = sum(&h[12..20], 0);
-            p = p.wrapping_add(u32::from(proto)).wrapping_add(l4_len as u32);
+            p += u64::from(proto) + l4_len as u64;
             (proto, ip + ihl, l4_len, p)
         }
         0x86dd => {
@@ -76,7 +59,7 @@ pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
             }
             let proto = h[6];
             let mut p = sum(&h[8..40], 0);
-            p = p.wrapping_add(u32::from(proto)).wrapping_add(l4_len as u32);
+            p += u64::from(proto) + l4_len as u64;
             (proto, ip + 40, l4_len, p)
         }
         _ => return,
@@ -136,7 +119,7 @@ mod tests {
         let l4 = ip + 20;
         let len = f.len() - l4;
         let mut p = sum(&f[ip + 12..ip + 20], 0);
-        p = p.wrapping_add(17).wrapping_add(len as u32);
+        p += 17 + len as u64;
         fold(sum(&f[l4..], p)) == 0
     }
 

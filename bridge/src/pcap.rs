@@ -447,15 +447,16 @@ async fn run(
                     segment::Plan::TooLong => false,
                 };
                 if !cut {
-                    let why = io::Error::other(format!(
-                        "a captured frame of {} bytes is larger than {}'s MTU {} and is not TCP; \
-                         turn the NIC's offloads off: ethtool -K {} gro off lro off",
-                        frame.len(),
-                        config.device,
-                        mtu.value,
-                        config.device
-                    ));
-                    port.drop_frame(DropReason::TooLong, now, Some(&why));
+                    port.drop_frame_because(DropReason::TooLong, now, || {
+                        io::Error::other(format!(
+                            "a captured frame of {} bytes is larger than {}'s MTU {} and is not \
+                             TCP; turn the NIC's offloads off: ethtool -K {} gro off lro off",
+                            frame.len(),
+                            config.device,
+                            mtu.value,
+                            config.device
+                        ))
+                    });
                 }
             }
             if let Some(e) = failed {
@@ -870,17 +871,10 @@ mod segment {
     mod tests {
         use super::*;
 
-        fn sum(data: &[u8]) -> u32 {
-            data.chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-                .sum()
-        }
+        use switchyard_switch::checksum::fold;
 
-        fn fold(mut acc: u32) -> u16 {
-            while acc > 0xffff {
-                acc = (acc & 0xffff) + (acc >> 16);
-            }
-            !(acc as u16)
+        fn sum(data: &[u8]) -> u64 {
+            switchyard_switch::checksum::sum(data, 0)
         }
 
         /// A TCP/IPv4 frame with `n` payload bytes 0, 1, 2, … (mod 251),

@@ -324,16 +324,10 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
                     None => port.drop_frame(switchyard_switch::DropReason::TooShort, now, None),
                 }
             }
-            if !held.is_empty() {
-                // A full VDE/UML guest: stop reading the tap until it takes
-                // what it refused (the tap's own queue absorbs the wait).
-                tokio::select! {
-                    _ = port.closed() => {
-                        held.abandon(switch.now());
-                        return Ok(());
-                    }
-                    _ = held.release(|| switch.now()) => {}
-                }
+            // A full VDE/UML guest: stop reading the tap until it takes what
+            // it refused (the tap's own queue absorbs the wait).
+            if !held.is_empty() && !held.release_unless_closed(port, || switch.now()).await {
+                return Ok(());
             }
         }
         if n == BATCH {

@@ -5,6 +5,8 @@
 //! kernel's own GSO would. Pure functions, no allocation beyond the
 //! caller's reused buffer.
 
+use crate::checksum::{fold, sum};
+
 /// `flags`: the checksum from `csum_start` on is only partial (the
 /// pseudo-header sum); it must be completed before a plain receiver sees it.
 pub const F_NEEDS_CSUM: u8 = 1;
@@ -106,26 +108,6 @@ impl VnetHdr {
         }
         Some(h)
     }
-}
-
-/// Sums 16-bit big-endian words (RFC 1071), odd tail padded with zero.
-fn sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits and complements it.
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// Copies `frame` into `out` with its partial checksum completed (what

@@ -104,9 +104,26 @@ impl Held {
         self.clear();
     }
 
+    /// [`Held::release`], unless `ingress` (the port the frames came from)
+    /// closes first: then what is left is dropped and `false` returned, and
+    /// its receive loop should end.
+    pub async fn release_unless_closed(
+        &mut self,
+        ingress: &Port,
+        now: impl Fn() -> Duration,
+    ) -> bool {
+        tokio::select! {
+            _ = ingress.closed() => {
+                self.abandon(now());
+                false
+            }
+            _ = self.release(&now) => true,
+        }
+    }
+
     /// Drops what is held, counted as [`DropReason::IngressDown`] on each
     /// destination: the port they came from is going away.
-    pub fn abandon(&mut self, now: Duration) {
+    fn abandon(&mut self, now: Duration) {
         for (slot, _) in &self.frames {
             self.ports[*slot].drop_frame(DropReason::IngressDown, now, None);
         }

@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod capture;
+pub mod checksum;
 pub mod counters;
 pub mod engine;
 pub mod fdb;

@@ -245,21 +245,33 @@ impl Port {
     /// A frame that cannot be cut is dropped and counted as
     /// [`DropReason::Unsegmentable`].
     pub fn send_offloaded(&self, hdr: &crate::gso::VnetHdr, frame: &[u8], now: Duration) {
+        self.send_offloaded_with(hdr, frame, now, |piece| self.send(piece, now));
+    }
+
+    /// [`Port::send_offloaded`], with each plain piece cut from the frame
+    /// handed to `send_piece`.
+    fn send_offloaded_with(
+        &self,
+        hdr: &crate::gso::VnetHdr,
+        frame: &[u8],
+        now: Duration,
+        mut send_piece: impl FnMut(&[u8]),
+    ) {
         match self.tx.transmit_offloaded(hdr, frame) {
             Some(Ok(())) => self.note_sent(frame),
             Some(Err(e)) => {
                 self.count_failure(e, now);
             }
-            None => self.send_segmented(hdr, frame, now),
-        }
-    }
-
-    fn send_segmented(&self, hdr: &crate::gso::VnetHdr, frame: &[u8], now: Duration) {
-        let result = SEGMENT_BUF
-            .with_borrow_mut(|buf| crate::gso::segment(hdr, frame, buf, |seg| self.send(seg, now)));
-        if let Err(e) = result {
-            let e = io::Error::new(io::ErrorKind::InvalidData, e);
-            self.drop_frame(DropReason::Unsegmentable, now, Some(&e));
+            None => {
+                let result = SEGMENT_BUF.with_borrow_mut(|buf| {
+                    crate::gso::segment(hdr, frame, buf, |seg| send_piece(seg))
+                });
+                if let Err(e) = result {
+                    self.drop_frame_because(DropReason::Unsegmentable, now, || {
+                        io::Error::new(io::ErrorKind::InvalidData, e)
+                    });
+                }
+            }
         }
     }
 
@@ -405,21 +417,9 @@ impl Port {
         now: Duration,
         held: &mut crate::hold::Held,
     ) {
-        match self.tx.transmit_offloaded(hdr, frame) {
-            Some(Ok(())) => self.note_sent(frame),
-            Some(Err(e)) => {
-                self.count_failure(e, now);
-            }
-            None => {
-                let result = SEGMENT_BUF.with_borrow_mut(|buf| {
-                    crate::gso::segment(hdr, frame, buf, |seg| self.send_or_hold(&[seg], now, held))
-                });
-                if let Err(e) = result {
-                    let e = io::Error::new(io::ErrorKind::InvalidData, e);
-                    self.drop_frame(DropReason::Unsegmentable, now, Some(&e));
-                }
-            }
-        }
+        self.send_offloaded_with(hdr, frame, now, |piece| {
+            self.send_or_hold(&[piece], now, held)
+        });
     }
 
     /// True when frames this peer refuses may be held at `now`: it can say
@@ -457,26 +457,45 @@ impl Port {
     pub fn drop_frame(&self, reason: DropReason, now: Duration, err: Option<&io::Error>) {
         self.counters.dropped(reason);
         if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
-            match err {
-                // A peer that went away is normal life: its owner logs the
-                // detach.
-                Some(e) if reason == DropReason::EgressGone => tracing::debug!(
-                    port = %self.name, reason = reason.as_str(), suppressed,
-                    "dropping frames: {e}"
-                ),
-                Some(e) => tracing::warn!(
-                    port = %self.name, reason = reason.as_str(), suppressed,
-                    "dropping frames: {e}"
-                ),
-                None if reason.is_bad_input() => tracing::warn!(
-                    port = %self.name, reason = reason.as_str(), suppressed,
-                    "dropping bad frames from this port's peer"
-                ),
-                None => tracing::debug!(
-                    port = %self.name, reason = reason.as_str(), suppressed,
-                    "dropping frames"
-                ),
-            }
+            self.log_drop(reason, suppressed, err);
+        }
+    }
+
+    /// [`Port::drop_frame`] with an explanation built only when it is
+    /// logged (at most once a minute), not for every frame dropped.
+    pub fn drop_frame_because(
+        &self,
+        reason: DropReason,
+        now: Duration,
+        why: impl FnOnce() -> io::Error,
+    ) {
+        self.counters.dropped(reason);
+        if let Some(suppressed) = self.log_limits[reason.index()].allow(now, LOG_INTERVAL) {
+            self.log_drop(reason, suppressed, Some(&why()));
+        }
+    }
+
+    #[cold]
+    fn log_drop(&self, reason: DropReason, suppressed: u64, err: Option<&io::Error>) {
+        match err {
+            // A peer that went away is normal life: its owner logs the
+            // detach.
+            Some(e) if reason == DropReason::EgressGone => tracing::debug!(
+                port = %self.name, reason = reason.as_str(), suppressed,
+                "dropping frames: {e}"
+            ),
+            Some(e) => tracing::warn!(
+                port = %self.name, reason = reason.as_str(), suppressed,
+                "dropping frames: {e}"
+            ),
+            None if reason.is_bad_input() => tracing::warn!(
+                port = %self.name, reason = reason.as_str(), suppressed,
+                "dropping bad frames from this port's peer"
+            ),
+            None => tracing::debug!(
+                port = %self.name, reason = reason.as_str(), suppressed,
+                "dropping frames"
+            ),
         }
     }
 

@@ -101,6 +101,22 @@ fn emit(port: &Port, hdr: Option<&VnetHdr>, bytes: &[u8], now: Duration) {
     }
 }
 
+/// [`emit`] for unicast: what a full `port` refuses is held (see
+/// [`crate::hold`]).
+#[inline]
+fn emit_or_hold(
+    port: &Arc<Port>,
+    hdr: Option<&VnetHdr>,
+    bytes: &[u8],
+    now: Duration,
+    held: &mut Held,
+) {
+    match hdr {
+        None => port.send_or_hold(&[bytes], now, held),
+        Some(h) => port.send_offloaded_or_hold(h, bytes, now, held),
+    }
+}
+
 /// Calls `f` for every port a forwarding decision sends to (none for a
 /// drop).
 #[inline]
@@ -166,46 +182,50 @@ impl<'a> Forms<'a> {
         }
     }
 
+    /// How the frame leaves `port`: in the form its membership asks for,
+    /// with the offload header shifted by a tag added or removed.
+    fn form(&mut self, port: &Port) -> Form<'_> {
+        let Some(egress) = port.egress(self.class.vid) else {
+            return Form::Outside;
+        };
+        let (offload, original_len) = (self.offload, self.frame.len());
+        let bytes = self.bytes_for(egress);
+        match offload.map(|h| h.shifted(bytes.len() as isize - original_len as isize)) {
+            None => Form::Send(None, bytes),
+            Some(Some(h)) => Form::Send(Some(h), bytes),
+            Some(None) => Form::Unsegmentable,
+        }
+    }
+
     /// Sends the frame through `port` in the form its membership asks for,
     /// or not at all when the port is outside the frame's VLAN.
     fn send(&mut self, port: &Port, now: Duration) {
-        let Some(egress) = port.egress(self.class.vid) else {
-            return;
-        };
-        if self.class.leaves_as_is(egress) {
-            return emit(port, self.offload, self.frame, now);
-        }
-        let offload = self.offload;
-        let original_len = self.frame.len();
-        let bytes = self.bytes_for(egress);
-        let Some(hdr) = offload else {
-            return port.send(bytes, now);
-        };
-        // A tag added or removed moves the checksum and header offsets.
-        let delta = bytes.len() as isize - original_len as isize;
-        match hdr.shifted(delta) {
-            Some(h) => port.send_offloaded(&h, bytes, now),
-            None => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+        match self.form(port) {
+            Form::Send(hdr, bytes) => emit(port, hdr.as_ref(), bytes, now),
+            Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+            Form::Outside => {}
         }
     }
 
     /// Like [`Forms::send`] for unicast: what a full `port` refuses is
     /// held (see [`crate::hold`]).
     fn send_or_hold(&mut self, port: &Arc<Port>, now: Duration, held: &mut Held) {
-        let Some(egress) = port.egress(self.class.vid) else {
-            return;
-        };
-        let offload = self.offload;
-        let original_len = self.frame.len();
-        let bytes = self.bytes_for(egress);
-        let Some(hdr) = offload else {
-            return port.send_or_hold(&[bytes], now, held);
-        };
-        match hdr.shifted(bytes.len() as isize - original_len as isize) {
-            Some(h) => port.send_offloaded_or_hold(&h, bytes, now, held),
-            None => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+        match self.form(port) {
+            Form::Send(hdr, bytes) => emit_or_hold(port, hdr.as_ref(), bytes, now, held),
+            Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
+            Form::Outside => {}
         }
     }
+}
+
+/// How one frame leaves one port.
+enum Form<'b> {
+    /// These bytes, offloaded as the header says or plain.
+    Send(Option<VnetHdr>, &'b [u8]),
+    /// Not at all: the port is outside the frame's VLAN.
+    Outside,
+    /// A tag added or removed left the offload header out of range.
+    Unsegmentable,
 }
 
 impl Switch {
@@ -416,32 +436,28 @@ impl Switch {
         now: Duration,
         held: Option<&mut Held>,
     ) {
-        match (decision, held) {
-            (Decision::Drop(reason), _) => ingress.drop_frame(reason, now, None),
-            (Decision::Forward(p), Some(h)) => {
-                let Some(port) = table.get(p) else { return };
-                if class.vid == 0 {
-                    match offload {
-                        None => port.send_or_hold(&[frame], now, h),
-                        Some(hdr) => port.send_offloaded_or_hold(hdr, frame, now, h),
-                    }
-                } else {
-                    VLAN_FORMS.with_borrow_mut(|bufs| {
-                        Forms::new(frame, class, bufs, offload).send_or_hold(port, now, h)
-                    });
-                }
-            }
-            // VLAN-transparent: every port gets the frame's own bytes.
-            (_, None) | (Decision::Flood, _) if class.vid == 0 => {
-                for_each_target(ingress, table, decision, |port| {
-                    emit(port, offload, frame, now)
-                })
-            }
-            _ => VLAN_FORMS.with_borrow_mut(|bufs| {
-                let mut forms = Forms::new(frame, class, bufs, offload);
-                for_each_target(ingress, table, decision, |port| forms.send(port, now));
-            }),
+        if let Decision::Drop(reason) = decision {
+            return ingress.drop_frame(reason, now, None);
         }
+        if let (Decision::Forward(p), Some(h)) = (decision, held) {
+            let Some(port) = table.get(p) else { return };
+            if class.vid == 0 {
+                return emit_or_hold(port, offload, frame, now, h);
+            }
+            return VLAN_FORMS.with_borrow_mut(|bufs| {
+                Forms::new(frame, class, bufs, offload).send_or_hold(port, now, h)
+            });
+        }
+        if class.vid == 0 {
+            // VLAN-transparent: every port gets the frame's own bytes.
+            return for_each_target(ingress, table, decision, |port| {
+                emit(port, offload, frame, now)
+            });
+        }
+        VLAN_FORMS.with_borrow_mut(|bufs| {
+            let mut forms = Forms::new(frame, class, bufs, offload);
+            for_each_target(ingress, table, decision, |port| forms.send(port, now));
+        });
     }
 
     /// Forwards frames that arrived together on `ingress`: one engine lock

@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,28 @@ pub fn install_init(dir: &Path) -> Result<PathBuf> {
             .with_context(|| format!("chmod {}", dst.display()))?;
     }
     Ok(dst)
+}
+
+/// Sets what every guest's kernel command line has: its `umid`, its state
+/// directory `dir` (which also holds the RAM file unless /dev/shm can),
+/// `mem`, the host's `/` as a read-only hostfs root, the `init` script and
+/// the console on stdin/stdout.
+pub fn boot_args(cmd: &mut Command, umid: &str, dir: &Path, mem: &str, init: &Path) {
+    cmd.arg(format!("umid={umid}"))
+        .arg(format!("uml_dir={}", dir.display()))
+        .arg(format!("mem={mem}"))
+        .args([
+            "quiet",
+            "root=/dev/root",
+            "rootfstype=hostfs",
+            "rootflags=/",
+            "ro",
+        ])
+        .arg(format!("init={}", init.display()))
+        .args(["con=null", "con0=fd:0,fd:1"])
+        // The guest's RAM is a file in $TMPDIR (unlinked at once); tmpfs is
+        // much faster than a disk.
+        .env("TMPDIR", ram_dir(dir));
 }
 
 /// Where UML should map a guest's RAM from (its `TMPDIR`): `/dev/shm` when
@@ -117,27 +140,13 @@ impl Uml {
         let init = install_init(tmp.path())?;
         let umid = unique_name("sy");
         let mut cmd = ns.command(linux);
-        cmd.arg(format!("umid={umid}"))
-            .arg(format!("uml_dir={}", tmp.path().display()))
-            .arg(format!("mem={}", self.mem))
-            .args([
-                "quiet",
-                "root=/dev/root",
-                "rootfstype=hostfs",
-                "rootflags=/",
-                "ro",
-            ])
-            .arg(format!("init={}", init.display()))
-            .args(["con=null", "con0=fd:0,fd:1"]);
+        boot_args(&mut cmd, &umid, tmp.path(), &self.mem, &init);
         for (i, spec) in self.ifaces.iter().enumerate() {
             cmd.arg(format!("eth{i}={spec}"));
         }
         for (k, v) in &self.params {
             cmd.arg(format!("{k}={v}"));
         }
-        // The guest's RAM is a file in $TMPDIR (unlinked at once); tmpfs is
-        // much faster than a disk, and UML warns when it is not tmpfs.
-        cmd.env("TMPDIR", ram_dir(tmp.path()));
         let proc = Proc::spawn(&format!("uml {}", self.label), cmd, Stdin::Null)?;
         Ok(Guest { proc })
     }

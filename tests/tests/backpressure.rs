@@ -421,6 +421,23 @@ fn retry_if_starved(
     )
 }
 
+/// B's port held frames (B's queue filled, so the run tested
+/// backpressure; `what` says from where) and dropped none, as B kept
+/// reading.
+fn held_and_none_dropped(b: &Counters, what: &str) -> Result<()> {
+    ensure!(
+        b.egress_full == 0,
+        "B's port dropped {} frames as egress_full although B kept reading: {b:?}",
+        b.egress_full
+    );
+    ensure!(
+        b.tx_held > 0,
+        "B's port held no frames ({b:?}): B's queue of {DEFAULT_QLEN} never filled, so this \
+         run did not test backpressure{what}"
+    );
+    Ok(())
+}
+
 /// The assertions of a slow-receiver run that the daemon did not mark
 /// stalled: everything arrived, in order, some frames were held and none
 /// dropped.
@@ -436,18 +453,7 @@ fn check_lossless(lab: &Lab, run: &SlowRun) -> Result<()> {
         run.b,
         lab.sw.proc.output()
     );
-    ensure!(
-        run.b.egress_full == 0,
-        "B's port dropped {} frames as egress_full although B kept reading: {:?}",
-        run.b.egress_full,
-        run.b
-    );
-    ensure!(
-        run.b.tx_held > 0,
-        "B's port held no frames ({:?}): B's queue of {DEFAULT_QLEN} never filled, so this \
-         run did not test backpressure",
-        run.b
-    );
+    held_and_none_dropped(&run.b, "")?;
     ensure!(
         run.b.tx_frames >= N,
         "B's port counts {} frames sent, fewer than the {N} B received",
@@ -931,18 +937,7 @@ fn check_tap_lossless(t: &TapLab, run: &TapRun) -> Result<()> {
         run.after.tx_dropped - run.before.tx_dropped,
         t.lab.sw.proc.output()
     );
-    ensure!(
-        run.b.egress_full == 0,
-        "B's port dropped {} frames as egress_full although B kept reading: {:?}",
-        run.b.egress_full,
-        run.b
-    );
-    ensure!(
-        run.b.tx_held > 0,
-        "B's port held no frames ({:?}): B's queue of {DEFAULT_QLEN} never filled, so this \
-         run did not test backpressure from the tap",
-        run.b
-    );
+    held_and_none_dropped(&run.b, " from the tap")?;
     ensure!(
         run.after.tx_dropped == run.before.tx_dropped,
         "the kernel dropped {} frames at tap {} (its queue of {} overflowed while the switch \

@@ -132,14 +132,8 @@ pub async fn receive_batched<T: AsRawFd>(
         let mut frames = 0;
         loop {
             let read = receive_one_batch(switch, port, &*guard.get_inner().0, &mut held);
-            if !held.is_empty() {
-                tokio::select! {
-                    _ = port.closed() => {
-                        held.abandon(switch.now());
-                        return Ok(());
-                    }
-                    _ = held.release(|| switch.now()) => {}
-                }
+            if !held.is_empty() && !held.release_unless_closed(port, || switch.now()).await {
+                return Ok(());
             }
             let drained = match read {
                 // A short batch means recvmmsg met an empty queue

@@ -259,20 +259,8 @@ impl Guest {
         console: PathBuf,
     ) -> Result<Guest> {
         let mut cmd = Command::new(linux);
-        cmd.arg(format!("umid={umid}"))
-            .arg(format!("uml_dir={}", workdir.display()))
-            .arg(format!("mem={GUEST_MEM}"))
-            .args([
-                "quiet",
-                "root=/dev/root",
-                "rootfstype=hostfs",
-                "rootflags=/",
-                "ro",
-            ])
-            .arg(format!("init={}", init.display()))
-            .args(["con=null", "con0=fd:0,fd:1"])
-            .args(params)
-            .env("TMPDIR", switchyard_tests::uml::ram_dir(workdir));
+        switchyard_tests::uml::boot_args(&mut cmd, umid, workdir, GUEST_MEM, init);
+        cmd.args(params);
         let f =
             File::create(&console).with_context(|| format!("creating {}", console.display()))?;
         let g = f.try_clone().context("duplicating the console file")?;
