@@ -1418,6 +1418,7 @@ fn iperf3_once(ns: &Netns, addr: &str, port: u16, secs: u32, reverse: bool) -> R
 pub mod raw {
     use super::*;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use switchyard_switch::checksum::{fold, sum as sum16};
 
     /// Ethertypes used here.
     pub const ARP: u16 = 0x0806;
@@ -1448,24 +1449,6 @@ pub mod raw {
         a.extend_from_slice(&tha);
         a.extend_from_slice(&tpa.octets());
         a
-    }
-
-    fn sum16(data: &[u8], mut acc: u32) -> u32 {
-        let mut chunks = data.chunks_exact(2);
-        for c in &mut chunks {
-            acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        if let [last] = chunks.remainder() {
-            acc += u32::from(*last) << 8;
-        }
-        acc
-    }
-
-    fn fold(mut acc: u32) -> u16 {
-        while acc > 0xffff {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        !(acc as u16)
     }
 
     /// An IPv6 packet carrying `icmp` (its checksum field is filled in).

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use switchyard_switch::checksum::sum as sum16;
 
 use super::measure::{self, process_cpu_s, Config, FloodSample, Shape, SMALL_FRAME};
 use super::proto::Port;
@@ -665,25 +666,9 @@ pub fn ipv4_udp_frame(
     f
 }
 
-/// RFC 1071 sum of big-endian 16-bit words (odd tail padded with zero).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
 /// The Internet checksum of `data` on top of `acc`.
-fn checksum(data: &[u8], acc: u32) -> u16 {
-    let mut acc = sum16(data, acc);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
+fn checksum(data: &[u8], acc: u64) -> u16 {
+    switchyard_switch::checksum::fold(sum16(data, acc))
 }
 
 fn fmt_mac(m: &[u8]) -> String {
