@@ -370,7 +370,7 @@ async fn run(
         let mut frame = Vec::with_capacity(2048);
         // Where super-frames are cut, one segment at a time.
         let mut piece = Vec::with_capacity(2048);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = switchyard_switch::tick::Ticker::every(Duration::from_secs(1));
         let mut upkeep = NatUpkeep::default();
         let mut mtu = Mtu::read(config);
         let mut kernel_drops = KernelDrops::default();

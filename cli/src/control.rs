@@ -172,7 +172,7 @@ async fn capture(
     w.write_all(&pcap_header()).await?;
     port.start_capture(sink.clone());
     tracing::info!(port = %name, "capture started");
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = switchyard_switch::tick::Ticker::every(std::time::Duration::from_secs(1));
     let result = loop {
         tokio::select! {
             f = rx.recv() => match f {

@@ -362,7 +362,7 @@ async fn serve(
     {
         let switch = switch.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = switchyard_switch::tick::Ticker::every(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 switch.age();

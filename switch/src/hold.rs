@@ -123,7 +123,7 @@ impl Held {
 
     /// Drops what is held, counted as [`DropReason::IngressDown`] on each
     /// destination: the port they came from is going away.
-    fn abandon(&mut self, now: Duration) {
+    pub(crate) fn abandon(&mut self, now: Duration) {
         for (slot, _) in &self.frames {
             self.ports[*slot].drop_frame(DropReason::IngressDown, now, None);
         }

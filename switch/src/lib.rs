@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod stop;
 mod switch;
 pub mod sys;
+pub mod tick;
 pub mod vlan;
 
 pub use counters::{DropReason, PortCounters};

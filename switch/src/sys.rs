@@ -67,7 +67,7 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     /// Receives what is queued on `fd` (non-blocking), up to a batch.
-    pub fn recv(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: &(impl AsRawFd + ?Sized)) -> io::Result<usize> {
         let mut iovecs: [libc::iovec; MMSG_BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -113,7 +113,34 @@ impl RecvBatch {
         Ok(n)
     }
 
-    /// The frames of the last [`RecvBatch::recv`].
+    /// Receives one datagram from `fd` (non-blocking) into the first
+    /// buffer: `Ok(1)`, or the error (`WouldBlock` when none is queued).
+    /// Cheaper than [`RecvBatch::recv`] when frames come one at a time:
+    /// `recvmmsg` tries for a second datagram before it returns.
+    pub fn recv_one(&mut self, fd: &(impl AsRawFd + ?Sized)) -> io::Result<usize> {
+        self.count = 0;
+        let buf = &mut self.bufs[0];
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,
+        // which this batch owns and which outlives the call. MSG_TRUNC
+        // makes it return a longer datagram's real length.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Longer than the buffer: marked too long, as `recv` does.
+        self.lens[0] = (n as usize).min(crate::MAX_FRAME + 1);
+        self.count = 1;
+        Ok(1)
+    }
+
+    /// The frames of the last [`RecvBatch::recv`] or [`RecvBatch::recv_one`].
     pub fn frames(&self) -> impl Iterator<Item = &[u8]> {
         self.bufs
             .iter()
@@ -185,4 +212,106 @@ pub fn grow_send_buffer(sock: &impl std::os::fd::AsFd, bytes: usize) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+}
+
+/// An epoll instance for a thread that waits without the async runtime
+/// (see [`crate::ports::plane`]). Level-triggered: a descriptor left with
+/// data is reported again by the next wait.
+#[derive(Debug)]
+pub struct Epoll(std::os::fd::OwnedFd);
+
+impl Epoll {
+    /// A new epoll instance (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result
+        // is a fresh descriptor that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: see above: the descriptor is new and owned only here.
+        Ok(Epoll(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a live local the kernel only reads during the call.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Watches `fd` for `events` (`libc::EPOLLIN` …), reported with `token`.
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Changes what `fd` is watched for (0: nothing but errors).
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Stops watching `fd`.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout_ms` (-1: no limit, 0: just look) and fills
+    /// `events`; returns how many.
+    pub fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        let max = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the kernel writes at most `max` entries into `events`,
+        // which is that long and outlives the call.
+        let n =
+            unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// A non-blocking eventfd: one thread signals it, the thread that watches
+/// it in an [`Epoll`] wakes up and drains it.
+#[derive(Debug)]
+pub struct EventFd(std::os::fd::OwnedFd);
+
+impl EventFd {
+    /// A new eventfd (non-blocking, close-on-exec).
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a
+        // fresh descriptor owned only here.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: see above.
+        Ok(EventFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
+    }
+
+    /// Wakes the watcher. Cannot fail in a way worth reporting: a full
+    /// counter (EAGAIN) already means a wake-up is pending.
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter after a wake-up.
+    pub fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live local of that size.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 }

@@ -3,6 +3,7 @@
 //! detaches), serve (the receive loop), a non-blocking send, counters.
 
 pub mod mcast;
+pub mod plane;
 pub mod receive;
 pub mod stream;
 pub mod udp;

@@ -124,10 +124,20 @@ pub async fn receive_batched<T: AsRawFd>(
 ) -> io::Result<()> {
     let mut held = Held::default();
     let mut idle_since: Option<std::time::Instant> = None;
+    // Registered once, not on every wake-up: a wake-up per frame is the
+    // common case at low rates, and each registration takes a lock.
+    let closed = port.closed();
+    tokio::pin!(closed);
     loop {
+        if port.is_closing() {
+            return Ok(());
+        }
         let mut guard = tokio::select! {
-            _ = port.closed() => return Ok(()),
+            // Readiness first: when a frame is waiting, `closed` is not
+            // polled at all (the check above sees a close soon enough).
+            biased;
             g = fd.ready(RECEIVE_INTEREST) => g?,
+            _ = &mut closed => return Ok(()),
         };
         let mut frames = 0;
         loop {

@@ -20,6 +20,7 @@ pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
 use crate::port::{Port, PortId, SendError, Transmit};
+use crate::ports::plane::{self, Receiving};
 use crate::ports::receive::receive_batched;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::Switch;
@@ -629,8 +630,7 @@ impl UnixControl {
             .ok_or_else(|| io::Error::other("control socket is already being served"))?;
         let mut listener = tokio::net::UnixListener::from_std(std_listener)?;
         let mut spare = spare_descriptor();
-        let mut check = tokio::time::interval(SOCKET_CHECK_INTERVAL);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = crate::tick::Ticker::every(SOCKET_CHECK_INTERVAL);
         let mut watching = true;
         loop {
             self.wait_for_room(&stop).await;
@@ -799,8 +799,8 @@ impl UnixControl {
             peer,
             Box::new(DatagramTx(sock.clone())),
         ));
-        let afd = match watch_readable(sock) {
-            Ok(a) => a,
+        let mut data = match DataPath::start(&switch, &port, sock) {
+            Ok(d) => d,
             Err(e) => {
                 self.refuse(
                     &switch,
@@ -818,9 +818,9 @@ impl UnixControl {
             port = %name, pid, uid, client = %description, ctl = %self.ctl_path.display(),
             "port attached"
         );
-        let why = run_port(&switch, &port, &mut stream, &afd).await;
+        let why = run_port(&switch, &port, &mut stream, &mut data).await;
+        data.stop().await;
         switch.remove_port(id);
-        drop(afd);
         port_cleanup(&self);
         let c = port.counters().snapshot();
         tracing::info!(
@@ -951,15 +951,26 @@ async fn run_port(
     switch: &Switch,
     port: &Port,
     ctl: &mut UnixStream,
-    data: &AsyncFd<SharedFd<UnixDatagram>>,
+    data: &mut DataPath,
 ) -> &'static str {
     let mut scratch = [0u8; 256];
     let mut extra_logged = false;
     // Built once: the select below must not restart the receive loop.
-    let receive = receive_batched(switch, port, data);
+    let receive = data.serve(switch, port);
     tokio::pin!(receive);
     loop {
         tokio::select! {
+            // The data path first; no random branch order per wake-up.
+            biased;
+            r = &mut receive => {
+                return match r {
+                    Ok(()) => "peer socket gone",
+                    Err(e) => {
+                        tracing::warn!(port = %port.name(), "receive failed: {e}");
+                        "data socket failed"
+                    }
+                };
+            }
             r = ctl.read(&mut scratch) => match r {
                 Ok(0) => return "control connection closed",
                 Ok(n) => {
@@ -972,15 +983,47 @@ async fn run_port(
                 }
                 Err(_) => return "control connection failed",
             },
-            r = &mut receive => {
-                return match r {
-                    Ok(()) => "peer socket gone",
-                    Err(e) => {
-                        tracing::warn!(port = %port.name(), "receive failed: {e}");
-                        "data socket failed"
-                    }
-                };
-            }
+        }
+    }
+}
+
+/// Where a port's frames are received: on the data plane thread, or on the
+/// runtime when that thread is not available.
+enum DataPath {
+    Plane(Receiving),
+    Runtime(AsyncFd<SharedFd<UnixDatagram>>),
+}
+
+impl DataPath {
+    fn start(
+        switch: &Arc<Switch>,
+        port: &Arc<Port>,
+        sock: Arc<UnixDatagram>,
+    ) -> io::Result<DataPath> {
+        match plane::plane() {
+            Some(p) => Ok(DataPath::Plane(p.attach(
+                switch.clone(),
+                port.clone(),
+                sock,
+            ))),
+            None => watch_readable(sock).map(DataPath::Runtime),
+        }
+    }
+
+    /// Receives (or serves the plane's held frames) until the port closes
+    /// (`Ok`) or its socket fails.
+    async fn serve(&mut self, switch: &Switch, port: &Port) -> io::Result<()> {
+        match self {
+            DataPath::Plane(r) => r.serve(switch, port).await,
+            DataPath::Runtime(afd) => receive_batched(switch, port, afd).await,
+        }
+    }
+
+    /// Stops receiving, so the port can leave the switch.
+    async fn stop(self) {
+        match self {
+            DataPath::Plane(r) => r.stop().await,
+            DataPath::Runtime(afd) => drop(afd),
         }
     }
 }
@@ -994,6 +1037,13 @@ impl Transmit for DatagramTx {
     }
 
     fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        if let [frame] = frames {
+            // One frame: `send` costs the kernel less than `sendmmsg`.
+            return match self.transmit(frame) {
+                Ok(()) => (1, None),
+                Err(e) => (0, Some(e)),
+            };
+        }
         let mut done = 0;
         while done < frames.len() {
             match crate::sys::send_batch(&*self.0, &frames[done..]) {
