@@ -199,7 +199,7 @@ pub fn run(settings: Settings) -> Result<()> {
     if let Some(p) = parent {
         p.release();
     }
-    // One data-path thread by default: on small hosts the guests need the
+    // One runtime thread by default: on small hosts the guests need the
     // other cores, and a single thread forwards about twice the frames of
     // a work-stealing pool per CPU-second (see the README's benchmark).
     let runtime = match settings.threads {

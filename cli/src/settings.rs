@@ -71,7 +71,8 @@ pub struct Settings {
     pub engine: EngineConfig,
     /// Highest VDE port number.
     pub numports: u32,
-    /// Data-path threads (1: a single-threaded runtime).
+    /// Async runtime threads (1: a single-threaded runtime); VDE/UML
+    /// frames move on the data plane thread whatever this is.
     pub threads: usize,
     /// Hold unicast for a full unix-socket peer, pausing its sender,
     /// instead of tail-dropping it ([`switchyard_switch::Switch::set_backpressure`]).

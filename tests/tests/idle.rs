@@ -90,7 +90,10 @@ fn an_idle_switch_sleeps_without_a_timer() -> Result<()> {
     pass_frame(&b, &a, a.mac(), 60, 2)?;
     let pid = sw.proc.pid().as_raw();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
-    ensure!(comm.trim() == "switchyard", "pid {pid} is {comm:?}, not the daemon");
+    ensure!(
+        comm.trim() == "switchyard",
+        "pid {pid} is {comm:?}, not the daemon"
+    );
 
     // Past a few housekeeping ticks (FDB aging every second, the control
     // socket's file check every two).

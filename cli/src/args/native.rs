@@ -92,8 +92,10 @@ struct NativeArgs {
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
     group: Option<u32>,
 
-    /// Data-path threads. 1 (the default) forwards most frames per
-    /// CPU-second and leaves the other cores to the guests.
+    /// Async runtime threads, for taps, pcap, UDP, stream and VXLAN ports
+    /// and control connections (VDE/UML frames move on the data plane
+    /// thread). 1 (the default) forwards most frames per CPU-second and
+    /// leaves the other cores to the guests.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
