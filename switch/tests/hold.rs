@@ -4,28 +4,15 @@
 //! it in order as the client reads, and give up after the hold limit.
 
 mod common;
+mod sockets;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use sockets::{frame, seq, SocketTx, TempDir};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_switch::hold::{Held, HOLD_LIMIT, HOLD_MAX, STALL_BACKOFF};
 use switchyard_switch::port::{Port, SendError, Transmit};
 use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
-
-/// Sends on a socket connected to an unconnected client, as the unix port
-/// does.
-struct SocketTx(UnixDatagram);
-
-impl Transmit for SocketTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
-    }
-
-    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.0.as_fd())
-    }
-}
 
 /// Takes everything (the ingress port's own transmit).
 struct Sink;
@@ -47,29 +34,8 @@ struct Rig {
     _dir: TempDir,
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    f[14..18].copy_from_slice(&seq.to_be_bytes());
-    f
-}
-
-fn seq(f: &[u8]) -> u32 {
-    u32::from_be_bytes([f[14], f[15], f[16], f[17]])
-}
 
 /// How many datagrams fit in the queue toward an unconnected unix
 /// datagram socket: the kernel refuses once more than
@@ -83,14 +49,8 @@ fn qlen() -> usize {
 }
 
 fn rig() -> Rig {
-    let dir = std::env::temp_dir().join(format!(
-        "switchyard-hold-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let client_path = dir.join("client");
+    let dir = TempDir::new("hold");
+    let client_path = dir.0.join("client");
     let client = UnixDatagram::bind(&client_path).expect("bind client");
     let ours = UnixDatagram::unbound().expect("socket");
     ours.connect(&client_path).expect("connect to client");
@@ -105,7 +65,7 @@ fn rig() -> Rig {
         p
     };
     let ingress = port("a", Box::new(Sink));
-    let dest = port("b", Box::new(SocketTx(ours)));
+    let dest = port("b", Box::new(SocketTx(Arc::new(ours))));
     let bystander = port("c", Box::new(Sink));
     // Teach the switch where B is.
     switch.forward(&dest, &frame(A, B, 0), switch.now());
@@ -115,7 +75,7 @@ fn rig() -> Rig {
         dest,
         client,
         _bystander: bystander,
-        _dir: TempDir(dir),
+        _dir: dir,
     }
 }
 

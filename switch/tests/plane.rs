@@ -3,60 +3,18 @@
 //! held (the plane stops reading its sender until the port's task has
 //! delivered it) without a loss, and a stopped port is no longer read.
 
-use std::os::fd::{AsFd, BorrowedFd};
+mod sockets;
+
+use sockets::{frame, seq, SocketTx, TempDir};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::port::Port;
 use switchyard_switch::ports::plane::{self, Receiving};
 use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
 
-/// Sends on the switch's end of a port's socket, as the unix port does.
-struct SocketTx(Arc<UnixDatagram>);
-
-impl Transmit for SocketTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
-    }
-
-    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.0.as_fd())
-    }
-}
-
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u32) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    f[14..18].copy_from_slice(&seq.to_be_bytes());
-    f
-}
-
-fn seq(f: &[u8]) -> u32 {
-    u32::from_be_bytes([f[14], f[15], f[16], f[17]])
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-plane-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A port on the plane and its client's socket.
 struct Attached {
@@ -111,8 +69,16 @@ fn attach(switch: &Arc<Switch>, dir: &TempDir, name: &str, connected_client: boo
     }
 }
 
-fn new_switch() -> Arc<Switch> {
-    Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()))
+/// A switch with ports A (client connected) and B (client connected when
+/// `b_connected`), B's address already learned: B sent A frame 0.
+fn two_ports(tag: &str, b_connected: bool) -> (TempDir, Arc<Switch>, Attached, Attached) {
+    let dir = TempDir::new(tag);
+    let switch = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
+    let a = attach(&switch, &dir, "a", true);
+    let b = attach(&switch, &dir, "b", b_connected);
+    b.client.send(&frame(A, B, 0)).expect("send");
+    assert_eq!(receive(&a.client, 1), vec![0]);
+    (dir, switch, a, b)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -164,13 +130,7 @@ fn receive(client: &UnixDatagram, n: usize) -> Vec<u32> {
 
 #[test]
 fn frames_one_at_a_time_and_in_bursts_arrive_in_order() {
-    let dir = TempDir::new("order");
-    let switch = new_switch();
-    let mut a = attach(&switch, &dir, "a", true);
-    let b = attach(&switch, &dir, "b", true);
-    // B makes itself known; A's first frame then goes to B only.
-    b.client.send(&frame(A, B, 0)).expect("send");
-    assert_eq!(receive(&a.client, 1), vec![0]);
+    let (_dir, switch, mut a, b) = two_ports("plane-order", true);
 
     // Ping-pong: one frame in flight, read one at a time.
     for i in 1..=200u32 {
@@ -206,13 +166,8 @@ fn frames_one_at_a_time_and_in_bursts_arrive_in_order() {
 #[test]
 fn a_slow_receiver_pauses_its_sender_and_loses_nothing() {
     const N: u32 = 5_000;
-    let dir = TempDir::new("hold");
-    let switch = new_switch();
-    let mut a = attach(&switch, &dir, "a", true);
     // B's client is unconnected: about 10 datagrams fit toward it.
-    let b = attach(&switch, &dir, "b", false);
-    b.client.send(&frame(A, B, 0)).expect("send");
-    assert_eq!(receive(&a.client, 1), vec![0]);
+    let (_dir, switch, mut a, b) = two_ports("plane-hold", false);
 
     let rt = runtime();
     let b_client = b.client;
@@ -251,10 +206,7 @@ fn a_slow_receiver_pauses_its_sender_and_loses_nothing() {
 
 #[test]
 fn a_stopped_port_is_not_read() {
-    let dir = TempDir::new("stop");
-    let switch = new_switch();
-    let a = attach(&switch, &dir, "a", true);
-    let b = attach(&switch, &dir, "b", true);
+    let (_dir, _switch, a, b) = two_ports("plane-stop", true);
     a.client.send(&frame(B, A, 1)).expect("send");
     assert_eq!(receive(&b.client, 1), vec![1]);
     let rt = runtime();
