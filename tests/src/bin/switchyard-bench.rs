@@ -40,6 +40,9 @@ options:
   --warmup SECS       warm-up before each window (default 0.5)
   --reps N            repetitions per measurement; the median is reported (default 3)
   --pings N           ping-pong round trips per latency run (default 20000)
+  --latency-reps N    repetitions of latency and latency_busy_poll (default 3 x
+                      --reps: each takes ~1.5 s, and which vCPUs the scheduler
+                      puts the threads on moves a run's p50 by +-30 %)
   --batch N           frames per sendmmsg call (default 32)
   --iperf-time SECS   iperf3 -t of the TCP runs, iperf3_tap and uml_tcp (default 5)
   --iperf-reps N      repetitions of iperf3_tap (default 1, at most --reps;
@@ -87,6 +90,7 @@ struct Args {
     iperf_time: f64,
     iperf_reps: usize,
     uml_reps: usize,
+    latency_reps: usize,
     switches: Vec<SwitchKind>,
     measurements: Vec<Measurement>,
     json: PathBuf,
@@ -106,6 +110,7 @@ fn parse_args() -> Result<Option<Args>> {
         iperf_time: 5.0,
         iperf_reps: 1,
         uml_reps: 2,
+        latency_reps: 0,
         switches: Vec::new(),
         measurements: Vec::new(),
         json: PathBuf::from("target/bench/results.json"),
@@ -159,6 +164,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--iperf-time" => a.iperf_time = secs(value()?)?,
             "--iperf-reps" => a.iperf_reps = count(value()?)?,
             "--uml-reps" => a.uml_reps = count(value()?)?,
+            "--latency-reps" => a.latency_reps = count(value()?)?,
             "--json" => a.json = PathBuf::from(value()?),
             "--netns" => a.netns = value()?,
             "--logs" => a.logs = Some(PathBuf::from(value()?)),
@@ -191,6 +197,9 @@ fn parse_args() -> Result<Option<Args>> {
     a.switches.dedup();
     a.iperf_reps = a.iperf_reps.min(a.reps);
     a.uml_reps = a.uml_reps.min(a.reps);
+    if a.latency_reps == 0 {
+        a.latency_reps = 3 * a.reps;
+    }
     a.measurements.sort();
     a.measurements.dedup();
     Ok(Some(a))
@@ -669,8 +678,15 @@ fn real_main(args: Args) -> Result<bool> {
     let reps_of = |m: Measurement| match m {
         Measurement::Iperf => args.iperf_reps,
         Measurement::UmlTcp => args.uml_reps,
+        Measurement::Latency | Measurement::LatencyBusyPoll => args.latency_reps,
         _ => args.reps,
     };
+    let max_reps = args
+        .measurements
+        .iter()
+        .map(|m| reps_of(*m))
+        .max()
+        .unwrap_or(args.reps);
     let estimate = runs
         .iter()
         .map(|(m, _)| reps_of(*m) as f64 * (m.estimate_s(&cfg) + 0.2))
@@ -690,7 +706,7 @@ fn real_main(args: Args) -> Result<bool> {
     let mut done = 0;
     // Interleave the switches inside each repetition so that slow drift of
     // the machine affects all of them alike.
-    for rep in 1..=args.reps {
+    for rep in 1..=max_reps {
         for &m in &args.measurements {
             for (kind, exe) in &exes {
                 let outcome: &mut Outcome = results.entry((m, *kind)).or_default();
@@ -790,14 +806,16 @@ fn real_main(args: Args) -> Result<bool> {
             "{nproc} CPUs ({cpu}), kernel {}, net.unix.max_dgram_qlen = {}. Median of {} runs; \
              throughput counted over {} s after {} s of warm-up, batches of {} frames \
              (sendmmsg/recvmmsg); latency over {} round trips. Frame sizes are datagram \
-             sizes (Ethernet header + payload, no FCS). Each run starts the switch afresh.",
+             sizes (Ethernet header + payload, no FCS). Each run starts the switch afresh; \
+             latency rows are the median of {} runs.",
             kernel.trim(),
             qlen.trim(),
             args.reps,
             args.duration,
             args.warmup,
             args.batch,
-            args.pings
+            args.pings,
+            args.latency_reps
         ),
     ];
     footer.insert(
@@ -830,6 +848,7 @@ fn real_main(args: Args) -> Result<bool> {
                 .with("iperf_time_s", args.iperf_time)
                 .with("iperf_reps", args.iperf_reps)
                 .with("uml_reps", args.uml_reps)
+                .with("latency_reps", args.latency_reps)
                 .with("elapsed_s", elapsed)
                 .with(
                     "switches",
