@@ -542,35 +542,34 @@ impl Switch {
         let mut run: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
         let mut i = 0;
         while i < n {
-            ingress.note_received(frames[i]);
-            match decisions[i] {
-                Decision::Forward(p) => {
-                    // Gather the run of frames for the same destination.
-                    let mut len = 0;
-                    let mut j = i;
-                    while j < n && decisions[j] == Decision::Forward(p) {
-                        run[len] = frames[j];
-                        len += 1;
-                        if j > i {
-                            ingress.note_received(frames[j]);
-                        }
-                        j += 1;
-                    }
-                    if let Some(port) = table.get(p) {
-                        match held.as_deref_mut() {
-                            Some(h) => port.send_or_hold(&run[..len], now, h),
-                            None => port.send_batch(&run[..len], now),
-                        }
-                    }
-                    i = j;
-                    continue;
-                }
-                Decision::Flood => for_each_target(ingress, &table, Decision::Flood, |port| {
-                    port.send(frames[i], now)
-                }),
-                Decision::Drop(reason) => ingress.drop_frame(reason, now, None),
+            if let Decision::Drop(reason) = decisions[i] {
+                ingress.note_received(frames[i]);
+                ingress.drop_frame(reason, now, None);
+                i += 1;
+                continue;
             }
-            i += 1;
+            // Gather the run of frames with the same decision (one
+            // destination, or all flooded): each port gets the run with
+            // one send.
+            let mut len = 0;
+            let mut j = i;
+            while j < n && decisions[j] == decisions[i] {
+                run[len] = frames[j];
+                len += 1;
+                ingress.note_received(frames[j]);
+                j += 1;
+            }
+            match (decisions[i], held.as_deref_mut()) {
+                (Decision::Forward(p), Some(h)) => {
+                    if let Some(port) = table.get(p) {
+                        port.send_or_hold(&run[..len], now, h);
+                    }
+                }
+                (d, _) => {
+                    for_each_target(ingress, &table, d, |port| port.send_batch(&run[..len], now))
+                }
+            }
+            i = j;
         }
     }
 

@@ -189,6 +189,7 @@ fn a_batch_is_forwarded_like_single_frames() {
         frame(2, 1, 61),
         frame(3, 1, 62),
         frame(0xff, 1, 63),
+        frame(0xff, 1, 65),
         vec![0u8; 5],
         frame(2, 1, 64),
     ];
@@ -197,12 +198,12 @@ fn a_batch_is_forwarded_like_single_frames() {
     let lens = |v: Vec<Vec<u8>>| v.iter().map(|f| f.len()).collect::<Vec<_>>();
     assert_eq!(
         lens(p[1].received()),
-        vec![60, 61, 63, 64],
+        vec![60, 61, 63, 65, 64],
         "order kept per port"
     );
-    assert_eq!(lens(p[2].received()), vec![62, 63]);
+    assert_eq!(lens(p[2].received()), vec![62, 63, 65]);
     let c = p[0].port.counters().snapshot();
-    assert_eq!(c.rx_frames, 6);
+    assert_eq!(c.rx_frames, 7);
     assert_eq!(c.drops(DropReason::TooShort), 1);
     p[1].set(Behaviour::Full);
     sw.forward_batch(&p[0].port, &refs[..2], T0);

@@ -119,6 +119,8 @@ struct Entry {
     paused: bool,
     /// Frames come in bursts: read with `recvmmsg` (see [`receive`]).
     bursty: bool,
+    /// The last turn of the loop that read this port.
+    last_turn: u64,
 }
 
 impl Entry {
@@ -195,6 +197,7 @@ impl Plane {
             events: tx,
             paused: false,
             bursty: false,
+            last_turn: 0,
         }));
         Receiving {
             plane: self,
@@ -218,7 +221,9 @@ impl Plane {
         // how long to keep looking after it.
         let mut last_frame: Option<Instant> = None;
         let mut busy = Duration::ZERO;
+        let mut turn: u64 = 0;
         loop {
+            turn = turn.wrapping_add(1);
             let polling = !busy.is_zero() && last_frame.is_some_and(|t| t.elapsed() < busy);
             let waiting = Instant::now();
             let n = match self.epoll.wait(&mut ready, if polling { 0 } else { -1 }) {
@@ -251,7 +256,10 @@ impl Plane {
                 if entry.paused {
                     continue;
                 }
-                entry.bursty |= hot;
+                // Ready again on the very next turn after a read: more
+                // was queued than that read took.
+                entry.bursty |= hot || entry.last_turn.wrapping_add(1) == turn;
+                entry.last_turn = turn;
                 let now = woke.saturating_duration_since(entry.switch.epoch());
                 match receive(entry, &mut batch, &mut held, flags, now) {
                     Ok(0) => {}
@@ -333,7 +341,8 @@ impl Plane {
 /// more kernel time (in a C relay: ping-pong p50 54 µs against 46 µs with
 /// `recv`), and on a VM every microsecond per frame shows several times
 /// over in the latency. A port turns bursty when the wait before its read
-/// returned at once, and back when a batch brought one frame.
+/// returned at once or it is ready again on the next turn of the loop, and
+/// back when a batch brought one frame.
 fn receive(
     entry: &mut Entry,
     batch: &mut RecvBatch,
