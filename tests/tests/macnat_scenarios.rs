@@ -245,6 +245,16 @@ fn udhcpc_release(ns: &Netns, dev: &str, script: &std::path::Path, addr: &str) -
     .arg(script);
     let mut p = Proc::spawn("udhcpc -R", cmd, switchyard_tests::Stdin::Null)?;
     p.wait_for_output("SY_LEASE", Duration::from_secs(20))?;
+    // The bound script re-added the address, which emptied the ARP cache.
+    // A release sent now would wait for ARP, and the deconfig's address
+    // flush right after it would drop it with the unresolved entry: a race
+    // the release lost now and then (g2 then kept its lease in S23).
+    // Resolve the server first.
+    let (ok, ping) = ping_output(ns, &["-c", "1", "-W", "2", "-I", dev, AP_V4])?;
+    ensure!(
+        ok,
+        "the guest cannot reach the DHCP server {AP_V4} before its release: {ping}"
+    );
     p.signal(nix::sys::signal::Signal::SIGTERM)?;
     p.wait_exit(Duration::from_secs(10))?;
     let out = p.output();
