@@ -705,10 +705,16 @@ fn real_main(args: Args) -> Result<bool> {
     let total: usize = runs.iter().map(|(m, _)| reps_of(*m)).sum();
     let mut done = 0;
     // Interleave the switches inside each repetition so that slow drift of
-    // the machine affects all of them alike.
+    // the machine affects all of them alike, and rotate which one goes
+    // first: the first run of a measurement follows the last run of the
+    // one before (a blast whose queued buffers are still being freed, a
+    // switch still exiting), and with a fixed order that fell on
+    // switchyard every time.
     for rep in 1..=max_reps {
+        let first = (rep - 1) % exes.len().max(1);
+        let order = exes[first..].iter().chain(&exes[..first]);
         for &m in &args.measurements {
-            for (kind, exe) in &exes {
+            for (kind, exe) in order.clone() {
                 let outcome: &mut Outcome = results.entry((m, *kind)).or_default();
                 if let Some(why) = m.not_applicable(*kind) {
                     outcome.not_applicable = Some(why.to_owned());
@@ -806,7 +812,8 @@ fn real_main(args: Args) -> Result<bool> {
             "{nproc} CPUs ({cpu}), kernel {}, net.unix.max_dgram_qlen = {}. Median of {} runs; \
              throughput counted over {} s after {} s of warm-up, batches of {} frames \
              (sendmmsg/recvmmsg); latency over {} round trips. Frame sizes are datagram \
-             sizes (Ethernet header + payload, no FCS). Each run starts the switch afresh; \
+             sizes (Ethernet header + payload, no FCS). Each run starts the switch afresh, \
+             and which switch runs first rotates from one repetition to the next; \
              latency rows are the median of {} runs.",
             kernel.trim(),
             qlen.trim(),
