@@ -515,6 +515,12 @@ impl Switch {
         now: Duration,
         mut held: Option<&mut Held>,
     ) {
+        if let [frame] = frames {
+            // A lone frame (guests that wait for each other send one at a
+            // time) needs none of the batch arrays below, which with
+            // MMSG_BATCH slots each would be set up for it per call.
+            return self.forward_one(ingress, None, frame, now, held);
+        }
         let n = frames.len().min(crate::sys::MMSG_BATCH);
         let frames = &frames[..n];
         let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
