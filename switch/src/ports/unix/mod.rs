@@ -1033,7 +1033,9 @@ struct DatagramTx(Arc<UnixDatagram>);
 
 impl Transmit for DatagramTx {
     fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
+        crate::sys::send_one(&*self.0, frame)
+            .map(|_| ())
+            .map_err(SendError::from_io)
     }
 
     fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
