@@ -3,7 +3,7 @@
 # uml_switch and vde_switch (tests/src/bin/switchyard-bench.rs), and
 # switchyard's pcap port with MAC-NAT against the same port without it.
 #
-#   tests/bench/run.sh                       # defaults: 3 s windows, 3 reps, 9 for latency (~8 min)
+#   tests/bench/run.sh                       # defaults: 3 s windows, 5 reps, 15 for latency (~12 min)
 #   tests/bench/run.sh --only latency        # any switchyard-bench option passes through
 #   tests/bench/run.sh --only latency,latency_busy_poll  # switchyard --busy-poll vs. default latency
 #   tests/bench/run.sh --only macnat_pcap    # MAC-NAT's cost only (~1 min)

@@ -38,7 +38,10 @@ options:
   --switchyard-arg A  extra argument for switchyard (repeatable)
   --duration SECS     measurement window per throughput run (default 3)
   --warmup SECS       warm-up before each window (default 0.5)
-  --reps N            repetitions per measurement; the median is reported (default 3)
+  --reps N            repetitions per measurement; the median is reported
+                      (default 5: on two shared vCPUs a single 64-byte run
+                      moves by +-20 % with where the scheduler puts the
+                      threads, and a median of 3 still moved by +-10 %)
   --pings N           ping-pong round trips per latency run (default 20000)
   --latency-reps N    repetitions of latency and latency_busy_poll (default 3 x
                       --reps: each takes ~1.5 s, and which vCPUs the scheduler
@@ -46,7 +49,7 @@ options:
   --batch N           frames per sendmmsg call (default 32)
   --iperf-time SECS   iperf3 -t of the TCP runs, iperf3_tap and uml_tcp (default 5)
   --iperf-reps N      repetitions of iperf3_tap (default 1, at most --reps;
-                      each is a 5 s TCP run, and the full run stays ~5 min)
+                      each is a 5 s TCP run: one keeps the full run short)
   --uml-reps N        repetitions of uml_tcp (default 2, at most --reps; each
                       boots two UML guests, ~7.5 s per switch)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
@@ -104,7 +107,7 @@ fn parse_args() -> Result<Option<Args>> {
         switchyard_args: Vec::new(),
         duration: 3.0,
         warmup: 0.5,
-        reps: 3,
+        reps: 5,
         pings: 20_000,
         batch: 32,
         iperf_time: 5.0,
