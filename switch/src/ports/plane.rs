@@ -22,6 +22,7 @@
 
 use crate::hold::Held;
 use crate::port::Port;
+use crate::ports::receive::forward_received;
 use crate::switch::Switch;
 use crate::sys::{Epoll, EventFd, RecvBatch, MMSG_BATCH};
 use std::collections::HashMap;
@@ -363,15 +364,7 @@ fn receive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if n > 0 {
-            let mut frames: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
-            for (slot, f) in frames.iter_mut().zip(batch.frames()) {
-                *slot = f;
-            }
-            entry
-                .switch
-                .forward_batch_holding(&entry.port, &frames[..n], now, held);
-        }
+        forward_received(&entry.switch, &entry.port, batch, now, held);
         total += n;
         if !entry.bursty {
             break;
