@@ -37,8 +37,8 @@ pub fn watch_readable<T: AsRawFd>(owner: Arc<T>) -> io::Result<AsyncFd<SharedFd<
 /// the switch's next send wakes it, often onto the switch's own vCPU, where
 /// it preempts the switch until it has drained the queue. With the 64-byte
 /// two-client benchmark on the 2-core VM, 256 frames per call rather than
-/// 64 cut those preemptions by about half and raised the rate ~9 % (won 12
-/// of 14 alternating runs, 2026-12-06); 64 rather than 32 had given ~9 %.
+/// 64 cut those preemptions by about half and raised the rate ~5-9 % (won
+/// 16 of 20 alternating runs, 2026-12-06); 64 rather than 32 had given ~9 %.
 /// The receive buffers cost 256 x 64 KiB of address space per receiving
 /// thread, touched only as far as frames fill them; the call headers are
 /// set up once (see [`RecvBatch`]) and sends set up only what they send, so
