@@ -22,7 +22,6 @@
 
 use crate::hold::Held;
 use crate::port::Port;
-use crate::ports::receive::forward_received;
 use crate::switch::Switch;
 use crate::sys::{Epoll, EventFd, RecvBatch, MMSG_BATCH};
 use std::collections::HashMap;
@@ -364,7 +363,13 @@ fn receive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        forward_received(&entry.switch, &entry.port, batch, now, held);
+        if n > 0 {
+            batch.with_frames(|frames| {
+                entry
+                    .switch
+                    .forward_batch_holding(&entry.port, frames, now, held)
+            });
+        }
         total += n;
         if !entry.bursty {
             break;

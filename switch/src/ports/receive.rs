@@ -102,38 +102,13 @@ fn receive_one_batch<T: AsRawFd>(
     SCRATCH.with(|cell| {
         let mut batch = cell.borrow_mut();
         let n = batch.recv(fd)?;
-        forward_received(switch, port, &batch, switch.now(), held);
+        if n > 0 {
+            batch.with_frames(|frames| {
+                switch.forward_batch_holding(port, frames, switch.now(), held)
+            });
+        }
         Ok(n)
     })
-}
-
-/// Forwards what the last receive into `batch` brought, holding unicast a
-/// full peer refuses in `held`.
-pub(crate) fn forward_received(
-    switch: &Switch,
-    port: &Port,
-    batch: &RecvBatch,
-    now: std::time::Duration,
-    held: &mut Held,
-) {
-    let mut frames = batch.frames();
-    match (frames.next(), frames.next()) {
-        (None, _) => {}
-        // The common case between guests that wait for each other: no
-        // array of MMSG_BATCH slots to set up for it.
-        (Some(frame), None) => switch.forward_batch_holding(port, &[frame], now, held),
-        (Some(first), Some(second)) => {
-            let mut slots: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
-            slots[0] = first;
-            slots[1] = second;
-            let mut n = 2;
-            for (slot, f) in slots[2..].iter_mut().zip(frames) {
-                *slot = f;
-                n += 1;
-            }
-            switch.forward_batch_holding(port, &slots[..n], now, held);
-        }
-    }
 }
 
 /// Like [`receive_loop`] for a connected datagram socket: `recvmmsg`

@@ -1039,13 +1039,6 @@ impl Transmit for DatagramTx {
     }
 
     fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
-        if let [frame] = frames {
-            // One frame: `send` costs the kernel less than `sendmmsg`.
-            return match self.transmit(frame) {
-                Ok(()) => (1, None),
-                Err(e) => (0, Some(e)),
-            };
-        }
         let mut done = 0;
         while done < frames.len() {
             match crate::sys::send_batch(&*self.0, &frames[done..]) {
