@@ -11,6 +11,7 @@ use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::vlan::{Classified, Egress, VlanRules};
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -523,57 +524,61 @@ impl Switch {
         }
         let n = frames.len().min(crate::sys::MMSG_BATCH);
         let frames = &frames[..n];
-        let mut decisions = [Decision::Flood; crate::sys::MMSG_BATCH];
-        let mut classes = [Classified::TRANSPARENT; crate::sys::MMSG_BATCH];
+        // Only the first n slots are written and read: initialising all
+        // MMSG_BATCH of them would cost several KiB of stores per call,
+        // more than the decisions themselves for a batch of a few frames.
+        let mut slots =
+            [const { MaybeUninit::<(Decision, Classified)>::uninit() }; crate::sys::MMSG_BATCH];
         let table = self.ports.load();
         let mut notice = None;
         {
             let mut engine = self.engine();
-            for ((d, c), f) in decisions.iter_mut().zip(classes.iter_mut()).zip(frames) {
-                (*d, *c) = engine.decide_in(ingress.id(), f, now);
+            for (slot, f) in slots.iter_mut().zip(frames) {
+                slot.write(engine.decide_in(ingress.id(), f, now));
                 notice = engine.take_notice().or(notice);
             }
         }
+        // SAFETY: the loop above wrote slots[..n] (frames has n entries and
+        // slots MMSG_BATCH >= n), and (Decision, Classified) is Copy, so
+        // the slice reads initialised values and nothing needs dropping.
+        let decided: &[(Decision, Classified)] =
+            unsafe { std::slice::from_raw_parts(slots.as_ptr().cast(), n) };
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
         }
-        if classes[..n].iter().any(|c| c.vid != 0) {
+        if decided.iter().any(|(_, c)| c.vid != 0) {
             // Each frame may need its own tagging per port: no run batching.
-            for ((f, d), c) in frames.iter().zip(decisions).zip(classes) {
+            for (f, &(d, c)) in frames.iter().zip(decided) {
                 ingress.note_received(f);
                 self.deliver(ingress, &table, d, (f, c, None), now, held.as_deref_mut());
             }
             return;
         }
-        let mut run: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
         let mut i = 0;
         while i < n {
-            if let Decision::Drop(reason) = decisions[i] {
+            let decision = decided[i].0;
+            if let Decision::Drop(reason) = decision {
                 ingress.note_received(frames[i]);
                 ingress.drop_frame(reason, now, None);
                 i += 1;
                 continue;
             }
-            // Gather the run of frames with the same decision (one
-            // destination, or all flooded): each port gets the run with
-            // one send.
-            let mut len = 0;
+            // The run of consecutive frames with the same decision (one
+            // destination, or all flooded) is a slice of the batch: each
+            // port gets it with one send.
             let mut j = i;
-            while j < n && decisions[j] == decisions[i] {
-                run[len] = frames[j];
-                len += 1;
+            while j < n && decided[j].0 == decision {
                 ingress.note_received(frames[j]);
                 j += 1;
             }
-            match (decisions[i], held.as_deref_mut()) {
+            let run = &frames[i..j];
+            match (decision, held.as_deref_mut()) {
                 (Decision::Forward(p), Some(h)) => {
                     if let Some(port) = table.get(p) {
-                        port.send_or_hold(&run[..len], now, h);
+                        port.send_or_hold(run, now, h);
                     }
                 }
-                (d, _) => {
-                    for_each_target(ingress, &table, d, |port| port.send_batch(&run[..len], now))
-                }
+                (d, _) => for_each_target(ingress, &table, d, |port| port.send_batch(run, now)),
             }
             i = j;
         }
