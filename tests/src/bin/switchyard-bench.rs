@@ -48,8 +48,9 @@ options:
                       puts the threads on moves a run's p50 by +-30 %)
   --batch N           frames per sendmmsg call (default 32)
   --iperf-time SECS   iperf3 -t of the TCP runs, iperf3_tap and uml_tcp (default 5)
-  --iperf-reps N      repetitions of iperf3_tap (default 1, at most --reps;
-                      each is a 5 s TCP run: one keeps the full run short)
+  --iperf-reps N      repetitions of iperf3_tap (default 3, at most --reps;
+                      each is a 5 s TCP run, and one run's rate moves by
+                      +-25 % from run to run)
   --uml-reps N        repetitions of uml_tcp (default 2, at most --reps; each
                       boots two UML guests, ~7.5 s per switch)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
@@ -111,7 +112,7 @@ fn parse_args() -> Result<Option<Args>> {
         pings: 20_000,
         batch: 32,
         iperf_time: 5.0,
-        iperf_reps: 1,
+        iperf_reps: 3,
         uml_reps: 2,
         latency_reps: 0,
         switches: Vec::new(),
