@@ -518,31 +518,25 @@ impl Switch {
     ) {
         if let [frame] = frames {
             // A lone frame (guests that wait for each other send one at a
-            // time) needs none of the batch arrays below, which with
-            // MMSG_BATCH slots each would be set up for it per call.
+            // time) takes the single-frame path: no runs to gather.
             return self.forward_one(ingress, None, frame, now, held);
         }
-        let n = frames.len().min(crate::sys::MMSG_BATCH);
-        let frames = &frames[..n];
-        // Only the first n slots are written and read: initialising all
-        // MMSG_BATCH of them would cost several KiB of stores per call,
-        // more than the decisions themselves for a batch of a few frames.
-        let mut slots =
-            [const { MaybeUninit::<(Decision, Classified)>::uninit() }; crate::sys::MMSG_BATCH];
+        let mut slots = [MaybeUninit::<(Decision, Classified)>::uninit(); crate::sys::MMSG_BATCH];
         let table = self.ports.load();
         let mut notice = None;
-        {
+        let decided: &[(Decision, Classified)] = {
             let mut engine = self.engine();
-            for (slot, f) in slots.iter_mut().zip(frames) {
-                slot.write(engine.decide_in(ingress.id(), f, now));
-                notice = engine.take_notice().or(notice);
-            }
-        }
-        // SAFETY: the loop above wrote slots[..n] (frames has n entries and
-        // slots MMSG_BATCH >= n), and (Decision, Classified) is Copy, so
-        // the slice reads initialised values and nothing needs dropping.
-        let decided: &[(Decision, Classified)] =
-            unsafe { std::slice::from_raw_parts(slots.as_ptr().cast(), n) };
+            crate::sys::fill_front(
+                &mut slots,
+                frames.iter().map(|f| {
+                    let decided = engine.decide_in(ingress.id(), f, now);
+                    notice = engine.take_notice().or(notice);
+                    decided
+                }),
+            )
+        };
+        let n = decided.len();
+        let frames = &frames[..n];
         if let Some(n) = notice {
             self.log_notice(n, &table, now);
         }

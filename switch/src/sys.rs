@@ -1,6 +1,7 @@
 //! The few places that need `unsafe`, with the reason each one holds.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
@@ -44,6 +45,25 @@ pub fn watch_readable<T: AsRawFd>(owner: Arc<T>) -> io::Result<AsyncFd<SharedFd<
 /// set up once (see [`RecvBatch`]) and sends set up only what they send, so
 /// a call that moves a few frames costs no more than with a smaller batch.
 pub const MMSG_BATCH: usize = 256;
+
+/// Writes `items` into the front of `slots`, as many as fit, and returns
+/// the part written. Per-call scratch arrays of [`MMSG_BATCH`] slots are
+/// set up this way so that a call pays only for what it uses: clearing a
+/// whole array first would cost a call that moves a few frames several
+/// KiB of stores, more than the work itself.
+pub fn fill_front<T: Copy>(
+    slots: &mut [MaybeUninit<T>],
+    items: impl IntoIterator<Item = T>,
+) -> &mut [T] {
+    let mut n = 0;
+    for (slot, item) in slots.iter_mut().zip(items) {
+        slot.write(item);
+        n += 1;
+    }
+    // SAFETY: the loop wrote slots[..n], and MaybeUninit<T> has T's
+    // layout; T is Copy, so no value is left undropped.
+    unsafe { std::slice::from_raw_parts_mut(slots.as_mut_ptr().cast::<T>(), n) }
+}
 
 /// Buffers for receiving up to [`MMSG_BATCH`] datagrams with one
 /// `recvmmsg` call. Each buffer holds the largest frame plus one byte, so a
@@ -178,57 +198,47 @@ impl RecvBatch {
     }
 
     /// Calls `f` with the frames of the last receive as one slice (empty
-    /// when there were none). A lone frame, the common case between guests
-    /// that wait for each other, is lent without the array of
-    /// [`MMSG_BATCH`] slots a batch needs.
+    /// when there were none).
     pub fn with_frames<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
-        let mut frames = self.frames();
-        if self.count <= 1 {
-            return match frames.next() {
-                Some(frame) => f(&[frame]),
-                None => f(&[]),
-            };
-        }
-        let mut slots: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
-        for (slot, frame) in slots.iter_mut().zip(frames) {
-            *slot = frame;
-        }
-        f(&slots[..self.count])
+        let mut slots = [MaybeUninit::<&[u8]>::uninit(); MMSG_BATCH];
+        f(fill_front(&mut slots, self.frames()))
     }
 }
 
 /// Sends `frames` on a connected datagram socket with one `sendmmsg`
 /// (non-blocking); returns how many went, or the error of the first.
 pub fn send_batch(fd: &impl AsRawFd, frames: &[&[u8]]) -> io::Result<usize> {
-    use std::mem::MaybeUninit;
     if let [frame] = frames {
         // One frame: `send` costs the kernel less than `sendmmsg`.
         return send_one(fd, frame).map(|_| 1);
     }
-    let n = frames.len().min(MMSG_BATCH);
-    // Only the first `n` entries are set up: clearing all MMSG_BATCH
-    // headers would cost a short send more than the call itself.
-    let mut iovecs = [MaybeUninit::<libc::iovec>::uninit(); MMSG_BATCH];
-    let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); MMSG_BATCH];
-    for ((iov, hdr), f) in iovecs.iter_mut().zip(hdrs.iter_mut()).zip(frames).take(n) {
-        let iov = iov.write(libc::iovec {
+    let mut iov_slots = [MaybeUninit::<libc::iovec>::uninit(); MMSG_BATCH];
+    let mut hdr_slots = [MaybeUninit::<libc::mmsghdr>::uninit(); MMSG_BATCH];
+    let iovecs = fill_front(
+        &mut iov_slots,
+        frames.iter().map(|f| libc::iovec {
             iov_base: f.as_ptr() as *mut libc::c_void,
             iov_len: f.len(),
-        });
-        // SAFETY: all-zero mmsghdr is valid plain data, completed below.
-        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        h.msg_hdr.msg_iov = iov;
-        h.msg_hdr.msg_iovlen = 1;
-        hdr.write(h);
-    }
-    // SAFETY: the first `n` headers are initialised above and point at
-    // iovecs on this stack frame that point at the caller's frames; the
-    // kernel reads only those `n` entries, during the call.
+        }),
+    );
+    let hdrs = fill_front(
+        &mut hdr_slots,
+        iovecs.iter_mut().map(|iov| {
+            // SAFETY: all-zero mmsghdr is valid plain data, completed below.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        }),
+    );
+    // SAFETY: the headers point at iovecs on this stack frame that point
+    // at the caller's frames; the kernel reads only these entries, during
+    // the call.
     let sent = unsafe {
         libc::sendmmsg(
             fd.as_raw_fd(),
-            hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
-            n as libc::c_uint,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
             libc::MSG_DONTWAIT,
         )
     };
@@ -395,6 +405,14 @@ mod tests {
 
     fn frame(i: usize) -> Vec<u8> {
         vec![i as u8; 14 + i % 50]
+    }
+
+    #[test]
+    fn fill_front_writes_what_fits_and_returns_only_that() {
+        let mut slots = [MaybeUninit::<u32>::uninit(); 4];
+        assert_eq!(fill_front(&mut slots, [7, 8]), &[7, 8]);
+        assert_eq!(fill_front(&mut slots, 0..10), &[0, 1, 2, 3]);
+        assert!(fill_front(&mut slots, []).is_empty());
     }
 
     #[test]
