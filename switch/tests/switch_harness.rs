@@ -14,17 +14,27 @@ enum Behaviour {
     Gone,
 }
 
+/// What a test port's transport was told: the ingress port of every
+/// frame it took, and the ports it was asked to forget.
+#[derive(Default)]
+struct Told {
+    ingress: Vec<PortId>,
+    forgotten: Vec<PortId>,
+}
+
 struct MemoryTx {
     got: Arc<Mutex<Vec<Vec<u8>>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    told: Arc<Mutex<Told>>,
 }
 
 impl Transmit for MemoryTx {
-    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+    fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
         transmit_each(frames, |frame| {
             match *self.behaviour.lock().expect("lock") {
                 Behaviour::Accept => {
                     self.got.lock().expect("lock").push(frame.to_vec());
+                    self.told.lock().expect("lock").ingress.push(ingress);
                     Ok(())
                 }
                 Behaviour::Full => Err(SendError::Full),
@@ -34,12 +44,17 @@ impl Transmit for MemoryTx {
             }
         })
     }
+
+    fn forget_port(&self, port: PortId) {
+        self.told.lock().expect("lock").forgotten.push(port);
+    }
 }
 
 struct TestPort {
     port: Arc<Port>,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    told: Arc<Mutex<Told>>,
 }
 
 impl TestPort {
@@ -57,9 +72,11 @@ fn harness(mode: Mode, n: usize) -> (Arc<Switch>, Vec<TestPort>) {
         .map(|i| {
             let got = Arc::new(Mutex::new(Vec::new()));
             let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
+            let told = Arc::new(Mutex::new(Told::default()));
             let tx = MemoryTx {
                 got: got.clone(),
                 behaviour: behaviour.clone(),
+                told: told.clone(),
             };
             let port = Arc::new(Port::new(
                 switch.allocate_id(),
@@ -73,6 +90,7 @@ fn harness(mode: Mode, n: usize) -> (Arc<Switch>, Vec<TestPort>) {
                 port,
                 got,
                 behaviour,
+                told,
             }
         })
         .collect();
@@ -350,4 +368,38 @@ fn clearing_the_rules_makes_the_switch_transparent_again() {
     for q in &p[1..] {
         assert_eq!(q.received(), vec![t.clone()], "tags pass untouched");
     }
+}
+
+/// Every transport is told which port a frame came in on (the MAC-NAT
+/// uplink binds a guest to it), for unicast, floods and batches alike, and
+/// is asked to forget a port that leaves the switch.
+#[test]
+fn transports_see_the_ingress_port_and_forget_a_port_that_goes() {
+    let (sw, p) = harness(Mode::Switch, 3);
+    let (id1, id2) = (p[1].port.id(), p[2].port.id());
+    sw.forward(
+        &p[1].port,
+        Frames::Plain(&[&frame(0xff, 1, 60)]),
+        Overflow::Drop,
+        T0,
+    );
+    let batch = [frame(1, 2, 60), frame(0xff, 2, 60)];
+    let refs: Vec<&[u8]> = batch.iter().map(|f| f.as_slice()).collect();
+    sw.forward(&p[2].port, Frames::Plain(&refs), Overflow::Drop, T0);
+    let told = |i: usize| std::mem::take(&mut *p[i].told.lock().expect("lock"));
+    assert_eq!(told(0).ingress, vec![id1, id2]);
+    assert_eq!(
+        told(1).ingress,
+        vec![id2, id2],
+        "learned unicast, then the flood"
+    );
+    assert_eq!(told(2).ingress, vec![id1]);
+
+    sw.remove_port(id2);
+    assert_eq!(told(0).forgotten, vec![id2]);
+    assert_eq!(told(1).forgotten, vec![id2]);
+    assert!(
+        told(2).forgotten.is_empty(),
+        "the port that went is not asked"
+    );
 }
