@@ -13,9 +13,9 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_mac_nat::{HostAddr, Inbound, MacAddr, MacNat, MacNatConfig, Outbound};
-use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
 use switchyard_switch::ports::receive::attach;
-use switchyard_switch::{gso, DropReason, Stop, Switch};
+use switchyard_switch::{gso, DropReason, Frames, Overflow, Stop, Switch};
 
 /// Settings of a pcap port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,7 +364,7 @@ async fn run(
         // open for as long as it is watched.
         let mut cap = h.rx;
         let watched = Arc::new(RawFdOf(cap.as_raw_fd()));
-        let Some(afd) = attach(switch, stop, &port, watched) else {
+        let Some((afd, attached)) = attach(switch, stop, &port, watched) else {
             return "cannot watch the capture".into();
         };
         let mut frame = Vec::with_capacity(2048);
@@ -464,8 +464,7 @@ async fn run(
             }
             tokio::task::yield_now().await;
         };
-        switch.remove_port(id);
-        tracing::info!(port = %config.name, reason = %why, "port detached");
+        attached.detach(why.clone());
         why
     }
 }
@@ -575,7 +574,9 @@ impl Ingress<'_> {
                 }
             }
         }
-        self.switch.forward(self.port, frame, self.now);
+        let frames = Frames::Plain(&[&*frame]);
+        self.switch
+            .forward(self.port, frames, Overflow::Drop, self.now);
     }
 }
 
@@ -667,41 +668,53 @@ struct PcapTx {
 }
 
 impl Transmit for PcapTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        let Some(handle) = &self.handle else {
-            // Monitor only: frames to the NIC go nowhere, by request.
-            return Ok(());
-        };
-        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let out: &[u8] = match &self.nat {
-            Some(nat) => {
-                scratch.clear();
-                scratch.extend_from_slice(frame);
-                let now = self.epoch.elapsed();
-                match nat
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .outbound(&mut scratch, 0, now)
-                {
-                    Outbound::Send => &scratch,
-                    // The table counts why (`ctl macnat`); the port counts it
-                    // as `mac_nat`.
-                    Outbound::Drop(_) => return Err(SendError::Refused(DropReason::MacNat)),
+    fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            let Some(handle) = &self.handle else {
+                // Monitor only: frames to the NIC go nowhere, by request.
+                return Ok(());
+            };
+            let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+            let out: &[u8] = match &self.nat {
+                Some(nat) => {
+                    scratch.clear();
+                    scratch.extend_from_slice(frame);
+                    let now = self.epoch.elapsed();
+                    match nat.lock().unwrap_or_else(|p| p.into_inner()).outbound(
+                        &mut scratch,
+                        ingress.0,
+                        now,
+                    ) {
+                        Outbound::Send => &scratch,
+                        // The table counts why (`ctl macnat`); the port counts it
+                        // as `mac_nat`.
+                        Outbound::Drop(_) => return Err(SendError::Refused(DropReason::MacNat)),
+                    }
                 }
-            }
-            None => frame,
-        };
-        handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sendpacket(out)
-            .map_err(|e| match e {
-                pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
-                // libpcap reports a downed NIC only as text ("send: Network
-                // is down").
-                other if other.to_string().contains("Network is down") => SendError::Down,
-                other => SendError::Other(io::Error::other(other.to_string())),
-            })
+                None => frame,
+            };
+            handle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sendpacket(out)
+                .map_err(|e| match e {
+                    pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
+                    // libpcap reports a downed NIC only as text ("send: Network
+                    // is down").
+                    other if other.to_string().contains("Network is down") => SendError::Down,
+                    other => SendError::Other(io::Error::other(other.to_string())),
+                })
+        })
+    }
+
+    fn forget_port(&self, port: PortId) {
+        // The guest behind that port is gone: its bindings must not answer
+        // for a newcomer who takes its address.
+        if let Some(nat) = &self.nat {
+            nat.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove_port(port.0);
+        }
     }
 }
 

@@ -15,9 +15,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::hold::Held;
-use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
+use switchyard_switch::ports::attachment::Attachment;
 use switchyard_switch::sys::{watch_readable, SharedFd, RECEIVE_INTEREST};
-use switchyard_switch::Switch;
+use switchyard_switch::{Frames, Overflow, Switch};
 use tokio::io::unix::AsyncFd;
 
 /// The longest interface name Linux accepts (IFNAMSIZ - 1).
@@ -249,12 +250,10 @@ impl TapDevice {
                 return;
             }
         };
-        switch.add_port(port.clone());
-        stop.adopt(&port);
-        tracing::info!(
-            port = %port.name(), tap = %name,
-            offloads = self.tun.vnet,
-            "port attached ({} tap)", if self.created { "created" } else { "existing" }
+        let attached = Attachment::new(&switch, &stop, port.clone(), None);
+        tracing::debug!(
+            port = %port.name(), tap = %name, created = self.created, offloads = self.tun.vnet,
+            "tap device in use"
         );
         let why = match receive(&switch, &port, &afd).await {
             Ok(()) => "device gone",
@@ -264,13 +263,7 @@ impl TapDevice {
                 "device gone"
             }
         };
-        switch.remove_port(id);
-        let c = port.counters().snapshot();
-        tracing::info!(
-            port = %port.name(), tap = %name, reason = why,
-            rx_frames = c.rx_frames, tx_frames = c.tx_frames,
-            "port detached"
-        );
+        attached.detach(why);
     }
 }
 
@@ -314,11 +307,12 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
             n += 1;
             let got = &buf[..len as usize];
             if !vnet {
-                switch.forward_holding(port, None, got, now, &mut held);
+                switch.forward(port, Frames::Plain(&[got]), Overflow::Hold(&mut held), now);
             } else {
                 match VnetHdr::parse(got) {
                     Some(hdr) => {
-                        switch.forward_holding(port, Some(&hdr), &got[skip..], now, &mut held)
+                        let frames = Frames::Offloaded(&hdr, &got[skip..]);
+                        switch.forward(port, frames, Overflow::Hold(&mut held), now)
                     }
                     // Shorter than the header: nothing a kernel would send.
                     None => port.drop_frame(switchyard_switch::DropReason::TooShort, now, None),
@@ -364,20 +358,27 @@ impl TapTx {
 }
 
 impl Transmit for TapTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        if self.0.vnet {
-            // A plain frame: no flags, no GSO.
-            return self.write_with_header(&VnetHdr::default(), frame);
-        }
-        // SAFETY: `frame` is valid for reading for its length.
-        let r = unsafe { libc::write(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if r < 0 {
-            return Err(SendError::from_io(io::Error::last_os_error()));
-        }
-        Ok(())
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            if self.0.vnet {
+                // A plain frame: no flags, no GSO.
+                return self.write_with_header(&VnetHdr::default(), frame);
+            }
+            // SAFETY: `frame` is valid for reading for its length.
+            let r = unsafe { libc::write(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            if r < 0 {
+                return Err(SendError::from_io(io::Error::last_os_error()));
+            }
+            Ok(())
+        })
     }
 
-    fn transmit_offloaded(&self, hdr: &VnetHdr, frame: &[u8]) -> Option<Result<(), SendError>> {
+    fn transmit_offloaded(
+        &self,
+        _ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &[u8],
+    ) -> Option<Result<(), SendError>> {
         if !self.0.vnet {
             return None;
         }

@@ -19,7 +19,7 @@
 //! busy and it is scheduled late.
 
 use crate::counters::DropReason;
-use crate::port::Port;
+use crate::port::{Port, PortId};
 use crate::sys::MMSG_BATCH;
 use std::ops::Range;
 use std::os::fd::OwnedFd;
@@ -51,6 +51,8 @@ pub struct Held {
     /// (index into `ports`, bytes of the frame)
     frames: Vec<(usize, Range<usize>)>,
     ports: Vec<Arc<Port>>,
+    /// The port the held frames came in on (a receive loop reads one).
+    ingress: Option<PortId>,
 }
 
 impl Held {
@@ -65,8 +67,10 @@ impl Held {
         self.ports.iter().any(|p| p.id() == port.id())
     }
 
-    /// Holds copies of `frames` for `port`, after any already held for it.
-    pub fn push(&mut self, port: &Arc<Port>, frames: &[&[u8]]) {
+    /// Holds copies of `frames`, which came in on `ingress`, for `port`,
+    /// after any already held for it.
+    pub(crate) fn push(&mut self, port: &Arc<Port>, ingress: PortId, frames: &[&[u8]]) {
+        self.ingress = Some(ingress);
         let slot = match self.ports.iter().position(|p| p.id() == port.id()) {
             Some(i) => i,
             None => {
@@ -86,6 +90,7 @@ impl Held {
     /// writable (at most [`HOLD_LIMIT`] each), then forgets them. `now`
     /// reads the switch's clock for drop accounting.
     pub async fn release(&mut self, now: impl Fn() -> Duration) {
+        let Some(ingress) = self.ingress else { return };
         for slot in 0..self.ports.len() {
             let mut batch: [&[u8]; MMSG_BATCH] = [&[]; MMSG_BATCH];
             let mut len = 0;
@@ -93,12 +98,12 @@ impl Held {
                 batch[len] = &self.bytes[r.clone()];
                 len += 1;
                 if len == MMSG_BATCH {
-                    deliver(&self.ports[slot], &batch[..len], &now).await;
+                    deliver(&self.ports[slot], ingress, &batch[..len], &now).await;
                     len = 0;
                 }
             }
             if len > 0 {
-                deliver(&self.ports[slot], &batch[..len], &now).await;
+                deliver(&self.ports[slot], ingress, &batch[..len], &now).await;
             }
         }
         self.clear();
@@ -137,14 +142,15 @@ impl Held {
         self.bytes.shrink_to(KEEP_BYTES);
         self.frames.clear();
         self.ports.clear();
+        self.ingress = None;
     }
 }
 
 /// Sends `frames` to `port` as it becomes writable; what it still refuses
 /// at the deadline ([`HOLD_LIMIT`] without progress, [`HOLD_MAX`] in all)
 /// is dropped and the port marked stalled.
-async fn deliver(port: &Port, frames: &[&[u8]], now: &impl Fn() -> Duration) {
-    if !port.may_hold(now()) {
+async fn deliver(port: &Port, ingress: PortId, frames: &[&[u8]], now: &impl Fn() -> Duration) {
+    if !may_hold(port, now()) {
         // Marked stalled while an earlier part of this hold waited.
         for _ in frames {
             port.drop_frame(DropReason::EgressFull, now(), None);
@@ -179,14 +185,14 @@ async fn deliver(port: &Port, frames: &[&[u8]], now: &impl Fn() -> Duration) {
                 return;
             }
             Err(_) => {
-                port.mark_stalled(now());
+                mark_stalled(port, now());
                 for _ in rest {
                     port.drop_frame(DropReason::EgressFull, now(), None);
                 }
                 return;
             }
         };
-        let done = port.send_until_full(rest, now());
+        let done = port.send_until_full(ingress, rest, now());
         rest = &rest[done..];
         if done > 0 {
             deadline = (tokio::time::Instant::now() + HOLD_LIMIT).min(start + HOLD_MAX);
@@ -199,11 +205,35 @@ async fn deliver(port: &Port, frames: &[&[u8]], now: &impl Fn() -> Duration) {
     }
 }
 
+/// True when frames `port`'s peer refuses may be held at `now`: it can
+/// say when it is writable again and is not in a stall back-off.
+pub(crate) fn may_hold(port: &Port, now: Duration) -> bool {
+    now.as_millis() as u64 >= port.hold_again_at() && port.tx().wait_fd().is_some()
+}
+
+/// Records that `port`'s peer kept a sender waiting too long: for
+/// [`STALL_BACKOFF`], frames it refuses are dropped instead of held, so a
+/// guest that reads slowly on purpose can pause its senders for at most
+/// [`HOLD_MAX`] in that time.
+fn mark_stalled(port: &Port, now: Duration) {
+    let again = now + STALL_BACKOFF;
+    if let Some(suppressed) = port.set_hold_again_at(again.as_millis() as u64, now) {
+        tracing::warn!(
+            port = %port.name(), suppressed,
+            "peer took no frame for {} ms or kept a sender waiting {} ms: dropping what it cannot take for {} s instead of pausing its senders",
+            HOLD_LIMIT.as_millis(),
+            HOLD_MAX.as_millis(),
+            STALL_BACKOFF.as_secs()
+        );
+    }
+}
+
 /// A second registration of the port's descriptor that reports only
 /// writability. It exists only while frames wait: a permanent EPOLLOUT
 /// interest would wake the switch each time the peer consumes a frame.
 fn writable_watcher(port: &Port) -> std::io::Result<AsyncFd<OwnedFd>> {
     let fd = port
+        .tx()
         .wait_fd()
         .ok_or_else(|| std::io::Error::other("this port cannot wait for its peer"))?;
     let owned = fd.try_clone_to_owned()?;

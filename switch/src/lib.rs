@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod checksum;
 pub mod counters;
+pub mod egress;
 pub mod engine;
 pub mod fdb;
 pub mod frame;
@@ -21,10 +22,11 @@ pub mod tick;
 pub mod vlan;
 
 pub use counters::{DropReason, PortCounters};
+pub use egress::{Frames, Outgoing, Overflow};
 pub use engine::{Decision, Engine, EngineConfig, Mode};
 pub use fdb::{Fdb, FdbConfig};
 pub use frame::MacAddr;
-pub use port::{Port, PortId, SendError, Transmit};
+pub use port::{transmit_each, Port, PortId, SendError, Transmit};
 pub use stop::Stop;
 pub use switch::{PortTable, Switch, MAX_BUSY_POLL};
 pub use vlan::{PortVlans, VlanRules};

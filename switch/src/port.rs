@@ -80,33 +80,28 @@ fn err_reason(err: &SendError) -> DropReason {
     }
 }
 
-/// The transport half of a port: one frame out, never blocking.
+/// The transport half of a port: frames out, never blocking.
+///
+/// Every method is told which port the frames came in on (`ingress`):
+/// a transport that rewrites frames per source (the MAC-NAT uplink) needs
+/// it, the others ignore it.
 pub trait Transmit: Send + Sync {
-    /// Sends one whole frame without blocking.
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError>;
-
-    /// Sends several frames without blocking; returns how many went before
-    /// the first failure, and that failure. Transports with a batched
-    /// system call override this.
-    fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
-        for (i, f) in frames.iter().enumerate() {
-            if let Err(e) = self.transmit(f) {
-                return (i, Some(e));
-            }
-        }
-        (frames.len(), None)
-    }
+    /// Sends plain frames in order without blocking; returns how many went
+    /// before the first failure, and that failure. Transports without a
+    /// batched system call implement it with [`transmit_each`].
+    fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>);
 
     /// Sends one offloaded frame (a TSO/GSO super-frame or a frame with a
     /// partial checksum, described by `hdr`) whole, without blocking.
-    /// `None`: this transport cannot take offloaded frames, and the switch
+    /// `None`: this transport cannot take offloaded frames, and the port
     /// segments them in software for it (the default).
     fn transmit_offloaded(
         &self,
+        ingress: PortId,
         hdr: &crate::gso::VnetHdr,
         frame: &[u8],
     ) -> Option<Result<(), SendError>> {
-        let _ = (hdr, frame);
+        let _ = (ingress, hdr, frame);
         None
     }
 
@@ -116,12 +111,27 @@ pub trait Transmit: Send + Sync {
     fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+
+    /// Another port left the switch: forget whatever this transport keeps
+    /// about it (the MAC-NAT uplink's address bindings). The default keeps
+    /// nothing.
+    fn forget_port(&self, port: PortId) {
+        let _ = port;
+    }
 }
 
-thread_local! {
-    /// Where software segmentation builds each segment: reused, so cutting
-    /// a super-frame allocates nothing once the buffer has grown.
-    static SEGMENT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// [`Transmit::transmit`] for a transport that sends one frame per call:
+/// `send` each frame in order until one fails.
+pub fn transmit_each(
+    frames: &[&[u8]],
+    mut send: impl FnMut(&[u8]) -> Result<(), SendError>,
+) -> (usize, Option<SendError>) {
+    for (i, f) in frames.iter().enumerate() {
+        if let Err(e) = send(f) {
+            return (i, Some(e));
+        }
+    }
+    (frames.len(), None)
 }
 
 /// A port as the switch sees it.
@@ -228,56 +238,9 @@ impl Port {
         self.vlans.load().as_ref().and_then(|v| v.egress(vid))
     }
 
-    /// Sends one frame to the peer without blocking, counting the outcome.
-    /// A peer found gone marks the port closing; its owner removes it.
-    pub fn send(&self, frame: &[u8], now: Duration) {
-        match self.tx.transmit(frame) {
-            Ok(()) => self.note_sent(frame),
-            Err(e) => {
-                self.count_failure(e, now);
-            }
-        }
-    }
-
-    /// Sends one offloaded frame described by `hdr`: whole when the
-    /// transport takes offloaded frames, otherwise cut into plain frames
-    /// (partial checksum completed, TCP segmented) that are sent one by one.
-    /// A frame that cannot be cut is dropped and counted as
-    /// [`DropReason::Unsegmentable`].
-    pub fn send_offloaded(&self, hdr: &crate::gso::VnetHdr, frame: &[u8], now: Duration) {
-        self.send_offloaded_with(hdr, frame, now, |piece| self.send(piece, now));
-    }
-
-    /// [`Port::send_offloaded`], with each plain piece cut from the frame
-    /// handed to `send_piece`.
-    fn send_offloaded_with(
-        &self,
-        hdr: &crate::gso::VnetHdr,
-        frame: &[u8],
-        now: Duration,
-        mut send_piece: impl FnMut(&[u8]),
-    ) {
-        match self.tx.transmit_offloaded(hdr, frame) {
-            Some(Ok(())) => self.note_sent(frame),
-            Some(Err(e)) => {
-                self.count_failure(e, now);
-            }
-            None => {
-                let result = SEGMENT_BUF.with_borrow_mut(|buf| {
-                    crate::gso::segment(hdr, frame, buf, |seg| send_piece(seg))
-                });
-                if let Err(e) = result {
-                    self.drop_frame_because(DropReason::Unsegmentable, now, || {
-                        io::Error::new(io::ErrorKind::InvalidData, e)
-                    });
-                }
-            }
-        }
-    }
-
     /// Counts one failed send (closing the port when its peer is gone) and
     /// says whether the frames queued behind it would fail the same way.
-    fn count_failure(&self, err: SendError, now: Duration) -> bool {
+    pub(crate) fn count_failure(&self, err: SendError, now: Duration) -> bool {
         let reason = err_reason(&err);
         match err {
             SendError::Gone(e) => {
@@ -310,7 +273,7 @@ impl Port {
     }
 
     #[inline]
-    fn note_sent(&self, frame: &[u8]) {
+    pub(crate) fn note_sent(&self, frame: &[u8]) {
         self.counters.sent(frame.len());
         if self.capturing.load(Ordering::Relaxed) {
             self.copy_to_capture(frame);
@@ -341,22 +304,19 @@ impl Port {
         self.capture.store(None);
     }
 
-    /// Sends several frames to the peer without blocking, counting each.
-    pub fn send_batch(&self, frames: &[&[u8]], now: Duration) {
-        let done = self.send_until_full(frames, now);
-        for _ in &frames[done..] {
-            self.drop_frame(DropReason::EgressFull, now, None);
-        }
-    }
-
     /// Sends `frames` in order until the peer's queue is full; returns how
     /// many are done. Those are counted (sent, or dropped for a failure
     /// other than a full queue: a peer gone or down takes none of the
     /// rest); `frames[done..]` are untouched and uncounted.
-    pub fn send_until_full(&self, frames: &[&[u8]], now: Duration) -> usize {
+    pub(crate) fn send_until_full(
+        &self,
+        ingress: PortId,
+        frames: &[&[u8]],
+        now: Duration,
+    ) -> usize {
         let mut done = 0;
         while done < frames.len() {
-            let (sent, err) = self.tx.transmit_batch(&frames[done..]);
+            let (sent, err) = self.tx.transmit(ingress, &frames[done..]);
             for f in &frames[done..done + sent] {
                 self.note_sent(f);
             }
@@ -378,79 +338,22 @@ impl Port {
         done
     }
 
-    /// Sends unicast `frames` from one receive batch; what a full peer
-    /// refuses is held in `held` (pausing the sender) when this transport
-    /// can wait and the peer is not stalled, and dropped otherwise. Frames
-    /// behind ones already held for this port are held too, to keep order.
-    pub fn send_or_hold(
-        self: &std::sync::Arc<Self>,
-        frames: &[&[u8]],
-        now: Duration,
-        held: &mut crate::hold::Held,
-    ) {
-        let done = if held.holds_for(self) {
-            0
-        } else {
-            self.send_until_full(frames, now)
-        };
-        let rest = &frames[done..];
-        if rest.is_empty() {
-            return;
-        }
-        if self.may_hold(now) {
-            held.push(self, rest);
-        } else {
-            for _ in rest {
-                self.drop_frame(DropReason::EgressFull, now, None);
-            }
-        }
+    /// The transport, for the egress path (offloaded sends, capabilities).
+    pub(crate) fn tx(&self) -> &dyn Transmit {
+        &*self.tx
     }
 
-    /// Like [`Port::send_offloaded`] for unicast from a port that can hold:
-    /// a transport that takes offloaded frames gets it whole (and drops it
-    /// when full: such transports cannot wait), the others get the pieces
-    /// cut from it through [`Port::send_or_hold`].
-    pub fn send_offloaded_or_hold(
-        self: &std::sync::Arc<Self>,
-        hdr: &crate::gso::VnetHdr,
-        frame: &[u8],
-        now: Duration,
-        held: &mut crate::hold::Held,
-    ) {
-        self.send_offloaded_with(hdr, frame, now, |piece| {
-            self.send_or_hold(&[piece], now, held)
-        });
+    /// Switch time (ms) before which frames this peer refuses are dropped
+    /// rather than held (see [`crate::hold`]).
+    pub(crate) fn hold_again_at(&self) -> u64 {
+        self.hold_again_at.load(Ordering::Relaxed)
     }
 
-    /// True when frames this peer refuses may be held at `now`: it can say
-    /// when it is writable again and is not in a stall back-off.
-    pub(crate) fn may_hold(&self, now: Duration) -> bool {
-        now.as_millis() as u64 >= self.hold_again_at.load(Ordering::Relaxed)
-            && self.tx.wait_fd().is_some()
-    }
-
-    /// The descriptor to wait on for writability, if the transport has one.
-    pub(crate) fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.tx.wait_fd()
-    }
-
-    /// Records that the peer kept a sender waiting too long: for
-    /// [`crate::hold::STALL_BACKOFF`], frames it refuses are dropped
-    /// instead of held, so a guest that reads slowly on purpose can pause
-    /// its senders for at most [`crate::hold::HOLD_MAX`] in that time.
-    pub(crate) fn mark_stalled(&self, now: Duration) {
-        let again = now + crate::hold::STALL_BACKOFF;
-        self.hold_again_at
-            .store(again.as_millis() as u64, Ordering::Relaxed);
-        if let Some(suppressed) = self.stall_log.allow(now, LOG_INTERVAL) {
-            tracing::warn!(
-                port = %self.name, suppressed,
-                "peer took no frame for {} ms or kept a sender waiting {} ms: dropping what it cannot take for {} s instead of pausing its senders",
-                crate::hold::HOLD_LIMIT.as_millis(),
-                crate::hold::HOLD_MAX.as_millis(),
-                crate::hold::STALL_BACKOFF.as_secs()
-            );
-        }
+    /// Sets [`Port::hold_again_at`]; says whether a stall warning may be
+    /// logged now (and how many were suppressed since the last).
+    pub(crate) fn set_hold_again_at(&self, ms: u64, now: Duration) -> Option<u64> {
+        self.hold_again_at.store(ms, Ordering::Relaxed);
+        self.stall_log.allow(now, LOG_INTERVAL)
     }
 
     /// Counts a dropped frame and logs it at most once a minute per reason.

@@ -2,10 +2,10 @@
 //! snapshot swapped on change, and the one forwarding routine every port's
 //! receive loop calls.
 
+use crate::egress::{Frames, Outgoing, Overflow};
 use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
 use crate::fdb::FdbEntry;
 use crate::gso::VnetHdr;
-use crate::hold::Held;
 use crate::port::{Port, PortId};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::vlan::{Classified, Egress, VlanRules};
@@ -93,49 +93,36 @@ struct Forms<'a> {
     offload: Option<&'a VnetHdr>,
 }
 
-/// Sends `bytes` through `port`: plain, or offloaded as `hdr` describes.
+/// `bytes` from `ingress`, plain or offloaded as `hdr` describes.
 #[inline]
-fn emit(port: &Port, hdr: Option<&VnetHdr>, bytes: &[u8], now: Duration) {
-    match hdr {
-        None => port.send(bytes, now),
-        Some(h) => port.send_offloaded(h, bytes, now),
-    }
-}
-
-/// [`emit`] for unicast: what a full `port` refuses is held (see
-/// [`crate::hold`]).
-#[inline]
-fn emit_or_hold(
-    port: &Arc<Port>,
-    hdr: Option<&VnetHdr>,
-    bytes: &[u8],
-    now: Duration,
-    held: &mut Held,
-) {
-    match hdr {
-        None => port.send_or_hold(&[bytes], now, held),
-        Some(h) => port.send_offloaded_or_hold(h, bytes, now, held),
-    }
+fn outgoing<'a>(ingress: PortId, hdr: Option<&'a VnetHdr>, bytes: &'a &'a [u8]) -> Outgoing<'a> {
+    let frames = match hdr {
+        None => Frames::Plain(std::slice::from_ref(bytes)),
+        Some(h) => Frames::Offloaded(h, bytes),
+    };
+    Outgoing { ingress, frames }
 }
 
 /// Calls `f` for every port a forwarding decision sends to (none for a
-/// drop).
+/// drop), with the overflow policy for it: `overflow` for the one port of
+/// a unicast, [`Overflow::Drop`] for each copy of a flood.
 #[inline]
 fn for_each_target(
     ingress: &Port,
     table: &PortTable,
     decision: Decision,
-    mut f: impl FnMut(&Port),
+    overflow: Overflow<'_>,
+    mut f: impl FnMut(&Arc<Port>, Overflow<'_>),
 ) {
     match decision {
         Decision::Forward(p) => {
             if let Some(port) = table.get(p) {
-                f(port);
+                f(port, overflow);
             }
         }
         Decision::Flood => {
             for port in table.iter().filter(|p| p.id() != ingress.id()) {
-                f(port);
+                f(port, Overflow::Drop);
             }
         }
         Decision::Drop(_) => {}
@@ -200,19 +187,11 @@ impl<'a> Forms<'a> {
 
     /// Sends the frame through `port` in the form its membership asks for,
     /// or not at all when the port is outside the frame's VLAN.
-    fn send(&mut self, port: &Port, now: Duration) {
+    fn send(&mut self, ingress: PortId, port: &Arc<Port>, overflow: Overflow<'_>, now: Duration) {
         match self.form(port) {
-            Form::Send(hdr, bytes) => emit(port, hdr.as_ref(), bytes, now),
-            Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
-            Form::Outside => {}
-        }
-    }
-
-    /// Like [`Forms::send`] for unicast: what a full `port` refuses is
-    /// held (see [`crate::hold`]).
-    fn send_or_hold(&mut self, port: &Arc<Port>, now: Duration, held: &mut Held) {
-        match self.form(port) {
-            Form::Send(hdr, bytes) => emit_or_hold(port, hdr.as_ref(), bytes, now, held),
+            Form::Send(hdr, bytes) => {
+                port.send(outgoing(ingress, hdr.as_ref(), &bytes), overflow, now)
+            }
             Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
             Form::Outside => {}
         }
@@ -352,6 +331,9 @@ impl Switch {
             .collect();
         self.ports.store(Arc::new(PortTable { ports }));
         self.engine().remove_port(id);
+        for p in self.ports.load().iter() {
+            p.tx().forget_port(id);
+        }
         if let Some(p) = &removed {
             self.retired.absorb(&p.counters().snapshot());
         }
@@ -363,35 +345,35 @@ impl Switch {
         self.ports.load_full()
     }
 
-    /// Forwards one frame that arrived on `ingress` at `now`: asks the
-    /// engine, then sends to the destination ports directly.
-    pub fn forward(&self, ingress: &Port, frame: &[u8], now: Duration) {
-        self.forward_one(ingress, None, frame, now, None);
-    }
-
-    /// Forwards one offloaded frame from a tap with a virtio-net header:
-    /// a TSO/GSO super-frame or a frame whose checksum is partial, as
-    /// `hdr` says. Ports that take offloaded frames get it whole, the
-    /// others plain frames cut from it (see [`Port::send_offloaded`]).
-    pub fn forward_offloaded(&self, ingress: &Port, hdr: &VnetHdr, frame: &[u8], now: Duration) {
-        self.forward_one(ingress, Some(hdr), frame, now, None);
-    }
-
-    /// [`Switch::forward`] (`offload` `None`) or
-    /// [`Switch::forward_offloaded`], except that unicast a full peer
-    /// refuses (whole, or pieces cut from a super-frame) is put in `held`
-    /// for the caller to deliver before it reads more from `ingress` (see
-    /// [`crate::hold`]); while backpressure is off it is dropped instead.
-    pub fn forward_holding(
+    /// Forwards frames that arrived together on `ingress` at `now`: asks
+    /// the engine (one lock for the batch), then sends to the destination
+    /// ports directly, a run of frames for the same port with one send.
+    /// An offloaded frame goes whole to ports that take offloaded frames
+    /// and cut into plain frames to the others. Unicast a full peer
+    /// refuses goes as `overflow` says while backpressure is on
+    /// ([`Switch::set_backpressure`]) and is dropped while it is off; a
+    /// flood copy a full peer refuses is always dropped, so one slow guest
+    /// never slows every broadcast.
+    pub fn forward(
         &self,
         ingress: &Port,
-        offload: Option<&VnetHdr>,
-        frame: &[u8],
+        frames: Frames<'_>,
+        overflow: Overflow<'_>,
         now: Duration,
-        held: &mut Held,
     ) {
-        let held = self.backpressure.load(Ordering::Relaxed).then_some(held);
-        self.forward_one(ingress, offload, frame, now, held);
+        let overflow = match overflow {
+            Overflow::Hold(h) if self.backpressure.load(Ordering::Relaxed) => Overflow::Hold(h),
+            _ => Overflow::Drop,
+        };
+        match frames {
+            // A lone frame (guests that wait for each other send one at a
+            // time) takes the single-frame path: no runs to gather.
+            Frames::Plain([frame]) => self.forward_one(ingress, None, frame, now, overflow),
+            Frames::Plain(batch) => self.forward_batch_in(ingress, batch, now, overflow),
+            Frames::Offloaded(hdr, frame) => {
+                self.forward_one(ingress, Some(hdr), frame, now, overflow)
+            }
+        }
     }
 
     fn forward_one(
@@ -400,7 +382,7 @@ impl Switch {
         offload: Option<&VnetHdr>,
         frame: &[u8],
         now: Duration,
-        held: Option<&mut Held>,
+        overflow: Overflow<'_>,
     ) {
         ingress.note_received(frame);
         let offload = offload.filter(|h| !h.is_plain());
@@ -423,11 +405,11 @@ impl Switch {
             self.log_notice(n, &table, now);
         }
         let forms = (frame, class, offload);
-        self.deliver(ingress, &table, decision, forms, now, held);
+        self.deliver(ingress, &table, decision, forms, now, overflow);
     }
 
     /// Carries out one decision for a frame (its bytes, VLAN class and
-    /// offload header); unicast a full peer refuses goes to `held` if given.
+    /// offload header); unicast a full peer refuses goes as `overflow` says.
     fn deliver(
         &self,
         ingress: &Port,
@@ -435,52 +417,25 @@ impl Switch {
         decision: Decision,
         (frame, class, offload): (&[u8], Classified, Option<&VnetHdr>),
         now: Duration,
-        held: Option<&mut Held>,
+        overflow: Overflow<'_>,
     ) {
         if let Decision::Drop(reason) = decision {
             return ingress.drop_frame(reason, now, None);
         }
-        if let (Decision::Forward(p), Some(h)) = (decision, held) {
-            let Some(port) = table.get(p) else { return };
-            if class.vid == 0 {
-                return emit_or_hold(port, offload, frame, now, h);
-            }
-            return VLAN_FORMS.with_borrow_mut(|bufs| {
-                Forms::new(frame, class, bufs, offload).send_or_hold(port, now, h)
-            });
-        }
+        let id = ingress.id();
         if class.vid == 0 {
             // VLAN-transparent: every port gets the frame's own bytes.
-            return for_each_target(ingress, table, decision, |port| {
-                emit(port, offload, frame, now)
+            let out = outgoing(id, offload, &frame);
+            return for_each_target(ingress, table, decision, overflow, |port, o| {
+                port.send(out, o, now)
             });
         }
         VLAN_FORMS.with_borrow_mut(|bufs| {
             let mut forms = Forms::new(frame, class, bufs, offload);
-            for_each_target(ingress, table, decision, |port| forms.send(port, now));
+            for_each_target(ingress, table, decision, overflow, |port, o| {
+                forms.send(id, port, o, now)
+            });
         });
-    }
-
-    /// Forwards frames that arrived together on `ingress`: one engine lock
-    /// for the batch, and runs of frames for the same port sent together.
-    /// Unicast a full peer refuses is dropped.
-    pub fn forward_batch(&self, ingress: &Port, frames: &[&[u8]], now: Duration) {
-        self.forward_batch_in(ingress, frames, now, None);
-    }
-
-    /// Like [`Switch::forward_batch`], but unicast a full peer refuses is
-    /// put in `held` for the caller to deliver (see [`crate::hold`]) before
-    /// it reads more from `ingress`; while backpressure is off
-    /// ([`Switch::set_backpressure`]) it is dropped instead.
-    pub fn forward_batch_holding(
-        &self,
-        ingress: &Port,
-        frames: &[&[u8]],
-        now: Duration,
-        held: &mut Held,
-    ) {
-        let held = self.backpressure.load(Ordering::Relaxed).then_some(held);
-        self.forward_batch_in(ingress, frames, now, held);
     }
 
     /// Whether full unicast peers pause their senders (on by default)
@@ -514,13 +469,8 @@ impl Switch {
         ingress: &Port,
         frames: &[&[u8]],
         now: Duration,
-        mut held: Option<&mut Held>,
+        mut overflow: Overflow<'_>,
     ) {
-        if let [frame] = frames {
-            // A lone frame (guests that wait for each other send one at a
-            // time) takes the single-frame path: no runs to gather.
-            return self.forward_one(ingress, None, frame, now, held);
-        }
         let mut slots = [MaybeUninit::<(Decision, Classified)>::uninit(); crate::sys::MMSG_BATCH];
         let table = self.ports.load();
         let mut notice = None;
@@ -544,7 +494,7 @@ impl Switch {
             // Each frame may need its own tagging per port: no run batching.
             for (f, &(d, c)) in frames.iter().zip(decided) {
                 ingress.note_received(f);
-                self.deliver(ingress, &table, d, (f, c, None), now, held.as_deref_mut());
+                self.deliver(ingress, &table, d, (f, c, None), now, overflow.reborrow());
             }
             return;
         }
@@ -565,15 +515,13 @@ impl Switch {
                 ingress.note_received(frames[j]);
                 j += 1;
             }
-            let run = &frames[i..j];
-            match (decision, held.as_deref_mut()) {
-                (Decision::Forward(p), Some(h)) => {
-                    if let Some(port) = table.get(p) {
-                        port.send_or_hold(run, now, h);
-                    }
-                }
-                (d, _) => for_each_target(ingress, &table, d, |port| port.send_batch(run, now)),
-            }
+            let out = Outgoing {
+                ingress: ingress.id(),
+                frames: Frames::Plain(&frames[i..j]),
+            };
+            for_each_target(ingress, &table, decision, overflow.reborrow(), |port, o| {
+                port.send(out, o, now)
+            });
             i = j;
         }
     }

@@ -11,15 +11,15 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_switch::hold::{Held, HOLD_LIMIT, HOLD_MAX, STALL_BACKOFF};
-use switchyard_switch::port::{Port, SendError, Transmit};
-use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
+use switchyard_switch::port::{Port, PortId, SendError, Transmit};
+use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Frames, Mode, Overflow, Switch};
 
 /// Takes everything (the ingress port's own transmit).
 struct Sink;
 
 impl Transmit for Sink {
-    fn transmit(&self, _: &[u8]) -> Result<(), SendError> {
-        Ok(())
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        (frames.len(), None)
     }
 }
 
@@ -68,7 +68,12 @@ fn rig() -> Rig {
     let dest = port("b", Box::new(SocketTx(Arc::new(ours))));
     let bystander = port("c", Box::new(Sink));
     // Teach the switch where B is.
-    switch.forward(&dest, &frame(A, B, 0), switch.now());
+    switch.forward(
+        &dest,
+        Frames::Plain(&[&frame(A, B, 0)]),
+        Overflow::Drop,
+        switch.now(),
+    );
     Rig {
         switch,
         ingress,
@@ -82,8 +87,12 @@ fn rig() -> Rig {
 impl Rig {
     fn send(&self, frames: &[Vec<u8>], held: &mut Held) {
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-        self.switch
-            .forward_batch_holding(&self.ingress, &refs, self.switch.now(), held);
+        self.switch.forward(
+            &self.ingress,
+            Frames::Plain(&refs),
+            Overflow::Hold(held),
+            self.switch.now(),
+        );
     }
 
     fn drain(&self) -> Vec<u32> {
@@ -282,7 +291,12 @@ fn a_super_frame_from_a_tap_is_cut_and_every_piece_held_in_order() {
     // 40 segments of 1448 bytes, more than the client's queue holds.
     let (hdr, sf) = common::super_frame(B, 40 * 1448);
     let sw = r.switch.clone();
-    sw.forward_holding(&r.ingress, Some(&hdr), &sf, sw.now(), &mut held);
+    sw.forward(
+        &r.ingress,
+        Frames::Offloaded(&hdr, &sf),
+        Overflow::Hold(&mut held),
+        sw.now(),
+    );
     assert!(!held.is_empty(), "pieces beyond the queue are held");
     assert_eq!(r.dest.counters().snapshot().tx_frames as usize, q);
     let client = r.client.try_clone().expect("clone client");

@@ -11,9 +11,9 @@ mod common;
 
 use common::super_frame;
 use switchyard_switch::gso::{self, VnetHdr};
-use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::port::{Port, PortId, SendError, Transmit};
 use switchyard_switch::vlan::{PortPattern, VlanRules};
-use switchyard_switch::{EngineConfig, FdbConfig, Mode, Switch};
+use switchyard_switch::{EngineConfig, FdbConfig, Frames, Mode, Overflow, Switch};
 
 struct Counting;
 
@@ -60,16 +60,16 @@ static GLOBAL: Counting = Counting;
 struct Sink;
 
 impl Transmit for Sink {
-    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
-        Ok(())
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        (frames.len(), None)
     }
 }
 
 struct Full;
 
 impl Transmit for Full {
-    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
-        Err(SendError::Full)
+    fn transmit(&self, _ingress: PortId, _frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        (0, Some(SendError::Full))
     }
 }
 
@@ -144,7 +144,7 @@ fn forward_counting_allocations(vlans: bool) {
             switchyard_switch::vlan::tag_into(&f, 1, &mut tagged);
             f = tagged;
         }
-        sw.forward(p, &f, t);
+        sw.forward(p, Frames::Plain(&[&f]), Overflow::Drop, t);
     }
     let unicast = frame([2, 0, 0, 0, 0, 2], 1);
     let to_full = frame([2, 0, 0, 0, 0, 4], 1);
@@ -158,12 +158,17 @@ fn forward_counting_allocations(vlans: bool) {
         if round == 1 {
             COUNTING.with(|c| c.set(true));
         }
-        sw.forward(&ports[0], &unicast, t);
-        sw.forward(&ports[0], &to_full, t);
-        sw.forward(&ports[0], &flood, t);
-        sw.forward(&ports[0], &runt, t);
-        sw.forward_batch(&ports[0], &batch, t);
-        sw.forward_batch_holding(&ports[0], &batch, t, &mut held);
+        sw.forward(&ports[0], Frames::Plain(&[&unicast]), Overflow::Drop, t);
+        sw.forward(&ports[0], Frames::Plain(&[&to_full]), Overflow::Drop, t);
+        sw.forward(&ports[0], Frames::Plain(&[&flood]), Overflow::Drop, t);
+        sw.forward(&ports[0], Frames::Plain(&[&runt]), Overflow::Drop, t);
+        sw.forward(&ports[0], Frames::Plain(&batch), Overflow::Drop, t);
+        sw.forward(
+            &ports[0],
+            Frames::Plain(&batch),
+            Overflow::Hold(&mut held),
+            t,
+        );
     }
     COUNTING.with(|c| c.set(false));
     assert!(held.is_empty());
@@ -179,10 +184,15 @@ fn forward_counting_allocations(vlans: bool) {
 struct Offload;
 
 impl Transmit for Offload {
-    fn transmit(&self, _frame: &[u8]) -> Result<(), SendError> {
-        Ok(())
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        (frames.len(), None)
     }
-    fn transmit_offloaded(&self, _hdr: &VnetHdr, _frame: &[u8]) -> Option<Result<(), SendError>> {
+    fn transmit_offloaded(
+        &self,
+        _ingress: PortId,
+        _hdr: &VnetHdr,
+        _frame: &[u8],
+    ) -> Option<Result<(), SendError>> {
         Some(Ok(()))
     }
 }
@@ -208,9 +218,24 @@ fn offloaded_frames_allocate_nothing_per_frame() {
             if round == 1 {
                 COUNTING.with(|c| c.set(true));
             }
-            sw.forward_offloaded(&ports[0], &hdr, &flood, t);
-            sw.forward_offloaded(&ports[0], &hdr, &smaller, t);
-            sw.forward_offloaded(&ports[0], &partial, &smaller, t);
+            sw.forward(
+                &ports[0],
+                Frames::Offloaded(&hdr, &flood),
+                Overflow::Drop,
+                t,
+            );
+            sw.forward(
+                &ports[0],
+                Frames::Offloaded(&hdr, &smaller),
+                Overflow::Drop,
+                t,
+            );
+            sw.forward(
+                &ports[0],
+                Frames::Offloaded(&partial, &smaller),
+                Overflow::Drop,
+                t,
+            );
         }
         COUNTING.with(|c| c.set(false));
         let n = ALLOCATIONS.load(Ordering::Relaxed);

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_switch::gso::{self, VnetHdr};
-use switchyard_switch::port::{Port, SendError, Transmit};
+use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
 use switchyard_switch::vlan::{PortPattern, PortVlans, VlanRules};
-use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
+use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Frames, Mode, Overflow, Switch};
 
 type Got = Arc<Mutex<Vec<(Option<VnetHdr>, Vec<u8>)>>>;
 
@@ -18,12 +18,19 @@ struct MemoryTx {
 }
 
 impl Transmit for MemoryTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.got.lock().expect("lock").push((None, frame.to_vec()));
-        Ok(())
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            self.got.lock().expect("lock").push((None, frame.to_vec()));
+            Ok(())
+        })
     }
 
-    fn transmit_offloaded(&self, hdr: &VnetHdr, frame: &[u8]) -> Option<Result<(), SendError>> {
+    fn transmit_offloaded(
+        &self,
+        _ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &[u8],
+    ) -> Option<Result<(), SendError>> {
         if !self.offload {
             return None;
         }
@@ -133,7 +140,12 @@ fn joined(frames: &[(Option<VnetHdr>, Vec<u8>)], ip: usize) -> Vec<u8> {
 fn offload_ports_get_super_frames_whole_and_the_others_segments() {
     let (sw, p) = harness(3, 2);
     let (hdr, f) = super_frame();
-    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+    sw.forward(
+        &p[0].0,
+        Frames::Offloaded(&hdr, &f),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
     let whole = take(&p[1].1);
     assert_eq!(whole, vec![(Some(hdr), f.clone())]);
     let segs = take(&p[2].1);
@@ -141,7 +153,12 @@ fn offload_ports_get_super_frames_whole_and_the_others_segments() {
     assert_eq!(joined(&segs, 14), f[54..].to_vec());
     assert!(take(&p[0].1).is_empty(), "nothing back to the ingress");
     // Plain frames take the old path: no header anywhere.
-    sw.forward_offloaded(&p[0].0, &VnetHdr::default(), &f, Duration::ZERO);
+    sw.forward(
+        &p[0].0,
+        Frames::Offloaded(&VnetHdr::default(), &f),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
     assert_eq!(take(&p[1].1), vec![(None, f.clone())]);
 }
 
@@ -157,7 +174,12 @@ fn vlan_tagging_moves_the_offsets_of_a_super_frame() {
         (PortPattern::new("p3"), "/10".parse().expect("spec")),
     ]));
     let (hdr, f) = super_frame();
-    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+    sw.forward(
+        &p[0].0,
+        Frames::Offloaded(&hdr, &f),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
 
     let tagged = take(&p[1].1);
     assert_eq!(
@@ -193,7 +215,12 @@ fn vlan_tagging_moves_the_offsets_of_a_super_frame() {
     // From the trunk, tagged, to the access ports: the tag comes off.
     let (mut thdr2, tf2) = (*thdr, tf.clone());
     thdr2.flags |= gso::F_NEEDS_CSUM;
-    sw.forward_offloaded(&p[1].0, &thdr2, &tf2, Duration::from_secs(1));
+    sw.forward(
+        &p[1].0,
+        Frames::Offloaded(&thdr2, &tf2),
+        Overflow::Drop,
+        Duration::from_secs(1),
+    );
     let untagged = take(&p[0].1);
     assert_eq!(untagged, vec![(Some(hdr), f.clone())]);
     assert_eq!(joined(&take(&p[2].1), 14), f[54..].to_vec());
@@ -204,7 +231,12 @@ fn what_cannot_be_segmented_is_dropped_and_counted_on_the_plain_port() {
     let (sw, p) = harness(3, 2);
     let (mut hdr, f) = super_frame();
     hdr.gso_type = gso::GSO_UDP;
-    sw.forward_offloaded(&p[0].0, &hdr, &f, Duration::ZERO);
+    sw.forward(
+        &p[0].0,
+        Frames::Offloaded(&hdr, &f),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
     assert_eq!(take(&p[1].1).len(), 1, "the offload port takes it whole");
     assert!(take(&p[2].1).is_empty());
     let c = p[2].0.counters().snapshot();

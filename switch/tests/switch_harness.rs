@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_switch::port::{Port, PortId, SendError, Transmit};
-use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Mode, Switch};
+use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
+use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Frames, Mode, Overflow, Switch};
 
 /// What a test port does with frames sent to it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -14,23 +14,39 @@ enum Behaviour {
     Gone,
 }
 
+/// What a test port's transport was told: the ingress port of every
+/// frame it took, and the ports it was asked to forget.
+#[derive(Default)]
+struct Told {
+    ingress: Vec<PortId>,
+    forgotten: Vec<PortId>,
+}
+
 struct MemoryTx {
     got: Arc<Mutex<Vec<Vec<u8>>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    told: Arc<Mutex<Told>>,
 }
 
 impl Transmit for MemoryTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        match *self.behaviour.lock().expect("lock") {
-            Behaviour::Accept => {
-                self.got.lock().expect("lock").push(frame.to_vec());
-                Ok(())
+    fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            match *self.behaviour.lock().expect("lock") {
+                Behaviour::Accept => {
+                    self.got.lock().expect("lock").push(frame.to_vec());
+                    self.told.lock().expect("lock").ingress.push(ingress);
+                    Ok(())
+                }
+                Behaviour::Full => Err(SendError::Full),
+                Behaviour::Gone => Err(SendError::Gone(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                ))),
             }
-            Behaviour::Full => Err(SendError::Full),
-            Behaviour::Gone => Err(SendError::Gone(std::io::Error::from(
-                std::io::ErrorKind::ConnectionRefused,
-            ))),
-        }
+        })
+    }
+
+    fn forget_port(&self, port: PortId) {
+        self.told.lock().expect("lock").forgotten.push(port);
     }
 }
 
@@ -38,6 +54,7 @@ struct TestPort {
     port: Arc<Port>,
     got: Arc<Mutex<Vec<Vec<u8>>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    told: Arc<Mutex<Told>>,
 }
 
 impl TestPort {
@@ -55,9 +72,11 @@ fn harness(mode: Mode, n: usize) -> (Arc<Switch>, Vec<TestPort>) {
         .map(|i| {
             let got = Arc::new(Mutex::new(Vec::new()));
             let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
+            let told = Arc::new(Mutex::new(Told::default()));
             let tx = MemoryTx {
                 got: got.clone(),
                 behaviour: behaviour.clone(),
+                told: told.clone(),
             };
             let port = Arc::new(Port::new(
                 switch.allocate_id(),
@@ -71,6 +90,7 @@ fn harness(mode: Mode, n: usize) -> (Arc<Switch>, Vec<TestPort>) {
                 port,
                 got,
                 behaviour,
+                told,
             }
         })
         .collect();
@@ -94,11 +114,21 @@ const T0: Duration = Duration::from_secs(0);
 #[test]
 fn flood_then_learn_then_unicast() {
     let (sw, p) = harness(Mode::Switch, 3);
-    sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+    sw.forward(
+        &p[0].port,
+        Frames::Plain(&[&frame(0xff, 1, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     assert!(p[0].received().is_empty(), "never back to the ingress port");
     assert_eq!(p[1].received().len(), 1);
     assert_eq!(p[2].received().len(), 1);
-    sw.forward(&p[1].port, &frame(1, 2, 60), T0);
+    sw.forward(
+        &p[1].port,
+        Frames::Plain(&[&frame(1, 2, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     assert_eq!(p[0].received(), vec![frame(1, 2, 60)]);
     assert!(p[2].received().is_empty(), "known unicast goes to one port");
     assert_eq!(sw.fdb_entries().len(), 2);
@@ -108,7 +138,7 @@ fn flood_then_learn_then_unicast() {
 fn jumbo_frames_arrive_whole() {
     let (sw, p) = harness(Mode::Switch, 2);
     let big = frame(0xff, 1, 65_535);
-    sw.forward(&p[0].port, &big, T0);
+    sw.forward(&p[0].port, Frames::Plain(&[&big]), Overflow::Drop, T0);
     assert_eq!(p[1].received(), vec![big]);
 }
 
@@ -117,7 +147,12 @@ fn a_full_port_drops_for_itself_only() {
     let (sw, p) = harness(Mode::Hub, 3);
     p[1].set(Behaviour::Full);
     for _ in 0..5 {
-        sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+        sw.forward(
+            &p[0].port,
+            Frames::Plain(&[&frame(0xff, 1, 60)]),
+            Overflow::Drop,
+            T0,
+        );
     }
     assert_eq!(p[2].received().len(), 5, "the others still get everything");
     let c = p[1].port.counters().snapshot();
@@ -130,7 +165,12 @@ fn a_full_port_drops_for_itself_only() {
 fn a_vanished_peer_closes_its_port() {
     let (sw, p) = harness(Mode::Switch, 3);
     p[2].set(Behaviour::Gone);
-    sw.forward(&p[0].port, &frame(0xff, 1, 60), T0);
+    sw.forward(
+        &p[0].port,
+        Frames::Plain(&[&frame(0xff, 1, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     assert!(p[2].port.is_closing());
     assert_eq!(
         p[2].port
@@ -140,12 +180,22 @@ fn a_vanished_peer_closes_its_port() {
         1
     );
     // The owner removes it; its addresses go with it.
-    sw.forward(&p[2].port, &frame(0xff, 9, 60), T0);
+    sw.forward(
+        &p[2].port,
+        Frames::Plain(&[&frame(0xff, 9, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     sw.remove_port(p[2].port.id());
     assert!(sw.fdb_entries().iter().all(|e| e.port != p[2].port.id()));
     assert_eq!(sw.ports().len(), 2);
     p[1].received();
-    sw.forward(&p[0].port, &frame(9, 1, 60), T0);
+    sw.forward(
+        &p[0].port,
+        Frames::Plain(&[&frame(9, 1, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     assert_eq!(
         p[1].received().len(),
         1,
@@ -156,10 +206,10 @@ fn a_vanished_peer_closes_its_port() {
 #[test]
 fn bad_frames_are_counted_on_ingress() {
     let (sw, p) = harness(Mode::Switch, 2);
-    sw.forward(&p[0].port, &[0u8; 10], T0);
+    sw.forward(&p[0].port, Frames::Plain(&[&[0u8; 10]]), Overflow::Drop, T0);
     let mut mc = frame(0xff, 1, 60);
     mc[6] = 0x01;
-    sw.forward(&p[0].port, &mc, T0);
+    sw.forward(&p[0].port, Frames::Plain(&[&mc]), Overflow::Drop, T0);
     let c = p[0].port.counters().snapshot();
     assert_eq!(c.drops(DropReason::TooShort), 1);
     assert_eq!(c.drops(DropReason::MulticastSource), 1);
@@ -179,8 +229,18 @@ fn port_ids_are_never_reused() {
 fn a_batch_is_forwarded_like_single_frames() {
     let (sw, p) = harness(Mode::Switch, 3);
     // Learn 2 on p1 and 3 on p2.
-    sw.forward(&p[1].port, &frame(0xff, 2, 60), T0);
-    sw.forward(&p[2].port, &frame(0xff, 3, 60), T0);
+    sw.forward(
+        &p[1].port,
+        Frames::Plain(&[&frame(0xff, 2, 60)]),
+        Overflow::Drop,
+        T0,
+    );
+    sw.forward(
+        &p[2].port,
+        Frames::Plain(&[&frame(0xff, 3, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     p[0].received();
     p[1].received();
     p[2].received();
@@ -194,7 +254,7 @@ fn a_batch_is_forwarded_like_single_frames() {
         frame(2, 1, 64),
     ];
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    sw.forward_batch(&p[0].port, &refs, T0);
+    sw.forward(&p[0].port, Frames::Plain(&refs), Overflow::Drop, T0);
     let lens = |v: Vec<Vec<u8>>| v.iter().map(|f| f.len()).collect::<Vec<_>>();
     assert_eq!(
         lens(p[1].received()),
@@ -206,7 +266,7 @@ fn a_batch_is_forwarded_like_single_frames() {
     assert_eq!(c.rx_frames, 7);
     assert_eq!(c.drops(DropReason::TooShort), 1);
     p[1].set(Behaviour::Full);
-    sw.forward_batch(&p[0].port, &refs[..2], T0);
+    sw.forward(&p[0].port, Frames::Plain(&refs[..2]), Overflow::Drop, T0);
     assert_eq!(
         p[1].port
             .counters()
@@ -239,7 +299,7 @@ fn vlan_harness() -> (Arc<Switch>, Vec<TestPort>) {
 fn vlan_tags_are_added_and_removed_at_the_edge() {
     let (sw, p) = vlan_harness();
     let bcast = frame(0xff, 1, 60);
-    sw.forward(&p[0].port, &bcast, T0);
+    sw.forward(&p[0].port, Frames::Plain(&[&bcast]), Overflow::Drop, T0);
     assert_eq!(
         p[1].received(),
         vec![bcast.clone()],
@@ -253,15 +313,30 @@ fn vlan_tags_are_added_and_removed_at_the_edge() {
     assert!(p[3].received().is_empty(), "VLAN 1 never sees VLAN 10");
     // Back from the trunk, tagged 10: learned, untagged towards p0.
     let reply = frame(1, 9, 60);
-    sw.forward(&p[2].port, &with_tag(&reply, 10), T0);
+    sw.forward(
+        &p[2].port,
+        Frames::Plain(&[&with_tag(&reply, 10)]),
+        Overflow::Drop,
+        T0,
+    );
     assert_eq!(p[0].received(), vec![reply]);
     assert!(p[1].received().is_empty());
     // Untagged on the trunk is its native VLAN 1: reaches p3 only.
-    sw.forward(&p[2].port, &frame(0xff, 7, 60), T0);
+    sw.forward(
+        &p[2].port,
+        Frames::Plain(&[&frame(0xff, 7, 60)]),
+        Overflow::Drop,
+        T0,
+    );
     assert_eq!(p[3].received(), vec![frame(0xff, 7, 60)]);
     assert!(p[0].received().is_empty() && p[1].received().is_empty());
     // VLAN 30 is not carried: dropped and counted on the trunk.
-    sw.forward(&p[2].port, &with_tag(&bcast, 30), T0);
+    sw.forward(
+        &p[2].port,
+        Frames::Plain(&[&with_tag(&bcast, 30)]),
+        Overflow::Drop,
+        T0,
+    );
     assert!(p.iter().all(|t| t.received().is_empty()));
     assert_eq!(
         p[2].port
@@ -277,7 +352,7 @@ fn a_batch_in_a_vlan_switch_is_tagged_per_port() {
     let (sw, p) = vlan_harness();
     let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(0xff, 1 + i, 60)).collect();
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    sw.forward_batch(&p[0].port, &refs, T0);
+    sw.forward(&p[0].port, Frames::Plain(&refs), Overflow::Drop, T0);
     assert_eq!(p[1].received(), frames);
     let tagged: Vec<Vec<u8>> = frames.iter().map(|f| with_tag(f, 10)).collect();
     assert_eq!(p[2].received(), tagged);
@@ -289,8 +364,42 @@ fn clearing_the_rules_makes_the_switch_transparent_again() {
     let (sw, p) = vlan_harness();
     sw.set_vlan_rules(switchyard_switch::VlanRules::default());
     let t = with_tag(&frame(0xff, 1, 60), 30);
-    sw.forward(&p[0].port, &t, T0);
+    sw.forward(&p[0].port, Frames::Plain(&[&t]), Overflow::Drop, T0);
     for q in &p[1..] {
         assert_eq!(q.received(), vec![t.clone()], "tags pass untouched");
     }
+}
+
+/// Every transport is told which port a frame came in on (the MAC-NAT
+/// uplink binds a guest to it), for unicast, floods and batches alike, and
+/// is asked to forget a port that leaves the switch.
+#[test]
+fn transports_see_the_ingress_port_and_forget_a_port_that_goes() {
+    let (sw, p) = harness(Mode::Switch, 3);
+    let (id1, id2) = (p[1].port.id(), p[2].port.id());
+    sw.forward(
+        &p[1].port,
+        Frames::Plain(&[&frame(0xff, 1, 60)]),
+        Overflow::Drop,
+        T0,
+    );
+    let batch = [frame(1, 2, 60), frame(0xff, 2, 60)];
+    let refs: Vec<&[u8]> = batch.iter().map(|f| f.as_slice()).collect();
+    sw.forward(&p[2].port, Frames::Plain(&refs), Overflow::Drop, T0);
+    let told = |i: usize| std::mem::take(&mut *p[i].told.lock().expect("lock"));
+    assert_eq!(told(0).ingress, vec![id1, id2]);
+    assert_eq!(
+        told(1).ingress,
+        vec![id2, id2],
+        "learned unicast, then the flood"
+    );
+    assert_eq!(told(2).ingress, vec![id1]);
+
+    sw.remove_port(id2);
+    assert_eq!(told(0).forgotten, vec![id2]);
+    assert_eq!(told(1).forgotten, vec![id2]);
+    assert!(
+        told(2).forgotten.is_empty(),
+        "the port that went is not asked"
+    );
 }

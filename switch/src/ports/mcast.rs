@@ -8,9 +8,9 @@
 //! us). So we send from a socket of our own with an ephemeral port, and
 //! ignore exactly the datagrams that come from that address.
 
-use super::receive::{attach, frame_buffer, receive_loop, Received};
+use super::receive::{attach, detach_after, frame_buffer, receive_loop, Received};
 use super::PortError;
-use crate::port::{Port, SendError, Transmit};
+use crate::port::{transmit_each, Port, PortId, SendError, Transmit};
 use crate::switch::Switch;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -135,7 +135,7 @@ impl McastPort {
             group: self.config.group,
         };
         let port = Arc::new(Port::new(id, &name, "mcast", &peer, Box::new(tx)));
-        let Some(afd) = attach(&switch, &stop, &port, self.rx.clone()) else {
+        let Some((afd, attached)) = attach(&switch, &stop, &port, self.rx.clone()) else {
             return;
         };
         let own = self.own.port();
@@ -150,11 +150,7 @@ impl McastPort {
             })
         })
         .await;
-        switch.remove_port(id);
-        tracing::info!(port = %name, "port detached");
-        if let Err(e) = r {
-            tracing::error!(port = %name, "port stopped: {e}");
-        }
+        detach_after(r, attached);
     }
 }
 
@@ -199,14 +195,16 @@ struct McastTx {
 }
 
 impl Transmit for McastTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.sock
-            .send_to(frame, self.group)
-            .map(|_| ())
-            .map_err(|e| match SendError::from_io(e) {
-                SendError::Gone(_) => SendError::Down,
-                other => other,
-            })
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            self.sock
+                .send_to(frame, self.group)
+                .map(|_| ())
+                .map_err(|e| match SendError::from_io(e) {
+                    SendError::Gone(_) => SendError::Down,
+                    other => other,
+                })
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! surface: open (synchronously, so errors surface before the daemon
 //! detaches), serve (the receive loop), a non-blocking send, counters.
 
+pub mod attachment;
 pub mod mcast;
 pub mod plane;
 pub mod receive;

@@ -20,6 +20,7 @@
 //! are rare and bounded (see [`crate::hold`]), so the detour costs nothing
 //! on the common path.
 
+use crate::egress::{Frames, Overflow};
 use crate::hold::Held;
 use crate::port::Port;
 use crate::switch::Switch;
@@ -365,9 +366,10 @@ fn receive(
         };
         if n > 0 {
             batch.with_frames(|frames| {
+                let frames = Frames::Plain(frames);
                 entry
                     .switch
-                    .forward_batch_holding(&entry.port, frames, now, held)
+                    .forward(&entry.port, frames, Overflow::Hold(held), now)
             });
         }
         total += n;

@@ -1,6 +1,8 @@
 //! The receive loop every datagram-like port shares: wait for readiness,
 //! read a batch, forward each frame where it arrived.
 
+use super::attachment::Attachment;
+use crate::egress::{Frames, Overflow};
 use crate::hold::Held;
 use crate::port::Port;
 use crate::switch::Switch;
@@ -10,25 +12,33 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 
-/// Registers `sock` for receiving, makes `port` a member of the switch
-/// (stopped with `stop`) and logs the attach; `None`, logged, when the
-/// socket cannot be watched.
+/// Registers `sock` for receiving and attaches `port` to the switch
+/// (stopped with `stop`); `None`, logged, when the socket cannot be
+/// watched.
 pub fn attach<T: AsRawFd>(
-    switch: &Switch,
+    switch: &std::sync::Arc<Switch>,
     stop: &crate::Stop,
     port: &std::sync::Arc<Port>,
     sock: std::sync::Arc<T>,
-) -> Option<AsyncFd<SharedFd<T>>> {
+) -> Option<(AsyncFd<SharedFd<T>>, Attachment)> {
     match crate::sys::watch_readable(sock) {
-        Ok(afd) => {
-            switch.add_port(port.clone());
-            stop.adopt(port);
-            tracing::info!(port = %port.name(), peer = %port.peer(), "port attached");
-            Some(afd)
-        }
+        Ok(afd) => Some((afd, Attachment::new(switch, stop, port.clone(), None))),
         Err(e) => {
             tracing::error!(port = %port.name(), "cannot watch socket: {e}");
             None
+        }
+    }
+}
+
+/// Ends the port of a finished [`receive_loop`] or [`receive_batched`]:
+/// detaches it, with the loop's error (also logged as one) or its
+/// closing as the reason.
+pub fn detach_after(result: io::Result<()>, attachment: Attachment) {
+    match result {
+        Ok(()) => attachment.detach("port closed"),
+        Err(e) => {
+            tracing::error!(port = %attachment.port().name(), "port stopped: {e}");
+            attachment.detach(format!("receive failed: {e}"));
         }
     }
 }
@@ -65,7 +75,7 @@ pub async fn receive_loop<T: AsRawFd>(
         while n < BATCH {
             match read(&guard.get_inner().0, buf) {
                 Ok(Received::Frame(r)) => {
-                    switch.forward(port, &buf[r], now);
+                    switch.forward(port, Frames::Plain(&[&buf[r]]), Overflow::Drop, now);
                     n += 1;
                 }
                 Ok(Received::Skip) => n += 1,
@@ -104,7 +114,12 @@ fn receive_one_batch<T: AsRawFd>(
         let n = batch.recv(fd)?;
         if n > 0 {
             batch.with_frames(|frames| {
-                switch.forward_batch_holding(port, frames, switch.now(), held)
+                switch.forward(
+                    port,
+                    Frames::Plain(frames),
+                    Overflow::Hold(held),
+                    switch.now(),
+                )
             });
         }
         Ok(n)
@@ -112,7 +127,7 @@ fn receive_one_batch<T: AsRawFd>(
 }
 
 /// Like [`receive_loop`] for a connected datagram socket: `recvmmsg`
-/// batches, forwarded with [`Switch::forward_batch_holding`]. Unicast that
+/// batches, forwarded with [`Switch::forward`]. Unicast that
 /// a full peer refuses is delivered before the next batch is read, so the
 /// sender waits instead of the frames being lost (see [`crate::hold`]).
 pub async fn receive_batched<T: AsRawFd>(

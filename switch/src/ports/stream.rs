@@ -15,9 +15,11 @@
 //! accepted and closed at once (the client sees EOF), counted in
 //! [`connections_refused`] and logged at most once a minute.
 
+use super::attachment::Attachment;
 use super::{remove_stale_socket_file, Endpoint, PortError};
 use crate::counters::DropReason;
-use crate::port::{Port, SendError, Transmit};
+use crate::egress::{Frames, Overflow};
+use crate::port::{transmit_each, Port, PortId, SendError, Transmit};
 use crate::switch::Switch;
 use crate::Stop;
 use std::collections::VecDeque;
@@ -406,18 +408,14 @@ async fn run_connection(
         &peer,
         Box::new(TxHandle(tx.clone())),
     ));
-    switch.add_port(port.clone());
-    stop.adopt(&port);
-    tracing::info!(port = %name, %peer, "port attached");
+    let attached = Attachment::new(&switch, &stop, port.clone(), None);
     let why = tokio::select! {
         r = read_frames(&switch, &port, &conn) => r,
         r = tx.writer() => r,
         _ = port.closed() => "peer gone".to_string(),
     };
-    switch.remove_port(id);
+    attached.detach(why);
     tx.close();
-    let c = port.counters().snapshot();
-    tracing::info!(port = %name, %peer, reason = %why, rx_frames = c.rx_frames, tx_frames = c.tx_frames, "port detached");
 }
 
 /// What the length prefix says.
@@ -468,7 +466,8 @@ async fn read_frames(switch: &Switch, port: &Port, conn: &Conn) -> String {
             match prefix(&buf[start..end]) {
                 Prefix::Incomplete => break,
                 Prefix::Frame(len) => {
-                    switch.forward(port, &buf[start + 4..start + 4 + len], now);
+                    let frame = &buf[start + 4..start + 4 + len];
+                    switch.forward(port, Frames::Plain(&[frame]), Overflow::Drop, now);
                     start += 4 + len;
                 }
                 Prefix::Bad(len) => {
@@ -620,8 +619,8 @@ impl StreamTx {
 struct TxHandle(Arc<StreamTx>);
 
 impl Transmit for TxHandle {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0.send(frame)
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| self.0.send(frame))
     }
 }
 

@@ -4,10 +4,10 @@
 //! `local.type=unix`). The peer may come and go; a missing peer costs
 //! frames, never the port.
 
-use super::receive::{attach, frame_buffer, receive_loop, Received};
+use super::receive::{attach, detach_after, frame_buffer, receive_loop, Received};
 use super::{remove_stale_socket_file, Endpoint, PortError};
 use crate::counters::DropReason;
-use crate::port::{Port, SendError, Transmit};
+use crate::port::{transmit_each, Port, PortId, SendError, Transmit};
 use crate::switch::Switch;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -144,7 +144,7 @@ impl UdpPort {
         let name = self.config.name.clone();
         let peer = format!("{} ↔ {}", self.config.local, self.config.remote);
         let mut buf = frame_buffer();
-        let result = match self.socket {
+        match self.socket {
             Socket::Inet { sock, peer: remote } => {
                 let port = Arc::new(Port::new(
                     id,
@@ -156,7 +156,7 @@ impl UdpPort {
                         peer: remote,
                     }),
                 ));
-                let Some(afd) = attach(&switch, &stop, &port, sock) else {
+                let Some((afd, attached)) = attach(&switch, &stop, &port, sock) else {
                     return;
                 };
                 let p = port.clone();
@@ -177,8 +177,7 @@ impl UdpPort {
                     }
                 })
                 .await;
-                switch.remove_port(id);
-                r
+                detach_after(r, attached);
             }
             Socket::Unix {
                 sock,
@@ -195,21 +194,16 @@ impl UdpPort {
                         peer: remote,
                     }),
                 ));
-                let Some(afd) = attach(&switch, &stop, &port, sock) else {
+                let Some((afd, attached)) = attach(&switch, &stop, &port, sock) else {
                     return;
                 };
                 let r = receive_loop(&switch, &port, &afd, &mut buf, |s, b| {
                     s.recv(b).map(|n| Received::Frame(0..n))
                 })
                 .await;
-                switch.remove_port(id);
+                detach_after(r, attached);
                 let _ = std::fs::remove_file(path);
-                r
             }
-        };
-        match result {
-            Ok(()) => tracing::info!(port = %name, "port detached"),
-            Err(e) => tracing::error!(port = %name, "port stopped: {e}"),
         }
     }
 }
@@ -229,11 +223,13 @@ struct InetTx {
 }
 
 impl Transmit for InetTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.sock
-            .send_to(frame, self.peer)
-            .map(|_| ())
-            .map_err(transient)
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            self.sock
+                .send_to(frame, self.peer)
+                .map(|_| ())
+                .map_err(transient)
+        })
     }
 }
 
@@ -243,10 +239,12 @@ struct UnixTx {
 }
 
 impl Transmit for UnixTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.sock
-            .send_to(frame, &self.peer)
-            .map(|_| ())
-            .map_err(transient)
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            self.sock
+                .send_to(frame, &self.peer)
+                .map(|_| ())
+                .map_err(transient)
+        })
     }
 }

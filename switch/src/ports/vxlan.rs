@@ -8,11 +8,11 @@
 //! anything else. On receive we follow the RFC (reserved bits ignored)
 //! unless `strict` asks for Linux's checks.
 
-use super::receive::{attach, frame_buffer, receive_loop, Received};
+use super::receive::{attach, detach_after, frame_buffer, receive_loop, Received};
 use super::PortError;
 use crate::counters::DropReason;
 use crate::frame::{EthernetFrame, MacAddr};
-use crate::port::{Port, SendError, Transmit};
+use crate::port::{transmit_each, Port, PortId, SendError, Transmit};
 use crate::switch::Switch;
 use socket2::SockRef;
 use std::collections::HashMap;
@@ -259,7 +259,7 @@ impl VxlanPort {
             epoch: switch.epoch(),
         };
         let port = Arc::new(Port::new(id, &name, "vxlan", &peer, Box::new(tx)));
-        let Some(afd) = attach(&switch, &stop, &port, self.sock.clone()) else {
+        let Some((afd, attached)) = attach(&switch, &stop, &port, self.sock.clone()) else {
             return;
         };
         let (p, sw) = (port.clone(), switch.clone());
@@ -296,11 +296,7 @@ impl VxlanPort {
             }
         })
         .await;
-        switch.remove_port(id);
-        tracing::info!(port = %name, "port detached");
-        if let Err(e) = r {
-            tracing::error!(port = %name, "port stopped: {e}");
-        }
+        detach_after(r, attached);
     }
 }
 
@@ -327,34 +323,36 @@ impl VxlanTx {
 }
 
 impl Transmit for VxlanTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        let known = EthernetFrame::new_checked(frame).ok().and_then(|f| {
-            let dst = f.destination();
-            if dst.is_multicast() {
-                return None;
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            let known = EthernetFrame::new_checked(frame).ok().and_then(|f| {
+                let dst = f.destination();
+                if dst.is_multicast() {
+                    return None;
+                }
+                self.learned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .lookup(dst, self.epoch.elapsed())
+            });
+            if let Some(ip) = known {
+                return self.send_to(frame, ip);
             }
-            self.learned
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lookup(dst, self.epoch.elapsed())
-        });
-        if let Some(ip) = known {
-            return self.send_to(frame, ip);
-        }
-        // Head-end replication: the frame counts as sent if any copy went.
-        let mut result = Ok(());
-        let mut any = false;
-        for r in &self.remotes {
-            match self.send_to(frame, *r) {
-                Ok(()) => any = true,
-                Err(e) => result = Err(e),
+            // Head-end replication: the frame counts as sent if any copy went.
+            let mut result = Ok(());
+            let mut any = false;
+            for r in &self.remotes {
+                match self.send_to(frame, *r) {
+                    Ok(()) => any = true,
+                    Err(e) => result = Err(e),
+                }
             }
-        }
-        if any {
-            Ok(())
-        } else {
-            result
-        }
+            if any {
+                Ok(())
+            } else {
+                result
+            }
+        })
     }
 }
 

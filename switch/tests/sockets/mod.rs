@@ -5,14 +5,16 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
-use switchyard_switch::port::{SendError, Transmit};
+use switchyard_switch::port::{transmit_each, PortId, SendError, Transmit};
 
 /// Sends on the switch's end of a port's socket, as the unix port does.
 pub struct SocketTx(pub Arc<UnixDatagram>);
 
 impl Transmit for SocketTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        transmit_each(frames, |frame| {
+            self.0.send(frame).map(|_| ()).map_err(SendError::from_io)
+        })
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {

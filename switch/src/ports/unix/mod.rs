@@ -20,6 +20,7 @@ pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
 use crate::port::{Port, PortId, SendError, Transmit};
+use crate::ports::attachment::{Attachment, Client};
 use crate::ports::plane::{self, Receiving};
 use crate::ports::receive::receive_batched;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
@@ -812,22 +813,11 @@ impl UnixControl {
                 return;
             }
         };
-        switch.add_port(port.clone());
-        stop.adopt(&port);
-        tracing::info!(
-            port = %name, pid, uid, client = %description, ctl = %self.ctl_path.display(),
-            "port attached"
-        );
+        let attached = Attachment::new(&switch, &stop, port.clone(), Some(Client { pid, uid }));
         let why = run_port(&switch, &port, &mut stream, &mut data).await;
         data.stop().await;
-        switch.remove_port(id);
+        attached.detach(why);
         port_cleanup(&self);
-        let c = port.counters().snapshot();
-        tracing::info!(
-            port = %name, pid, uid, client = %description, reason = why,
-            rx_frames = c.rx_frames, tx_frames = c.tx_frames,
-            "port detached"
-        );
     }
 
     /// [`UnixControl::open_data_socket`]; when the process is out of
@@ -1032,13 +1022,7 @@ impl DataPath {
 struct DatagramTx(Arc<UnixDatagram>);
 
 impl Transmit for DatagramTx {
-    fn transmit(&self, frame: &[u8]) -> Result<(), SendError> {
-        crate::sys::send_one(&*self.0, frame)
-            .map(|_| ())
-            .map_err(SendError::from_io)
-    }
-
-    fn transmit_batch(&self, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
         let mut done = 0;
         while done < frames.len() {
             match crate::sys::send_batch(&*self.0, &frames[done..]) {
