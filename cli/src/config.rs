@@ -1,8 +1,11 @@
 //! The YAML configuration file. Every key is checked: an unknown key, a
 //! wrong type or a bad value is an error naming the file, line and column.
 
-use crate::args::port_spec::PortSpec;
-use crate::settings::{parse_group, parse_octal, Settings, TapSpec};
+use crate::ports::PortSpec;
+pub use crate::settings::Extras;
+use crate::settings::{Settings, TapSpec};
+use crate::values::{check_busy_poll, parse_group, parse_octal};
+pub use crate::values::{parse_busy_poll, parse_duration, show_busy_poll};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -66,60 +69,6 @@ impl<'de> Deserialize<'de> for Seconds {
                 .map(Seconds)
                 .map_err(serde::de::Error::custom),
         }
-    }
-}
-
-/// Parses `300` (seconds), `300s`, `5m`, `1h`, `500ms`, `20us` (`µs` too).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 300s, 5m, 1h, 500ms, 20us)"))?;
-    let times = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long a duration"))
-    };
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "us" | "µs" => Ok(Duration::from_micros(n)),
-        "m" => times(60),
-        "h" => times(3600),
-        u => Err(format!(
-            "unknown unit {u:?} in {s:?}; use us, ms, s, m or h"
-        )),
-    }
-}
-
-/// Parses a busy-poll time (`--busy-poll`, `switch.busy_poll`): a
-/// duration such as `20us`, `0` for off. More than
-/// [`switchyard_switch::MAX_BUSY_POLL`] is refused rather than capped, so
-/// that what was asked for is what runs.
-pub fn parse_busy_poll(s: &str) -> Result<Duration, String> {
-    check_busy_poll(parse_duration(s)?)
-}
-
-/// Refuses a busy poll longer than [`switchyard_switch::MAX_BUSY_POLL`].
-fn check_busy_poll(d: Duration) -> Result<Duration, String> {
-    let max = switchyard_switch::MAX_BUSY_POLL;
-    if d > max {
-        return Err(format!(
-            "a busy poll of {d:?} is too long: the maximum is {max:?} \
-             (e.g. 20us; 0 turns it off; a plain number is seconds)"
-        ));
-    }
-    Ok(d)
-}
-
-/// A busy-poll time for people: `20 µs`, or `off`.
-pub fn show_busy_poll(d: Duration) -> String {
-    if d.is_zero() {
-        "off".into()
-    } else {
-        format!("{} µs", d.as_micros())
     }
 }
 
@@ -398,19 +347,6 @@ impl RawPort {
         add("offload", self.offload.as_ref().map(|x| x.referenced));
         v
     }
-}
-
-/// The parts of the file beyond [`Settings`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extras {
-    /// Where the metrics endpoint listens.
-    pub metrics: Option<SocketAddr>,
-    /// The control socket: path, mode, gid.
-    pub control: Option<(PathBuf, Option<u32>, Option<u32>)>,
-    /// The file these came from, for reload.
-    pub config_path: Option<PathBuf>,
-    /// The command line, re-read on reload so flags still override.
-    pub argv: Vec<std::ffi::OsString>,
 }
 
 /// Reads and checks `path`, applying it over `base`.
@@ -1026,35 +962,9 @@ control: { path: /run/switchyard/control.sock }
     }
 
     #[test]
-    fn busy_poll_values() {
-        assert_eq!(parse_busy_poll("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_busy_poll("20us"), Ok(Duration::from_micros(20)));
-        assert_eq!(parse_busy_poll("1000us"), Ok(Duration::from_millis(1)));
-        let e = parse_busy_poll("2ms").expect_err("too long");
-        assert!(e.contains("2ms") && e.contains("maximum is 1ms"), "{e}");
-        assert!(parse_busy_poll("fast").is_err());
-        assert_eq!(show_busy_poll(Duration::ZERO), "off");
-        assert_eq!(show_busy_poll(Duration::from_micros(20)), "20 µs");
-    }
-
-    #[test]
     fn empty_file_keeps_defaults() {
         let (s, e) = load_str("").expect("empty is fine");
         assert_eq!(s.controls.len(), 3);
         assert_eq!(e, Extras::default());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("20us"), Ok(Duration::from_micros(20)));
-        assert_eq!(parse_duration("20µs"), Ok(Duration::from_micros(20)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("five").is_err());
-        let e = parse_duration("3 parsecs").expect_err("bad unit");
-        assert!(e.contains("use us, ms, s, m or h"), "{e}");
-        assert!(parse_duration(&format!("{}h", u64::MAX)).is_err());
     }
 }
