@@ -2,7 +2,8 @@
 //! single-dash uml_switch spellings (`-unix`, `-hub`, `-tap`, `-daemon`)
 //! work here too.
 
-use super::{port_spec, Usage};
+use super::port_spec;
+use super::usage::Usage;
 use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy, TapSpec};
 use clap::Parser;
 use std::ffi::OsString;

@@ -1,7 +1,8 @@
 //! `mcast`: one raw frame per UDP datagram to a multicast group (UML
 //! `ethN=mcast`, QEMU `-netdev socket,mcast=`).
 
-use super::{Built, Key, Kind, Name, PortSpec, PortType, SpecError, Values};
+use super::source::{Key, Kind, Name, PortType, SpecError, Values};
+use super::spec::{Built, PortSpec};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use switchyard_switch::ports::mcast::{McastConfig, DEFAULT_GROUP};
 

@@ -7,6 +7,7 @@ pub mod mcast;
 mod open;
 pub mod pcap;
 pub mod source;
+pub mod spec;
 pub mod stream;
 pub mod tap;
 pub mod udp;
@@ -14,15 +15,8 @@ pub mod unix;
 pub mod vxlan;
 
 pub use open::OpenPort;
-pub use source::{Given, Key, Kind, Need, Place, SpecError, Values};
-pub use tap::TapSpec;
-
-use switchyard_bridge::PcapConfig;
-use switchyard_switch::ports::mcast::McastConfig;
-use switchyard_switch::ports::stream::StreamConfig;
-use switchyard_switch::ports::udp::UdpConfig;
-use switchyard_switch::ports::unix::UnixConfig;
-use switchyard_switch::ports::vxlan::VxlanConfig;
+pub use source::{one_of, Given, Key, Kind, Name, Need, Place, PortType, SpecError, Values};
+pub use spec::{Built, Configured, PortSpec, TapSpec};
 
 /// Every port type, in the order help and errors list them.
 pub const TYPES: &[&PortType] = &[
@@ -37,99 +31,6 @@ pub const TYPES: &[&PortType] = &[
 
 /// The key every type takes: the port's name.
 pub const NAME: Key = Key::text("name", "NAME", "the port's name [default: TYPE1, TYPE2, …]");
-
-/// One port type.
-#[derive(Debug)]
-pub struct PortType {
-    /// What `--port` and `type:` call it.
-    pub name: &'static str,
-    /// One line for help text.
-    pub summary: &'static str,
-    /// The keys it takes besides `name`.
-    pub keys: &'static [Key],
-    /// `None`: a `--port` type; otherwise the flags that give such a port
-    /// on the command line instead.
-    pub flag: Option<&'static str>,
-    /// A config file may give its ports VLANs (`vlan:`, `tagged:`); a unix
-    /// port's clients are ports of their own and get them by name.
-    pub vlans: bool,
-    /// Builds the configuration from checked values.
-    pub build: fn(&mut Values, Name) -> Result<Built, SpecError>,
-}
-
-/// A port's name: the one given, or `TYPE<index>`.
-#[derive(Debug, Clone)]
-pub struct Name {
-    /// `name=`, if given.
-    pub given: Option<String>,
-    /// The automatic name.
-    pub default: String,
-}
-
-impl Name {
-    /// The given name or the automatic one.
-    pub fn get(self) -> String {
-        self.given.unwrap_or(self.default)
-    }
-}
-
-/// A transport port (`--port`, `ports:` other than unix and tap).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortSpec {
-    /// A udp port.
-    Udp(UdpConfig),
-    /// A mcast port.
-    Mcast(McastConfig),
-    /// A stream port.
-    Stream(StreamConfig),
-    /// A vxlan port.
-    Vxlan(VxlanConfig),
-    /// A pcap port (host NIC).
-    Pcap(PcapConfig),
-}
-
-impl PortSpec {
-    /// The port's name.
-    pub fn name(&self) -> &str {
-        match self {
-            PortSpec::Udp(c) => &c.name,
-            PortSpec::Mcast(c) => &c.name,
-            PortSpec::Stream(c) => &c.name,
-            PortSpec::Vxlan(c) => &c.name,
-            PortSpec::Pcap(c) => &c.name,
-        }
-    }
-}
-
-/// What a builder makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Configured {
-    /// A transport.
-    Port(PortSpec),
-    /// A tap device.
-    Tap(TapSpec),
-    /// A control socket (its clients become ports).
-    Unix(UnixConfig),
-}
-
-/// A built port and its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Built {
-    /// The name that must be unique among the configured ports.
-    pub name: String,
-    /// The configuration.
-    pub port: Configured,
-}
-
-impl Built {
-    /// A transport named after its config.
-    pub fn port(spec: PortSpec) -> Built {
-        Built {
-            name: spec.name().to_string(),
-            port: Configured::Port(spec),
-        }
-    }
-}
 
 /// The port type called `name`.
 pub fn find(name: &str) -> Option<&'static PortType> {
@@ -161,16 +62,6 @@ pub fn yaml_key(written: &str) -> Option<&'static Key> {
         .find(|k| k.yaml_name() == written)
 }
 
-/// The config-file spelling of `key` (`remotes` for `remote`).
-pub fn yaml_name(key: &str) -> &str {
-    TYPES
-        .iter()
-        .flat_map(|t| t.keys.iter())
-        .find(|k| k.name == key)
-        .map(Key::yaml_name)
-        .unwrap_or(key)
-}
-
 /// Checks `values` against its type's keys and builds the port; `index`
 /// numbers the automatic name (`udp1`, `udp2`, …).
 pub fn build(mut values: Values, index: usize) -> Result<Built, SpecError> {
@@ -179,7 +70,7 @@ pub fn build(mut values: Values, index: usize) -> Result<Built, SpecError> {
         known: type_names(),
         place: values.place(),
     })?;
-    check(ty, &values)?;
+    check(ty, &mut values)?;
     let given = values.take(&NAME).map(|g| g.value);
     (ty.build)(
         &mut values,
@@ -192,17 +83,14 @@ pub fn build(mut values: Values, index: usize) -> Result<Built, SpecError> {
 
 /// One error per mistake, before building: a key given twice, a key the
 /// type does not take, a required key missing, not exactly one of a choice.
-fn check(ty: &PortType, values: &Values) -> Result<(), SpecError> {
-    let given = values.given();
-    for (i, g) in given.iter().enumerate() {
-        let key = std::iter::once(&NAME)
-            .chain(ty.keys)
-            .find(|k| k.name == g.key);
-        let Some(key) = key else {
-            let takes: Vec<String> = std::iter::once(&NAME)
-                .chain(ty.keys)
-                .map(Key::shown)
-                .collect();
+/// Renames each key from the source's spelling to the key's name.
+fn check(ty: &PortType, values: &mut Values) -> Result<(), SpecError> {
+    let keys: Vec<&Key> = std::iter::once(&NAME).chain(ty.keys).collect();
+    let spelled: Vec<&str> = keys.iter().map(|k| values.spelling(k)).collect();
+    let mut seen: Vec<&str> = Vec::new();
+    for g in values.given_mut() {
+        let Some(i) = spelled.iter().position(|s| *s == g.key) else {
+            let takes: Vec<String> = keys.iter().map(|k| k.shown()).collect();
             return Err(SpecError::Spec {
                 key: g.key.clone(),
                 message: format!(
@@ -214,34 +102,27 @@ fn check(ty: &PortType, values: &Values) -> Result<(), SpecError> {
                 place: g.place,
             });
         };
-        if !key.many && given[..i].iter().any(|e| e.key == g.key) {
+        let key = keys[i];
+        if !key.many && seen.contains(&key.name) {
             return Err(SpecError::Spec {
                 key: g.key.clone(),
-                message: format!("{:?} is given twice", g.key),
+                message: format!("{:?} is given twice", key.name),
                 place: g.place,
             });
         }
+        seen.push(key.name);
+        g.key = key.name.to_string();
     }
     for key in ty.keys.iter().filter(|k| k.need == Need::Required) {
         if !values.has(key) {
-            return Err(source::missing(ty.name, key, values.place()));
+            return Err(source::missing(values, key));
         }
     }
     let choice: Vec<&Key> = ty.keys.iter().filter(|k| k.need == Need::OneOf).collect();
     if !choice.is_empty() && choice.iter().filter(|k| values.has(k)).count() != 1 {
-        return Err(one_of(ty.name, &choice, values.place()));
+        return Err(one_of(values, &choice));
     }
     Ok(())
-}
-
-/// The error for not exactly one of `keys`.
-pub fn one_of(kind: &str, keys: &[&Key], place: Option<Place>) -> SpecError {
-    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
-    SpecError::Spec {
-        key: names.first().copied().unwrap_or_default().to_string(),
-        message: format!("a {kind} port needs exactly one of {}", names.join(" or ")),
-        place,
-    }
 }
 
 /// `--port` syntax for help: one entry per type `--port` takes.

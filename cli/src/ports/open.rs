@@ -1,7 +1,7 @@
 //! Opening and serving the transport ports: binds what a [`PortSpec`]
 //! asks for and runs it on the switch.
 
-use super::PortSpec;
+use super::spec::PortSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
 use switchyard_switch::ports::mcast::McastPort;

@@ -1,6 +1,7 @@
 //! `pcap`: a host NIC through libpcap, optionally with MAC-NAT (Wi-Fi).
 
-use super::{Built, Key, Kind, Name, PortSpec, PortType, SpecError, Values};
+use super::source::{Key, Kind, Name, PortType, SpecError, Values};
+use super::spec::{Built, PortSpec};
 use switchyard_bridge::PcapConfig;
 
 const DEVICE: Key = Key::text("device", "IF", "the host NIC").required();

@@ -1,6 +1,9 @@
 //! What a port builder reads: the keys a port type declares, the values
 //! given for them (from a `--port` spec or a YAML `ports:` entry, which
-//! feed the same [`Values`]), and the one error each mistake makes.
+//! feed the same [`Values`]), the one error each mistake makes, and what
+//! a port type is.
+
+use super::spec::Built;
 
 /// Where a value was written in a config file (a `--port` spec has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +198,8 @@ impl SpecError {
 /// One value as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Given {
-    /// The key, as `--port` spells it.
+    /// The key: as the source spells it until the registry has checked
+    /// it, then as `--port` spells it.
     pub key: String,
     /// The value as text.
     pub value: String,
@@ -208,20 +212,45 @@ pub struct Given {
 pub struct Values {
     kind: String,
     place: Option<Place>,
+    yaml: bool,
     given: Vec<Given>,
 }
 
 impl Values {
-    /// No values yet for a port of type `kind` (written at `place`).
+    /// No values yet for a `--port` spec of type `kind`.
     pub fn new(kind: &str, place: Option<Place>) -> Values {
         Values {
             kind: kind.to_string(),
             place,
+            yaml: false,
             given: Vec::new(),
         }
     }
 
-    /// Adds a value.
+    /// No values yet for a config file's port of type `kind`, written at
+    /// `place`; its keys are spelled as the file spells them.
+    pub fn new_yaml(kind: &str, place: Option<Place>) -> Values {
+        Values {
+            yaml: true,
+            ..Values::new(kind, place)
+        }
+    }
+
+    /// The key as this source spells it (`remotes` for `remote` in YAML).
+    pub fn spelling(&self, key: &Key) -> &'static str {
+        if self.yaml {
+            key.yaml_name()
+        } else {
+            key.name
+        }
+    }
+
+    /// Renames a given key from its spelling to the key's name.
+    pub(super) fn given_mut(&mut self) -> &mut [Given] {
+        &mut self.given
+    }
+
+    /// Adds a value; `key` as the source spells it.
     pub fn push(&mut self, key: &str, value: &str, place: Option<Place>) {
         self.given.push(Given {
             key: key.to_string(),
@@ -259,8 +288,8 @@ impl Values {
     /// Takes `key`'s value; missing is an error (normally caught before
     /// the builder runs, by [`Need::Required`]).
     pub fn need(&mut self, key: &Key) -> Result<Given, SpecError> {
-        let (kind, place) = (self.kind.clone(), self.place);
-        self.take(key).ok_or_else(|| missing(&kind, key, place))
+        let e = missing(self, key);
+        self.take(key).ok_or(e)
     }
 
     /// Takes and parses `key`'s value; a parse error names the key.
@@ -269,7 +298,8 @@ impl Values {
         key: &Key,
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, SpecError> {
-        self.take(key).map(|g| value_of(key, &g, f)).transpose()
+        let spelled = self.spelling(key);
+        self.take(key).map(|g| value_of(spelled, &g, f)).transpose()
     }
 
     /// Takes and parses a value `key` must have.
@@ -279,7 +309,7 @@ impl Values {
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, SpecError> {
         let g = self.need(key)?;
-        value_of(key, &g, f)
+        value_of(self.spelling(key), &g, f)
     }
 
     /// Takes and parses every value of a repeatable `key`.
@@ -289,8 +319,9 @@ impl Values {
         f: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, SpecError> {
         let mut out = Vec::new();
+        let spelled = self.spelling(key);
         while let Some(g) = self.take(key) {
-            out.push(value_of(key, &g, &f)?);
+            out.push(value_of(spelled, &g, &f)?);
         }
         Ok(out)
     }
@@ -304,23 +335,76 @@ impl Values {
 }
 
 fn value_of<T>(
-    key: &Key,
+    spelled: &str,
     g: &Given,
     f: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<T, SpecError> {
     f(&g.value).map_err(|message| SpecError::Value {
-        key: key.name.to_string(),
+        key: spelled.to_string(),
         message,
         place: g.place,
     })
 }
 
 /// The error for a required key left out.
-pub fn missing(kind: &str, key: &Key, place: Option<Place>) -> SpecError {
+pub fn missing(values: &Values, key: &Key) -> SpecError {
     let what = if key.many { "at least one " } else { "" };
     SpecError::Spec {
-        key: key.name.to_string(),
-        message: format!("a {kind} port needs {what}{}", key.name),
-        place,
+        key: values.spelling(key).to_string(),
+        message: format!("a {} port needs {what}{}", values.kind(), key.name),
+        place: values.place(),
+    }
+}
+
+/// The error for not exactly one of `keys`.
+pub fn one_of(values: &Values, keys: &[&Key]) -> SpecError {
+    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+    SpecError::Spec {
+        key: keys
+            .first()
+            .map(|k| values.spelling(k))
+            .unwrap_or_default()
+            .to_string(),
+        message: format!(
+            "a {} port needs exactly one of {}",
+            values.kind(),
+            names.join(" or ")
+        ),
+        place: values.place(),
+    }
+}
+
+/// One port type.
+#[derive(Debug)]
+pub struct PortType {
+    /// What `--port` and `type:` call it.
+    pub name: &'static str,
+    /// One line for help text.
+    pub summary: &'static str,
+    /// The keys it takes besides `name`.
+    pub keys: &'static [Key],
+    /// `None`: a `--port` type; otherwise the flags that give such a port
+    /// on the command line instead.
+    pub flag: Option<&'static str>,
+    /// A config file may give its ports VLANs (`vlan:`, `tagged:`); a unix
+    /// port's clients are ports of their own and get them by name.
+    pub vlans: bool,
+    /// Builds the configuration from checked values.
+    pub build: fn(&mut Values, Name) -> Result<Built, SpecError>,
+}
+
+/// A port's name: the one given, or `TYPE<index>`.
+#[derive(Debug, Clone)]
+pub struct Name {
+    /// `name=`, if given.
+    pub given: Option<String>,
+    /// The automatic name.
+    pub default: String,
+}
+
+impl Name {
+    /// The given name or the automatic one.
+    pub fn get(self) -> String {
+        self.given.unwrap_or(self.default)
     }
 }

@@ -1,8 +1,9 @@
 //! `stream`: QEMU's stream framing (a 4-byte length, then the frame) over
 //! TCP or a unix stream socket, listening or connecting.
 
+use super::source::{one_of, Key, Name, PortType, SpecError, Values};
+use super::spec::{Built, PortSpec};
 use super::udp::endpoint;
-use super::{one_of, Built, Key, Name, PortSpec, PortType, SpecError, Values};
 use switchyard_switch::ports::stream::{StreamConfig, StreamRole};
 
 const LISTEN: Key = Key::text(
@@ -34,7 +35,7 @@ fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
     let (role, addr) = match (listen, connect) {
         (Some(a), None) => (StreamRole::Listen, a),
         (None, Some(a)) => (StreamRole::Connect, a),
-        _ => return Err(one_of(TYPE.name, &[&LISTEN, &CONNECT], v.place())),
+        _ => return Err(one_of(v, &[&LISTEN, &CONNECT])),
     };
     Ok(Built::port(PortSpec::Stream(StreamConfig::new(
         name.get(),

@@ -1,7 +1,8 @@
 //! `tap`: a tap device into the host's stack. On the command line:
 //! `--tap IF`.
 
-use super::{Built, Configured, Key, Kind, Name, PortType, SpecError, Values};
+use super::source::{Key, Kind, Name, PortType, SpecError, Values};
+use super::spec::{Built, Configured, TapSpec};
 
 const DEVICE: Key = Key::text(
     "device",
@@ -26,36 +27,6 @@ pub const TYPE: PortType = PortType {
     vlans: true,
     build,
 };
-
-/// A tap port: the device and, from a config file, the port's name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TapSpec {
-    /// The port's name; `None` means `tap:DEVICE`.
-    pub name: Option<String>,
-    /// The interface.
-    pub device: String,
-    /// Ask for checksum and TSO offloads (virtio-net header); a kernel
-    /// that refuses gets a plain tap anyway.
-    pub offload: bool,
-}
-
-impl TapSpec {
-    /// A tap named after its device.
-    pub fn device(device: impl Into<String>) -> TapSpec {
-        TapSpec {
-            name: None,
-            device: device.into(),
-            offload: true,
-        }
-    }
-
-    /// The port's name as `switchyard ctl` shows it.
-    pub fn port_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("tap:{}", self.device))
-    }
-}
 
 fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
     let spec = TapSpec {

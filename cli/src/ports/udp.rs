@@ -1,7 +1,8 @@
 //! `udp`: one raw frame per datagram to one peer, over UDP or unix
 //! datagram sockets.
 
-use super::{Built, Key, Name, PortSpec, PortType, SpecError, Values};
+use super::source::{Key, Name, PortType, SpecError, Values};
+use super::spec::{Built, PortSpec};
 use switchyard_switch::ports::udp::UdpConfig;
 use switchyard_switch::ports::Endpoint;
 

@@ -1,7 +1,8 @@
 //! `unix`: a uml_switch/VDE control socket; each client that connects is a
 //! port of its own. On the command line: `--unix PATH`, `--vde DIR`.
 
-use super::{one_of, Built, Configured, Key, Name, PortType, SpecError, Values};
+use super::source::{one_of, Key, Name, PortType, SpecError, Values};
+use super::spec::{Built, Configured};
 use crate::values::{parse_group, parse_octal};
 use std::path::PathBuf;
 use switchyard_switch::ports::unix::{Layout, UnixConfig};
@@ -35,7 +36,7 @@ fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
     let layout = match (v.take(&PATH), v.take(&DIRECTORY)) {
         (Some(p), None) => Layout::Socket(PathBuf::from(p.value)),
         (None, Some(d)) => Layout::Directory(PathBuf::from(d.value)),
-        _ => return Err(one_of(TYPE.name, &[&PATH, &DIRECTORY], v.place())),
+        _ => return Err(one_of(v, &[&PATH, &DIRECTORY])),
     };
     let group = v.parse(&GROUP, parse_group)?;
     let mode = v

@@ -1,7 +1,8 @@
 //! `vxlan`: RFC 7348 to other hosts' VTEPs (Linux vxlan devices, Open
 //! vSwitch, other switchyards).
 
-use super::{Built, Key, Kind, Name, PortSpec, PortType, SpecError, Values};
+use super::source::{Key, Kind, Name, PortType, SpecError, Values};
+use super::spec::{Built, PortSpec};
 use std::net::{IpAddr, SocketAddr};
 use switchyard_switch::ports::vxlan::{VxlanConfig, DEFAULT_PORT};
 
@@ -50,7 +51,7 @@ fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
         .unwrap_or(DEFAULT_PORT);
     let remotes = v.parse_all(&REMOTE, ip)?;
     let Some(first) = remotes.first() else {
-        return Err(super::source::missing(TYPE.name, &REMOTE, v.place()));
+        return Err(super::source::missing(v, &REMOTE));
     };
     // The wildcard of the remotes' family, so one IPv6 remote works alone.
     let local = match v.parse(&LOCAL, ip)? {
