@@ -97,6 +97,7 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::PortSpec;
     use crate::settings::{Flavor, StdinPolicy, TapSpec};
     use std::time::Duration;
     use switchyard_switch::{EngineConfig, Mode};
@@ -296,6 +297,29 @@ control: { path: /run/switchyard/control.sock }
                 "{yaml}: {m}"
             );
         }
+    }
+
+    #[test]
+    fn port_values_read_as_yaml_writes_them() {
+        let (s, _) = load_str(
+            r#"
+ports:
+  - { type: vxlan, vni: 0x2a, remotes: [192.0.2.1], strict: yes, port: 8472 }
+  - { type: unix, path: /tmp/y.ctl, mode: 0640 }
+  - { type: mcast, ttl: ~ }
+  - { type: tap, device: t9, offload: off }
+"#,
+        )
+        .expect("loads");
+        match &s.ports[..] {
+            [PortSpec::Vxlan(v), PortSpec::Mcast(m)] => {
+                assert_eq!((v.vni, v.strict, v.local.port()), (42, true, 8472));
+                assert_eq!(m.ttl, 1, "null is absent");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.controls[0].mode, Some(0o640), "a mode is read as written");
+        assert!(!s.taps[0].offload);
     }
 
     #[test]

@@ -64,12 +64,28 @@ pub fn yaml_key(written: &str) -> Option<&'static Key> {
 
 /// Checks `values` against its type's keys and builds the port; `index`
 /// numbers the automatic name (`udp1`, `udp2`, …).
-pub fn build(mut values: Values, index: usize) -> Result<Built, SpecError> {
-    let ty = find(values.kind()).ok_or_else(|| SpecError::UnknownType {
-        kind: values.kind().to_string(),
-        known: type_names(),
-        place: values.place(),
-    })?;
+pub fn build(values: Values, index: usize) -> Result<Built, SpecError> {
+    build_in(TYPES, values, index)
+}
+
+/// [`build`] with the types of `registry`.
+pub fn build_in(
+    registry: &[&PortType],
+    mut values: Values,
+    index: usize,
+) -> Result<Built, SpecError> {
+    let ty = registry
+        .iter()
+        .copied()
+        .find(|t| t.name == values.kind())
+        .ok_or_else(|| {
+            let names: Vec<&str> = registry.iter().map(|t| t.name).collect();
+            SpecError::UnknownType {
+                kind: values.kind().to_string(),
+                known: names.join(", "),
+                place: values.place(),
+            }
+        })?;
     check(ty, &mut values)?;
     let given = values.take(&NAME).map(|g| g.value);
     (ty.build)(
@@ -174,4 +190,136 @@ fn usage(ty: &PortType) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_switch::ports::udp::UdpConfig;
+
+    /// A port type's worth of keys, declared in one place: the registry
+    /// checks them and builds, as for every real type.
+    mod demo {
+        use super::super::source::{Key, Kind, Name, PortType, SpecError, Values};
+        use super::super::spec::{Built, PortSpec};
+        use super::UdpConfig;
+
+        const PEER: Key = Key::text("peer", "ADDR", "the peer").required();
+        const SIZE: Key = Key::new("size", Kind::Number, "N", "a size").default("1");
+        pub(super) const TYPE: PortType = PortType {
+            name: "demo",
+            summary: "a port type that only tests know",
+            keys: &[PEER, SIZE],
+            flag: None,
+            vlans: true,
+            build,
+        };
+        fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
+            let peer = v.parse_needed(&PEER, super::super::udp::endpoint)?;
+            v.parse(&SIZE, |s| {
+                s.parse::<u8>().map_err(|e| format!("{s:?}: {e}"))
+            })?;
+            Ok(Built::port(PortSpec::Udp(UdpConfig::new(
+                name.get(),
+                peer.clone(),
+                peer,
+            ))))
+        }
+    }
+
+    fn spec(kind: &str, kv: &[(&str, &str)]) -> Values {
+        let mut v = Values::new(kind, None);
+        for (k, x) in kv {
+            v.push(k, x, None);
+        }
+        v
+    }
+
+    #[test]
+    fn a_new_type_is_one_module_and_one_registry_line() {
+        let registry: &[&PortType] = &[&demo::TYPE, &udp::TYPE];
+        let built =
+            build_in(registry, spec("demo", &[("peer", "127.0.0.1:9")]), 3).expect("builds");
+        assert_eq!(built.name, "demo3");
+        let e = build_in(registry, spec("demo", &[("size", "1")]), 1).expect_err("no peer");
+        assert_eq!(e.to_string(), "a demo port needs peer");
+        let e = build_in(
+            registry,
+            spec("demo", &[("peer", "127.0.0.1:9"), ("colour", "red")]),
+            1,
+        )
+        .expect_err("unknown key");
+        assert_eq!(
+            e.to_string(),
+            "a demo port has no option \"colour\"; it takes name, peer, size"
+        );
+        let e = build_in(registry, spec("x", &[]), 1).expect_err("unknown type");
+        assert_eq!(e.to_string(), "unknown port type \"x\"; one of demo, udp");
+    }
+
+    #[test]
+    fn a_key_reads_the_same_in_every_type() {
+        // The YAML reader picks how to read a key by its spelling alone.
+        for t in TYPES {
+            for k in t.keys {
+                let first = yaml_key(k.yaml_name()).expect("listed");
+                assert_eq!(
+                    (first.kind, first.yaml_list),
+                    (k.kind, k.yaml_list),
+                    "{}.{} reads differently from another type's {}",
+                    t.name,
+                    k.name,
+                    k.yaml_name()
+                );
+                assert!(
+                    !["name", "type", "vlan", "tagged"].contains(&k.yaml_name()),
+                    "{}.{} is a key every port has",
+                    t.name,
+                    k.name
+                );
+            }
+            let mut names: Vec<&str> = t.keys.iter().map(|k| k.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), t.keys.len(), "{} lists a key twice", t.name);
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_line_type() {
+        let help = syntax();
+        for t in TYPES {
+            let listed = help
+                .lines()
+                .any(|l| l.starts_with(&format!("  {}", t.name)));
+            assert_eq!(listed, t.flag.is_none(), "{}: {help}", t.name);
+        }
+        assert!(
+            help.contains("vxlan,vni=N,remote=IP[,remote=IP…]"),
+            "{help}"
+        );
+        assert!(help.contains("stream,listen=ADDR|connect=ADDR"), "{help}");
+        assert_eq!(command_line_type_names(), "udp, mcast, stream, vxlan, pcap");
+        assert_eq!(type_names(), "unix, tap, udp, mcast, stream, vxlan, pcap");
+    }
+
+    #[test]
+    fn yaml_spells_repeatable_keys_as_lists() {
+        let mut v = Values::new_yaml("vxlan", None);
+        v.push("vni", "7", None);
+        v.push("remotes", "2001:db8::2", None);
+        v.push("remotes", "2001:db8::3", None);
+        match build(v, 1).expect("builds").port {
+            Configured::Port(PortSpec::Vxlan(c)) => {
+                assert_eq!(c.remotes.len(), 2);
+                assert!(c.local.ip().is_ipv6(), "IPv6 remotes bind ::");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut v = Values::new_yaml("vxlan", None);
+        v.push("vni", "7", None);
+        v.push("remote", "192.0.2.1", None);
+        let e = build(v, 1).expect_err("remote: is remotes: in a file");
+        assert_eq!(e.key(), "remote");
+    }
 }
