@@ -163,6 +163,16 @@ pub fn syntax() -> String {
         }
     }
     out.push("  every type also takes name=NAME".into());
+    let elsewhere: Vec<String> = TYPES
+        .iter()
+        .filter_map(|t| t.flag.map(|f| format!("{} ({f})", t.name)))
+        .collect();
+    if !elsewhere.is_empty() {
+        out.push(format!(
+            "  types with flags of their own: {}; a config file's ports: takes every type",
+            elsewhere.join(", ")
+        ));
+    }
     out.join("\n")
 }
 
