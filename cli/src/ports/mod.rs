@@ -107,10 +107,15 @@ fn check(ty: &PortType, values: &mut Values) -> Result<(), SpecError> {
     for g in values.given_mut() {
         let Some(i) = spelled.iter().position(|s| *s == g.key) else {
             let takes: Vec<String> = keys.iter().map(|k| k.shown()).collect();
+            let also = if ty.vlans {
+                " (in a config file also vlan, tagged)"
+            } else {
+                ""
+            };
             return Err(SpecError::Spec {
                 key: g.key.clone(),
                 message: format!(
-                    "a {} port has no option {:?}; it takes {}",
+                    "a {} port has no option {:?}; it takes {}{also}",
                     ty.name,
                     g.key,
                     takes.join(", ")
@@ -261,7 +266,8 @@ mod tests {
         .expect_err("unknown key");
         assert_eq!(
             e.to_string(),
-            "a demo port has no option \"colour\"; it takes name, peer, size"
+            "a demo port has no option \"colour\"; it takes name, peer, size \
+             (in a config file also vlan, tagged)"
         );
         let e = build_in(registry, spec("x", &[]), 1).expect_err("unknown type");
         assert_eq!(e.to_string(), "unknown port type \"x\"; one of demo, udp");
