@@ -13,3 +13,4 @@ pub mod ports;
 pub mod run;
 pub mod running;
 pub mod settings;
+pub mod values;

@@ -2,8 +2,7 @@
 //! can start what the configuration adds, stop what it drops, and leave
 //! every unchanged port — and its connections — alone.
 
-use crate::args::port_spec::PortSpec;
-use crate::ports::OpenPort;
+use crate::ports::{OpenPort, PortSpec};
 use crate::settings::{Settings, TapSpec};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -33,7 +32,7 @@ impl Key {
                 switchyard_switch::ports::unix::Layout::Socket(p) => p.display().to_string(),
             },
             Key::Tap(t) => t.port_name(),
-            Key::Port(p) => spec_name(p),
+            Key::Port(p) => p.name().to_string(),
         }
     }
 }
@@ -90,20 +89,10 @@ impl std::fmt::Display for Changes {
                 None => "",
             },
             match self.busy_poll {
-                Some(d) => format!(", busy poll {}", crate::config::show_busy_poll(d)),
+                Some(d) => format!(", busy poll {}", crate::values::show_busy_poll(d)),
                 None => String::new(),
             }
         )
-    }
-}
-
-fn spec_name(spec: &PortSpec) -> String {
-    match spec {
-        PortSpec::Udp(c) => c.name.clone(),
-        PortSpec::Mcast(c) => c.name.clone(),
-        PortSpec::Stream(c) => c.name.clone(),
-        PortSpec::Vxlan(c) => c.name.clone(),
-        PortSpec::Pcap(c) => c.name.clone(),
     }
 }
 
@@ -292,7 +281,7 @@ impl Running {
         let kind = spec.split(',').next().unwrap_or_default();
         let n = (1..).find(|n| !taken(&format!("{kind}{n}"))).unwrap_or(1);
         let spec = crate::args::port_spec::parse(spec, n)?;
-        let name = spec_name(&spec);
+        let name = spec.name().to_string();
         if taken(&name) {
             return Err(format!(
                 "a port named {name:?} exists; choose another with name=…"

@@ -1,5 +1,8 @@
 //! What to run, whichever command line it came from.
 
+pub use crate::ports::TapSpec;
+pub use crate::values::{parse_group, parse_octal};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use switchyard_switch::ports::unix::{Layout, UnixConfig};
 use switchyard_switch::EngineConfig;
@@ -26,36 +29,6 @@ pub enum StdinPolicy {
     AnyEof,
 }
 
-/// A tap port: the device and, from a config file, the port's name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TapSpec {
-    /// The port's name; `None` means `tap:DEVICE`.
-    pub name: Option<String>,
-    /// The interface.
-    pub device: String,
-    /// Ask for checksum and TSO offloads (virtio-net header); a kernel
-    /// that refuses gets a plain tap anyway.
-    pub offload: bool,
-}
-
-impl TapSpec {
-    /// A tap named after its device.
-    pub fn device(device: impl Into<String>) -> TapSpec {
-        TapSpec {
-            name: None,
-            device: device.into(),
-            offload: true,
-        }
-    }
-
-    /// The port's name as `switchyard ctl` shows it.
-    pub fn port_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("tap:{}", self.device))
-    }
-}
-
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -66,7 +39,7 @@ pub struct Settings {
     /// Tap devices to attach or create.
     pub taps: Vec<TapSpec>,
     /// Other transports (`--port`).
-    pub ports: Vec<crate::args::port_spec::PortSpec>,
+    pub ports: Vec<crate::ports::PortSpec>,
     /// Engine mode and FDB limits.
     pub engine: EngineConfig,
     /// Highest VDE port number.
@@ -98,7 +71,7 @@ pub struct Settings {
         switchyard_switch::PortVlans,
     )>,
     /// Metrics and control socket settings.
-    pub extras: crate::config::Extras,
+    pub extras: Extras,
 }
 
 impl Settings {
@@ -123,44 +96,15 @@ impl Settings {
     }
 }
 
-/// Parses an octal permission mode such as `660` or `0o2770`.
-pub fn parse_octal(s: &str) -> Result<u32, String> {
-    let t = s.trim_start_matches("0o");
-    u32::from_str_radix(t, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("{s:?} is not an octal permission mode (e.g. 660)"))
-}
-
-/// Resolves a group name or number to a gid.
-pub fn parse_group(s: &str) -> Result<u32, String> {
-    if let Ok(gid) = s.parse::<u32>() {
-        return Ok(gid);
-    }
-    match nix::unistd::Group::from_name(s) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("group {s:?} does not exist")),
-        Err(e) => Err(format!("cannot look up group {s:?}: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn octal_modes() {
-        assert_eq!(parse_octal("660"), Ok(0o660));
-        assert_eq!(parse_octal("0660"), Ok(0o660));
-        assert_eq!(parse_octal("0o2770"), Ok(0o2770));
-        assert!(parse_octal("999").is_err());
-        assert!(parse_octal("77777").is_err());
-    }
-
-    #[test]
-    fn groups() {
-        assert_eq!(parse_group("0"), Ok(0));
-        assert_eq!(parse_group("root"), Ok(0));
-        assert!(parse_group("no-such-group-switchyard").is_err());
-    }
+/// The parts of a config file beyond the ports and switch settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Where the metrics endpoint listens.
+    pub metrics: Option<SocketAddr>,
+    /// The control socket: path, mode, gid.
+    pub control: Option<(PathBuf, Option<u32>, Option<u32>)>,
+    /// The file these came from, for reload.
+    pub config_path: Option<PathBuf>,
+    /// The command line, re-read on reload so flags still override.
+    pub argv: Vec<std::ffi::OsString>,
 }

@@ -2,7 +2,8 @@
 //! single-dash uml_switch spellings (`-unix`, `-hub`, `-tap`, `-daemon`)
 //! work here too.
 
-use super::{port_spec, Usage};
+use super::port_spec;
+use super::usage::Usage;
 use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy, TapSpec};
 use clap::Parser;
 use std::ffi::OsString;
@@ -154,7 +155,7 @@ struct NativeArgs {
     /// before its thread sleeps, e.g. 20us (at most 1ms). Costs a busy core
     /// while traffic flows. 0: off.
     #[arg(long = "busy-poll", value_name = "DURATION", default_value = "0",
-          value_parser = crate::config::parse_busy_poll)]
+          value_parser = crate::values::parse_busy_poll)]
     busy_poll: Duration,
 
     /// A static MAC entry, MAC@PORT (e.g. 02:00:00:00:00:01@tap:tap0):
@@ -198,7 +199,7 @@ struct NativeArgs {
 /// The full clap definition, for the man page and completions.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    NativeArgs::command().after_help(EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX))
+    NativeArgs::command().after_help(EXAMPLES_TEMPLATE.replace("{PORTS}", &port_spec::syntax()))
 }
 
 /// Rewrites uml_switch's single-dash long flags into clap's spelling.
@@ -224,7 +225,7 @@ fn translate(args: Vec<OsString>) -> Vec<OsString> {
 pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
-    let after_help = EXAMPLES_TEMPLATE.replace("{PORTS}", port_spec::SYNTAX);
+    let after_help = EXAMPLES_TEMPLATE.replace("{PORTS}", &port_spec::syntax());
     let argv = args.clone();
     let matches = NativeArgs::command()
         .after_help(after_help)

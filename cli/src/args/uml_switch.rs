@@ -1,7 +1,7 @@
 //! uml_switch's command line, parsed as the original does: exact
 //! single-dash words, in any order.
 
-use super::Usage;
+use super::usage::Usage;
 use crate::settings::{Flavor, Settings, StdinPolicy, TapSpec};
 use std::ffi::OsString;
 use std::path::PathBuf;

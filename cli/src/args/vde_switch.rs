@@ -1,7 +1,7 @@
 //! vde_switch 2.3.2's command line (getopt_long style), for scripts that
 //! start `vde_switch`.
 
-use super::Usage;
+use super::usage::Usage;
 use crate::settings::{parse_group, parse_octal, Flavor, Settings, StdinPolicy, TapSpec};
 use clap::{Arg, ArgAction, Command};
 use std::ffi::OsString;

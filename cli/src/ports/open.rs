@@ -1,7 +1,7 @@
-//! Opening and serving the `--port` transports: the one place that knows
-//! every port type (a new transport is a new arm here).
+//! Opening and serving the transport ports: binds what a [`PortSpec`]
+//! asks for and runs it on the switch.
 
-use crate::args::port_spec::PortSpec;
+use super::spec::PortSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
 use switchyard_switch::ports::mcast::McastPort;
