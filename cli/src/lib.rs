@@ -10,6 +10,8 @@ pub mod control;
 pub mod ctl;
 pub mod metrics;
 pub mod ports;
+pub mod protocol;
 pub mod run;
 pub mod running;
 pub mod settings;
+pub mod stats;
