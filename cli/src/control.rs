@@ -99,23 +99,17 @@ pub async fn serve(
         Ok(l) => l,
         Err(e) => return tracing::error!("control socket: {e}"),
     };
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let switch = switch.clone();
-                let commands = commands.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = client(stream, switch, commands).await {
-                        tracing::debug!("control client: {e}");
-                    }
-                });
+    let accept = || listener.accept();
+    crate::accept::accept_forever("control socket", accept, |(stream, _)| {
+        let switch = switch.clone();
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client(stream, switch, commands).await {
+                tracing::debug!("control client: {e}");
             }
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+        });
+    })
+    .await;
 }
 
 async fn client(
@@ -451,5 +445,36 @@ mod tests {
                 "uptime_seconds"
             ]
         );
+    }
+
+    #[test]
+    fn a_fixed_snapshot_answers_as_before() {
+        let s = crate::stats::sample::snapshot();
+        assert_eq!(
+            Response::Stats(Box::new(stats_reply(&s))).to_line(),
+            "{\"backpressure\":true,\"busy_poll_us\":0,\"drops\":20,\
+             \"drops_by_reason\":{\"too_short\":20},\"fdb_aged\":0,\"fdb_aging_seconds\":300,\
+             \"fdb_entries\":2,\"fdb_learned\":3,\"fdb_max_entries\":65536,\"fdb_moved\":1,\
+             \"fdb_refused\":0,\"handshakes_refused\":{\"bad_version\":1,\"malformed\":1,\
+             \"not_permitted\":1,\"silent\":1,\"unreachable\":1},\"handshakes_waiting\":3,\
+             \"mode\":\"switch\",\"ports\":2,\"rx_frames\":20,\"stream_connections_refused\":7,\
+             \"tx_frames\":21,\"tx_held\":10,\"uptime_seconds\":12}\n"
+        );
+        assert_eq!(
+            ports_reply(&s).to_line().lines().next(),
+            Some(
+                "{\"ports\":[{\"drops\":{\"too_short\":10},\"id\":1,\"name\":\"unix:1\",\
+                 \"peer\":\"peer of unix:1\",\"rx_bytes\":600,\"rx_frames\":10,\"state\":\"up\",\
+                 \"tx_bytes\":660,\"tx_frames\":11,\"tx_held\":5,\"type\":\"unix\",\"vlans\":null},\
+                 {\"drops\":{\"too_short\":4},\"id\":2,\"name\":\"we\\\"ird\\\\name\",\
+                 \"peer\":\"peer of we\\\"ird\\\\name\",\"rx_bytes\":240,\"rx_frames\":4,\
+                 \"state\":\"up\",\"tx_bytes\":300,\"tx_frames\":5,\"tx_held\":2,\"type\":\"udp\",\
+                 \"vlans\":null}]}"
+            )
+        );
+        let Response::Macnat { counters, .. } = mac_nat_reply(&s) else {
+            panic!("no MAC-NAT answer");
+        };
+        assert_eq!(counters["wifi"]["learn_new"], 1);
     }
 }

@@ -4,6 +4,7 @@
 //! a library so that the fuzz targets in fuzz/ can reach the YAML loader.
 //! Not a stable API.
 
+mod accept;
 pub mod args;
 pub mod config;
 pub mod control;

@@ -192,3 +192,67 @@ fn mac_nat(now: Duration, detail: Detail) -> Vec<MacNatStats> {
         })
         .collect()
 }
+
+#[cfg(test)]
+pub(crate) mod sample {
+    //! A fixed snapshot for the renderers' tests.
+
+    use super::*;
+    use switchyard_switch::DropReason;
+
+    fn counters(base: u64) -> CounterSnapshot {
+        let mut c = CounterSnapshot {
+            rx_frames: base,
+            rx_bytes: base * 60,
+            tx_frames: base + 1,
+            tx_bytes: (base + 1) * 60,
+            tx_held: base / 2,
+            ..CounterSnapshot::default()
+        };
+        c.drops[DropReason::ALL[0].index()] = base;
+        c
+    }
+
+    /// Two ports (one name needing escapes), a MAC-NAT table, refusals.
+    pub(crate) fn snapshot() -> Snapshot {
+        let port = |id, name: &str, kind, base| PortStats {
+            id: PortId(id),
+            name: name.to_string(),
+            kind,
+            peer: format!("peer of {name}"),
+            closing: false,
+            vlans: None,
+            counters: counters(base),
+        };
+        Snapshot {
+            uptime: Duration::from_millis(12_345),
+            config: EngineConfig::default(),
+            backpressure: true,
+            busy_poll: Duration::ZERO,
+            ports: vec![
+                port(1, "unix:1", "unix", 10),
+                port(2, "we\"ird\\name", "udp", 4),
+            ],
+            totals: counters(20),
+            fdb_len: 2,
+            fdb_events: FdbEvents {
+                learned: 3,
+                moved: 1,
+                ..FdbEvents::default()
+            },
+            fdb: Vec::new(),
+            mac_nat: vec![MacNatStats {
+                port: "wifi".into(),
+                len: 1,
+                counters: vec![("learn_new", 1), ("table_full", 0)],
+                bindings: Vec::new(),
+            }],
+            handshakes_refused: Refusal::ALL
+                .iter()
+                .map(|r| (*r, r.index() as u64 % 2))
+                .collect(),
+            handshakes_waiting: 3,
+            stream_connections_refused: 7,
+        }
+    }
+}
