@@ -154,17 +154,19 @@ impl Snapshot {
             fdb_len: switch.fdb_len(),
             fdb_events: switch.fdb_events(),
             fdb,
-            mac_nat: mac_nat(uptime, detail),
-            handshakes_refused: switchyard_switch::ports::unix::refusals(),
-            handshakes_waiting: switchyard_switch::ports::unix::waiting(),
-            stream_connections_refused: switchyard_switch::ports::stream::connections_refused(),
+            mac_nat: mac_nat(switch, uptime, detail),
+            handshakes_refused: switchyard_switch::ports::unix::refusals(switch),
+            handshakes_waiting: switchyard_switch::ports::unix::waiting(switch),
+            stream_connections_refused: switchyard_switch::ports::stream::connections_refused(
+                switch,
+            ),
         }
     }
 }
 
 /// Every MAC-NAT table, each read under one lock.
-fn mac_nat(now: Duration, detail: Detail) -> Vec<MacNatStats> {
-    switchyard_bridge::pcap::mac_nat_tables()
+fn mac_nat(switch: &Switch, now: Duration, detail: Detail) -> Vec<MacNatStats> {
+    switchyard_bridge::pcap::mac_nat_tables(switch)
         .into_iter()
         .map(|(port, t)| {
             let t = t.lock().unwrap_or_else(|p| p.into_inner());
