@@ -1,6 +1,7 @@
 //! The control socket behind `switchyard ctl`: one JSON request line in,
-//! one JSON reply line out. Runs beside the data path and reads only its
-//! snapshots and atomics.
+//! one JSON reply line out, typed in [`crate::protocol`]. Runs beside the
+//! data path and reads only its snapshots and atomics: the answers render
+//! the same [`Snapshot`] the metrics endpoint does.
 
 use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
 use crate::stats::{Detail, Snapshot};
