@@ -224,17 +224,36 @@ fn mac_nat_config(config: &PcapConfig) -> MacNatConfig {
     cfg
 }
 
-/// Every MAC-NAT table in this process, by port name, for `switchyard ctl
-/// macnat` and the metrics (weak: a stopped port's table goes away).
-static TABLES: Mutex<Vec<(String, std::sync::Weak<Mutex<MacNat>>)>> = Mutex::new(Vec::new());
+/// The MAC-NAT tables of one switch's pcap ports, by port name, for
+/// `switchyard ctl macnat` and the metrics (weak: a stopped port's table
+/// goes away). The switch keeps it ([`Switch::shared`]), so two switches
+/// in one process list only their own.
+#[derive(Default)]
+pub struct MacNatTables(Mutex<Vec<(String, std::sync::Weak<Mutex<MacNat>>)>>);
 
-/// The live MAC-NAT tables, by port name.
-pub fn mac_nat_tables() -> Vec<(String, Arc<Mutex<MacNat>>)> {
-    let mut t = TABLES.lock().unwrap_or_else(|p| p.into_inner());
-    t.retain(|(_, w)| w.strong_count() > 0);
-    t.iter()
-        .filter_map(|(n, w)| w.upgrade().map(|a| (n.clone(), a)))
-        .collect()
+impl MacNatTables {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, std::sync::Weak<Mutex<MacNat>>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lists a port's table while it lives.
+    fn register(&self, port: &str, table: &Arc<Mutex<MacNat>>) {
+        self.lock().push((port.to_string(), Arc::downgrade(table)));
+    }
+
+    /// The live tables, by port name, in the order their ports started.
+    pub fn live(&self) -> Vec<(String, Arc<Mutex<MacNat>>)> {
+        let mut t = self.lock();
+        t.retain(|(_, w)| w.strong_count() > 0);
+        t.iter()
+            .filter_map(|(n, w)| w.upgrade().map(|a| (n.clone(), a)))
+            .collect()
+    }
+}
+
+/// The live MAC-NAT tables of `switch`'s ports, by port name.
+pub fn mac_nat_tables(switch: &Switch) -> Vec<(String, Arc<Mutex<MacNat>>)> {
+    switch.shared::<MacNatTables>().live()
 }
 
 /// An open pcap port.
@@ -269,12 +288,7 @@ impl PcapPort {
                     source: io::Error::other(e.to_string()),
                 })?;
             nat.set_host_addrs(host_addrs(&config.device));
-            let nat = Arc::new(Mutex::new(nat));
-            TABLES
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((config.name.clone(), Arc::downgrade(&nat)));
-            Some(nat)
+            Some(Arc::new(Mutex::new(nat)))
         } else {
             None
         };
@@ -302,6 +316,9 @@ impl PcapPort {
             handles,
             nat,
         } = self;
+        if let Some(nat) = &nat {
+            switch.shared::<MacNatTables>().register(&config.name, nat);
+        }
         let mut handles = handles;
         let mut logged_wait = false;
         while !stop.is_stopped() {
@@ -980,5 +997,28 @@ mod segment {
                 assert!(plen + 40 <= 1500);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_switch_lists_only_its_own_mac_nat_tables() {
+        let (a, b) = (
+            Switch::new(switchyard_switch::EngineConfig::default()),
+            Switch::new(switchyard_switch::EngineConfig::default()),
+        );
+        let uplink = MacAddr([2, 0, 0, 0, 0, 1]);
+        let table = MacNat::new(uplink, MacNatConfig::default()).expect("a MAC-NAT table");
+        let table = Arc::new(Mutex::new(table));
+        a.shared::<MacNatTables>().register("wifi", &table);
+        let names =
+            |s: &Switch| -> Vec<String> { mac_nat_tables(s).into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(names(&a), ["wifi"]);
+        assert!(names(&b).is_empty());
+        drop(table);
+        assert!(names(&a).is_empty(), "a stopped port's table stays listed");
     }
 }

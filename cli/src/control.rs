@@ -1,11 +1,16 @@
 //! The control socket behind `switchyard ctl`: one JSON request line in,
-//! one JSON reply line out. Runs beside the data path and reads only its
-//! snapshots and atomics.
+//! one JSON reply line out, typed in [`crate::protocol`]. Runs beside the
+//! data path and reads only its snapshots and atomics: the answers render
+//! the same [`Snapshot`] the metrics endpoint does.
 
-use serde_json::{json, Value};
+use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
+use crate::stats::{Detail, Snapshot};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use switchyard_switch::counters::CounterSnapshot;
+use switchyard_switch::ports::unix::Refusal;
 use switchyard_switch::{DropReason, Mode, Switch};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -95,23 +100,17 @@ pub async fn serve(
         Ok(l) => l,
         Err(e) => return tracing::error!("control socket: {e}"),
     };
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let switch = switch.clone();
-                let commands = commands.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = client(stream, switch, commands).await {
-                        tracing::debug!("control client: {e}");
-                    }
-                });
+    let accept = || listener.accept();
+    crate::accept::accept_forever("control socket", accept, |(stream, _)| {
+        let switch = switch.clone();
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client(stream, switch, commands).await {
+                tracing::debug!("control client: {e}");
             }
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+        });
+    })
+    .await;
 }
 
 async fn client(
@@ -122,35 +121,33 @@ async fn client(
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
-        if let Ok(req) = serde_json::from_str::<Value>(&line) {
-            if req["cmd"] == "capture" {
-                let name = req["args"].get(0).and_then(Value::as_str).unwrap_or("");
-                return capture(&mut w, &switch, name).await;
-            }
-        }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => match main_loop_command(&req) {
-                Some(make) => {
-                    let (tx, rx) = oneshot::channel();
-                    if commands.send(make(tx)).await.is_err() {
-                        json!({"error": "the switch is shutting down"})
-                    } else {
-                        match rx.await {
-                            Ok(Ok(done)) => json!({"ok": done}),
-                            Ok(Err(e)) => json!({"error": e}),
-                            Err(_) => json!({"error": "the switch is shutting down"}),
-                        }
-                    }
-                }
-                None => answer(&req, &switch),
+        let request = serde_json::from_str::<serde_json::Value>(&line)
+            .map_err(|e| format!("bad request: {e}"))
+            .and_then(|v| Request::try_from(v).map_err(|e| e.to_string()));
+        let reply = match request {
+            Err(e) => Response::error(e),
+            Ok(Request::Capture { port }) => return capture(&mut w, &switch, &port).await,
+            Ok(req) => match for_main_loop(req) {
+                Ok(make) => run_in_main_loop(&commands, make).await,
+                Err(query) => answer(&query, &switch),
             },
-            Err(e) => json!({"error": format!("bad request: {e}")}),
         };
-        let mut text = reply.to_string();
-        text.push('\n');
-        w.write_all(text.as_bytes()).await?;
+        w.write_all(reply.to_line().as_bytes()).await?;
     }
     Ok(())
+}
+
+/// Hands a change to the main loop and waits for its outcome.
+async fn run_in_main_loop(commands: &mpsc::Sender<Command>, make: MakeCommand) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if commands.send(make(tx)).await.is_err() {
+        return Response::error("the switch is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(done)) => Response::Ok { ok: done },
+        Ok(Err(e)) => Response::error(e),
+        Err(_) => Response::error("the switch is shutting down"),
+    }
 }
 
 /// Streams a port's frames as pcap until the reader goes away or the port
@@ -162,13 +159,15 @@ async fn capture(
 ) -> std::io::Result<()> {
     use switchyard_switch::capture::{pcap_header, pcap_record, CaptureSink};
     let Some(port) = find_port(switch, name) else {
-        let e = json!({"error": format!("no port named {name:?}; see `switchyard ctl ports`")});
-        return w.write_all(format!("{e}\n").as_bytes()).await;
+        let e = Response::error(no_such_port(name));
+        return w.write_all(e.to_line().as_bytes()).await;
     };
     let (sink, mut rx) = CaptureSink::new(4096);
     let sink = Arc::new(sink);
-    w.write_all(format!("{}\n", json!({"ok": format!("capturing {name}")})).as_bytes())
-        .await?;
+    let ack = Response::Ok {
+        ok: format!("capturing {name}"),
+    };
+    w.write_all(ack.to_line().as_bytes()).await?;
     w.write_all(&pcap_header()).await?;
     port.start_capture(sink.clone());
     tracing::info!(port = %name, "capture started");
@@ -208,18 +207,14 @@ type Reply = oneshot::Sender<Result<String, String>>;
 /// A command that builds its main-loop request from the reply channel.
 type MakeCommand = Box<dyn FnOnce(Reply) -> Command + Send>;
 
-/// The requests that change the running set, as commands for the main loop.
-fn main_loop_command(req: &Value) -> Option<MakeCommand> {
-    let arg = req["args"]
-        .get(0)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    match req["cmd"].as_str().unwrap_or_default() {
-        "reload" => Some(Box::new(Command::Reload)),
-        "port-add" => Some(Box::new(move |r| Command::PortAdd(arg, r))),
-        "port-del" => Some(Box::new(move |r| Command::PortDel(arg, r))),
-        _ => None,
+/// The requests that change the running set, as commands for the main
+/// loop; any other request comes back to be answered here.
+fn for_main_loop(req: Request) -> Result<MakeCommand, Request> {
+    match req {
+        Request::Reload => Ok(Box::new(Command::Reload)),
+        Request::PortAdd { spec } => Ok(Box::new(move |r| Command::PortAdd(spec, r))),
+        Request::PortDel { name } => Ok(Box::new(move |r| Command::PortDel(name, r))),
+        other => Err(other),
     }
 }
 
@@ -228,147 +223,259 @@ pub fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::P
     switch.ports().iter().find(|p| p.name() == name).cloned()
 }
 
-/// Clients the control sockets refused since start, by reason (only
-/// reasons that happened).
-fn handshakes_refused() -> serde_json::Map<String, Value> {
-    switchyard_switch::ports::unix::refusals()
+fn no_such_port(name: &str) -> String {
+    format!("no port named {name:?}; see `switchyard ctl ports`")
+}
+
+/// One query, one reply.
+pub fn answer(req: &Request, switch: &Arc<Switch>) -> Response {
+    let snapshot = |detail| Snapshot::take(switch, detail);
+    match req {
+        Request::Ports => ports_reply(&snapshot(Detail::Counters)),
+        Request::Fdb => fdb_reply(&snapshot(Detail::Tables)),
+        Request::Stats => Response::Stats(Box::new(stats_reply(&snapshot(Detail::Counters)))),
+        Request::Macnat => mac_nat_reply(&snapshot(Detail::Tables)),
+        Request::FdbFlush { port: None } => Response::Flushed {
+            flushed: switch.fdb_flush(None) as u64,
+        },
+        Request::FdbFlush { port: Some(name) } => match find_port(switch, name) {
+            Some(p) => Response::Flushed {
+                flushed: switch.fdb_flush(Some(p.id())) as u64,
+            },
+            None => Response::error(no_such_port(name)),
+        },
+        // Carried out by the main loop, or streamed: see `client`.
+        Request::Reload
+        | Request::PortAdd { .. }
+        | Request::PortDel { .. }
+        | Request::Capture { .. } => Response::error(format!(
+            "{} cannot be answered here",
+            serde_json::to_string(&req.name()).unwrap_or_default()
+        )),
+    }
+}
+
+/// Reasons with a nonzero count, by label.
+fn nonzero<R>(
+    counts: impl IntoIterator<Item = (R, u64)>,
+    label: impl Fn(R) -> &'static str,
+) -> BTreeMap<String, u64> {
+    counts
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| (r.as_str().to_string(), json!(n)))
+        .map(|(r, n)| (label(r).to_string(), n))
         .collect()
 }
 
-/// One request, one reply.
-pub fn answer(req: &Value, switch: &Arc<Switch>) -> Value {
-    let arg = |i: usize| req["args"].get(i).and_then(Value::as_str);
-    match req["cmd"].as_str().unwrap_or_default() {
-        "ports" => {
-            let ports: Vec<Value> = switch
-                .ports()
-                .iter()
-                .map(|p| {
-                    let c = p.counters().snapshot();
-                    let drops: serde_json::Map<String, Value> = DropReason::ALL
-                        .iter()
-                        .filter(|r| c.drops(**r) > 0)
-                        .map(|r| (r.as_str().to_string(), json!(c.drops(*r))))
-                        .collect();
-                    json!({
-                        "id": p.id().0, "name": p.name(), "type": p.kind(), "peer": p.peer(),
-                        "state": if p.is_closing() { "closing" } else { "up" },
-                        "vlans": p.vlans().map(|v| v.to_string()),
-                        "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
-                        "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes, "tx_held": c.tx_held,
-                        "drops": drops,
-                    })
-                })
-                .collect();
-            json!({ "ports": ports })
-        }
-        "fdb" => {
-            let table = switch.ports();
-            let entries: Vec<Value> = switch
-                .fdb_entries()
-                .iter()
-                .map(|e| {
-                    let port = table.get(e.port).map(|p| p.name().to_string()).unwrap_or_else(|| e.port.to_string());
-                    json!({"mac": e.mac.to_string(), "vlan": e.vlan, "port": port, "age_seconds": e.age.as_secs()})
-                })
-                .collect();
-            json!({ "fdb": entries })
-        }
-        "fdb-flush" => match arg(0) {
-            None => json!({"flushed": switch.fdb_flush(None)}),
-            Some(name) => match find_port(switch, name) {
-                Some(p) => json!({"flushed": switch.fdb_flush(Some(p.id()))}),
-                None => {
-                    json!({"error": format!("no port named {name:?}; see `switchyard ctl ports`")})
-                }
-            },
-        },
-        "stats" => {
-            let ev = switch.fdb_events();
-            let table = switch.ports();
-            let t = switch.totals();
-            let (rx, tx, drops) = (t.rx_frames, t.tx_frames, t.drops.iter().sum::<u64>());
-            let by_reason: serde_json::Map<String, Value> = DropReason::ALL
-                .iter()
-                .filter(|r| t.drops(**r) > 0)
-                .map(|r| (r.as_str().to_string(), json!(t.drops(*r))))
-                .collect();
-            let cfg = switch.config();
-            json!({
-                "mode": if cfg.mode == Mode::Hub { "hub" } else { "switch" },
-                "backpressure": switch.backpressure(),
-                "busy_poll_us": u64::try_from(switch.busy_poll().as_micros()).unwrap_or(u64::MAX),
-                "ports": table.len(), "fdb_entries": switch.fdb_len(),
-                "fdb_max_entries": cfg.fdb.max_entries, "fdb_aging_seconds": cfg.fdb.aging.as_secs(),
-                "fdb_learned": ev.learned, "fdb_moved": ev.moved, "fdb_aged": ev.aged, "fdb_refused": ev.refused,
-                "rx_frames": rx, "tx_frames": tx, "tx_held": t.tx_held,
-                "drops": drops, "drops_by_reason": by_reason,
-                "uptime_seconds": switch.now().as_secs(),
-                "handshakes_refused": handshakes_refused(),
-                "handshakes_waiting": switchyard_switch::ports::unix::waiting(),
-                "stream_connections_refused": switchyard_switch::ports::stream::connections_refused(),
-            })
-        }
-        "macnat" => {
-            let tables = switchyard_bridge::pcap::mac_nat_tables();
-            if tables.is_empty() {
-                return json!({"error": "no port has MAC-NAT on (a pcap port with mac_nat=on)"});
+/// Drops that happened, by reason.
+fn drops_by_reason(c: &CounterSnapshot) -> BTreeMap<String, u64> {
+    nonzero(DropReason::ALL.map(|r| (r, c.drops(r))), DropReason::as_str)
+}
+
+fn ports_reply(s: &Snapshot) -> Response {
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| {
+            let c = &p.counters;
+            PortRow {
+                id: p.id.0,
+                name: p.name.clone(),
+                kind: p.kind.to_string(),
+                peer: p.peer.clone(),
+                state: if p.closing { "closing" } else { "up" }.to_string(),
+                vlans: p.vlans.clone(),
+                rx_frames: c.rx_frames,
+                rx_bytes: c.rx_bytes,
+                tx_frames: c.tx_frames,
+                tx_bytes: c.tx_bytes,
+                tx_held: c.tx_held,
+                drops: drops_by_reason(c),
             }
-            let now = switch.now();
-            let mut entries = Vec::new();
-            let mut counters = serde_json::Map::new();
-            for (port, t) in tables {
-                let (snap, values) = {
-                    let t = t.lock().unwrap_or_else(|p| p.into_inner());
-                    (t.snapshot(), t.counters().clone())
-                };
-                let values: serde_json::Map<String, Value> = values
-                    .iter()
-                    .map(|(c, v)| (c.label().to_string(), json!(v)))
-                    .collect();
-                counters.insert(port.clone(), Value::Object(values));
-                for e in snap.entries {
-                    entries.push(json!({
-                        "port": port, "vlan": e.vlan, "address": e.addr.to_string(),
-                        "mac": e.mac.to_string(), "learned_from": e.source.label(),
-                        "age_seconds": now.saturating_sub(e.last_seen).as_secs(),
-                    }));
-                }
-            }
-            json!({ "macnat": entries, "counters": counters })
+        })
+        .collect();
+    Response::Ports { ports }
+}
+
+fn fdb_reply(s: &Snapshot) -> Response {
+    let fdb = s
+        .fdb
+        .iter()
+        .map(|e| FdbRow {
+            mac: e.mac.to_string(),
+            vlan: e.vlan,
+            port: e.port.clone(),
+            age_seconds: e.age.as_secs(),
+        })
+        .collect();
+    Response::Fdb { fdb }
+}
+
+fn stats_reply(s: &Snapshot) -> StatsReply {
+    let (t, ev, cfg) = (&s.totals, &s.fdb_events, &s.config);
+    StatsReply {
+        mode: if cfg.mode == Mode::Hub {
+            "hub"
+        } else {
+            "switch"
         }
-        other => {
-            json!({"error": format!("unknown command {other:?}; try ports, fdb, stats, fdb-flush, port-add, port-del, reload")})
-        }
+        .to_string(),
+        backpressure: s.backpressure,
+        busy_poll_us: u64::try_from(s.busy_poll.as_micros()).unwrap_or(u64::MAX),
+        ports: s.ports.len() as u64,
+        fdb_entries: s.fdb_len as u64,
+        fdb_max_entries: cfg.fdb.max_entries as u64,
+        fdb_aging_seconds: cfg.fdb.aging.as_secs(),
+        fdb_learned: ev.learned,
+        fdb_moved: ev.moved,
+        fdb_aged: ev.aged,
+        fdb_refused: ev.refused,
+        rx_frames: t.rx_frames,
+        tx_frames: t.tx_frames,
+        tx_held: t.tx_held,
+        drops: t.drops.iter().sum(),
+        drops_by_reason: drops_by_reason(t),
+        uptime_seconds: s.uptime.as_secs(),
+        handshakes_refused: nonzero(s.handshakes_refused.iter().copied(), Refusal::as_str),
+        handshakes_waiting: s.handshakes_waiting,
+        stream_connections_refused: s.stream_connections_refused,
     }
+}
+
+fn mac_nat_reply(s: &Snapshot) -> Response {
+    if s.mac_nat.is_empty() {
+        return Response::error("no port has MAC-NAT on (a pcap port with mac_nat=on)");
+    }
+    let macnat = s
+        .mac_nat
+        .iter()
+        .flat_map(|t| {
+            t.bindings.iter().map(|b| BindingRow {
+                port: t.port.clone(),
+                vlan: b.vlan,
+                address: b.address.to_string(),
+                mac: b.mac.clone(),
+                learned_from: b.learned_from.to_string(),
+                age_seconds: b.age.as_secs(),
+            })
+        })
+        .collect();
+    let counters = s
+        .mac_nat
+        .iter()
+        .map(|t| {
+            let values = t.counters.iter().map(|(c, v)| (c.to_string(), *v));
+            (t.port.clone(), values.collect())
+        })
+        .collect();
+    Response::Macnat { macnat, counters }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use switchyard_switch::EngineConfig;
+
+    fn stats(switch: &Arc<Switch>) -> Value {
+        let line = answer(&Request::Stats, switch).to_line();
+        serde_json::from_str(&line).expect("a JSON reply")
+    }
 
     #[test]
     fn stats_show_backpressure_and_held_frames() {
         let switch = Switch::new(EngineConfig::default());
-        let stats = answer(&json!({"cmd": "stats"}), &switch);
-        assert_eq!(stats["backpressure"], json!(true), "{stats}");
-        assert_eq!(stats["tx_held"], json!(0), "{stats}");
+        let s = stats(&switch);
+        assert_eq!(s["backpressure"], json!(true), "{s}");
+        assert_eq!(s["tx_held"], json!(0), "{s}");
         switch.set_backpressure(false);
-        let stats = answer(&json!({"cmd": "stats"}), &switch);
-        assert_eq!(stats["backpressure"], json!(false), "{stats}");
+        let s = stats(&switch);
+        assert_eq!(s["backpressure"], json!(false), "{s}");
     }
 
     #[test]
     fn stats_show_the_busy_poll() {
         let switch = Switch::new(EngineConfig::default());
-        let stats = answer(&json!({"cmd": "stats"}), &switch);
-        assert_eq!(stats["busy_poll_us"], json!(0), "{stats}");
+        let s = stats(&switch);
+        assert_eq!(s["busy_poll_us"], json!(0), "{s}");
         switch.set_busy_poll(std::time::Duration::from_micros(20));
-        let stats = answer(&json!({"cmd": "stats"}), &switch);
-        assert_eq!(stats["busy_poll_us"], json!(20), "{stats}");
+        let s = stats(&switch);
+        assert_eq!(s["busy_poll_us"], json!(20), "{s}");
+    }
+
+    #[test]
+    fn a_fresh_switch_answers_in_the_old_shapes() {
+        let switch = Switch::new(EngineConfig::default());
+        let line = |r: Request| answer(&r, &switch).to_line();
+        assert_eq!(line(Request::Ports), "{\"ports\":[]}\n");
+        assert_eq!(line(Request::Fdb), "{\"fdb\":[]}\n");
+        assert_eq!(line(Request::FdbFlush { port: None }), "{\"flushed\":0}\n");
+        assert_eq!(
+            line(Request::FdbFlush {
+                port: Some("x".into())
+            }),
+            "{\"error\":\"no port named \\\"x\\\"; see `switchyard ctl ports`\"}\n"
+        );
+        let s = stats(&switch);
+        let keys: Vec<&str> = s
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys,
+            [
+                "backpressure",
+                "busy_poll_us",
+                "drops",
+                "drops_by_reason",
+                "fdb_aged",
+                "fdb_aging_seconds",
+                "fdb_entries",
+                "fdb_learned",
+                "fdb_max_entries",
+                "fdb_moved",
+                "fdb_refused",
+                "handshakes_refused",
+                "handshakes_waiting",
+                "mode",
+                "ports",
+                "rx_frames",
+                "stream_connections_refused",
+                "tx_frames",
+                "tx_held",
+                "uptime_seconds"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_snapshot_answers_as_before() {
+        let s = crate::stats::sample::snapshot();
+        assert_eq!(
+            Response::Stats(Box::new(stats_reply(&s))).to_line(),
+            "{\"backpressure\":true,\"busy_poll_us\":0,\"drops\":20,\
+             \"drops_by_reason\":{\"too_short\":20},\"fdb_aged\":0,\"fdb_aging_seconds\":300,\
+             \"fdb_entries\":2,\"fdb_learned\":3,\"fdb_max_entries\":65536,\"fdb_moved\":1,\
+             \"fdb_refused\":0,\"handshakes_refused\":{\"bad_version\":1,\"malformed\":1,\
+             \"not_permitted\":1,\"silent\":1,\"unreachable\":1},\"handshakes_waiting\":3,\
+             \"mode\":\"switch\",\"ports\":2,\"rx_frames\":20,\"stream_connections_refused\":7,\
+             \"tx_frames\":21,\"tx_held\":10,\"uptime_seconds\":12}\n"
+        );
+        assert_eq!(
+            ports_reply(&s).to_line().lines().next(),
+            Some(
+                "{\"ports\":[{\"drops\":{\"too_short\":10},\"id\":1,\"name\":\"unix:1\",\
+                 \"peer\":\"peer of unix:1\",\"rx_bytes\":600,\"rx_frames\":10,\"state\":\"up\",\
+                 \"tx_bytes\":660,\"tx_frames\":11,\"tx_held\":5,\"type\":\"unix\",\"vlans\":null},\
+                 {\"drops\":{\"too_short\":4},\"id\":2,\"name\":\"we\\\"ird\\\\name\",\
+                 \"peer\":\"peer of we\\\"ird\\\\name\",\"rx_bytes\":240,\"rx_frames\":4,\
+                 \"state\":\"up\",\"tx_bytes\":300,\"tx_frames\":5,\"tx_held\":2,\"type\":\"udp\",\
+                 \"vlans\":null}]}"
+            )
+        );
+        let Response::Macnat { counters, .. } = mac_nat_reply(&s) else {
+            panic!("no MAC-NAT answer");
+        };
+        assert_eq!(counters["wifi"]["learn_new"], 1);
     }
 }

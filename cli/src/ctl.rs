@@ -2,21 +2,32 @@
 //! people and JSON (`-j`) for programs.
 
 use crate::control::default_path;
-use serde_json::{json, Value};
+use crate::protocol::{Request, Response};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
+/// `switchyard ctl`'s usage; the port types come from the port registry.
+fn usage() -> String {
+    let types = crate::ports::command_line_type_names();
+    let types = match types.rsplit_once(", ") {
+        Some((first, last)) => format!("{first} or {last}"),
+        None => types,
+    };
+    format!(
+        "\
 usage: switchyard ctl [-s SOCKET] [-j] COMMAND
 commands:
   ports                  ports with type, peer, state and counters
   fdb                    the forwarding table (MAC, VLAN, port, age)
   stats                  switch-wide settings and counters
   fdb flush [PORT]       empty the forwarding table, or one port's entries
-  port add SPEC          add a port (udp, mcast, stream, vxlan spec as for --port)
+  port add SPEC          add a port ({types} spec,
+                         as for --port)
   port del NAME          remove a port
   capture PORT [-w FILE] stream PORT's frames as pcap to FILE or stdout
                          (e.g. | tcpdump -n -r -)
@@ -24,7 +35,9 @@ commands:
   macnat                 the MAC-NAT table
 options:
   -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
-  -j, --json             print JSON";
+  -j, --json             print JSON"
+    )
+}
 
 /// Runs `switchyard ctl …` (argv[0] and "ctl" included).
 pub fn main(argv: Vec<OsString>) -> ExitCode {
@@ -47,26 +60,21 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
                 args.remove(i);
             }
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{}", usage());
                 return ExitCode::SUCCESS;
             }
             _ => i += 1,
         }
     }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (cmd, rest): (&str, &[&str]) = match words.as_slice() {
-        ["fdb", "flush", rest @ ..] if rest.len() <= 1 => ("fdb-flush", rest),
-        ["port", "add", rest @ ..] if rest.len() == 1 => ("port-add", rest),
-        ["port", "del", rest @ ..] if rest.len() == 1 => ("port-del", rest),
-        ["reload"] => ("reload", &[][..]),
-        ["capture", rest @ ..] => return capture(&socket, rest),
-        [c @ ("ports" | "fdb" | "stats" | "macnat")] => (*c, &[][..]),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    if let ["capture", rest @ ..] = words.as_slice() {
+        return capture(&socket, rest);
+    }
+    let Some(req) = parse_words(&words) else {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
     };
-    let reply = match request(&socket, &json!({"cmd": cmd, "args": rest})) {
+    let reply = match request(&socket, &req) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchyard ctl: {e}");
@@ -80,9 +88,29 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     if as_json {
         println!("{reply}");
     } else {
-        print_human(cmd, &reply);
+        print_human(&reply);
     }
     ExitCode::SUCCESS
+}
+
+/// The request the command words ask for (`capture` is handled apart: its
+/// reply is a stream); `None`: not a command.
+fn parse_words(words: &[&str]) -> Option<Request> {
+    let one = |w: &str| w.to_string();
+    Some(match words {
+        ["ports"] => Request::Ports,
+        ["fdb"] => Request::Fdb,
+        ["stats"] => Request::Stats,
+        ["macnat"] => Request::Macnat,
+        ["fdb", "flush"] => Request::FdbFlush { port: None },
+        ["fdb", "flush", port] => Request::FdbFlush {
+            port: Some(one(port)),
+        },
+        ["port", "add", spec] => Request::PortAdd { spec: one(spec) },
+        ["port", "del", name] => Request::PortDel { name: one(name) },
+        ["reload"] => Request::Reload,
+        _ => return None,
+    })
 }
 
 /// `switchyard ctl capture PORT [-w FILE]`.
@@ -102,8 +130,10 @@ fn capture(socket: &std::path::Path, args: &[&str]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let req = json!({"cmd": "capture", "args": [port]});
-    if let Err(e) = s.write_all(format!("{req}\n").as_bytes()) {
+    let req = Request::Capture {
+        port: port.to_string(),
+    };
+    if let Err(e) = s.write_all(request_line(&req).as_bytes()) {
         eprintln!("switchyard ctl: cannot send request: {e}");
         return ExitCode::from(1);
     }
@@ -161,11 +191,17 @@ fn connect(socket: &std::path::Path) -> Result<UnixStream, String> {
     })
 }
 
-fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
-    let mut s = connect(socket)?;
-    let mut line = req.to_string();
+/// A request as one line.
+fn request_line(req: &Request) -> String {
+    // A request of plain strings always encodes.
+    let mut line = serde_json::to_string(req).unwrap_or_default();
     line.push('\n');
-    s.write_all(line.as_bytes())
+    line
+}
+
+fn request(socket: &std::path::Path, req: &Request) -> Result<Value, String> {
+    let mut s = connect(socket)?;
+    s.write_all(request_line(req).as_bytes())
         .map_err(|e| format!("cannot send request: {e}"))?;
     let mut reply = String::new();
     BufReader::new(s)
@@ -176,19 +212,14 @@ fn request(socket: &std::path::Path, req: &Value) -> Result<Value, String> {
 
 /// The non-zero MAC-NAT counters of each port, one `port counter value`
 /// line each (every counter, zeros included, is in `-j` and `/metrics`).
-fn print_mac_nat_counters(counters: &Value) {
-    let Some(ports) = counters.as_object() else {
-        return;
-    };
-    let rows: Vec<Vec<String>> = ports
+fn print_mac_nat_counters(counters: &BTreeMap<String, BTreeMap<String, u64>>) {
+    let rows: Vec<Vec<String>> = counters
         .iter()
         .flat_map(|(port, values)| {
             values
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
-                .map(move |(name, v)| vec![port.clone(), name.clone(), s(v)])
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(move |(name, v)| vec![port.clone(), name.clone(), v.to_string()])
         })
         .collect();
     if !rows.is_empty() {
@@ -226,79 +257,126 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_human(cmd: &str, r: &Value) {
-    let empty = Vec::new();
-    match cmd {
-        "ports" => table(
+/// Prints a reply for people: tables for the listings, `key: value`
+/// lines for the rest.
+fn print_human(reply: &Value) {
+    match serde_json::from_value::<Response>(reply.clone()) {
+        Ok(Response::Ports { ports }) => table(
             &[
                 "NAME", "TYPE", "STATE", "VLANS", "RX", "TX", "HELD", "DROPS", "PEER",
             ],
-            r["ports"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
+            ports
+                .into_iter()
                 .map(|p| {
-                    let drops: u64 = p["drops"]
-                        .as_object()
-                        .map(|m| m.values().filter_map(Value::as_u64).sum())
-                        .unwrap_or(0);
+                    let drops: u64 = p.drops.values().sum();
                     vec![
-                        s(&p["name"]),
-                        s(&p["type"]),
-                        s(&p["state"]),
-                        s(&p["vlans"]),
-                        s(&p["rx_frames"]),
-                        s(&p["tx_frames"]),
-                        s(&p["tx_held"]),
+                        p.name,
+                        p.kind,
+                        p.state,
+                        p.vlans.unwrap_or_else(|| "-".into()),
+                        p.rx_frames.to_string(),
+                        p.tx_frames.to_string(),
+                        p.tx_held.to_string(),
                         drops.to_string(),
-                        s(&p["peer"]),
+                        p.peer,
                     ]
                 })
                 .collect(),
         ),
-        "macnat" => {
+        Ok(Response::Macnat { macnat, counters }) => {
             table(
                 &["PORT", "VLAN", "ADDRESS", "MAC", "FROM", "AGE"],
-                r["macnat"]
-                    .as_array()
-                    .unwrap_or(&empty)
-                    .iter()
+                macnat
+                    .into_iter()
                     .map(|e| {
                         vec![
-                            s(&e["port"]),
-                            s(&e["vlan"]),
-                            s(&e["address"]),
-                            s(&e["mac"]),
-                            s(&e["learned_from"]),
-                            format!("{}s", s(&e["age_seconds"])),
+                            e.port,
+                            e.vlan.to_string(),
+                            e.address,
+                            e.mac,
+                            e.learned_from,
+                            format!("{}s", e.age_seconds),
                         ]
                     })
                     .collect(),
             );
-            print_mac_nat_counters(&r["counters"]);
+            print_mac_nat_counters(&counters);
         }
-        "fdb" => table(
+        Ok(Response::Fdb { fdb }) => table(
             &["MAC", "VLAN", "PORT", "AGE"],
-            r["fdb"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
+            fdb.into_iter()
                 .map(|e| {
                     vec![
-                        s(&e["mac"]),
-                        s(&e["vlan"]),
-                        s(&e["port"]),
-                        format!("{}s", s(&e["age_seconds"])),
+                        e.mac,
+                        e.vlan.to_string(),
+                        e.port,
+                        format!("{}s", e.age_seconds),
                     ]
                 })
                 .collect(),
         ),
         _ => {
-            if let Some(m) = r.as_object() {
+            if let Some(m) = reply.as_object() {
                 for (k, v) in m {
                     println!("{k}: {}", s(v));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_form_makes_its_request() {
+        let cases: [(&[&str], Request); 9] = [
+            (&["ports"], Request::Ports),
+            (&["fdb"], Request::Fdb),
+            (&["stats"], Request::Stats),
+            (&["macnat"], Request::Macnat),
+            (&["fdb", "flush"], Request::FdbFlush { port: None }),
+            (
+                &["fdb", "flush", "p"],
+                Request::FdbFlush {
+                    port: Some("p".into()),
+                },
+            ),
+            (&["port", "add", "s"], Request::PortAdd { spec: "s".into() }),
+            (&["port", "del", "n"], Request::PortDel { name: "n".into() }),
+            (&["reload"], Request::Reload),
+        ];
+        for (words, req) in cases {
+            assert_eq!(parse_words(words), Some(req), "{words:?}");
+        }
+        for bad in [
+            &["ports", "x"][..],
+            &["fdb", "flush", "a", "b"],
+            &["port", "add"],
+            &[],
+        ] {
+            assert_eq!(parse_words(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_usage_names_every_port_type() {
+        let usage = usage();
+        let add = usage
+            .split("port add SPEC")
+            .nth(1)
+            .and_then(|r| r.split("port del").next())
+            .unwrap_or_default();
+        let types = crate::ports::command_line_type_names();
+        let types: Vec<&str> = types.split(", ").collect();
+        assert!(types.len() >= 5, "{types:?}");
+        for t in types {
+            let word = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()) == t;
+            assert!(
+                add.split_whitespace().any(word),
+                "`port add` forgets {t}: {add}"
+            );
         }
     }
 }

@@ -4,13 +4,16 @@
 //! a library so that the fuzz targets in fuzz/ can reach the YAML loader.
 //! Not a stable API.
 
+mod accept;
 pub mod args;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod metrics;
 pub mod ports;
+pub mod protocol;
 pub mod run;
 pub mod running;
 pub mod settings;
+pub mod stats;
 pub mod values;

@@ -2,16 +2,18 @@
 //! scrape time straight from the switch's atomics and snapshots (no
 //! registry to keep in step with ports that come and go).
 
+use crate::stats::{Detail, MacNatStats, Snapshot};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_switch::counters::CounterSnapshot;
 use switchyard_switch::{DropReason, Switch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Reads one counter from a snapshot.
-type Getter = fn(&switchyard_switch::counters::CounterSnapshot) -> u64;
+type Getter = fn(&CounterSnapshot) -> u64;
 
 /// Escapes a label value (backslash, quote, newline).
 fn esc(v: &str) -> String {
@@ -25,8 +27,48 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric.
-pub fn render(switch: &Switch) -> String {
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The per-port counter families: name, help, value.
+const PORT_COUNTERS: [(&str, &str, Getter); 5] = [
+    (
+        "switchyard_port_rx_frames_total",
+        "Frames received from the port's peer.",
+        |c| c.rx_frames,
+    ),
+    (
+        "switchyard_port_rx_bytes_total",
+        "Bytes received from the port's peer.",
+        |c| c.rx_bytes,
+    ),
+    (
+        "switchyard_port_tx_frames_total",
+        "Frames sent to the port's peer.",
+        |c| c.tx_frames,
+    ),
+    (
+        "switchyard_port_tx_bytes_total",
+        "Bytes sent to the port's peer.",
+        |c| c.tx_bytes,
+    ),
+    (
+        "switchyard_port_tx_held_frames_total",
+        "Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
+        |c| c.tx_held,
+    ),
+];
+
+/// Renders every metric of the switch as it is now.
+pub fn render_switch(switch: &Switch) -> String {
+    render(&Snapshot::take(switch, Detail::Counters))
+}
+
+/// Renders every metric of a snapshot.
+pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(4096);
     family(
         &mut o,
@@ -39,94 +81,64 @@ pub fn render(switch: &Switch) -> String {
         "switchyard_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    family(
+    single(
         &mut o,
         "switchyard_uptime_seconds",
         "gauge",
         "Seconds since the switch started.",
+        format_args!("{:.3}", s.uptime.as_secs_f64()),
     );
-    let _ = writeln!(
-        o,
-        "switchyard_uptime_seconds {:.3}",
-        switch.now().as_secs_f64()
-    );
-    let table = switch.ports();
-    family(
-        &mut o,
-        "switchyard_ports",
-        "gauge",
-        "Ports attached, by type.",
-    );
+    render_ports(&mut o, s);
+    render_totals(&mut o, &s.totals);
+    render_mac_nat(&mut o, &s.mac_nat);
+    render_listeners(&mut o, s);
+    render_fdb(&mut o, s);
+    o
+}
+
+fn render_ports(o: &mut String, s: &Snapshot) {
+    family(o, "switchyard_ports", "gauge", "Ports attached, by type.");
     let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
-    for p in table.iter() {
-        *by_type.entry(p.kind()).or_default() += 1;
+    for p in &s.ports {
+        *by_type.entry(p.kind).or_default() += 1;
     }
     for (t, n) in &by_type {
         let _ = writeln!(o, "switchyard_ports{{type=\"{t}\"}} {n}");
     }
-    let snaps: Vec<_> = table
-        .iter()
-        .map(|p| (p.clone(), p.counters().snapshot()))
-        .collect();
-    let counters: [(&str, &str, Getter); 5] = [
-        (
-            "switchyard_port_rx_frames_total",
-            "Frames received from the port's peer.",
-            |c| c.rx_frames,
-        ),
-        (
-            "switchyard_port_rx_bytes_total",
-            "Bytes received from the port's peer.",
-            |c| c.rx_bytes,
-        ),
-        (
-            "switchyard_port_tx_frames_total",
-            "Frames sent to the port's peer.",
-            |c| c.tx_frames,
-        ),
-        (
-            "switchyard_port_tx_bytes_total",
-            "Bytes sent to the port's peer.",
-            |c| c.tx_bytes,
-        ),
-        (
-            "switchyard_port_tx_held_frames_total",
-            "Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
-            |c| c.tx_held,
-        ),
-    ];
-    for (name, help, get) in counters {
-        family(&mut o, name, "counter", help);
-        for (p, c) in &snaps {
+    for (name, help, get) in PORT_COUNTERS {
+        family(o, name, "counter", help);
+        for p in &s.ports {
             let _ = writeln!(
                 o,
                 "{name}{{port=\"{}\",type=\"{}\"}} {}",
-                esc(p.name()),
-                p.kind(),
-                get(c)
+                esc(&p.name),
+                p.kind,
+                get(&p.counters)
             );
         }
     }
     family(
-        &mut o,
+        o,
         "switchyard_port_drops_total",
         "counter",
         "Frames dropped, by port and reason.",
     );
-    for (p, c) in &snaps {
+    for p in &s.ports {
         for r in DropReason::ALL {
             let _ = writeln!(
                 o,
                 "switchyard_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
-                esc(p.name()),
+                esc(&p.name),
                 r.as_str(),
-                c.drops(r)
+                p.counters.drops(r)
             );
         }
     }
-    let totals = switch.totals();
+}
+
+fn render_totals(o: &mut String, totals: &CounterSnapshot) {
     family(
-        &mut o,
+        o,
         "switchyard_drops_total",
         "counter",
         "Frames dropped since start by reason, ports that are gone included.",
@@ -139,98 +151,93 @@ pub fn render(switch: &Switch) -> String {
             totals.drops(r)
         );
     }
-    family(
-        &mut o,
+    single(
+        o,
         "switchyard_tx_held_frames_total",
         "counter",
         "Frames held for a full peer since start, ports that are gone included.",
+        totals.tx_held,
     );
-    let _ = writeln!(o, "switchyard_tx_held_frames_total {}", totals.tx_held);
+}
+
+fn render_mac_nat(o: &mut String, tables: &[MacNatStats]) {
     family(
-        &mut o,
+        o,
         "switchyard_macnat_entries",
         "gauge",
         "Address bindings in a port's MAC-NAT table.",
     );
-    let nat_tables = switchyard_bridge::pcap::mac_nat_tables();
-    let mut nat_counters = Vec::with_capacity(nat_tables.len());
-    for (port, t) in &nat_tables {
-        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+    for t in tables {
         let _ = writeln!(
             o,
             "switchyard_macnat_entries{{port=\"{}\"}} {}",
-            esc(port),
-            t.len()
+            esc(&t.port),
+            t.len
         );
-        nat_counters.push((port, t.counters().clone()));
     }
     family(
-        &mut o,
+        o,
         "switchyard_macnat_total",
         "counter",
         "MAC-NAT decisions, edits, drops and table events, by port and counter.",
     );
-    for (port, counters) in &nat_counters {
-        for (c, v) in counters.iter() {
+    for t in tables {
+        for (c, v) in &t.counters {
             let _ = writeln!(
                 o,
-                "switchyard_macnat_total{{port=\"{}\",counter=\"{}\"}} {v}",
-                esc(port),
-                c.label()
+                "switchyard_macnat_total{{port=\"{}\",counter=\"{c}\"}} {v}",
+                esc(&t.port),
             );
         }
     }
+}
+
+fn render_listeners(o: &mut String, s: &Snapshot) {
     family(
-        &mut o,
+        o,
         "switchyard_handshakes_refused_total",
         "counter",
         "Clients of the unix control sockets that got no port, by reason.",
     );
-    for (r, n) in switchyard_switch::ports::unix::refusals() {
+    for (r, n) in &s.handshakes_refused {
         let _ = writeln!(
             o,
             "switchyard_handshakes_refused_total{{reason=\"{}\"}} {n}",
             r.as_str()
         );
     }
-    family(
-        &mut o,
+    single(
+        o,
         "switchyard_handshakes_waiting",
         "gauge",
         "Connections on the unix control sockets that have not sent their request yet.",
+        s.handshakes_waiting,
     );
-    let _ = writeln!(
+    single(
         o,
-        "switchyard_handshakes_waiting {}",
-        switchyard_switch::ports::unix::waiting()
-    );
-    family(
-        &mut o,
         "switchyard_stream_connections_refused_total",
         "counter",
         "Connections refused by stream listeners that were serving their maximum.",
+        s.stream_connections_refused,
     );
-    let _ = writeln!(
+}
+
+fn render_fdb(o: &mut String, s: &Snapshot) {
+    single(
         o,
-        "switchyard_stream_connections_refused_total {}",
-        switchyard_switch::ports::stream::connections_refused()
-    );
-    let cfg = switch.config();
-    family(
-        &mut o,
         "switchyard_fdb_entries",
         "gauge",
         "Addresses in the forwarding table.",
+        s.fdb_len,
     );
-    let _ = writeln!(o, "switchyard_fdb_entries {}", switch.fdb_len());
-    family(
-        &mut o,
+    single(
+        o,
         "switchyard_fdb_max_entries",
         "gauge",
         "The forwarding table's limit.",
+        s.config.fdb.max_entries,
     );
-    let _ = writeln!(o, "switchyard_fdb_max_entries {}", cfg.fdb.max_entries);
-    let ev = switch.fdb_events();
+    let ev = &s.fdb_events;
     for (name, help, v) in [
         (
             "switchyard_fdb_learned_total",
@@ -258,10 +265,8 @@ pub fn render(switch: &Switch) -> String {
             ev.flaps,
         ),
     ] {
-        family(&mut o, name, "counter", help);
-        let _ = writeln!(o, "{name} {v}");
+        single(o, name, "counter", help, v);
     }
-    o
 }
 
 /// Binds the metrics address (before daemonizing, so errors show).
@@ -279,21 +284,14 @@ pub async fn serve(listener: std::net::TcpListener, switch: Arc<Switch>) {
         Ok(l) => l,
         Err(e) => return tracing::error!("metrics listener: {e}"),
     };
-    loop {
-        match listener.accept().await {
-            Ok((s, _)) => {
-                let switch = switch.clone();
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(10), respond(s, &switch)).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!("metrics accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let accept = || listener.accept();
+    crate::accept::accept_forever("metrics", accept, |(s, _)| {
+        let switch = switch.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), respond(s, &switch)).await;
+        });
+    })
+    .await;
 }
 
 async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
@@ -320,7 +318,7 @@ async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            render(switch),
+            render_switch(switch),
         ),
         ("GET", "/") => (
             "200 OK",
@@ -353,7 +351,7 @@ mod tests {
 
     #[test]
     fn held_frames_have_a_family_per_port_and_a_total() {
-        let text = render(&Switch::new(EngineConfig::default()));
+        let text = render_switch(&Switch::new(EngineConfig::default()));
         for line in [
             "# TYPE switchyard_port_tx_held_frames_total counter",
             "# HELP switchyard_port_tx_held_frames_total Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
@@ -362,5 +360,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_fixed_snapshot_renders_as_before() {
+        let text =
+            render(&crate::stats::sample::snapshot()).replace(env!("CARGO_PKG_VERSION"), "VERSION");
+        let want = include_str!("testdata/metrics.prom");
+        for (i, (got, want)) in text.lines().zip(want.lines()).enumerate() {
+            assert_eq!(got, want, "line {}", i + 1);
+        }
+        assert_eq!(text, want);
     }
 }

@@ -71,6 +71,9 @@ pub struct Switch {
     backpressure: AtomicBool,
     /// How long (µs) a drained port keeps polling before it sleeps.
     busy_poll_us: AtomicU64,
+    /// What port types keep per switch, one value per type: see
+    /// [`Switch::shared`].
+    shared: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 thread_local! {
@@ -223,7 +226,23 @@ impl Switch {
             vlan_rules: Mutex::new(VlanRules::default()),
             backpressure: AtomicBool::new(true),
             busy_poll_us: AtomicU64::new(0),
+            shared: Mutex::new(Vec::new()),
         })
+    }
+
+    /// This switch's one `T`, made on first use: state a port type keeps
+    /// per switch rather than per process or per listener (counters that
+    /// must outlive a listener a reload replaces, a registry of its
+    /// tables), without the switch knowing the type. Not for the data
+    /// path: it takes a lock.
+    pub fn shared<T: std::any::Any + Default + Send + Sync>(&self) -> Arc<T> {
+        let mut all = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = all.iter().find_map(|a| Arc::clone(a).downcast::<T>().ok()) {
+            return t;
+        }
+        let t = Arc::new(T::default());
+        all.push(t.clone());
+        t
     }
 
     /// Monotonic time since the switch started: the engine's clock.

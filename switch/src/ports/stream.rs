@@ -83,13 +83,20 @@ impl StreamConfig {
 }
 
 /// Connections refused because their listener had [`MAX_CONNECTIONS`],
-/// every stream listener of the process together, since start.
-static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// every stream listener of one switch together, since start (the switch
+/// keeps it, [`Switch::shared`], so it survives a reload).
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    refused: AtomicU64,
+}
 
-/// Connections stream listeners refused since start (each was at
-/// [`MAX_CONNECTIONS`]).
-pub fn connections_refused() -> u64 {
-    REFUSED.load(Ordering::Relaxed)
+/// Connections `switch`'s stream listeners refused since start (each was
+/// at [`MAX_CONNECTIONS`]).
+pub fn connections_refused(switch: &Switch) -> u64 {
+    switch
+        .shared::<StreamCounters>()
+        .refused
+        .load(Ordering::Relaxed)
 }
 
 #[derive(Debug)]
@@ -223,6 +230,7 @@ async fn accept_loop(
     let mut n: u64 = 0;
     let open = Arc::new(AtomicUsize::new(0));
     let full_log = crate::ratelimit::LogLimiter::default();
+    let counters = switch.shared::<StreamCounters>();
     loop {
         let accepted = tokio::select! {
             _ = stop.stopped() => return Ok(()),
@@ -232,7 +240,7 @@ async fn accept_loop(
             Ok((conn, peer)) => {
                 if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
                     drop(conn);
-                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(suppressed) =
                         full_log.allow(switch.now(), crate::ratelimit::LOG_INTERVAL)
                     {

@@ -13,6 +13,7 @@
 //! client queued behind a thousand silent ones gets in within about two
 //! seconds.
 
+use crate::switch::Switch;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -117,28 +118,52 @@ impl Refusal {
     }
 }
 
-/// Refusals since start, all control sockets of the process together (one
-/// process is one switch), so that they survive a reload.
-static REFUSED: [AtomicU64; Refusal::ALL.len()] = [const { AtomicU64::new(0) }; 11];
-/// Connections waiting for their request now, all control sockets together.
-static WAITING: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one refused client.
-pub(crate) fn count(reason: Refusal) {
-    REFUSED[reason.index()].fetch_add(1, Relaxed);
+/// Refusals since start and connections waiting now, every control socket
+/// of one switch together: the switch keeps them ([`Switch::shared`]), so
+/// refusals survive a reload that replaces a socket, and two switches in
+/// one process count apart.
+#[derive(Debug, Default)]
+pub struct HandshakeCounters {
+    refused: [AtomicU64; Refusal::ALL.len()],
+    waiting: AtomicU64,
 }
 
-/// Clients refused since start, by reason (every reason, zeros included).
-pub fn refusals() -> Vec<(Refusal, u64)> {
-    Refusal::ALL
-        .iter()
-        .map(|r| (*r, REFUSED[r.index()].load(Relaxed)))
-        .collect()
+impl HandshakeCounters {
+    /// Counts one refused client.
+    pub(crate) fn count(&self, reason: Refusal) {
+        self.refused[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Clients refused since start, by reason (every reason, zeros
+    /// included).
+    pub fn refusals(&self) -> Vec<(Refusal, u64)> {
+        Refusal::ALL
+            .iter()
+            .map(|r| (*r, self.refused[r.index()].load(Relaxed)))
+            .collect()
+    }
+
+    /// Connections still waiting for their request.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Relaxed)
+    }
 }
 
-/// Connections on every control socket still waiting for their request.
-pub fn waiting() -> u64 {
-    WAITING.load(Relaxed)
+/// Counts one client refused by one of `switch`'s control sockets.
+pub(crate) fn count(switch: &Switch, reason: Refusal) {
+    switch.shared::<HandshakeCounters>().count(reason);
+}
+
+/// Clients `switch`'s control sockets refused since start, by reason
+/// (every reason, zeros included).
+pub fn refusals(switch: &Switch) -> Vec<(Refusal, u64)> {
+    switch.shared::<HandshakeCounters>().refusals()
+}
+
+/// Connections on `switch`'s control sockets still waiting for their
+/// request.
+pub fn waiting(switch: &Switch) -> u64 {
+    switch.shared::<HandshakeCounters>().waiting()
 }
 
 /// What [`Waiting::make_room`] did.
@@ -159,9 +184,33 @@ pub(crate) enum Room {
 pub(crate) struct Waiting {
     next: u64,
     entries: BTreeMap<u64, (Instant, Arc<Notify>)>,
+    /// The switch's gauge, once the socket is served.
+    counters: Option<Arc<HandshakeCounters>>,
 }
 
 impl Waiting {
+    /// Counts this socket's waiting connections in the switch's gauge.
+    pub(crate) fn attach(&mut self, counters: Arc<HandshakeCounters>) {
+        let n = self.entries.len() as u64;
+        self.left(n);
+        self.counters = Some(counters);
+        self.arrived(n);
+    }
+
+    /// Adds `n` arrivals to the switch's gauge.
+    fn arrived(&self, n: u64) {
+        if let Some(c) = &self.counters {
+            c.waiting.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Takes `n` departures from the switch's gauge.
+    fn left(&self, n: u64) {
+        if let Some(c) = &self.counters {
+            c.waiting.fetch_sub(n, Relaxed);
+        }
+    }
+
     /// Registers a connection accepted at `now`; returns its key and the
     /// signal that tells it to close.
     pub(crate) fn enter(&mut self, now: Instant) -> (u64, Arc<Notify>) {
@@ -169,14 +218,14 @@ impl Waiting {
         self.next += 1;
         let evict = Arc::new(Notify::new());
         self.entries.insert(key, (now, evict.clone()));
-        WAITING.fetch_add(1, Relaxed);
+        self.arrived(1);
         (key, evict)
     }
 
     /// Forgets a connection (its request arrived, or it was closed).
     pub(crate) fn leave(&mut self, key: u64) {
         if self.entries.remove(&key).is_some() {
-            WAITING.fetch_sub(1, Relaxed);
+            self.left(1);
         }
     }
 
@@ -206,7 +255,7 @@ impl Waiting {
             return Room::NotBefore(ripe);
         }
         if let Some((_, evict)) = self.entries.remove(&key) {
-            WAITING.fetch_sub(1, Relaxed);
+            self.left(1);
             // A stored permit: the task sees it even if it is not waiting yet.
             evict.notify_one();
         }
@@ -216,7 +265,7 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        WAITING.fetch_sub(self.entries.len() as u64, Relaxed);
+        self.left(self.entries.len() as u64);
     }
 }
 
@@ -273,5 +322,32 @@ mod tests {
         w.leave(second_key);
         assert_eq!(w.len(), 0);
         assert_eq!(w.evict_oldest(t0, grace), Room::Free);
+    }
+
+    #[test]
+    fn each_switch_counts_its_own_refusals_and_waiting_connections() {
+        let (a, b) = (
+            Switch::new(crate::EngineConfig::default()),
+            Switch::new(crate::EngineConfig::default()),
+        );
+        count(&a, Refusal::BadMagic);
+        count(&a, Refusal::BadMagic);
+        let n = |s: &Switch| {
+            refusals(s)
+                .into_iter()
+                .find(|(r, _)| *r == Refusal::BadMagic)
+                .map(|(_, n)| n)
+        };
+        assert_eq!((n(&a), n(&b)), (Some(2), Some(0)));
+        let mut w = Waiting::default();
+        let t0 = Instant::now();
+        let (first, _) = w.enter(t0);
+        w.attach(a.shared());
+        w.enter(t0);
+        assert_eq!((waiting(&a), waiting(&b)), (2, 0));
+        w.leave(first);
+        assert_eq!(waiting(&a), 1);
+        drop(w);
+        assert_eq!(waiting(&a), 0);
     }
 }

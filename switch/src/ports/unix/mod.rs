@@ -15,7 +15,7 @@ pub mod handshakes;
 mod numbers;
 pub mod request;
 
-pub use handshakes::{refusals, waiting, Refusal};
+pub use handshakes::{refusals, waiting, HandshakeCounters, Refusal};
 pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 
@@ -603,7 +603,7 @@ impl UnixControl {
                         tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
                     if let Ok(Ok((s, _))) = refused {
                         drop(s);
-                        handshakes::count(Refusal::NoDescriptors);
+                        handshakes::count(switch, Refusal::NoDescriptors);
                     }
                     *spare = spare_descriptor();
                 }
@@ -629,6 +629,7 @@ impl UnixControl {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| io::Error::other("control socket is already being served"))?;
+        self.waiting().attach(switch.shared());
         let mut listener = tokio::net::UnixListener::from_std(std_listener)?;
         let mut spare = spare_descriptor();
         let mut check = crate::tick::Ticker::every(SOCKET_CHECK_INTERVAL);
@@ -685,7 +686,7 @@ impl UnixControl {
     /// with the number suppressed since).
     /// A probe that hung up without a word is logged at debug level only.
     fn refuse(&self, switch: &Switch, reason: Refusal, who: &str, why: &dyn std::fmt::Display) {
-        handshakes::count(reason);
+        handshakes::count(switch, reason);
         if let Some(suppressed) = self.bad_request_log.allow(switch.now(), LOG_INTERVAL / 60) {
             if reason == Refusal::HungUp {
                 tracing::debug!(
