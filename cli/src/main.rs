@@ -35,12 +35,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// The man page: clap_mangen's sections, except that the examples, client
+/// lines and port specs after the options keep their line breaks (groff
+/// would fill them into one paragraph).
+fn render_man(cmd: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    let extra = cmd.get_after_help().map(|h| h.to_string());
+    let man = clap_mangen::Man::new(cmd);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    if let Some(extra) = extra {
+        writeln!(out, ".SH EXTRA\n.nf")?;
+        for line in extra.lines() {
+            // roff: a backslash is an escape; a line starting with `.` or
+            // `'` would be a request.
+            let line = line.replace('\\', "\\e");
+            if line.starts_with(['.', '\'']) {
+                writeln!(out, "\\&{line}")?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        writeln!(out, ".fi")?;
+    }
+    man.render_version_section(out)
+}
+
 /// Writes the man page or a shell completion script to stdout.
 fn generate(what: &str) -> ExitCode {
     let mut cmd = args::native::command();
     let mut out = std::io::stdout();
     let result = match what {
-        "man" => clap_mangen::Man::new(cmd).render(&mut out),
+        "man" => render_man(cmd, &mut out),
         shell => {
             let shell = match shell {
                 "bash" => clap_complete::Shell::Bash,

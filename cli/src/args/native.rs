@@ -33,7 +33,8 @@ Port specs (--port):
 
 Subcommands:
   switchyard check-config FILE        validate a configuration file (exit 0, or 2 with the line)
-  switchyard ctl [-s SOCKET] [-j] CMD  ports, fdb, stats, fdb flush, port add|del, reload
+  switchyard ctl [-s SOCKET] [-j] CMD  ports, fdb, stats, macnat, fdb flush, port add|del,
+                                       capture, reload (`switchyard ctl --help`)
   switchyard generate man|bash|zsh|fish   the man page or a completion script
 
 Signals: SIGHUP reloads --config; SIGINT and SIGTERM remove the sockets and exit.
@@ -182,7 +183,7 @@ struct NativeArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on ADDRESS:PORT (e.g. 127.0.0.1:9590).
+    /// Serve Prometheus metrics on ADDR, an ADDRESS:PORT (e.g. 127.0.0.1:9590).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
 
