@@ -3,7 +3,7 @@
 
 use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbConfig, FdbEntry, Learned};
-use crate::frame::{EthernetFrame, FrameError};
+use crate::frame::EthernetFrame;
 use crate::port::PortId;
 use crate::vlan::{Classified, PortVlans};
 use std::collections::BTreeSet;
@@ -343,10 +343,11 @@ impl Engine {
         now: Duration,
     ) -> (Decision, Classified) {
         let class = Classified::TRANSPARENT;
-        let frame = match EthernetFrame::new_checked(frame) {
-            Ok(f) => f,
-            Err(FrameError::TooShort(_)) => return (Decision::Drop(DropReason::TooShort), class),
-            Err(FrameError::TooLong(_)) => return (Decision::Drop(DropReason::TooLong), class),
+        if frame.len() > crate::MAX_FRAME {
+            return (Decision::Drop(DropReason::TooLong), class);
+        }
+        let Ok(frame) = EthernetFrame::new_checked(frame) else {
+            return (Decision::Drop(DropReason::TooShort), class);
         };
         if !self.ports.contains(&ingress) {
             return (Decision::Drop(DropReason::IngressDown), class);
