@@ -8,7 +8,7 @@
 //!
 //! Every crate uses these; there is no uncomplemented fold.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds the big-endian 16-bit words of `data` (an odd tail padded with
 /// zero) to `acc`, unfolded.
@@ -36,6 +36,11 @@ pub fn fold(mut acc: u64) -> u16 {
 /// The IPv4 pseudo-header sum for a transport protocol.
 pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u64 {
     sum(&dst.octets(), sum(&src.octets(), 0)) + u64::from(proto) + u64::from(len)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 §8.1) for an upper-layer protocol.
+pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: u32) -> u64 {
+    sum(&dst.octets(), sum(&src.octets(), 0)) + u64::from(next) + u64::from(len)
 }
 
 /// RFC 1624 equation 3: the new checksum after one 16-bit word of the

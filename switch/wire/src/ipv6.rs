@@ -24,6 +24,9 @@ mod field {
     pub(super) const HEADER_LEN: usize = 40;
 }
 
+/// Length of the fixed IPv6 header.
+pub const HEADER_LEN: usize = field::HEADER_LEN;
+
 /// Where the upper-layer protocol sits in an IPv6 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpperLayer {
@@ -62,6 +65,17 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         let plen = usize::from(be16(b, field::PAYLOAD_LEN));
         need("IPv6", b.len(), field::HEADER_LEN + plen)?;
         Ok(Ipv6Packet { buffer })
+    }
+
+    /// The Next Header field of the fixed header (an extension header's
+    /// number when there is one; see [`Ipv6Packet::upper_layer`]).
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[field::NEXT_HEADER]
+    }
+
+    /// The payload length: everything after the 40-byte fixed header.
+    pub fn payload_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), field::PAYLOAD_LEN))
     }
 
     /// Hop limit.
