@@ -1,13 +1,13 @@
 //! The forwarding engine: given (ingress port, frame, now) it decides where
 //! the frame goes. No sockets, no clock, no allocation per frame.
 
-use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbConfig, FdbEntry, Learned};
-use crate::frame::EthernetFrame;
-use crate::port::PortId;
 use crate::vlan::{Classified, PortVlans};
+use crate::DropReason;
+use crate::{MacAddr, PortId};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use switchyard_wire::EthernetFrame;
 
 /// How frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,7 +149,7 @@ pub enum FdbNotice {
     /// `mac` moved from one port to another.
     Moved {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// Where it was.
         from: PortId,
         /// Where it is now.
@@ -159,7 +159,7 @@ pub enum FdbNotice {
     /// twice.
     Flapping {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// Where it was.
         from: PortId,
         /// Where it is now.
@@ -168,7 +168,7 @@ pub enum FdbNotice {
     /// `mac` could not be learned on `port`: a limit is reached.
     Refused {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// The port it arrived on.
         port: PortId,
         /// True for the per-port limit, false for the table limit.
@@ -185,7 +185,7 @@ pub struct Engine {
     buckets: std::collections::HashMap<PortId, [Bucket; 3]>,
     /// Static entries: learning cannot move them, and another port sending
     /// from such a MAC is dropped.
-    pinned: std::collections::HashMap<crate::MacAddr, PortId>,
+    pinned: std::collections::HashMap<MacAddr, PortId>,
     /// VLAN membership per port; empty while the switch is VLAN-transparent.
     vlans: std::collections::HashMap<PortId, PortVlans>,
     vlan_aware: bool,
@@ -289,17 +289,17 @@ impl Engine {
 
     /// Pins `mac` to `port`: frames to it go there without learning, and
     /// frames from it on any other port are dropped.
-    pub fn pin(&mut self, mac: crate::MacAddr, port: PortId) {
+    pub fn pin(&mut self, mac: MacAddr, port: PortId) {
         self.pinned.insert(mac, port);
     }
 
     /// Removes a static entry.
-    pub fn unpin(&mut self, mac: crate::MacAddr) {
+    pub fn unpin(&mut self, mac: MacAddr) {
         self.pinned.remove(&mac);
     }
 
     /// The static entries.
-    pub fn pinned(&self) -> impl Iterator<Item = (crate::MacAddr, PortId)> + '_ {
+    pub fn pinned(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
         self.pinned.iter().map(|(m, p)| (*m, *p))
     }
 
@@ -385,11 +385,11 @@ impl Engine {
         }
         let dst = frame.destination();
         let guards = self.config.guards;
-        if guards.bpdu_guard && is_link_local_group(dst) {
+        if guards.bpdu_guard && dst.is_reserved_group() {
             return Decision::Drop(DropReason::BpduGuard);
         }
         if dst.is_multicast() {
-            let class = if dst == crate::MacAddr::BROADCAST {
+            let class = if dst == MacAddr::BROADCAST {
                 Storm::Broadcast
             } else {
                 Storm::Multicast
@@ -436,7 +436,7 @@ impl Engine {
         self.buckets.entry(port).or_default()[class as usize].take(rate, now)
     }
 
-    fn learn(&mut self, mac: crate::MacAddr, vlan: u16, port: PortId, now: Duration) {
+    fn learn(&mut self, mac: MacAddr, vlan: u16, port: PortId, now: Duration) {
         match self.fdb.learn(mac, vlan, port, now) {
             Learned::Refreshed => {}
             Learned::New => self.events.learned += 1,
@@ -502,13 +502,6 @@ impl Engine {
     pub fn events(&self) -> FdbEvents {
         self.events
     }
-}
-
-/// 01:80:c2:00:00:00 to 0f: STP BPDUs, LLDP, 802.1X, pause and the rest
-/// of the groups a bridge must never forward.
-fn is_link_local_group(mac: crate::MacAddr) -> bool {
-    let m = mac.0;
-    m[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && m[5] <= 0x0f
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! port without a rule is an access port of VLAN 1, like a Linux bridge's
 //! default PVID.
 
-use crate::counters::DropReason;
+use crate::DropReason;
 use std::fmt;
 
 /// The 802.1Q tag protocol identifier.
