@@ -20,8 +20,8 @@ pub mod tick;
 // reachable at the paths the ports, the bridge and the CLI use.
 pub use switchyard_engine::{engine, fdb, ratelimit, vlan};
 pub use switchyard_engine::{
-    Decision, DropReason, Engine, EngineConfig, Fdb, FdbConfig, MacAddr, Mode, PortId, PortVlans,
-    VlanRules, MAX_FRAME, MIN_FRAME,
+    Decided, Decision, DropReason, Engine, EngineConfig, Fdb, FdbConfig, FdbNotice, MacAddr, Mode,
+    PortId, PortVlans, VlanRules, MAX_FRAME, MIN_FRAME,
 };
 
 pub use counters::PortCounters;

@@ -16,7 +16,7 @@ pub mod vlan;
 use std::fmt;
 
 pub use drop::DropReason;
-pub use engine::{Decision, Engine, EngineConfig, Mode};
+pub use engine::{Decided, Decision, Engine, EngineConfig, FdbNotice, Mode};
 pub use fdb::{Fdb, FdbConfig};
 pub use switchyard_wire::MacAddr;
 pub use vlan::{PortVlans, VlanRules};
