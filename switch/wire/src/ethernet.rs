@@ -37,7 +37,7 @@ pub const RSN_PREAUTH: u16 = 0x88c7;
 pub const TDLS: u16 = 0x890d;
 /// Values up to this are 802.3 lengths, not ethertypes.
 pub const MAX_LENGTH_FIELD: u16 = 1500;
-/// The pseudo-ethertype 802.3/LLC frames are keyed under (`single_owner`).
+/// The pseudo-EtherType the MAC-NAT keys 802.3/LLC frames under.
 pub const LLC: u16 = 0;
 
 mod field {
@@ -142,7 +142,7 @@ pub fn layout(frame: &[u8]) -> Result<Layout, ParseError> {
     EthernetFrame::new_checked(frame)?.layout()
 }
 
-/// Sets the destination MAC of a frame (nothing if shorter than 6 bytes).
+/// Sets the destination MAC of a frame (nothing if shorter than 14 bytes).
 pub fn set_dst(frame: &mut [u8], mac: MacAddr) {
     if let Ok(mut f) = EthernetFrame::new_checked(frame) {
         f.set_destination(mac);
@@ -197,5 +197,19 @@ mod tests {
             assert!(r.is_err(), "{n}");
         }
         assert!(EthernetFrame::new_checked(&qq[..13]).is_err());
+    }
+
+    #[test]
+    fn a_third_tag_is_not_skipped() {
+        let mut f = vec![0u8; 12];
+        for tpid in [QINQ, VLAN, QINQ_LEGACY] {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&[0x00, 0x07]);
+        }
+        f.extend_from_slice(&IPV4.to_be_bytes());
+        f.resize(60, 0);
+        let l = layout(&f).unwrap();
+        assert_eq!((l.vlan, l.ethertype, l.payload), (7, QINQ_LEGACY, 22));
+        assert!(is_vlan_tpid(l.ethertype), "no caller takes it for IP");
     }
 }
