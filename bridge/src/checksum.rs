@@ -4,78 +4,83 @@
 //! would drop it. Recomputing is harmless for frames that were already
 //! right.
 
-use switchyard_switch::checksum::{fold, sum};
+use switchyard_wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
+use switchyard_wire::ethernet::{self, IPV4, IPV6};
+use switchyard_wire::ipv4::{Ipv4Packet, PROTO_UDP};
+use switchyard_wire::ipv6::{self, Ipv6Packet};
+use switchyard_wire::{tcp, udp};
+
+/// Where the transport header of an unfragmented IP packet sits.
+struct Transport {
+    /// IP protocol / next header.
+    proto: u8,
+    /// Offset of the transport header in the frame.
+    l4: usize,
+    /// Length of the transport header and payload.
+    len: usize,
+    /// The pseudo-header sum.
+    pseudo: u64,
+    /// IPv4, where a UDP checksum of 0 means "none".
+    v4: bool,
+}
+
+/// The transport of an IPv4 or IPv6 frame (after up to two VLAN tags), as
+/// the fixed IP header names it (IPv6 extension headers are not followed).
+fn transport(frame: &[u8]) -> Option<Transport> {
+    let l = ethernet::layout(frame).ok()?;
+    let ip = frame.get(l.payload..)?;
+    match l.ethertype {
+        IPV4 => {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            if p.is_fragment() {
+                return None;
+            }
+            let len = p.total_len() - p.header_len();
+            let pseudo = pseudo_v4(p.src(), p.dst(), p.protocol(), u16::try_from(len).ok()?);
+            Some(Transport {
+                proto: p.protocol(),
+                l4: l.payload + p.header_len(),
+                len,
+                pseudo,
+                v4: true,
+            })
+        }
+        IPV6 => {
+            let p = Ipv6Packet::new_checked(ip).ok()?;
+            let len = p.payload_len();
+            Some(Transport {
+                proto: p.next_header(),
+                l4: l.payload + ipv6::HEADER_LEN,
+                len,
+                pseudo: pseudo_v6(p.src(), p.dst(), p.next_header(), len as u32),
+                v4: false,
+            })
+        }
+        _ => None,
+    }
+}
 
 /// Rewrites the TCP or UDP checksum of an Ethernet frame carrying IPv4 or
 /// IPv6 (after up to two VLAN tags). Anything else, fragments and
 /// truncated frames are left alone; a UDP/IPv4 checksum of 0 ("none")
 /// stays 0.
 pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
-    let mut off = 12;
-    let mut ethertype = match frame.get(off..off + 2) {
-        Some(b) => u16::from_be_bytes([b[0], b[1]]),
-        None => return,
+    let Some(t) = transport(frame) else {
+        return;
     };
-    for _ in 0..2 {
-        if matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
-            off += 4;
-            ethertype = match frame.get(off..off + 2) {
-                Some(b) => u16::from_be_bytes([b[0], b[1]]),
-                None => return,
-            };
-        }
-    }
-    let ip = off + 2;
-    let (proto, l4, l4_len, pseudo) = match ethertype {
-        0x0800 => {
-            let Some(h) = frame.get(ip..ip + 20) else {
-                return;
-            };
-            if h[0] >> 4 != 4 {
-                return;
-            }
-            let ihl = usize::from(h[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-            let frag = u16::from_be_bytes([h[6], h[7]]);
-            if ihl < 20 || total < ihl || frame.len() < ip + total || frag & 0x3fff != 0 {
-                return;
-            }
-            let proto = h[9];
-            let l4_len = total - ihl;
-            let mut p = sum(&h[12..20], 0);
-            p += u64::from(proto) + l4_len as u64;
-            (proto, ip + ihl, l4_len, p)
-        }
-        0x86dd => {
-            let Some(h) = frame.get(ip..ip + 40) else {
-                return;
-            };
-            if h[0] >> 4 != 6 {
-                return;
-            }
-            let l4_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if frame.len() < ip + 40 + l4_len {
-                return;
-            }
-            let proto = h[6];
-            let mut p = sum(&h[8..40], 0);
-            p += u64::from(proto) + l4_len as u64;
-            (proto, ip + 40, l4_len, p)
-        }
+    let field = match t.proto {
+        tcp::PROTOCOL if t.len >= tcp::MIN_HEADER_LEN => t.l4 + tcp::CHECKSUM_OFFSET,
+        PROTO_UDP if t.len >= udp::HEADER_LEN => t.l4 + udp::CHECKSUM_OFFSET,
         _ => return,
     };
-    let field = match proto {
-        6 if l4_len >= 20 => l4 + 16,
-        17 if l4_len >= 8 => l4 + 6,
-        _ => return,
-    };
-    if proto == 17 && ethertype == 0x0800 && frame[field] == 0 && frame[field + 1] == 0 {
+    let udp = t.proto == PROTO_UDP;
+    if udp && t.v4 && frame[field] == 0 && frame[field + 1] == 0 {
         return;
     }
     frame[field] = 0;
     frame[field + 1] = 0;
-    let mut c = fold(sum(&frame[l4..l4 + l4_len], pseudo));
-    if proto == 17 && c == 0 {
+    let mut c = fold(sum(&frame[t.l4..t.l4 + t.len], t.pseudo));
+    if udp && c == 0 {
         c = 0xffff;
     }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());

@@ -778,20 +778,13 @@ fn device_mtu(device: &str) -> io::Result<usize> {
 /// on the last piece, CWR on the first.
 mod segment {
     use switchyard_switch::gso::{self, VnetHdr};
+    use switchyard_wire::ethernet;
 
     /// Where the IP header starts (after up to two VLAN tags) and which IP
     /// version it is.
     fn l3(frame: &[u8]) -> Option<(usize, u16)> {
-        let mut off = 12;
-        for _ in 0..3 {
-            let t = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-            match t {
-                0x8100 | 0x88a8 | 0x9100 => off += 4,
-                0x0800 | 0x86dd => return Some((off + 2, t)),
-                _ => return None,
-            }
-        }
-        None
+        let l = ethernet::layout(frame).ok()?;
+        matches!(l.ethertype, ethernet::IPV4 | ethernet::IPV6).then_some((l.payload, l.ethertype))
     }
 
     /// How one oversize frame is to be handled.
@@ -816,7 +809,7 @@ mod segment {
             return Plan::TooLong;
         };
         // (IP header length, IP packet length, next protocol)
-        let (ihl, total, proto) = if version == 0x0800 {
+        let (ihl, total, proto) = if version == ethernet::IPV4 {
             if hdr.len() < 20 || hdr[0] >> 4 != 4 {
                 return Plan::TooLong;
             }
@@ -859,7 +852,7 @@ mod segment {
         };
         Plan::Cut(VnetHdr {
             flags: 0,
-            gso_type: if version == 0x0800 {
+            gso_type: if version == ethernet::IPV4 {
                 gso::GSO_TCPV4
             } else {
                 gso::GSO_TCPV6
@@ -901,10 +894,10 @@ mod segment {
     mod tests {
         use super::*;
 
-        use switchyard_switch::checksum::fold;
+        use switchyard_wire::checksum::fold;
 
         fn sum(data: &[u8]) -> u64 {
-            switchyard_switch::checksum::sum(data, 0)
+            switchyard_wire::checksum::sum(data, 0)
         }
 
         /// A TCP/IPv4 frame with `n` payload bytes 0, 1, 2, … (mod 251),

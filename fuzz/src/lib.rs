@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use switchyard_mac_nat::{ConflictPolicy, DhcpMode, HostAddr, MacNatConfig, OtherEthertypes};
+use switchyard_wire::ethernet;
 
 /// One operation of a sequence target: an opcode, a small argument (a port
 /// number, a time step) and a payload (usually an Ethernet frame).
@@ -108,8 +109,6 @@ pub fn macnat_host_addrs(bits: u8) -> Vec<HostAddr> {
     ]
 }
 
-const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
-
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
@@ -143,25 +142,13 @@ fn sums_to_ones(acc: u64) -> bool {
 /// VLAN tags are skipped. A frame this cannot parse has no checksums.
 pub fn bad_checksums(frame: &[u8]) -> Vec<&'static str> {
     let mut bad = Vec::new();
-    let mut at = 12;
-    let mut ethertype = match be16(frame, at) {
-        Some(t) => t,
-        None => return bad,
+    let Ok(l) = ethernet::layout(frame) else {
+        return bad;
     };
-    for _ in 0..2 {
-        if !VLAN_TPIDS.contains(&ethertype) {
-            break;
-        }
-        at += 4;
-        ethertype = match be16(frame, at) {
-            Some(t) => t,
-            None => return bad,
-        };
-    }
-    let l3 = &frame[(at + 2).min(frame.len())..];
-    match ethertype {
-        0x0800 => ipv4(l3, &mut bad),
-        0x86dd => ipv6(l3, &mut bad),
+    let l3 = &frame[l.payload.min(frame.len())..];
+    match l.ethertype {
+        ethernet::IPV4 => ipv4(l3, &mut bad),
+        ethernet::IPV6 => ipv6(l3, &mut bad),
         _ => {}
     }
     bad

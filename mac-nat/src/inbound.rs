@@ -1,22 +1,22 @@
 //! Uplink → guests (§3.3): drop echoes, snoop LAN claims, map frames for Mu
 //! back to the guest that owns the destination address.
 
-use crate::checksum;
 use crate::config::{DhcpMode, OtherEthertypes};
 use crate::counters::Counter;
 use crate::nat::{Inbound, MacNat};
 use crate::table::{self, Learn, Source};
-use crate::view::arp::{self, ArpPacket};
-use crate::view::dhcp4::{self, DhcpMessage};
-use crate::view::ethernet::{self, EthernetFrame, Layout};
-use crate::view::ipv4::{self, Ipv4Packet};
-use crate::view::ipv6::{self, Ipv6Packet, UpperLayer};
-use crate::view::ndp::{self, NdMessage};
-use crate::view::udp::{self, UdpDatagram};
-use crate::view::ParseError;
 use crate::{DropReason, MacAddr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
+use switchyard_wire::arp::{self, ArpPacket};
+use switchyard_wire::checksum;
+use switchyard_wire::dhcp4::{self, DhcpMessage};
+use switchyard_wire::ethernet::{self, EthernetFrame, Layout};
+use switchyard_wire::ipv4::{self, Ipv4Packet};
+use switchyard_wire::ipv6::{self, Ipv6Packet, UpperLayer};
+use switchyard_wire::ndp::{self, NdMessage};
+use switchyard_wire::udp::{self, UdpDatagram};
+use switchyard_wire::ParseError;
 
 /// What one inbound frame is, for the protocol steps.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ impl MacNat {
         let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
             return Inbound::Drop(DropReason::Malformed);
         };
-        let (dst, src) = (eth.dst(), eth.src());
+        let (dst, src) = (eth.destination(), eth.source());
         // 1. echo of our own (or the host's) transmission
         if src == self.uplink {
             return Inbound::Drop(DropReason::InEcho);
@@ -229,7 +229,7 @@ impl MacNat {
         if (u.src_port(), u.dst_port()) != (dhcp4::SERVER_PORT, dhcp4::CLIENT_PORT) {
             return None;
         }
-        let (udp_len, csum) = (u.len(), u.checksum());
+        let (udp_len, csum) = (u.length(), u.checksum());
         let body = udp_off + udp::HEADER_LEN..udp_off + udp_len;
         let m = frame
             .get(body.clone())

@@ -20,18 +20,15 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod checksum;
 mod config;
 mod counters;
 mod inbound;
-mod mac;
 mod nat;
 mod outbound;
 mod table;
-mod view;
 
 pub use config::{ConfigError, ConflictPolicy, DhcpMode, Limits, MacNatConfig, OtherEthertypes};
 pub use counters::{Counter, Counters, DropReason};
-pub use mac::{MacAddr, ParseMacError};
 pub use nat::{Inbound, MacNat, Outbound};
+pub use switchyard_wire::MacAddr;
 pub use table::{HostAddr, Snapshot, SnapshotEntry, Source, WireOwned};

@@ -1,22 +1,23 @@
 //! Guest → uplink (§3.2): drop what cannot leave, learn, rewrite every
 //! link-layer address to the uplink MAC.
 
-use crate::checksum;
 use crate::config::{DhcpMode, OtherEthertypes};
 use crate::counters::Counter;
 use crate::nat::{MacNat, Outbound};
 use crate::table::{self, Learn, Source, Transaction};
-use crate::view::arp::{self, ArpPacket};
-use crate::view::dhcp4::{self, DhcpMessage};
-use crate::view::ethernet::{self, EthernetFrame, Layout};
-use crate::view::ipv4::{self, Ipv4Packet};
-use crate::view::ipv6::{self, Ipv6Packet, UpperLayer};
-use crate::view::ndp::{self, NdMessage};
-use crate::view::udp::{self, UdpDatagram};
-use crate::view::{be16, put, put16, ParseError};
 use crate::{DropReason, MacAddr};
 use std::net::IpAddr;
 use std::time::Duration;
+use switchyard_wire::arp::{self, ArpPacket};
+use switchyard_wire::bytes::{be16, put, put16};
+use switchyard_wire::checksum;
+use switchyard_wire::dhcp4::{self, DhcpMessage};
+use switchyard_wire::ethernet::{self, EthernetFrame, Layout};
+use switchyard_wire::ipv4::{self, Ipv4Packet};
+use switchyard_wire::ipv6::{self, Ipv6Packet, UpperLayer};
+use switchyard_wire::ndp::{self, NdMessage};
+use switchyard_wire::udp::{self, UdpDatagram};
+use switchyard_wire::ParseError;
 
 type Step = Result<(), DropReason>;
 
@@ -45,7 +46,7 @@ enum DhcpRole {
 /// message with a valid body.
 fn dhcp_role(udp: &[u8]) -> Option<DhcpRole> {
     let u = UdpDatagram::new_checked(udp).ok()?;
-    let body = udp.get(udp::HEADER_LEN..u.len())?;
+    let body = udp.get(udp::HEADER_LEN..u.length())?;
     let m = DhcpMessage::new_checked(body).ok()?;
     match (u.src_port(), u.dst_port(), m.op()) {
         (dhcp4::CLIENT_PORT, dhcp4::SERVER_PORT, dhcp4::OP_REQUEST) => Some(DhcpRole::Client),
@@ -78,7 +79,7 @@ impl MacNat {
 
     fn outbound_steps(&mut self, frame: &mut Vec<u8>, port: u32, now: Duration) -> Step {
         let eth = EthernetFrame::new_checked(&frame[..]).map_err(|_| DropReason::Malformed)?;
-        let (dst, src) = (eth.dst(), eth.src());
+        let (dst, src) = (eth.destination(), eth.source());
         // 1. source sanity
         if src.is_multicast() || src == self.uplink {
             return Err(DropReason::OutBadSrc);
@@ -221,7 +222,7 @@ impl MacNat {
         let Some(Ok(u)) = frame.get(udp_off..ip_end).map(UdpDatagram::new_checked) else {
             return Ok(());
         };
-        let (udp_len, csum) = (u.len(), u.checksum());
+        let (udp_len, csum) = (u.length(), u.checksum());
         let body = udp_off + udp::HEADER_LEN..udp_off + udp_len;
         let Some(Ok(m)) = frame.get(body.clone()).map(DhcpMessage::new_checked) else {
             return Ok(());
@@ -329,7 +330,7 @@ impl MacNat {
         let Some(data) = frame.get(udp_off..udp_off + udp_len) else {
             return;
         };
-        let check = checksum::udp_wire(checksum::finish(pseudo, data));
+        let check = checksum::udp_wire(checksum::fold(checksum::sum(data, pseudo)));
         put16(frame, udp_off + udp::CHECKSUM_OFFSET, check);
     }
 

@@ -5,7 +5,9 @@
 //! kernel's own GSO would. Pure functions, no allocation beyond the
 //! caller's reused buffer.
 
-use crate::checksum::{fold, sum};
+use switchyard_wire::checksum::{fold, sum};
+use switchyard_wire::ethernet;
+use switchyard_wire::tcp::{self, TcpSegment};
 
 /// `flags`: the checksum from `csum_start` on is only partial (the
 /// pseudo-header sum); it must be completed before a plain receiver sees it.
@@ -133,21 +135,6 @@ pub fn complete_checksum(hdr: &VnetHdr, frame: &[u8], out: &mut Vec<u8>) -> Resu
     Ok(())
 }
 
-/// Where the IP header starts (after up to two VLAN tags) and its
-/// EtherType.
-fn network_header(frame: &[u8]) -> Option<(usize, u16)> {
-    let mut off = 12;
-    for _ in 0..3 {
-        let b = frame.get(off..off + 2)?;
-        let et = u16::from_be_bytes([b[0], b[1]]);
-        if !matches!(et, 0x8100 | 0x88a8 | 0x9100) {
-            return Some((off + 2, et));
-        }
-        off += 4;
-    }
-    None
-}
-
 /// The parsed headers of a TCP super-frame.
 struct TcpLayout {
     /// IP header offset.
@@ -167,12 +154,13 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
         GSO_TCPV6 => false,
         other => return Err(GsoError::UnsupportedType(other)),
     };
-    let (ip, et) = network_header(frame).ok_or(GsoError::Malformed)?;
+    let l2 = ethernet::layout(frame).map_err(|_| GsoError::Malformed)?;
+    let (ip, et) = (l2.payload, l2.ethertype);
     let (l4, end) = if v4 {
         let h = frame.get(ip..ip + 20).ok_or(GsoError::Malformed)?;
         let ihl = usize::from(h[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if et != 0x0800 || h[0] >> 4 != 4 || ihl < 20 || h[9] != 6 {
+        if et != ethernet::IPV4 || h[0] >> 4 != 4 || ihl < 20 || h[9] != tcp::PROTOCOL {
             return Err(GsoError::Malformed);
         }
         // The total length may not fit 16 bits in a super-frame; trust
@@ -185,13 +173,13 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
         (ip + ihl, end)
     } else {
         let h = frame.get(ip..ip + 40).ok_or(GsoError::Malformed)?;
-        if et != 0x86dd || h[0] >> 4 != 6 {
+        if et != ethernet::IPV6 || h[0] >> 4 != 6 {
             return Err(GsoError::Malformed);
         }
         // Extension headers: the kernel's csum_start says where TCP is.
         let l4 = if hdr.flags & F_NEEDS_CSUM != 0 {
             usize::from(hdr.csum_start)
-        } else if h[6] == 6 {
+        } else if h[6] == tcp::PROTOCOL {
             ip + 40
         } else {
             return Err(GsoError::Malformed);
@@ -207,12 +195,9 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
         }
         (l4, end)
     };
-    let th = frame.get(l4..l4 + 20).ok_or(GsoError::Malformed)?;
-    let tcp_len = usize::from(th[12] >> 4) * 4;
-    let payload = l4 + tcp_len;
-    if tcp_len < 20 || payload > end {
-        return Err(GsoError::Malformed);
-    }
+    let th = frame.get(l4..end).ok_or(GsoError::Malformed)?;
+    let th = TcpSegment::new_checked(th).map_err(|_| GsoError::Malformed)?;
+    let payload = l4 + th.header_len();
     Ok(TcpLayout {
         ip,
         v4,
@@ -221,10 +206,6 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
         end,
     })
 }
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Cuts a TCP super-frame into segments of at most `gso_size` payload
 /// bytes, each built in `out` and handed to `emit`, with the IP length,
@@ -251,14 +232,9 @@ pub fn segment(
     }
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
-    let seq0 = u32::from_be_bytes([
-        frame[l.l4 + 4],
-        frame[l.l4 + 5],
-        frame[l.l4 + 6],
-        frame[l.l4 + 7],
-    ]);
+    let tcp0 = TcpSegment::new_checked(&frame[l.l4..l.payload]).map_err(|_| GsoError::Malformed)?;
+    let (seq0, flags0) = (tcp0.seq(), tcp0.flags());
     let id0 = u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]]);
-    let flags0 = frame[l.l4 + 13];
     let count = data.len().div_ceil(mss).max(1);
     let mut chunks = data.chunks(mss);
     for i in 0..count {
@@ -281,25 +257,28 @@ pub fn segment(
             let plen = u16::try_from(out.len() - l.ip - 40).map_err(|_| GsoError::Malformed)?;
             out[l.ip + 4..l.ip + 6].copy_from_slice(&plen.to_be_bytes());
         }
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        out[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
         if i + 1 < count {
-            flags &= !(TCP_FIN | TCP_PSH);
+            flags &= !(tcp::FIN | tcp::PSH);
         }
         if i > 0 {
-            flags &= !TCP_CWR;
+            flags &= !tcp::CWR;
         }
-        out[l.l4 + 13] = flags;
-        out[l.l4 + 16] = 0;
-        out[l.l4 + 17] = 0;
         let pseudo = if l.v4 {
             sum(&out[l.ip + 12..l.ip + 20], 6 + seg_tcp_len as u64)
         } else {
             sum(&out[l.ip + 8..l.ip + 40], 6 + seg_tcp_len as u64)
         };
+        let tcp_header = l.l4..l.payload;
+        let mut th = TcpSegment::new_checked(&mut out[tcp_header.clone()])
+            .map_err(|_| GsoError::Malformed)?;
+        th.set_seq(seq0.wrapping_add((i * mss) as u32));
+        th.set_flags(flags);
+        th.set_checksum(0);
         let c = fold(sum(&out[l.l4..], pseudo));
-        out[l.l4 + 16..l.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        if let Ok(mut th) = TcpSegment::new_checked(&mut out[tcp_header]) {
+            th.set_checksum(c);
+        }
         emit(&mut out[..]);
     }
     Ok(count)
@@ -401,9 +380,9 @@ mod tests {
             assert_eq!(seq, next_seq, "segment {i} sequence number");
             assert!(data.len() <= usize::from(mss));
             let last = i + 1 == segs.len();
-            assert_eq!(fl & TCP_FIN != 0, last && flags & TCP_FIN != 0, "FIN");
-            assert_eq!(fl & TCP_PSH != 0, last && flags & TCP_PSH != 0, "PSH");
-            assert_eq!(fl & TCP_CWR != 0, i == 0 && flags & TCP_CWR != 0, "CWR");
+            assert_eq!(fl & tcp::FIN != 0, last && flags & tcp::FIN != 0, "FIN");
+            assert_eq!(fl & tcp::PSH != 0, last && flags & tcp::PSH != 0, "PSH");
+            assert_eq!(fl & tcp::CWR != 0, i == 0 && flags & tcp::CWR != 0, "CWR");
             if v4 {
                 let ip = if vlan { 18 } else { 14 };
                 let id = u16::from_be_bytes([s[ip + 4], s[ip + 5]]);
@@ -420,10 +399,10 @@ mod tests {
     fn tcp4_and_tcp6_super_frames_are_cut_into_valid_segments() {
         for v4 in [true, false] {
             for vlan in [false, true] {
-                let segs = run(v4, vlan, 10_000, 1448, 0x18 | TCP_FIN | TCP_CWR);
+                let segs = run(v4, vlan, 10_000, 1448, 0x18 | tcp::FIN | tcp::CWR);
                 assert_eq!(segs.len(), 7);
                 run(v4, vlan, 1448 * 3, 1448, 0x10);
-                run(v4, vlan, 63_000, 1400, TCP_PSH | 0x10);
+                run(v4, vlan, 63_000, 1400, tcp::PSH | 0x10);
             }
         }
     }

@@ -9,16 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// A port's identity inside one switch. Never reused while the switch runs,
-/// so a stale FDB entry can never point at a newer port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortId(pub u32);
-
-impl fmt::Display for PortId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use switchyard_engine::PortId;
 
 /// Why a non-blocking send did not deliver.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! receive loop calls.
 
 use crate::egress::{Frames, Outgoing, Overflow};
-use crate::engine::{Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
+use crate::engine::{Decided, Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
 use crate::fdb::FdbEntry;
 use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
@@ -415,16 +415,12 @@ impl Switch {
             Some(_) => &frame[..frame.len().min(crate::MAX_FRAME)],
             None => frame,
         };
-        let (decision, class, notice) = {
-            let mut engine = self.engine();
-            let (d, class) = engine.decide_in(ingress.id(), headers, now);
-            (d, class, engine.take_notice())
-        };
-        if let Some(n) = notice {
+        let decided = self.engine().decide(ingress.id(), headers, now);
+        if let Some(n) = decided.notice {
             self.log_notice(n, &table, now);
         }
-        let forms = (frame, class, offload);
-        self.deliver(ingress, &table, decision, forms, now, overflow);
+        let forms = (frame, decided.class, offload);
+        self.deliver(ingress, &table, decided.decision, forms, now, overflow);
     }
 
     /// Carries out one decision for a frame (its bytes, VLAN class and
@@ -490,36 +486,34 @@ impl Switch {
         now: Duration,
         mut overflow: Overflow<'_>,
     ) {
-        let mut slots = [MaybeUninit::<(Decision, Classified)>::uninit(); crate::sys::MMSG_BATCH];
+        let mut slots = [MaybeUninit::<Decided>::uninit(); crate::sys::MMSG_BATCH];
         let table = self.ports.load();
-        let mut notice = None;
-        let decided: &[(Decision, Classified)] = {
+        let decided: &[Decided] = {
             let mut engine = self.engine();
             crate::sys::fill_front(
                 &mut slots,
-                frames.iter().map(|f| {
-                    let decided = engine.decide_in(ingress.id(), f, now);
-                    notice = engine.take_notice().or(notice);
-                    decided
-                }),
+                frames.iter().map(|f| engine.decide(ingress.id(), f, now)),
             )
         };
         let n = decided.len();
         let frames = &frames[..n];
-        if let Some(n) = notice {
-            self.log_notice(n, &table, now);
+        // Every frame's notice, not just the batch's last: each one is
+        // logged or counted as suppressed.
+        for notice in decided.iter().filter_map(|d| d.notice) {
+            self.log_notice(notice, &table, now);
         }
-        if decided.iter().any(|(_, c)| c.vid != 0) {
+        if decided.iter().any(|d| d.class.vid != 0) {
             // Each frame may need its own tagging per port: no run batching.
-            for (f, &(d, c)) in frames.iter().zip(decided) {
+            for (f, d) in frames.iter().zip(decided) {
                 ingress.note_received(f);
-                self.deliver(ingress, &table, d, (f, c, None), now, overflow.reborrow());
+                let forms = (*f, d.class, None);
+                self.deliver(ingress, &table, d.decision, forms, now, overflow.reborrow());
             }
             return;
         }
         let mut i = 0;
         while i < n {
-            let decision = decided[i].0;
+            let decision = decided[i].decision;
             if let Decision::Drop(reason) = decision {
                 ingress.note_received(frames[i]);
                 ingress.drop_frame(reason, now, None);
@@ -530,7 +524,7 @@ impl Switch {
             // destination, or all flooded) is a slice of the batch: each
             // port gets it with one send.
             let mut j = i;
-            while j < n && decided[j].0 == decision {
+            while j < n && decided[j].decision == decision {
                 ingress.note_received(frames[j]);
                 j += 1;
             }
@@ -546,6 +540,10 @@ impl Switch {
     }
 
     fn log_notice(&self, notice: FdbNotice, table: &PortTable, now: Duration) {
+        if let FdbNotice::Learned { .. } = notice {
+            // Routine: counted in the FDB events, never logged.
+            return;
+        }
         let Some(suppressed) = self.notice_log.allow(now, LOG_INTERVAL) else {
             return;
         };
@@ -573,6 +571,7 @@ impl Switch {
                 "FDB {} is full: forwarding without learning",
                 if per_port { "port limit" } else { "table" }
             ),
+            FdbNotice::Learned { .. } => {}
         }
     }
 

@@ -3,8 +3,8 @@
 //! Pure data: time comes in as a [`Duration`] on the switch's monotonic
 //! clock, so aging is exact and testable.
 
-use crate::frame::MacAddr;
-use crate::port::PortId;
+use crate::MacAddr;
+use crate::PortId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;

@@ -41,9 +41,12 @@ fn engine(mode: Mode, ports: u32) -> Engine {
 #[test]
 fn arp_request_floods_and_reply_is_switched() {
     let mut e = engine(Mode::Switch, 3);
-    assert_eq!(e.decide(PortId(1), &ARP_REQUEST, s(0)), Decision::Flood);
     assert_eq!(
-        e.decide(PortId(2), &ARP_REPLY, s(0)),
+        e.decide(PortId(1), &ARP_REQUEST, s(0)).decision,
+        Decision::Flood
+    );
+    assert_eq!(
+        e.decide(PortId(2), &ARP_REPLY, s(0)).decision,
         Decision::Forward(PortId(1))
     );
     assert_eq!(e.events().learned, 2);
@@ -53,16 +56,16 @@ fn arp_request_floods_and_reply_is_switched() {
 fn runts_and_multicast_sources_are_dropped() {
     let mut e = engine(Mode::Switch, 2);
     assert_eq!(
-        e.decide(PortId(1), &ARP_REQUEST[..13], s(0)),
+        e.decide(PortId(1), &ARP_REQUEST[..13], s(0)).decision,
         Decision::Drop(DropReason::TooShort)
     );
     assert_eq!(
-        e.decide(PortId(1), &[], s(0)),
+        e.decide(PortId(1), &[], s(0)).decision,
         Decision::Drop(DropReason::TooShort)
     );
     let bad = frame(MacAddr::BROADCAST, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), 60);
     assert_eq!(
-        e.decide(PortId(1), &bad, s(0)),
+        e.decide(PortId(1), &bad, s(0)).decision,
         Decision::Drop(DropReason::MulticastSource)
     );
     assert!(e.fdb().is_empty());
@@ -73,10 +76,10 @@ fn jumbo_frames_pass_whole_and_giants_do_not() {
     let mut e = engine(Mode::Switch, 2);
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
     let f = frame(MacAddr::BROADCAST, a, 65_535);
-    assert_eq!(e.decide(PortId(1), &f, s(0)), Decision::Flood);
+    assert_eq!(e.decide(PortId(1), &f, s(0)).decision, Decision::Flood);
     let g = frame(MacAddr::BROADCAST, a, 65_536);
     assert_eq!(
-        e.decide(PortId(1), &g, s(0)),
+        e.decide(PortId(1), &g, s(0)).decision,
         Decision::Drop(DropReason::TooLong)
     );
 }
@@ -89,7 +92,7 @@ fn destination_on_the_ingress_port_is_not_reflected() {
     e.decide(PortId(1), &frame(MacAddr::BROADCAST, a, 60), s(0));
     e.decide(PortId(1), &frame(MacAddr::BROADCAST, b, 60), s(0));
     assert_eq!(
-        e.decide(PortId(1), &frame(b, a, 60), s(0)),
+        e.decide(PortId(1), &frame(b, a, 60), s(0)).decision,
         Decision::Drop(DropReason::LocalDestination)
     );
 }
@@ -98,7 +101,10 @@ fn destination_on_the_ingress_port_is_not_reflected() {
 fn hub_floods_everything_and_learns_nothing() {
     let mut e = engine(Mode::Hub, 3);
     e.decide(PortId(1), &ARP_REQUEST, s(0));
-    assert_eq!(e.decide(PortId(2), &ARP_REPLY, s(0)), Decision::Flood);
+    assert_eq!(
+        e.decide(PortId(2), &ARP_REPLY, s(0)).decision,
+        Decision::Flood
+    );
     assert!(e.fdb().is_empty());
 }
 
@@ -112,9 +118,12 @@ fn removing_a_port_purges_all_its_addresses() {
     assert_eq!(e.remove_port(PortId(3)), 5);
     let m = MacAddr([2, 0, 0, 0, 1, 4]);
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
-    assert_eq!(e.decide(PortId(1), &frame(m, a, 60), s(1)), Decision::Flood);
     assert_eq!(
-        e.decide(PortId(3), &frame(a, m, 60), s(1)),
+        e.decide(PortId(1), &frame(m, a, 60), s(1)).decision,
+        Decision::Flood
+    );
+    assert_eq!(
+        e.decide(PortId(3), &frame(a, m, 60), s(1)).decision,
         Decision::Drop(DropReason::IngressDown)
     );
 }
@@ -131,11 +140,11 @@ fn aged_destination_floods_again() {
     let b = MacAddr([2, 0, 0, 0, 0, 2]);
     let a = MacAddr([2, 0, 0, 0, 0, 1]);
     assert_eq!(
-        e.decide(PortId(1), &frame(b, a, 60), s(9)),
+        e.decide(PortId(1), &frame(b, a, 60), s(9)).decision,
         Decision::Forward(PortId(2))
     );
     assert_eq!(
-        e.decide(PortId(1), &frame(b, a, 60), s(10)),
+        e.decide(PortId(1), &frame(b, a, 60), s(10)).decision,
         Decision::Flood
     );
     assert_eq!(e.age(s(10)), 1);
@@ -146,18 +155,77 @@ fn aged_destination_floods_again() {
 fn a_move_is_reported_once() {
     let mut e = engine(Mode::Switch, 2);
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
-    e.decide(PortId(1), &frame(MacAddr::BROADCAST, a, 60), s(0));
-    assert_eq!(e.take_notice(), None);
-    e.decide(PortId(2), &frame(MacAddr::BROADCAST, a, 60), s(1));
+    let bc = frame(MacAddr::BROADCAST, a, 60);
     assert_eq!(
-        e.take_notice(),
+        e.decide(PortId(1), &bc, s(0)).notice,
+        Some(FdbNotice::Learned {
+            mac: a,
+            port: PortId(1)
+        })
+    );
+    assert_eq!(e.decide(PortId(1), &bc, s(0)).notice, None, "a refresh");
+    assert_eq!(
+        e.decide(PortId(2), &bc, s(1)).notice,
         Some(FdbNotice::Moved {
             mac: a,
             from: PortId(1),
             to: PortId(2)
         })
     );
-    assert_eq!(e.take_notice(), None);
+    assert_eq!(e.decide(PortId(2), &bc, s(1)).notice, None);
+}
+
+/// Every frame of a batch answers with its own notice: a learn, two moves
+/// (the second a flap) and a refusal in one batch all come out, in order,
+/// none overwriting another.
+#[test]
+fn every_notice_of_a_batch_comes_out() {
+    let mut e = Engine::new(EngineConfig::new(
+        Mode::Switch,
+        FdbConfig::new(s(300), 1, None),
+    ));
+    e.add_port(PortId(1));
+    e.add_port(PortId(2));
+    let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    let batch: [(u32, Vec<u8>); 5] = [
+        (1, frame(MacAddr::BROADCAST, a, 60)),
+        (2, frame(MacAddr::BROADCAST, a, 60)),
+        (2, frame(b, a, 60)),
+        (1, frame(MacAddr::BROADCAST, a, 60)),
+        (1, frame(a, b, 60)),
+    ];
+    let notices: Vec<Option<FdbNotice>> = batch
+        .iter()
+        .map(|(p, f)| e.decide(PortId(*p), f, s(5)).notice)
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            Some(FdbNotice::Learned {
+                mac: a,
+                port: PortId(1)
+            }),
+            Some(FdbNotice::Moved {
+                mac: a,
+                from: PortId(1),
+                to: PortId(2)
+            }),
+            None,
+            Some(FdbNotice::Flapping {
+                mac: a,
+                from: PortId(2),
+                to: PortId(1)
+            }),
+            Some(FdbNotice::Refused {
+                mac: b,
+                port: PortId(1),
+                per_port: false
+            }),
+        ]
+    );
+    let ev = e.events();
+    assert_eq!((ev.learned, ev.moved, ev.flaps, ev.refused), (1, 2, 1, 1));
 }
 
 #[test]
@@ -173,11 +241,14 @@ fn full_table_still_forwards() {
     let a = MacAddr([2, 0, 0, 0, 0, 1]);
     let b = MacAddr([2, 0, 0, 0, 0, 2]);
     assert_eq!(
-        e.decide(PortId(1), &frame(b, a, 60), s(1)),
+        e.decide(PortId(1), &frame(b, a, 60), s(1)).decision,
         Decision::Forward(PortId(2))
     );
     assert_eq!(e.events().refused, 1);
-    assert_eq!(e.decide(PortId(2), &frame(a, b, 60), s(1)), Decision::Flood);
+    assert_eq!(
+        e.decide(PortId(2), &frame(a, b, 60), s(1)).decision,
+        Decision::Flood
+    );
 }
 
 /// One input step for the model-based property test.
@@ -234,7 +305,7 @@ proptest! {
             let dst = st.dst.map(mac_of).unwrap_or(MacAddr::BROADCAST);
             let f = frame(dst, src, st.len);
             let f = if st.len < 14 { f[..st.len].to_vec() } else { f };
-            let d = e.decide(PortId(st.ingress), &f, now);
+            let d = e.decide(PortId(st.ingress), &f, now).decision;
             if let Decision::Forward(p) = d {
                 prop_assert_ne!(p, PortId(st.ingress));
                 prop_assert!(e.has_port(p));
@@ -318,10 +389,13 @@ fn bpdu() -> Vec<u8> {
 #[test]
 fn bpdu_guard_drops_link_local_groups_only_when_on() {
     let mut off = guarded(Guards::default());
-    assert_eq!(off.decide(PortId(1), &bpdu(), s(0)), Decision::Flood);
+    assert_eq!(
+        off.decide(PortId(1), &bpdu(), s(0)).decision,
+        Decision::Flood
+    );
     let mut on = guarded(Guards::new(true, 0, 0, 0));
     assert_eq!(
-        on.decide(PortId(1), &bpdu(), s(0)),
+        on.decide(PortId(1), &bpdu(), s(0)).decision,
         Decision::Drop(DropReason::BpduGuard)
     );
     let lldp = frame(
@@ -330,7 +404,7 @@ fn bpdu_guard_drops_link_local_groups_only_when_on() {
         60,
     );
     assert_eq!(
-        on.decide(PortId(1), &lldp, s(0)),
+        on.decide(PortId(1), &lldp, s(0)).decision,
         Decision::Drop(DropReason::BpduGuard)
     );
     let not_reserved = frame(
@@ -338,7 +412,10 @@ fn bpdu_guard_drops_link_local_groups_only_when_on() {
         MacAddr([2, 0, 0, 0, 0, 9]),
         60,
     );
-    assert_eq!(on.decide(PortId(1), &not_reserved, s(0)), Decision::Flood);
+    assert_eq!(
+        on.decide(PortId(1), &not_reserved, s(0)).decision,
+        Decision::Flood
+    );
 }
 
 #[test]
@@ -347,7 +424,9 @@ fn storm_control_limits_each_class_per_port_per_second() {
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
     let bc = frame(MacAddr::BROADCAST, a, 60);
     let t = Duration::from_millis(100);
-    let verdicts: Vec<Decision> = (0..5).map(|_| e.decide(PortId(1), &bc, t)).collect();
+    let verdicts: Vec<Decision> = (0..5)
+        .map(|_| e.decide(PortId(1), &bc, t).decision)
+        .collect();
     assert_eq!(
         verdicts.iter().filter(|d| **d == Decision::Flood).count(),
         3
@@ -359,20 +438,26 @@ fn storm_control_limits_each_class_per_port_per_second() {
             PortId(2),
             &frame(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 0xb]), 60),
             t
-        ),
+        )
+        .decision,
         Decision::Flood
     );
     let mc = frame(MacAddr([0x01, 0, 0x5e, 0, 0, 1]), a, 60);
-    assert_eq!(e.decide(PortId(1), &mc, t), Decision::Flood);
+    assert_eq!(e.decide(PortId(1), &mc, t).decision, Decision::Flood);
     // A second later the bucket is full again.
-    assert_eq!(e.decide(PortId(1), &bc, t + s(1)), Decision::Flood);
+    assert_eq!(e.decide(PortId(1), &bc, t + s(1)).decision, Decision::Flood);
     // Unknown unicast: 2 per second, known unicast unlimited.
     let unknown = frame(MacAddr([2, 0, 0, 0, 0, 0x77]), a, 60);
-    let u: Vec<Decision> = (0..3).map(|_| e.decide(PortId(1), &unknown, t)).collect();
+    let u: Vec<Decision> = (0..3)
+        .map(|_| e.decide(PortId(1), &unknown, t).decision)
+        .collect();
     assert_eq!(u[2], Decision::Drop(DropReason::StormControl));
     let known = frame(MacAddr([2, 0, 0, 0, 0, 0xb]), a, 60);
     for _ in 0..10 {
-        assert_eq!(e.decide(PortId(1), &known, t), Decision::Forward(PortId(2)));
+        assert_eq!(
+            e.decide(PortId(1), &known, t).decision,
+            Decision::Forward(PortId(2))
+        );
     }
 }
 
@@ -384,9 +469,9 @@ fn a_mac_moving_back_and_forth_is_a_flap() {
     e.decide(PortId(1), &f, s(0));
     e.decide(PortId(2), &f, s(10));
     assert_eq!(e.events().flaps, 0, "one move is not a flap");
-    e.decide(PortId(1), &f, s(10) + Duration::from_millis(200));
+    let d = e.decide(PortId(1), &f, s(10) + Duration::from_millis(200));
     assert_eq!(e.events().flaps, 1);
-    assert!(matches!(e.take_notice(), Some(FdbNotice::Flapping { .. })));
+    assert!(matches!(d.notice, Some(FdbNotice::Flapping { .. })));
     e.decide(PortId(2), &f, s(20));
     assert_eq!(
         e.events().flaps,
@@ -403,31 +488,35 @@ fn a_pinned_mac_stays_put_and_cannot_be_spoofed() {
     let other = MacAddr([2, 0, 0, 0, 0, 0x11]);
     // Frames to it go to its port before it ever sent anything.
     assert_eq!(
-        e.decide(PortId(1), &frame(g, other, 60), s(0)),
+        e.decide(PortId(1), &frame(g, other, 60), s(0)).decision,
         Decision::Forward(PortId(2))
     );
     // Another port using its MAC is dropped and learns nothing.
     assert_eq!(
-        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(1)),
+        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(1))
+            .decision,
         Decision::Drop(DropReason::MacSpoof)
     );
     assert_eq!(
-        e.decide(PortId(1), &frame(g, other, 60), s(2)),
+        e.decide(PortId(1), &frame(g, other, 60), s(2)).decision,
         Decision::Forward(PortId(2))
     );
     // From its own port it is fine; the pin survives aging.
     assert_eq!(
-        e.decide(PortId(2), &frame(MacAddr::BROADCAST, g, 60), s(3)),
+        e.decide(PortId(2), &frame(MacAddr::BROADCAST, g, 60), s(3))
+            .decision,
         Decision::Flood
     );
     assert_eq!(
-        e.decide(PortId(1), &frame(g, other, 60), s(10_000)),
+        e.decide(PortId(1), &frame(g, other, 60), s(10_000))
+            .decision,
         Decision::Forward(PortId(2))
     );
     // Removing the port removes the pin.
     e.remove_port(PortId(2));
     assert_eq!(
-        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(10_001)),
+        e.decide(PortId(3), &frame(MacAddr::BROADCAST, g, 60), s(10_001))
+            .decision,
         Decision::Flood
     );
 }
@@ -454,7 +543,9 @@ fn vlan_engine() -> Engine {
 #[test]
 fn floods_stay_inside_their_vlan() {
     let e = &mut vlan_engine();
-    let (d, class) = e.decide_in(PortId(1), &ARP_REQUEST, s(0));
+    let Decided {
+        decision: d, class, ..
+    } = e.decide(PortId(1), &ARP_REQUEST, s(0));
     assert_eq!((d, class.vid, class.tag), (Decision::Flood, 10, None));
     let set: Vec<_> = e.flood_set_in(PortId(1), 10).collect();
     assert_eq!(set, vec![PortId(2), PortId(4)]);
@@ -468,15 +559,17 @@ fn the_fdb_is_per_vlan() {
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
     let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
     // a is on port 1 in VLAN 10 and, tagged, behind the trunk in VLAN 20.
-    e.decide_in(PortId(1), &frame(b, a, 60), s(0));
-    e.decide_in(PortId(4), &tagged(&frame(b, a, 60), 20), s(0));
+    e.decide(PortId(1), &frame(b, a, 60), s(0));
+    e.decide(PortId(4), &tagged(&frame(b, a, 60), 20), s(0));
     // From port 3 (VLAN 20), a is behind the trunk ...
     assert_eq!(
-        e.decide_in(PortId(3), &frame(a, b, 60), s(0)).0,
+        e.decide(PortId(3), &frame(a, b, 60), s(0)).decision,
         Decision::Forward(PortId(4))
     );
     // ... and from the trunk in VLAN 10 it is on port 1.
-    let (d, class) = e.decide_in(PortId(4), &tagged(&frame(a, b, 60), 10), s(0));
+    let Decided {
+        decision: d, class, ..
+    } = e.decide(PortId(4), &tagged(&frame(a, b, 60), 10), s(0));
     assert_eq!(
         (d, class.vid, class.tag),
         (Decision::Forward(PortId(1)), 10, Some(10))
@@ -494,17 +587,19 @@ fn frames_outside_the_ports_vlans_are_dropped() {
     let e = &mut vlan_engine();
     // Untagged on a trunk without a native VLAN.
     assert_eq!(
-        e.decide_in(PortId(4), &ARP_REQUEST, s(0)).0,
+        e.decide(PortId(4), &ARP_REQUEST, s(0)).decision,
         Decision::Drop(DropReason::VlanFiltered)
     );
     // A VLAN the trunk does not carry.
     assert_eq!(
-        e.decide_in(PortId(4), &tagged(&ARP_REQUEST, 30), s(0)).0,
+        e.decide(PortId(4), &tagged(&ARP_REQUEST, 30), s(0))
+            .decision,
         Decision::Drop(DropReason::VlanFiltered)
     );
     // Another VLAN's tag on an access port.
     assert_eq!(
-        e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 20), s(0)).0,
+        e.decide(PortId(1), &tagged(&ARP_REQUEST, 20), s(0))
+            .decision,
         Decision::Drop(DropReason::VlanFiltered)
     );
     assert_eq!(e.fdb().len(), 0, "nothing refused is learned");
@@ -514,17 +609,22 @@ fn frames_outside_the_ports_vlans_are_dropped() {
 fn a_port_without_a_rule_is_in_vlan_1_and_transparent_mode_ignores_tags() {
     let mut e = engine(Mode::Switch, 2);
     // Transparent: any tag passes, one table.
-    let (d, class) = e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 30), s(0));
+    let Decided {
+        decision: d, class, ..
+    } = e.decide(PortId(1), &tagged(&ARP_REQUEST, 30), s(0));
     assert_eq!(
         (d, class),
         (Decision::Flood, crate::vlan::Classified::TRANSPARENT)
     );
     e.set_vlan_aware(true);
     assert_eq!(e.fdb().len(), 0, "switching schemes empties the FDB");
-    let (d, class) = e.decide_in(PortId(1), &ARP_REQUEST, s(0));
+    let Decided {
+        decision: d, class, ..
+    } = e.decide(PortId(1), &ARP_REQUEST, s(0));
     assert_eq!((d, class.vid), (Decision::Flood, 1));
     assert_eq!(
-        e.decide_in(PortId(1), &tagged(&ARP_REQUEST, 30), s(0)).0,
+        e.decide(PortId(1), &tagged(&ARP_REQUEST, 30), s(0))
+            .decision,
         Decision::Drop(DropReason::VlanFiltered)
     );
 }
@@ -534,20 +634,20 @@ fn a_learned_port_that_left_the_vlan_is_no_destination() {
     let e = &mut vlan_engine();
     let a = MacAddr([2, 0, 0, 0, 0, 0xa]);
     let b = MacAddr([2, 0, 0, 0, 0, 0xb]);
-    e.decide_in(PortId(2), &frame(b, a, 60), s(0));
+    e.decide(PortId(2), &frame(b, a, 60), s(0));
     assert_eq!(
-        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        e.decide(PortId(1), &frame(a, b, 60), s(0)).decision,
         Decision::Forward(PortId(2))
     );
     e.set_port_vlans(PortId(2), PortVlans::access(20));
     assert_eq!(
-        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        e.decide(PortId(1), &frame(a, b, 60), s(0)).decision,
         Decision::Flood
     );
     // A static entry outside the VLAN is no destination either.
     e.pin(a, PortId(3));
     assert_eq!(
-        e.decide_in(PortId(1), &frame(a, b, 60), s(0)).0,
+        e.decide(PortId(1), &frame(a, b, 60), s(0)).decision,
         Decision::Flood
     );
 }

@@ -5,7 +5,7 @@ use crate::checksum;
 use std::net::Ipv4Addr;
 
 /// UDP.
-pub(crate) const PROTO_UDP: u8 = 17;
+pub const PROTO_UDP: u8 = 17;
 
 mod field {
     pub(super) const VER_IHL: usize = 0;
@@ -21,13 +21,13 @@ mod field {
 /// An IPv4 packet: version 4, IHL ≥ 5, IHL·4 ≤ total length ≤ buffer.
 /// Bytes past the total length (Ethernet padding) are ignored.
 #[derive(Debug)]
-pub(crate) struct Ipv4Packet<T: AsRef<[u8]>> {
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Validates version, IHL and total length.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("IPv4", b.len(), field::MIN_HEADER)?;
         if b[field::VER_IHL] >> 4 != 4 {
@@ -50,39 +50,39 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Header length in bytes.
-    pub(crate) fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Total length in bytes (header + payload).
-    pub(crate) fn total_len(&self) -> usize {
+    pub fn total_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::TOTAL_LEN))
     }
 
     /// True when MF is set or the fragment offset is not 0.
-    pub(crate) fn is_fragment(&self) -> bool {
+    pub fn is_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
     }
 
     /// Protocol number.
-    pub(crate) fn protocol(&self) -> u8 {
+    pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
     /// Source address.
-    pub(crate) fn src(&self) -> Ipv4Addr {
+    pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::SRC))
     }
 
     /// Destination address.
-    pub(crate) fn dst(&self) -> Ipv4Addr {
+    pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::DST))
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets the total length and patches the header checksum (RFC 1624).
-    pub(crate) fn set_total_len(&mut self, len: u16) {
+    pub fn set_total_len(&mut self, len: u16) {
         let b = self.buffer.as_mut();
         let old = be16(b, field::TOTAL_LEN);
         let check = checksum::update_word(be16(b, field::CHECKSUM), old, len);
@@ -99,7 +99,7 @@ mod tests {
         let mut h = vec![
             0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 1,
         ];
-        let c = checksum::finish(0, &h);
+        let c = checksum::fold(checksum::sum(&h, 0));
         h[10..12].copy_from_slice(&c.to_be_bytes());
         h
     }
@@ -113,7 +113,7 @@ mod tests {
         h.extend_from_slice(&[0; 9]);
         let mut p = Ipv4Packet::new_checked(&mut h[..]).unwrap();
         p.set_total_len(29);
-        assert_eq!(checksum::fold(checksum::sum(&h[..20])), 0xffff);
+        assert_eq!(checksum::fold(checksum::sum(&h[..20], 0)), 0);
         let mut bad = header();
         bad[0] = 0x44;
         assert!(Ipv4Packet::new_checked(&bad[..]).is_err());

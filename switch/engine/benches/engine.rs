@@ -4,8 +4,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
-use switchyard_switch::port::PortId;
-use switchyard_switch::{Engine, EngineConfig, FdbConfig, Mode};
+use switchyard_engine::PortId;
+use switchyard_engine::{Engine, EngineConfig, FdbConfig, Mode};
 
 fn frame(dst: [u8; 6], src: [u8; 6]) -> [u8; 64] {
     let mut f = [0u8; 64];

@@ -5,9 +5,9 @@ use crate::MacAddr;
 use std::net::Ipv4Addr;
 
 /// ARP request.
-pub(crate) const OP_REQUEST: u16 = 1;
+pub const OP_REQUEST: u16 = 1;
 /// ARP reply.
-pub(crate) const OP_REPLY: u16 = 2;
+pub const OP_REPLY: u16 = 2;
 
 mod field {
     pub(super) const HTYPE: usize = 0;
@@ -24,13 +24,13 @@ mod field {
 
 /// A valid Ethernet/IPv4 ARP request or reply.
 #[derive(Debug)]
-pub(crate) struct ArpPacket<T: AsRef<[u8]>> {
+pub struct ArpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Hardware type 1, protocol 0x0800, lengths 6/4, op 1 or 2, 28 bytes.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("ARP", b.len(), field::LEN)?;
         let unsupported = |detail| {
@@ -53,39 +53,39 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     /// Operation (1 request, 2 reply).
-    pub(crate) fn op(&self) -> u16 {
+    pub fn op(&self) -> u16 {
         be16(self.buffer.as_ref(), field::OPER)
     }
 
     /// Sender hardware address.
-    pub(crate) fn sha(&self) -> MacAddr {
+    pub fn sha(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::SHA))
     }
 
     /// Sender protocol address.
-    pub(crate) fn spa(&self) -> Ipv4Addr {
+    pub fn spa(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::SPA))
     }
 
     /// Target hardware address.
-    pub(crate) fn tha(&self) -> MacAddr {
+    pub fn tha(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::THA))
     }
 
     /// Target protocol address.
-    pub(crate) fn tpa(&self) -> Ipv4Addr {
+    pub fn tpa(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::TPA))
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
     /// Sets the sender hardware address.
-    pub(crate) fn set_sha(&mut self, mac: MacAddr) {
+    pub fn set_sha(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::SHA, &mac.0);
     }
 
     /// Sets the target hardware address.
-    pub(crate) fn set_tha(&mut self, mac: MacAddr) {
+    pub fn set_tha(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::THA, &mac.0);
     }
 }

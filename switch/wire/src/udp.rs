@@ -11,19 +11,19 @@ mod field {
 }
 
 /// Byte offset of the checksum in the UDP header.
-pub(crate) const CHECKSUM_OFFSET: usize = field::CHECKSUM;
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
 /// Length of the UDP header.
-pub(crate) const HEADER_LEN: usize = field::HEADER_LEN;
+pub const HEADER_LEN: usize = field::HEADER_LEN;
 
 /// A UDP datagram: 8 ≤ length field ≤ buffer.
 #[derive(Debug)]
-pub(crate) struct UdpDatagram<T: AsRef<[u8]>> {
+pub struct UdpDatagram<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> UdpDatagram<T> {
     /// Validates the length field against the buffer.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("UDP", b.len(), field::HEADER_LEN)?;
         let len = usize::from(be16(b, field::LENGTH));
@@ -33,34 +33,34 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
     }
 
     /// Source port.
-    pub(crate) fn src_port(&self) -> u16 {
+    pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
-    pub(crate) fn dst_port(&self) -> u16 {
+    pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// The length field (header + payload).
-    pub(crate) fn len(&self) -> usize {
+    pub fn length(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::LENGTH))
     }
 
     /// The checksum field.
-    pub(crate) fn checksum(&self) -> u16 {
+    pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), field::CHECKSUM)
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpDatagram<T> {
     /// Sets the checksum field.
-    pub(crate) fn set_checksum(&mut self, v: u16) {
+    pub fn set_checksum(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Sets the length field (no checksum update).
-    pub(crate) fn set_len(&mut self, v: u16) {
+    pub fn set_len(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::LENGTH, v);
     }
 }

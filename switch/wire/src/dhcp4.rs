@@ -5,23 +5,23 @@ use crate::MacAddr;
 use std::net::Ipv4Addr;
 
 /// BOOTREQUEST.
-pub(crate) const OP_REQUEST: u8 = 1;
+pub const OP_REQUEST: u8 = 1;
 /// BOOTREPLY.
-pub(crate) const OP_REPLY: u8 = 2;
+pub const OP_REPLY: u8 = 2;
 /// The BROADCAST bit of `flags`.
-pub(crate) const FLAG_BROADCAST: u16 = 0x8000;
+pub const FLAG_BROADCAST: u16 = 0x8000;
 /// Server port.
-pub(crate) const SERVER_PORT: u16 = 67;
+pub const SERVER_PORT: u16 = 67;
 /// Client port.
-pub(crate) const CLIENT_PORT: u16 = 68;
+pub const CLIENT_PORT: u16 = 68;
 /// DHCPACK.
-pub(crate) const ACK: u8 = 5;
+pub const ACK: u8 = 5;
 /// DHCPNAK.
-pub(crate) const NAK: u8 = 6;
+pub const NAK: u8 = 6;
 /// DHCPRELEASE.
-pub(crate) const RELEASE: u8 = 7;
+pub const RELEASE: u8 = 7;
 /// Option: client identifier.
-pub(crate) const OPT_CLIENT_ID: u8 = 61;
+pub const OPT_CLIENT_ID: u8 = 61;
 
 const OPT_PAD: u8 = 0;
 const OPT_END: u8 = 255;
@@ -48,13 +48,13 @@ mod field {
 
 /// A DHCP message: ≥ 240 bytes, magic cookie, htype 1, hlen 6.
 #[derive(Debug)]
-pub(crate) struct DhcpMessage<T: AsRef<[u8]>> {
+pub struct DhcpMessage<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> DhcpMessage<T> {
     /// Validates length, cookie and hardware type/length.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("DHCP", b.len(), field::OPTIONS)?;
         if b[field::COOKIE..field::OPTIONS] != COOKIE {
@@ -73,37 +73,37 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// `op`: 1 request, 2 reply.
-    pub(crate) fn op(&self) -> u8 {
+    pub fn op(&self) -> u8 {
         self.buffer.as_ref()[field::OP]
     }
 
     /// Transaction id.
-    pub(crate) fn xid(&self) -> u32 {
+    pub fn xid(&self) -> u32 {
         u32::from_be_bytes(array(self.buffer.as_ref(), field::XID))
     }
 
     /// Flags.
-    pub(crate) fn flags(&self) -> u16 {
+    pub fn flags(&self) -> u16 {
         be16(self.buffer.as_ref(), field::FLAGS)
     }
 
     /// Client address (`ciaddr`).
-    pub(crate) fn ciaddr(&self) -> Ipv4Addr {
+    pub fn ciaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::CIADDR))
     }
 
     /// "Your" address (`yiaddr`).
-    pub(crate) fn yiaddr(&self) -> Ipv4Addr {
+    pub fn yiaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::YIADDR))
     }
 
     /// Relay agent address (`giaddr`).
-    pub(crate) fn giaddr(&self) -> Ipv4Addr {
+    pub fn giaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::GIADDR))
     }
 
     /// Client hardware address (the first 6 bytes of `chaddr`).
-    pub(crate) fn chaddr(&self) -> MacAddr {
+    pub fn chaddr(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::CHADDR))
     }
 
@@ -121,18 +121,18 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// The value of the first `code` option in any area.
-    pub(crate) fn option(&self, code: u8) -> Option<&[u8]> {
+    pub fn option(&self, code: u8) -> Option<&[u8]> {
         self.areas().find_map(|a| find(a, code))
     }
 
     /// The message type (option 53), if present.
-    pub(crate) fn message_type(&self) -> Option<u8> {
+    pub fn message_type(&self) -> Option<u8> {
         self.option(OPT_MESSAGE_TYPE)
             .and_then(|v| v.first().copied())
     }
 
     /// Offset (in the message) of the END option of the main option area.
-    pub(crate) fn end_offset(&self) -> Option<usize> {
+    pub fn end_offset(&self) -> Option<usize> {
         let main = self.buffer.as_ref().get(field::OPTIONS..)?;
         walk(main).find_map(|o| match o {
             Opt::End(at) => Some(field::OPTIONS + at),
@@ -141,7 +141,7 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// Bytes after offset `end` that are zero (PAD), up to the message end.
-    pub(crate) fn pad_after(&self, end: usize) -> usize {
+    pub fn pad_after(&self, end: usize) -> usize {
         self.buffer
             .as_ref()
             .get(end + 1..)
@@ -151,12 +151,12 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> DhcpMessage<T> {
     /// Sets the flags.
-    pub(crate) fn set_flags(&mut self, v: u16) {
+    pub fn set_flags(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::FLAGS, v);
     }
 
     /// Sets the first 6 bytes of `chaddr`.
-    pub(crate) fn set_chaddr(&mut self, mac: MacAddr) {
+    pub fn set_chaddr(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::CHADDR, &mac.0);
     }
 }

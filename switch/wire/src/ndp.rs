@@ -4,27 +4,27 @@ use super::{array, need, ParseError};
 use std::net::Ipv6Addr;
 
 /// Router Solicitation.
-pub(crate) const RS: u8 = 133;
+pub const RS: u8 = 133;
 /// Router Advertisement.
-pub(crate) const RA: u8 = 134;
+pub const RA: u8 = 134;
 /// Neighbour Solicitation.
-pub(crate) const NS: u8 = 135;
+pub const NS: u8 = 135;
 /// Neighbour Advertisement.
-pub(crate) const NA: u8 = 136;
+pub const NA: u8 = 136;
 /// Redirect.
-pub(crate) const REDIRECT: u8 = 137;
+pub const REDIRECT: u8 = 137;
 /// Source link-layer address option.
-pub(crate) const OPT_SLLA: u8 = 1;
+pub const OPT_SLLA: u8 = 1;
 /// Target link-layer address option.
-pub(crate) const OPT_TLLA: u8 = 2;
+pub const OPT_TLLA: u8 = 2;
 /// NA "solicited" flag.
-pub(crate) const NA_SOLICITED: u8 = 0x40;
+pub const NA_SOLICITED: u8 = 0x40;
 /// NA "override" flag.
-pub(crate) const NA_OVERRIDE: u8 = 0x20;
+pub const NA_OVERRIDE: u8 = 0x20;
 /// Offset of the ICMPv6 checksum.
-pub(crate) const CHECKSUM_OFFSET: usize = 2;
+pub const CHECKSUM_OFFSET: usize = 2;
 /// Offset of the MAC inside an Ethernet SLLA/TLLA option.
-pub(crate) const LLA_MAC_OFFSET: usize = 2;
+pub const LLA_MAC_OFFSET: usize = 2;
 
 mod field {
     pub(super) const TYPE: usize = 0;
@@ -34,7 +34,7 @@ mod field {
 }
 
 /// Where the options start for each ND message type.
-pub(crate) fn options_offset(icmp_type: u8) -> Option<usize> {
+pub fn options_offset(icmp_type: u8) -> Option<usize> {
     match icmp_type {
         RS => Some(8),
         RA => Some(16),
@@ -46,20 +46,20 @@ pub(crate) fn options_offset(icmp_type: u8) -> Option<usize> {
 
 /// An ND option: its type, its offset in the message, its length in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NdOption {
+pub struct NdOption {
     /// Option type.
-    pub(crate) kind: u8,
+    pub kind: u8,
     /// Offset of the option in the ICMPv6 message.
-    pub(crate) offset: usize,
+    pub offset: usize,
     /// Length in bytes (8 × the length field).
-    pub(crate) len: usize,
+    pub len: usize,
 }
 
 /// A valid ND message: a known type, code 0, the fixed part present, every
 /// option of non-zero length and within the message. The caller checks the
 /// IPv6 hop limit (255).
 #[derive(Debug)]
-pub(crate) struct NdMessage<T: AsRef<[u8]>> {
+pub struct NdMessage<T: AsRef<[u8]>> {
     buffer: T,
     options: usize,
 }
@@ -67,7 +67,7 @@ pub(crate) struct NdMessage<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> NdMessage<T> {
     /// Validates the message; `buffer` is exactly the ICMPv6 message
     /// (upper-layer length).
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("ICMPv6", b.len(), 4)?;
         let Some(options) = options_offset(b[field::TYPE]) else {
@@ -100,23 +100,23 @@ impl<T: AsRef<[u8]>> NdMessage<T> {
     }
 
     /// ICMPv6 type.
-    pub(crate) fn kind(&self) -> u8 {
+    pub fn kind(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
     }
 
     /// The target address of NS, NA and Redirect; `None` for RS/RA.
-    pub(crate) fn target(&self) -> Option<Ipv6Addr> {
+    pub fn target(&self) -> Option<Ipv6Addr> {
         matches!(self.kind(), NS | NA | REDIRECT)
             .then(|| Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::TARGET)))
     }
 
     /// The NA flags byte (R, S, O in the top bits).
-    pub(crate) fn flags(&self) -> u8 {
+    pub fn flags(&self) -> u8 {
         self.buffer.as_ref().get(field::FLAGS).copied().unwrap_or(0)
     }
 
     /// The options, validated by `new_checked`.
-    pub(crate) fn options(&self) -> impl Iterator<Item = NdOption> + '_ {
+    pub fn options(&self) -> impl Iterator<Item = NdOption> + '_ {
         let b = self.buffer.as_ref();
         let mut at = self.options;
         std::iter::from_fn(move || {

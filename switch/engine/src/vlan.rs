@@ -7,11 +7,16 @@
 //! port without a rule is an access port of VLAN 1, like a Linux bridge's
 //! default PVID.
 
-use crate::counters::DropReason;
+use crate::DropReason;
 use std::fmt;
+use switchyard_wire::ethernet::{self, EthernetFrame};
+use switchyard_wire::vlan::{VlanTag, TAG_LEN, VID_MASK};
 
-/// The 802.1Q tag protocol identifier.
-pub const TPID: u16 = 0x8100;
+/// The 802.1Q tag protocol identifier, the only one the switch tags with
+/// and classifies by.
+pub const TPID: u16 = ethernet::VLAN;
+/// Where the EtherType (or a tag) starts: after the two addresses.
+const ADDRESSES: usize = ethernet::HEADER_LEN - 2;
 /// The VLAN a port without a rule belongs to, untagged, in a VLAN-aware
 /// switch.
 pub const DEFAULT_VLAN: u16 = 1;
@@ -250,32 +255,33 @@ impl Classified {
 /// for an untagged (or too short to be tagged) frame.
 #[inline]
 pub fn tag_of(frame: &[u8]) -> Option<u16> {
-    if frame.len() < 18 || u16::from_be_bytes([frame[12], frame[13]]) != TPID {
+    if EthernetFrame::new_checked(frame).ok()?.ethertype() != TPID {
         return None;
     }
-    Some(u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff)
+    let tag = VlanTag::new_checked(frame.get(ethernet::HEADER_LEN..)?).ok()?;
+    Some(tag.vid())
 }
 
 /// Writes `frame` without its 802.1Q tag into `out` (which is cleared).
 /// `frame` must be tagged ([`tag_of`] is `Some`).
 pub fn untag_into(frame: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&frame[..12]);
-    out.extend_from_slice(&frame[16..]);
+    out.extend_from_slice(&frame[..ADDRESSES]);
+    out.extend_from_slice(&frame[ADDRESSES + TAG_LEN..]);
 }
 
 /// Writes `frame` with an 802.1Q tag for `vid` (priority 0) into `out`
 /// (which is cleared). A priority tag already there is replaced.
 pub fn tag_into(frame: &[u8], vid: u16, out: &mut Vec<u8>) {
     let rest = if tag_of(frame).is_some() {
-        &frame[16..]
+        &frame[ADDRESSES + TAG_LEN..]
     } else {
-        &frame[12..]
+        &frame[ADDRESSES..]
     };
     out.clear();
-    out.extend_from_slice(&frame[..12]);
+    out.extend_from_slice(&frame[..ADDRESSES]);
     out.extend_from_slice(&TPID.to_be_bytes());
-    out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    out.extend_from_slice(&(vid & VID_MASK).to_be_bytes());
     out.extend_from_slice(rest);
 }
 

@@ -5,9 +5,9 @@ use super::{array, be16, need, ParseError};
 use std::net::Ipv6Addr;
 
 /// ICMPv6.
-pub(crate) const NEXT_ICMPV6: u8 = 58;
+pub const NEXT_ICMPV6: u8 = 58;
 /// UDP.
-pub(crate) const NEXT_UDP: u8 = 17;
+pub const NEXT_UDP: u8 = 17;
 const NEXT_HOP_BY_HOP: u8 = 0;
 const NEXT_ROUTING: u8 = 43;
 const NEXT_FRAGMENT: u8 = 44;
@@ -24,9 +24,12 @@ mod field {
     pub(super) const HEADER_LEN: usize = 40;
 }
 
+/// Length of the fixed IPv6 header.
+pub const HEADER_LEN: usize = field::HEADER_LEN;
+
 /// Where the upper-layer protocol sits in an IPv6 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UpperLayer {
+pub enum UpperLayer {
     /// Found after hop-by-hop/routing/destination-options headers.
     Found {
         /// Protocol number.
@@ -44,13 +47,13 @@ pub(crate) enum UpperLayer {
 
 /// An IPv6 packet: 40-byte header, version 6, payload length ≤ buffer.
 #[derive(Debug)]
-pub(crate) struct Ipv6Packet<T: AsRef<[u8]>> {
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Validates version and payload length.
-    pub(crate) fn new_checked(buffer: T) -> Result<Self, ParseError> {
+    pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("IPv6", b.len(), field::HEADER_LEN)?;
         if b[0] >> 4 != 6 {
@@ -64,24 +67,35 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Ipv6Packet { buffer })
     }
 
+    /// The Next Header field of the fixed header (an extension header's
+    /// number when there is one; see [`Ipv6Packet::upper_layer`]).
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[field::NEXT_HEADER]
+    }
+
+    /// The payload length: everything after the 40-byte fixed header.
+    pub fn payload_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), field::PAYLOAD_LEN))
+    }
+
     /// Hop limit.
-    pub(crate) fn hop_limit(&self) -> u8 {
+    pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address.
-    pub(crate) fn src(&self) -> Ipv6Addr {
+    pub fn src(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::SRC))
     }
 
     /// Destination address.
-    pub(crate) fn dst(&self) -> Ipv6Addr {
+    pub fn dst(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::DST))
     }
 
     /// Walks hop-by-hop (0), routing (43) and destination-options (60)
     /// headers; stops at a fragment header (44).
-    pub(crate) fn upper_layer(&self) -> UpperLayer {
+    pub fn upper_layer(&self) -> UpperLayer {
         let b = self.buffer.as_ref();
         let end = field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN));
         let mut next = b[field::NEXT_HEADER];

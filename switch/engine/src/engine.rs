@@ -1,13 +1,13 @@
 //! The forwarding engine: given (ingress port, frame, now) it decides where
 //! the frame goes. No sockets, no clock, no allocation per frame.
 
-use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbConfig, FdbEntry, Learned};
-use crate::frame::{EthernetFrame, FrameError};
-use crate::port::PortId;
 use crate::vlan::{Classified, PortVlans};
+use crate::DropReason;
+use crate::{MacAddr, PortId};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use switchyard_wire::EthernetFrame;
 
 /// How frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,13 +143,48 @@ pub struct FdbEvents {
     pub flaps: u64,
 }
 
-/// A move or a refusal worth one log line (the caller decides how often).
+/// What deciding one frame did: where it goes, its VLAN, and what it did
+/// to the FDB. Every effect of a frame comes back here; the engine keeps
+/// nothing for the caller to fetch later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// Where the frame goes.
+    pub decision: Decision,
+    /// The frame's VLAN: a flood reaches only that VLAN's members, and
+    /// each port tags or untags as its membership says.
+    pub class: Classified,
+    /// What learning the frame's source did, when it did more than
+    /// refresh an entry (rare: a copy-sized value, no allocation).
+    pub notice: Option<FdbNotice>,
+}
+
+impl Decided {
+    /// A decision with no FDB effect.
+    fn plain(decision: Decision, class: Classified) -> Decided {
+        Decided {
+            decision,
+            class,
+            notice: None,
+        }
+    }
+}
+
+/// What learning one frame's source address did to the FDB, beyond
+/// refreshing an entry. Moves, flaps and refusals are worth a log line
+/// (the caller decides how often).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdbNotice {
+    /// `mac` was learned on `port` (a new entry).
+    Learned {
+        /// The address.
+        mac: MacAddr,
+        /// The port it arrived on.
+        port: PortId,
+    },
     /// `mac` moved from one port to another.
     Moved {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// Where it was.
         from: PortId,
         /// Where it is now.
@@ -159,7 +194,7 @@ pub enum FdbNotice {
     /// twice.
     Flapping {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// Where it was.
         from: PortId,
         /// Where it is now.
@@ -168,7 +203,7 @@ pub enum FdbNotice {
     /// `mac` could not be learned on `port`: a limit is reached.
     Refused {
         /// The address.
-        mac: crate::MacAddr,
+        mac: MacAddr,
         /// The port it arrived on.
         port: PortId,
         /// True for the per-port limit, false for the table limit.
@@ -185,14 +220,13 @@ pub struct Engine {
     buckets: std::collections::HashMap<PortId, [Bucket; 3]>,
     /// Static entries: learning cannot move them, and another port sending
     /// from such a MAC is dropped.
-    pinned: std::collections::HashMap<crate::MacAddr, PortId>,
+    pinned: std::collections::HashMap<MacAddr, PortId>,
     /// VLAN membership per port; empty while the switch is VLAN-transparent.
     vlans: std::collections::HashMap<PortId, PortVlans>,
     vlan_aware: bool,
     /// The membership of a port without a rule.
     default_vlans: PortVlans,
     events: FdbEvents,
-    last_notice: Option<FdbNotice>,
 }
 
 impl Engine {
@@ -208,7 +242,6 @@ impl Engine {
             vlan_aware: false,
             default_vlans: PortVlans::default(),
             events: FdbEvents::default(),
-            last_notice: None,
         }
     }
 
@@ -289,17 +322,17 @@ impl Engine {
 
     /// Pins `mac` to `port`: frames to it go there without learning, and
     /// frames from it on any other port are dropped.
-    pub fn pin(&mut self, mac: crate::MacAddr, port: PortId) {
+    pub fn pin(&mut self, mac: MacAddr, port: PortId) {
         self.pinned.insert(mac, port);
     }
 
     /// Removes a static entry.
-    pub fn unpin(&mut self, mac: crate::MacAddr) {
+    pub fn unpin(&mut self, mac: MacAddr) {
         self.pinned.remove(&mac);
     }
 
     /// The static entries.
-    pub fn pinned(&self) -> impl Iterator<Item = (crate::MacAddr, PortId)> + '_ {
+    pub fn pinned(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
         self.pinned.iter().map(|(m, p)| (*m, *p))
     }
 
@@ -328,42 +361,34 @@ impl Engine {
     }
 
     /// Decides where `frame`, received on `ingress` at `now`, goes, and
-    /// learns its source address.
-    pub fn decide(&mut self, ingress: PortId, frame: &[u8], now: Duration) -> Decision {
-        self.decide_in(ingress, frame, now).0
-    }
-
-    /// [`Engine::decide`], also returning the frame's VLAN: a flood reaches
-    /// only that VLAN's members, and each port tags or untags as its
-    /// membership says.
-    pub fn decide_in(
-        &mut self,
-        ingress: PortId,
-        frame: &[u8],
-        now: Duration,
-    ) -> (Decision, Classified) {
+    /// learns its source address. The answer carries the frame's VLAN
+    /// and what learning did ([`Decided::notice`]).
+    pub fn decide(&mut self, ingress: PortId, frame: &[u8], now: Duration) -> Decided {
         let class = Classified::TRANSPARENT;
-        let frame = match EthernetFrame::new_checked(frame) {
-            Ok(f) => f,
-            Err(FrameError::TooShort(_)) => return (Decision::Drop(DropReason::TooShort), class),
-            Err(FrameError::TooLong(_)) => return (Decision::Drop(DropReason::TooLong), class),
+        if frame.len() > crate::MAX_FRAME {
+            return Decided::plain(Decision::Drop(DropReason::TooLong), class);
+        }
+        let Ok(frame) = EthernetFrame::new_checked(frame) else {
+            return Decided::plain(Decision::Drop(DropReason::TooShort), class);
         };
         if !self.ports.contains(&ingress) {
-            return (Decision::Drop(DropReason::IngressDown), class);
+            return Decided::plain(Decision::Drop(DropReason::IngressDown), class);
         }
         let class = if self.vlan_aware {
             let membership = self.vlans.get(&ingress).unwrap_or(&self.default_vlans);
             match membership.classify(frame.as_bytes()) {
                 Ok(c) => c,
-                Err(reason) => return (Decision::Drop(reason), class),
+                Err(reason) => return Decided::plain(Decision::Drop(reason), class),
             }
         } else {
             class
         };
-        (
-            self.decide_classified(ingress, &frame, class.vid, now),
+        let (decision, notice) = self.decide_classified(ingress, &frame, class.vid, now);
+        Decided {
+            decision,
             class,
-        )
+            notice,
+        }
     }
 
     fn decide_classified(
@@ -372,37 +397,37 @@ impl Engine {
         frame: &EthernetFrame<&[u8]>,
         vlan: u16,
         now: Duration,
-    ) -> Decision {
+    ) -> (Decision, Option<FdbNotice>) {
         let src = frame.source();
         if src.is_multicast() {
-            return Decision::Drop(DropReason::MulticastSource);
+            return (Decision::Drop(DropReason::MulticastSource), None);
         }
         if let Some(owner) = self.pinned.get(&src) {
             if *owner != ingress {
-                return Decision::Drop(DropReason::MacSpoof);
+                return (Decision::Drop(DropReason::MacSpoof), None);
             }
         }
         let dst = frame.destination();
         let guards = self.config.guards;
-        if guards.bpdu_guard && is_link_local_group(dst) {
-            return Decision::Drop(DropReason::BpduGuard);
+        if guards.bpdu_guard && dst.is_reserved_group() {
+            return (Decision::Drop(DropReason::BpduGuard), None);
         }
         if dst.is_multicast() {
-            let class = if dst == crate::MacAddr::BROADCAST {
+            let class = if dst == MacAddr::BROADCAST {
                 Storm::Broadcast
             } else {
                 Storm::Multicast
             };
             if !self.storm_allows(ingress, class, now) {
-                return Decision::Drop(DropReason::StormControl);
+                return (Decision::Drop(DropReason::StormControl), None);
             }
         }
         if self.config.mode == Mode::Hub {
-            return Decision::Flood;
+            return (Decision::Flood, None);
         }
-        self.learn(src, vlan, ingress, now);
+        let notice = self.learn(src, vlan, ingress, now);
         if dst.is_multicast() {
-            return Decision::Flood;
+            return (Decision::Flood, notice);
         }
         let learned = self
             .pinned
@@ -412,14 +437,15 @@ impl Engine {
             // A pinned port outside the VLAN, or an entry left from before
             // a membership change, is no destination.
             .filter(|p| self.carries(*p, vlan));
-        match learned {
+        let decision = match learned {
             Some(p) if p == ingress => Decision::Drop(DropReason::LocalDestination),
             Some(p) => Decision::Forward(p),
             None if !self.storm_allows(ingress, Storm::Unknown, now) => {
                 Decision::Drop(DropReason::StormControl)
             }
             None => Decision::Flood,
-        }
+        };
+        (decision, notice)
     }
 
     fn storm_allows(&mut self, port: PortId, class: Storm, now: Duration) -> bool {
@@ -435,41 +461,39 @@ impl Engine {
         self.buckets.entry(port).or_default()[class as usize].take(rate, now)
     }
 
-    fn learn(&mut self, mac: crate::MacAddr, vlan: u16, port: PortId, now: Duration) {
+    fn learn(&mut self, mac: MacAddr, vlan: u16, port: PortId, now: Duration) -> Option<FdbNotice> {
         match self.fdb.learn(mac, vlan, port, now) {
-            Learned::Refreshed => {}
-            Learned::New => self.events.learned += 1,
+            Learned::Refreshed => None,
+            Learned::New => {
+                self.events.learned += 1;
+                Some(FdbNotice::Learned { mac, port })
+            }
             Learned::Moved { from } => {
                 self.events.moved += 1;
-                self.last_notice = Some(FdbNotice::Moved {
+                Some(FdbNotice::Moved {
                     mac,
                     from,
                     to: port,
-                });
+                })
             }
             Learned::Flapping { from } => {
                 self.events.moved += 1;
                 self.events.flaps += 1;
-                self.last_notice = Some(FdbNotice::Flapping {
+                Some(FdbNotice::Flapping {
                     mac,
                     from,
                     to: port,
-                });
+                })
             }
             Learned::TableFull | Learned::PortFull => {
                 self.events.refused += 1;
-                self.last_notice = Some(FdbNotice::Refused {
+                Some(FdbNotice::Refused {
                     mac,
                     port,
                     per_port: self.fdb.len() < self.fdb.config().max_entries,
-                });
+                })
             }
         }
-    }
-
-    /// Takes the latest move or refusal, if any, for a rate-limited log.
-    pub fn take_notice(&mut self) -> Option<FdbNotice> {
-        self.last_notice.take()
     }
 
     /// Forgets entries idle for longer than the aging time.
@@ -501,13 +525,6 @@ impl Engine {
     pub fn events(&self) -> FdbEvents {
         self.events
     }
-}
-
-/// 01:80:c2:00:00:00 to 0f: STP BPDUs, LLDP, 802.1X, pause and the rest
-/// of the groups a bridge must never forward.
-fn is_link_local_group(mac: crate::MacAddr) -> bool {
-    let m = mac.0;
-    m[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && m[5] <= 0x0f
 }
 
 #[cfg(test)]
