@@ -2,9 +2,12 @@
 //! libpcap later. Each port type is one module with the same surface as
 //! the socket ports: open, receive loop, non-blocking send, counters.
 #![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_code)]
 
 mod checksum;
 pub mod pcap;
+#[allow(unsafe_code)]
+mod sys;
 pub mod tap;
 
 pub use self::pcap::{PcapConfig, PcapError, PcapPort};

@@ -11,7 +11,7 @@
 //! plain tap, as does `offload: false`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::hold::Held;
@@ -22,7 +22,7 @@ use switchyard_switch::{Frames, Overflow, Switch};
 use tokio::io::unix::AsyncFd;
 
 /// The longest interface name Linux accepts (IFNAMSIZ - 1).
-const MAX_IFNAME: usize = 15;
+use crate::sys::{self, MAX_IFNAME};
 
 /// Failures opening a tap device.
 #[derive(Debug, thiserror::Error)]
@@ -85,54 +85,12 @@ impl AsRawFd for TunFd {
 /// switch cannot segment UDP in software).
 const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
-/// Opens `/dev/net/tun` (non-blocking) and attaches it to tap `name`.
-fn attach_tun(name: &str, vnet: bool) -> io::Result<OwnedFd> {
-    use nix::fcntl::{open, OFlag};
-    let fd = open(
-        "/dev/net/tun",
-        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(io::Error::from)?;
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(MAX_IFNAME)) {
-        *dst = src as libc::c_char;
-    }
-    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
-    if vnet {
-        flags |= libc::IFF_VNET_HDR;
-    }
-    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-/// Turns on checksum and TSO offloads of an IFF_VNET_HDR tap.
-fn set_offloads(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes its argument by value.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_fd().as_raw_fd(),
-            libc::TUNSETOFFLOAD,
-            libc::c_ulong::from(OFFLOADS),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Attaches to tap `name` with offloads when `offload` is set and the
 /// kernel agrees, plain otherwise; says which it got.
 fn open_tap(name: &str, offload: bool) -> io::Result<TunFd> {
     if offload {
-        match attach_tun(name, true) {
-            Ok(fd) => match set_offloads(&fd) {
+        match sys::attach_tun(name, true) {
+            Ok(fd) => match sys::set_tun_offloads(&fd, OFFLOADS) {
                 Ok(()) => {
                     return Ok(TunFd {
                         fd,
@@ -162,7 +120,7 @@ fn open_tap(name: &str, offload: bool) -> io::Result<TunFd> {
         }
     }
     Ok(TunFd {
-        fd: attach_tun(name, false)?,
+        fd: sys::attach_tun(name, false)?,
         name: name.to_string(),
         vnet: false,
     })
@@ -291,21 +249,17 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
         let mut n = 0;
         while n < BATCH {
             let fd = guard.get_inner().0.as_raw_fd();
-            // SAFETY: reads into `buf`, which is valid for its length.
-            let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if len < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
+            let len = match sys::read(fd, &mut buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
                 }
-            }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             n += 1;
-            let got = &buf[..len as usize];
+            let got = &buf[..len];
             if !vnet {
                 switch.forward(port, Frames::Plain(&[got]), Overflow::Hold(&mut held), now);
             } else {
@@ -336,24 +290,9 @@ struct TapTx(Arc<TunFd>);
 impl TapTx {
     /// Writes `frame` behind the header `hdr` in one system call.
     fn write_with_header(&self, hdr: &VnetHdr, frame: &[u8]) -> Result<(), SendError> {
-        let h = hdr.to_bytes();
-        let iov = [
-            libc::iovec {
-                iov_base: h.as_ptr() as *mut libc::c_void,
-                iov_len: h.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both buffers are valid for reading for their lengths for
-        // the whole call; the kernel does not write through them.
-        let r = unsafe { libc::writev(self.0.as_raw_fd(), iov.as_ptr(), 2) };
-        if r < 0 {
-            return Err(SendError::from_io(io::Error::last_os_error()));
-        }
-        Ok(())
+        sys::write2(self.0.as_raw_fd(), &hdr.to_bytes(), frame)
+            .map(|_| ())
+            .map_err(SendError::from_io)
     }
 }
 
@@ -364,12 +303,9 @@ impl Transmit for TapTx {
                 // A plain frame: no flags, no GSO.
                 return self.write_with_header(&VnetHdr::default(), frame);
             }
-            // SAFETY: `frame` is valid for reading for its length.
-            let r = unsafe { libc::write(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-            if r < 0 {
-                return Err(SendError::from_io(io::Error::last_os_error()));
-            }
-            Ok(())
+            sys::write(self.0.as_raw_fd(), frame)
+                .map(|_| ())
+                .map_err(SendError::from_io)
         })
     }
 

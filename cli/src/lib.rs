@@ -4,6 +4,8 @@
 //! a library so that the fuzz targets in fuzz/ can reach the YAML loader.
 //! Not a stable API.
 
+#![deny(unsafe_code)]
+
 mod accept;
 pub mod args;
 pub mod config;
@@ -16,4 +18,6 @@ pub mod run;
 pub mod running;
 pub mod settings;
 pub mod stats;
+#[allow(unsafe_code)]
+mod sys;
 pub mod values;

@@ -289,12 +289,11 @@ impl Launcher {
 /// (exit 0) or dies first (exit 1); the child starts a new session in `/`
 /// with stdin and stdout (and stderr unless `noclose`) on /dev/null.
 fn daemonize(noclose: bool) -> Result<Launcher> {
-    use nix::unistd::{fork, ForkResult};
+    use nix::unistd::ForkResult;
     use std::io::Read;
     let (read_end, write_end) = nix::unistd::pipe().context("cannot create a pipe")?;
-    // SAFETY: no other thread exists yet (the runtime and the stdin thread
-    // start later), so the child may run arbitrary code after fork.
-    match unsafe { fork() }.context("cannot fork")? {
+    // The runtime and the stdin thread start later.
+    match crate::sys::fork_single_threaded().context("cannot fork")? {
         ForkResult::Parent { .. } => {
             drop(write_end);
             let mut b = [0u8; 1];

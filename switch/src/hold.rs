@@ -26,7 +26,6 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 /// How long a sender waits for a destination that takes none of its held
 /// frames before that destination is marked stalled.
@@ -236,9 +235,5 @@ fn writable_watcher(port: &Port) -> std::io::Result<AsyncFd<OwnedFd>> {
         .tx()
         .wait_fd()
         .ok_or_else(|| std::io::Error::other("this port cannot wait for its peer"))?;
-    let owned = fd.try_clone_to_owned()?;
-    // SAFETY: the AsyncFd owns the duplicate, which stays open and the same
-    // descriptor for the AsyncFd's whole life.
-    unsafe { AsyncFd::register_with_interest(owned, Interest::WRITABLE) }
-        .map_err(std::io::Error::from)
+    crate::sys::watch_writable(fd.try_clone_to_owned()?)
 }

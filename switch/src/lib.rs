@@ -2,6 +2,7 @@
 //! ports that feed it ([`ports`]), joined by [`Switch`], which owns the port
 //! table snapshot and forwards frames where they arrive.
 #![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_code)]
 
 pub mod capture;
 pub mod checksum;
@@ -14,6 +15,7 @@ pub mod port;
 pub mod ports;
 pub mod stop;
 mod switch;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tick;
 

@@ -33,6 +33,15 @@ pub fn watch_readable<T: AsRawFd>(owner: Arc<T>) -> io::Result<AsyncFd<SharedFd<
         .map_err(io::Error::from)
 }
 
+/// Registers a descriptor of its own with the runtime for writability
+/// only (see [`crate::hold`]: a watch that exists only while frames wait).
+pub fn watch_writable(fd: std::os::fd::OwnedFd) -> io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor, which so stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
+        .map_err(io::Error::from)
+}
+
 /// Frames moved per `recvmmsg`/`sendmmsg` call. 256: a client that reads
 /// as fast as the switch writes sleeps whenever its queue runs empty, and
 /// the switch's next send wakes it, often onto the switch's own vCPU, where

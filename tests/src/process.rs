@@ -199,6 +199,8 @@ impl Proc {
     fn exited_unreaped(&self) -> bool {
         // SAFETY: siginfo_t is plain data; waitid fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes one siginfo_t into `info`, which lives across
+        // the call; WNOWAIT leaves the child to be reaped by its owner.
         let rc = unsafe {
             libc::waitid(
                 libc::P_PID,

@@ -28,6 +28,7 @@ fn send_here(dev: &str, frames: &[Vec<u8>]) -> Result<()> {
     }
     // SAFETY: fd was just returned by socket() and is owned here only.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_ifindex = index as i32;

@@ -206,30 +206,7 @@ impl std::os::fd::AsRawFd for RawFdOf {
 /// The NIC's MTU (SIOCGIFMTU in the daemon's own network namespace; /sys
 /// may show another namespace's devices).
 pub(super) fn device_mtu(device: &str) -> io::Result<usize> {
-    let name = std::ffi::CString::new(device).map_err(io::Error::other)?;
-    let bytes = name.as_bytes_with_nul();
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if bytes.len() > req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("interface name {device:?} is too long"),
-        ));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    let sock =
-        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu inside `req`,
-    // which lives across the call; the socket is open.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled in the ifru_mtu member.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    let mtu = crate::sys::device_mtu(device)?;
     usize::try_from(mtu)
         .ok()
         .filter(|m| *m >= 68)

@@ -1,0 +1,136 @@
+//! The system calls of the host-side ports that have no safe wrapper:
+//! attaching to a tap through `/dev/net/tun`, reading and writing its
+//! descriptor, and asking a NIC for its MTU. Every `unsafe` of the crate is
+//! here, each with the reason it holds.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// The longest interface name the kernel takes (IFNAMSIZ less the NUL).
+pub(crate) const MAX_IFNAME: usize = 15;
+
+/// An `ifreq` naming `name` (at most [`MAX_IFNAME`] bytes; longer names
+/// are refused).
+fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() > MAX_IFNAME || name.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} is too long or has a NUL byte"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value (and
+    // leaves the name NUL-terminated after at most 15 bytes).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// Opens `/dev/net/tun` (non-blocking) and attaches it to tap `name`,
+/// with a virtio-net header on every frame when `vnet` is set.
+pub(crate) fn attach_tun(name: &str, vnet: bool) -> io::Result<OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    let fd = open(
+        "/dev/net/tun",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let mut ifr = ifreq_named(name)?;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+    if vnet {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Sets the offloads (`TUN_F_*`) of an IFF_VNET_HDR tap.
+pub(crate) fn set_tun_offloads(fd: &OwnedFd, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no
+    // memory of ours.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(offloads),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One `read(2)` into `buf`.
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // is valid for writing for that length during the call.
+    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(len).map_err(|_| io::Error::last_os_error())
+}
+
+/// One `write(2)` of `buf`.
+pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reading for its length during the call;
+    // the kernel does not write through it.
+    let len = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    usize::try_from(len).map_err(|_| io::Error::last_os_error())
+}
+
+/// One `writev(2)` of `head` then `body` (a header and its frame).
+pub(crate) fn write2(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: both buffers are valid for reading for their lengths for the
+    // whole call; the kernel does not write through them.
+    let len = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+    usize::try_from(len).map_err(|_| io::Error::last_os_error())
+}
+
+/// The MTU of network device `device`, as SIOCGIFMTU reports it in this
+/// process's network namespace.
+pub(crate) fn device_mtu(device: &str) -> io::Result<i32> {
+    let mut req = ifreq_named(device)?;
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu inside `req`,
+    // which lives across the call; the socket is open.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled in the ifru_mtu member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_too_long_or_with_nul_are_refused() {
+        assert!(ifreq_named("a23456789012345").is_ok());
+        assert!(ifreq_named("a234567890123456").is_err());
+        assert!(ifreq_named("ta\0p").is_err());
+    }
+
+    #[test]
+    fn loopback_has_an_mtu() {
+        assert!(device_mtu("lo").is_ok_and(|m| m >= 68));
+        assert!(device_mtu("no-such-if0").is_err());
+    }
+}
