@@ -1,6 +1,7 @@
-//! Switchyard's host-side ports: tap devices now, host NICs through
-//! libpcap later. Each port type is one module with the same surface as
-//! the socket ports: open, receive loop, non-blocking send, counters.
+//! Switchyard's host-side ports: tap devices, and host NICs through
+//! libpcap (with MAC-NAT for Wi-Fi). Each port type is one module with the
+//! same surface as the socket ports: open, receive loop, non-blocking
+//! send, counters.
 #![warn(missing_docs, unreachable_pub)]
 #![deny(unsafe_code)]
 

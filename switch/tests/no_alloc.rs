@@ -1,6 +1,6 @@
 //! The data path allocates nothing per frame: a counting allocator watches
-//! `Switch::forward` and `forward_batch` over learned unicast, floods and
-//! drops, and `Switch::forward_offloaded` with offloaded frames (whole to an
+//! `Switch::forward` with single frames and batches over learned unicast,
+//! floods and drops, and with offloaded frames (whole to an
 //! offload port, segmented in software for a plain one, tagged on the way).
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -16,8 +16,11 @@ const REMOTE: Key = Key::text("remote", "IP", "a remote VTEP (repeatable)")
 const LOCAL: Key =
     Key::text("local", "IP", "the local address to bind").default("0.0.0.0 (:: for IPv6 remotes)");
 const PORT: Key = Key::new("port", Kind::Number, "PORT", "the UDP port").default("4789");
-const STRICT: Key =
-    Key::on_off("strict", "accept frames only from the listed remotes").default("off");
+const STRICT: Key = Key::on_off(
+    "strict",
+    "check the reserved header bits as Linux does (off: ignore them, as RFC 7348 says)",
+)
+.default("off");
 
 /// The vxlan type.
 pub const TYPE: PortType = PortType {
