@@ -8,6 +8,7 @@ pub mod capture;
 pub mod checksum;
 pub mod counters;
 pub mod egress;
+mod forms;
 pub mod frame;
 pub mod gso;
 pub mod hold;
