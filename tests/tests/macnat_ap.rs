@@ -406,8 +406,8 @@ fn a_duplicate_address_stays_with_its_first_owner() -> Result<()> {
 
 /// Guest departure (mac-nat.md §3.4: when a guest's port goes away, all its
 /// entries are removed): g2's vde_plug exits, its bindings must leave `ctl
-/// macnat` and g1 must keep working. Ignored because the daemon keeps the
-/// bindings.
+/// macnat` and g1 must keep working. The uplink learns each guest with the
+/// port its frames came in on, and the switch tells it when that port goes.
 #[test]
 fn a_leaving_guest_loses_its_bindings() -> Result<()> {
     let mut r = rig(true)?;
