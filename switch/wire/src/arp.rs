@@ -30,6 +30,7 @@ pub struct ArpPacket<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Hardware type 1, protocol 0x0800, lengths 6/4, op 1 or 2, 28 bytes.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("ARP", b.len(), field::LEN)?;
@@ -53,26 +54,31 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     /// Operation (1 request, 2 reply).
+    #[inline]
     pub fn op(&self) -> u16 {
         be16(self.buffer.as_ref(), field::OPER)
     }
 
     /// Sender hardware address.
+    #[inline]
     pub fn sha(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::SHA))
     }
 
     /// Sender protocol address.
+    #[inline]
     pub fn spa(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::SPA))
     }
 
     /// Target hardware address.
+    #[inline]
     pub fn tha(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::THA))
     }
 
     /// Target protocol address.
+    #[inline]
     pub fn tpa(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::TPA))
     }
@@ -80,11 +86,13 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
     /// Sets the sender hardware address.
+    #[inline]
     pub fn set_sha(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::SHA, &mac.0);
     }
 
     /// Sets the target hardware address.
+    #[inline]
     pub fn set_tha(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::THA, &mac.0);
     }

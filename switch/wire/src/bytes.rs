@@ -5,6 +5,7 @@
 use crate::ParseError;
 
 /// `Err(Truncated)` unless `len >= need`.
+#[inline]
 pub fn need(what: &'static str, len: usize, need: usize) -> Result<(), ParseError> {
     if len < need {
         Err(ParseError::Truncated { what, len, need })
@@ -14,6 +15,7 @@ pub fn need(what: &'static str, len: usize, need: usize) -> Result<(), ParseErro
 }
 
 /// Reads a big-endian u16 at `at`; 0 when out of range (views check first).
+#[inline]
 pub fn be16(b: &[u8], at: usize) -> u16 {
     match b.get(at..at + 2) {
         Some(&[x, y]) => u16::from_be_bytes([x, y]),
@@ -22,6 +24,7 @@ pub fn be16(b: &[u8], at: usize) -> u16 {
 }
 
 /// Writes a big-endian u16 at `at`; nothing when out of range.
+#[inline]
 pub fn put16(b: &mut [u8], at: usize, v: u16) {
     if let Some(s) = b.get_mut(at..at + 2) {
         s.copy_from_slice(&v.to_be_bytes());
@@ -29,6 +32,7 @@ pub fn put16(b: &mut [u8], at: usize, v: u16) {
 }
 
 /// Copies `src` to `at`; nothing when out of range.
+#[inline]
 pub fn put(b: &mut [u8], at: usize, src: &[u8]) {
     if let Some(s) = b.get_mut(at..at + src.len()) {
         s.copy_from_slice(src);
@@ -36,6 +40,7 @@ pub fn put(b: &mut [u8], at: usize, src: &[u8]) {
 }
 
 /// Reads `N` bytes at `at`; zeros when out of range.
+#[inline]
 pub fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     b.get(at..at + N)
         .and_then(|s| s.try_into().ok())

@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Adds the big-endian 16-bit words of `data` (an odd tail padded with
 /// zero) to `acc`, unfolded.
+#[inline]
 pub fn sum(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
@@ -26,6 +27,7 @@ pub fn sum(data: &[u8], mut acc: u64) -> u64 {
 /// Folds a sum to 16 bits with end-around carry and complements it: the
 /// checksum field's value (0 when `acc` sums a block whose checksum is
 /// right).
+#[inline]
 pub fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -34,17 +36,20 @@ pub fn fold(mut acc: u64) -> u16 {
 }
 
 /// The IPv4 pseudo-header sum for a transport protocol.
+#[inline]
 pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u64 {
     sum(&dst.octets(), sum(&src.octets(), 0)) + u64::from(proto) + u64::from(len)
 }
 
 /// The IPv6 pseudo-header sum (RFC 8200 §8.1) for an upper-layer protocol.
+#[inline]
 pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: u32) -> u64 {
     sum(&dst.octets(), sum(&src.octets(), 0)) + u64::from(next) + u64::from(len)
 }
 
 /// RFC 1624 equation 3: the new checksum after one 16-bit word of the
 /// covered data changed from `old` to `new`: `HC' = ~(~HC + ~m + m')`.
+#[inline]
 pub fn update_word(check: u16, old: u16, new: u16) -> u16 {
     fold(u64::from(!check) + u64::from(!old) + u64::from(new))
 }
@@ -52,6 +57,7 @@ pub fn update_word(check: u16, old: u16, new: u16) -> u16 {
 /// [`update_word`] over a run of words. `old` and `new` must have the same
 /// even length and start at an even offset from the start of the covered
 /// data; callers guarantee both.
+#[inline]
 pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
     old.chunks_exact(2)
         .zip(new.chunks_exact(2))
@@ -66,6 +72,7 @@ pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
 
 /// A UDP checksum as transmitted: a computed 0 is sent as 0xffff (0 means
 /// "no checksum" over IPv4).
+#[inline]
 pub fn udp_wire(check: u16) -> u16 {
     if check == 0 {
         0xffff

@@ -54,6 +54,7 @@ pub struct DhcpMessage<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> DhcpMessage<T> {
     /// Validates length, cookie and hardware type/length.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("DHCP", b.len(), field::OPTIONS)?;
@@ -73,42 +74,50 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// `op`: 1 request, 2 reply.
+    #[inline]
     pub fn op(&self) -> u8 {
         self.buffer.as_ref()[field::OP]
     }
 
     /// Transaction id.
+    #[inline]
     pub fn xid(&self) -> u32 {
         u32::from_be_bytes(array(self.buffer.as_ref(), field::XID))
     }
 
     /// Flags.
+    #[inline]
     pub fn flags(&self) -> u16 {
         be16(self.buffer.as_ref(), field::FLAGS)
     }
 
     /// Client address (`ciaddr`).
+    #[inline]
     pub fn ciaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::CIADDR))
     }
 
     /// "Your" address (`yiaddr`).
+    #[inline]
     pub fn yiaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::YIADDR))
     }
 
     /// Relay agent address (`giaddr`).
+    #[inline]
     pub fn giaddr(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::GIADDR))
     }
 
     /// Client hardware address (the first 6 bytes of `chaddr`).
+    #[inline]
     pub fn chaddr(&self) -> MacAddr {
         MacAddr(array(self.buffer.as_ref(), field::CHADDR))
     }
 
     /// The option areas in RFC 2131 order: options, then `file` and `sname`
     /// when option 52 says they are overloaded.
+    #[inline]
     fn areas(&self) -> impl Iterator<Item = &[u8]> {
         let b = self.buffer.as_ref();
         let main = b.get(field::OPTIONS..).unwrap_or(&[]);
@@ -121,17 +130,20 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// The value of the first `code` option in any area.
+    #[inline]
     pub fn option(&self, code: u8) -> Option<&[u8]> {
         self.areas().find_map(|a| find(a, code))
     }
 
     /// The message type (option 53), if present.
+    #[inline]
     pub fn message_type(&self) -> Option<u8> {
         self.option(OPT_MESSAGE_TYPE)
             .and_then(|v| v.first().copied())
     }
 
     /// Offset (in the message) of the END option of the main option area.
+    #[inline]
     pub fn end_offset(&self) -> Option<usize> {
         let main = self.buffer.as_ref().get(field::OPTIONS..)?;
         walk(main).find_map(|o| match o {
@@ -141,6 +153,7 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
     }
 
     /// Bytes after offset `end` that are zero (PAD), up to the message end.
+    #[inline]
     pub fn pad_after(&self, end: usize) -> usize {
         self.buffer
             .as_ref()
@@ -151,11 +164,13 @@ impl<T: AsRef<[u8]>> DhcpMessage<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> DhcpMessage<T> {
     /// Sets the flags.
+    #[inline]
     pub fn set_flags(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::FLAGS, v);
     }
 
     /// Sets the first 6 bytes of `chaddr`.
+    #[inline]
     pub fn set_chaddr(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::CHADDR, &mac.0);
     }
@@ -173,6 +188,7 @@ enum Opt<'a> {
 /// Walks one option area: PAD skipped, stops after END or at the first
 /// option that would run past the area. Every step advances, so the walk
 /// ends within `area.len()` steps.
+#[inline]
 fn walk(area: &[u8]) -> impl Iterator<Item = Opt<'_>> {
     let mut at = 0usize;
     let mut done = false;
@@ -197,6 +213,7 @@ fn walk(area: &[u8]) -> impl Iterator<Item = Opt<'_>> {
     })
 }
 
+#[inline]
 fn find(area: &[u8], code: u8) -> Option<&[u8]> {
     walk(area).find_map(|o| match o {
         Opt::Value(c, v) if c == code => Some(v),

@@ -19,6 +19,7 @@ pub const MAX_TAGS: usize = 2;
 pub const HEADER_LEN: usize = field::HEADER_LEN;
 
 /// True when `ethertype` announces a VLAN tag.
+#[inline]
 pub fn is_vlan_tpid(ethertype: u16) -> bool {
     VLAN_TPIDS.contains(&ethertype)
 }
@@ -71,32 +72,38 @@ pub struct Layout {
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Checks that the 14-byte header is there.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         need("Ethernet", buffer.as_ref().len(), field::HEADER_LEN)?;
         Ok(EthernetFrame { buffer })
     }
 
     /// Destination MAC.
+    #[inline]
     pub fn destination(&self) -> MacAddr {
         MacAddr(super::array(self.buffer.as_ref(), field::DESTINATION.start))
     }
 
     /// Source MAC.
+    #[inline]
     pub fn source(&self) -> MacAddr {
         MacAddr(super::array(self.buffer.as_ref(), field::SOURCE.start))
     }
 
     /// The outer EtherType (or 802.3 length) field, before any tag.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         be16(self.buffer.as_ref(), field::ETHERTYPE)
     }
 
     /// The whole frame.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
     }
 
     /// Skips up to two VLAN tags; a truncated tag is an error.
+    #[inline]
     pub fn layout(&self) -> Result<Layout, ParseError> {
         let b = self.buffer.as_ref();
         let mut at = field::ETHERTYPE;
@@ -124,11 +131,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC.
+    #[inline]
     pub fn set_destination(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::DESTINATION.start, &mac.0);
     }
 
     /// Sets the source MAC.
+    #[inline]
     pub fn set_source(&mut self, mac: MacAddr) {
         put(self.buffer.as_mut(), field::SOURCE.start, &mac.0);
     }
@@ -138,11 +147,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
 /// [`MAX_TAGS`] VLAN tags: the one walk every crate uses. A frame with
 /// more tags comes back with a tag's EtherType, which no caller takes for
 /// IP.
+#[inline]
 pub fn layout(frame: &[u8]) -> Result<Layout, ParseError> {
     EthernetFrame::new_checked(frame)?.layout()
 }
 
 /// Sets the destination MAC of a frame (nothing if shorter than 14 bytes).
+#[inline]
 pub fn set_dst(frame: &mut [u8], mac: MacAddr) {
     if let Ok(mut f) = EthernetFrame::new_checked(frame) {
         f.set_destination(mac);
@@ -150,6 +161,7 @@ pub fn set_dst(frame: &mut [u8], mac: MacAddr) {
 }
 
 /// Sets the source MAC of a frame (nothing if shorter than 14 bytes).
+#[inline]
 pub fn set_src(frame: &mut [u8], mac: MacAddr) {
     if let Ok(mut f) = EthernetFrame::new_checked(frame) {
         f.set_source(mac);

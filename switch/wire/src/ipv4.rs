@@ -27,6 +27,7 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Validates version, IHL and total length.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("IPv4", b.len(), field::MIN_HEADER)?;
@@ -50,31 +51,37 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Header length in bytes.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Total length in bytes (header + payload).
+    #[inline]
     pub fn total_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::TOTAL_LEN))
     }
 
     /// True when MF is set or the fragment offset is not 0.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
     }
 
     /// Protocol number.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::SRC))
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::from(array::<4>(self.buffer.as_ref(), field::DST))
     }
@@ -82,6 +89,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets the total length and patches the header checksum (RFC 1624).
+    #[inline]
     pub fn set_total_len(&mut self, len: u16) {
         let b = self.buffer.as_mut();
         let old = be16(b, field::TOTAL_LEN);

@@ -53,6 +53,7 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Validates version and payload length.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("IPv6", b.len(), field::HEADER_LEN)?;
@@ -69,32 +70,38 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
     /// The Next Header field of the fixed header (an extension header's
     /// number when there is one; see [`Ipv6Packet::upper_layer`]).
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[field::NEXT_HEADER]
     }
 
     /// The payload length: everything after the 40-byte fixed header.
+    #[inline]
     pub fn payload_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::PAYLOAD_LEN))
     }
 
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::SRC))
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv6Addr {
         Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::DST))
     }
 
     /// Walks hop-by-hop (0), routing (43) and destination-options (60)
     /// headers; stops at a fragment header (44).
+    #[inline]
     pub fn upper_layer(&self) -> UpperLayer {
         let b = self.buffer.as_ref();
         let end = field::HEADER_LEN + usize::from(be16(b, field::PAYLOAD_LEN));

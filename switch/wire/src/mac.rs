@@ -14,11 +14,13 @@ impl MacAddr {
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
     /// True when the I/G bit is set: multicast or broadcast.
+    #[inline]
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 0x01 != 0
     }
 
     /// True for ff:ff:ff:ff:ff:ff.
+    #[inline]
     pub fn is_broadcast(&self) -> bool {
         *self == MacAddr::BROADCAST
     }
@@ -26,23 +28,27 @@ impl MacAddr {
     /// True for the IEEE 802.1D link-local reserved groups
     /// 01:80:c2:00:00:00 to 01:80:c2:00:00:0f (STP, PAE, LLDP, pause …),
     /// which a bridge must never forward.
+    #[inline]
     pub fn is_reserved_group(&self) -> bool {
         self.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && self.0[5] <= 0x0f
     }
 
     /// Reads a MAC from the first six bytes of `b`, if there are six.
+    #[inline]
     pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
         let a: [u8; 6] = b.get(..6)?.try_into().ok()?;
         Some(MacAddr(a))
     }
 
     /// The address as the low 48 bits of a `u64`, for compact keys.
+    #[inline]
     pub fn to_u64(self) -> u64 {
         let b = self.0;
         u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     /// The inverse of [`MacAddr::to_u64`]; the top 16 bits are ignored.
+    #[inline]
     pub fn from_u64(v: u64) -> MacAddr {
         let b = v.to_be_bytes();
         MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])

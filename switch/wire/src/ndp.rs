@@ -34,6 +34,7 @@ mod field {
 }
 
 /// Where the options start for each ND message type.
+#[inline]
 pub fn options_offset(icmp_type: u8) -> Option<usize> {
     match icmp_type {
         RS => Some(8),
@@ -67,6 +68,7 @@ pub struct NdMessage<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> NdMessage<T> {
     /// Validates the message; `buffer` is exactly the ICMPv6 message
     /// (upper-layer length).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("ICMPv6", b.len(), 4)?;
@@ -100,22 +102,26 @@ impl<T: AsRef<[u8]>> NdMessage<T> {
     }
 
     /// ICMPv6 type.
+    #[inline]
     pub fn kind(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
     }
 
     /// The target address of NS, NA and Redirect; `None` for RS/RA.
+    #[inline]
     pub fn target(&self) -> Option<Ipv6Addr> {
         matches!(self.kind(), NS | NA | REDIRECT)
             .then(|| Ipv6Addr::from(array::<16>(self.buffer.as_ref(), field::TARGET)))
     }
 
     /// The NA flags byte (R, S, O in the top bits).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref().get(field::FLAGS).copied().unwrap_or(0)
     }
 
     /// The options, validated by `new_checked`.
+    #[inline]
     pub fn options(&self) -> impl Iterator<Item = NdOption> + '_ {
         let b = self.buffer.as_ref();
         let mut at = self.options;

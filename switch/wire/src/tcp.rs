@@ -35,6 +35,7 @@ pub struct TcpSegment<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> TcpSegment<T> {
     /// Validates the data offset against the buffer.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("TCP", b.len(), field::MIN_HEADER)?;
@@ -45,32 +46,38 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Header length in bytes, options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::DATA_OFFSET] >> 4) * 4
     }
 
     /// Sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         let b = self.buffer.as_ref();
         u32::from(be16(b, field::SEQ)) << 16 | u32::from(be16(b, field::SEQ + 2))
     }
 
     /// The flags byte (CWR … FIN).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// The checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), field::CHECKSUM)
     }
@@ -78,6 +85,7 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     /// Sets the sequence number.
+    #[inline]
     pub fn set_seq(&mut self, seq: u32) {
         let b = self.buffer.as_mut();
         put16(b, field::SEQ, (seq >> 16) as u16);
@@ -85,11 +93,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
     }
 
     /// Sets the flags byte.
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
     /// Sets the checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, v);
     }

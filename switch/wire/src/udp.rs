@@ -23,6 +23,7 @@ pub struct UdpDatagram<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> UdpDatagram<T> {
     /// Validates the length field against the buffer.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         let b = buffer.as_ref();
         need("UDP", b.len(), field::HEADER_LEN)?;
@@ -33,21 +34,25 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// The length field (header + payload).
+    #[inline]
     pub fn length(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), field::LENGTH))
     }
 
     /// The checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), field::CHECKSUM)
     }
@@ -55,11 +60,13 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpDatagram<T> {
     /// Sets the checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Sets the length field (no checksum update).
+    #[inline]
     pub fn set_len(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::LENGTH, v);
     }

@@ -23,27 +23,32 @@ pub struct VlanTag<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
     /// Checks that the four bytes of the tag are there.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, ParseError> {
         need("VLAN tag", buffer.as_ref().len(), field::LEN)?;
         Ok(VlanTag { buffer })
     }
 
     /// The whole tag control information (PCP, DEI, VID).
+    #[inline]
     pub fn tci(&self) -> u16 {
         be16(self.buffer.as_ref(), field::TCI)
     }
 
     /// The VLAN id (0 = priority tag only).
+    #[inline]
     pub fn vid(&self) -> u16 {
         self.tci() & VID_MASK
     }
 
     /// The priority code point.
+    #[inline]
     pub fn pcp(&self) -> u8 {
         (self.tci() >> 13) as u8
     }
 
     /// The EtherType the tag wraps.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         be16(self.buffer.as_ref(), field::ETHERTYPE)
     }
@@ -51,11 +56,13 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
     /// Sets the tag control information.
+    #[inline]
     pub fn set_tci(&mut self, tci: u16) {
         put16(self.buffer.as_mut(), field::TCI, tci);
     }
 
     /// Sets the wrapped EtherType.
+    #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {
         put16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
     }
