@@ -1,10 +1,10 @@
 //! The system calls of the host-side ports that have no safe wrapper:
-//! attaching to a tap through `/dev/net/tun`, reading and writing its
-//! descriptor, and asking a NIC for its MTU. Every `unsafe` of the crate is
+//! attaching to a tap through `/dev/net/tun` and asking a NIC for its MTU
+//! (reads and writes go through nix's safe `read`, `write` and `writev`). Every `unsafe` of the crate is
 //! here, each with the reason it holds.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The longest interface name the kernel takes (IFNAMSIZ less the NUL).
 pub(crate) const MAX_IFNAME: usize = 15;
@@ -65,40 +65,6 @@ pub(crate) fn set_tun_offloads(fd: &OwnedFd, offloads: libc::c_uint) -> io::Resu
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// One `read(2)` into `buf`.
-pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
-    // is valid for writing for that length during the call.
-    let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    usize::try_from(len).map_err(|_| io::Error::last_os_error())
-}
-
-/// One `write(2)` of `buf`.
-pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reading for its length during the call;
-    // the kernel does not write through it.
-    let len = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-    usize::try_from(len).map_err(|_| io::Error::last_os_error())
-}
-
-/// One `writev(2)` of `head` then `body` (a header and its frame).
-pub(crate) fn write2(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
-    let iov = [
-        libc::iovec {
-            iov_base: head.as_ptr() as *mut libc::c_void,
-            iov_len: head.len(),
-        },
-        libc::iovec {
-            iov_base: body.as_ptr() as *mut libc::c_void,
-            iov_len: body.len(),
-        },
-    ];
-    // SAFETY: both buffers are valid for reading for their lengths for the
-    // whole call; the kernel does not write through them.
-    let len = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-    usize::try_from(len).map_err(|_| io::Error::last_os_error())
 }
 
 /// The MTU of network device `device`, as SIOCGIFMTU reports it in this

@@ -10,8 +10,8 @@
 //! software by the switch. A kernel that refuses either ioctl gets a
 //! plain tap, as does `offload: false`.
 
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::hold::Held;
@@ -78,6 +78,12 @@ struct TunFd {
 impl AsRawFd for TunFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for TunFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -248,8 +254,8 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
         let now = switch.now();
         let mut n = 0;
         while n < BATCH {
-            let fd = guard.get_inner().0.as_raw_fd();
-            let len = match sys::read(fd, &mut buf) {
+            let read = nix::unistd::read(&*guard.get_inner().0, &mut buf).map_err(io::Error::from);
+            let len = match read {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     guard.clear_ready();
@@ -290,9 +296,10 @@ struct TapTx(Arc<TunFd>);
 impl TapTx {
     /// Writes `frame` behind the header `hdr` in one system call.
     fn write_with_header(&self, hdr: &VnetHdr, frame: &[u8]) -> Result<(), SendError> {
-        sys::write2(self.0.as_raw_fd(), &hdr.to_bytes(), frame)
+        let h = hdr.to_bytes();
+        nix::sys::uio::writev(&*self.0, &[IoSlice::new(&h), IoSlice::new(frame)])
             .map(|_| ())
-            .map_err(SendError::from_io)
+            .map_err(|e| SendError::from_io(e.into()))
     }
 }
 
@@ -303,9 +310,9 @@ impl Transmit for TapTx {
                 // A plain frame: no flags, no GSO.
                 return self.write_with_header(&VnetHdr::default(), frame);
             }
-            sys::write(self.0.as_raw_fd(), frame)
+            nix::unistd::write(&*self.0, frame)
                 .map(|_| ())
-                .map_err(SendError::from_io)
+                .map_err(|e| SendError::from_io(e.into()))
         })
     }
 

@@ -13,22 +13,26 @@ pub(super) struct PcapTx {
 
 impl Transmit for PcapTx {
     fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        let Some(handle) = &self.handle else {
+            // Monitor only: frames to the NIC go nowhere, by request.
+            return (frames.len(), None);
+        };
+        // Once per batch; the MAC-NAT table is taken per frame, since the
+        // capture side needs it between this batch's injections.
+        let mut handle = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.epoch.elapsed();
         transmit_each(frames, |frame| {
-            let Some(handle) = &self.handle else {
-                // Monitor only: frames to the NIC go nowhere, by request.
-                return Ok(());
-            };
-            let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
             let out: &[u8] = match &self.nat {
                 Some(nat) => {
                     scratch.clear();
                     scratch.extend_from_slice(frame);
-                    let now = self.epoch.elapsed();
-                    match nat.lock().unwrap_or_else(|p| p.into_inner()).outbound(
+                    let verdict = nat.lock().unwrap_or_else(|p| p.into_inner()).outbound(
                         &mut scratch,
                         ingress.0,
                         now,
-                    ) {
+                    );
+                    match verdict {
                         Outbound::Send => &scratch,
                         // The table counts why (`ctl macnat`); the port counts it
                         // as `mac_nat`.
@@ -37,17 +41,13 @@ impl Transmit for PcapTx {
                 }
                 None => frame,
             };
-            handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .sendpacket(out)
-                .map_err(|e| match e {
-                    pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
-                    // libpcap reports a downed NIC only as text ("send: Network
-                    // is down").
-                    other if other.to_string().contains("Network is down") => SendError::Down,
-                    other => SendError::Other(io::Error::other(other.to_string())),
-                })
+            handle.sendpacket(out).map_err(|e| match e {
+                pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
+                // libpcap reports a downed NIC only as text ("send: Network
+                // is down").
+                other if other.to_string().contains("Network is down") => SendError::Down,
+                other => SendError::Other(io::Error::other(other.to_string())),
+            })
         })
     }
 
