@@ -10,6 +10,7 @@
 //! switch keeps running.
 
 mod handle;
+mod ingress;
 mod nat;
 mod segment;
 mod tx;
@@ -17,6 +18,7 @@ mod tx;
 use handle::{
     host_addrs, open_handles, read_mac, Handles, KernelDrops, Mtu, RawFdOf, MAX_L2_HEADER,
 };
+use ingress::{Batch, Ingress};
 use nat::{mac_nat_config, NatUpkeep};
 pub use nat::{mac_nat_tables, MacNatTables};
 use tx::PcapTx;
@@ -24,10 +26,10 @@ use tx::PcapTx;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_mac_nat::{HostAddr, Inbound, MacAddr, MacNat, MacNatConfig, Outbound};
+use switchyard_mac_nat::{HostAddr, MacAddr, MacNat, MacNatConfig, Outbound};
 use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
 use switchyard_switch::ports::receive::attach;
-use switchyard_switch::{gso, DropReason, Frames, Overflow, Stop, Switch};
+use switchyard_switch::{gso, DropReason, Stop, Switch};
 
 /// Settings of a pcap port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +244,10 @@ async fn run(
         let Some((afd, attached)) = attach(switch, stop, &port, watched) else {
             return "cannot watch the capture".into();
         };
-        let mut frame = Vec::with_capacity(2048);
+        let mut batch = Batch::new();
+        // A captured super-frame, moved out of the batch's slot while its
+        // segments go into the batch.
+        let mut big = Vec::with_capacity(2048);
         // Where super-frames are cut, one segment at a time.
         let mut piece = Vec::with_capacity(2048);
         let mut tick = switchyard_switch::tick::Ticker::every(Duration::from_secs(1));
@@ -273,60 +278,60 @@ async fn run(
                 },
             };
             let mut failed = None;
+            // One drain takes microseconds: one clock read serves it.
+            let now = switch.now();
+            let ingress = Ingress {
+                nat: nat.as_deref(),
+                port: &port,
+                now,
+            };
             for _ in 0..256 {
-                let now = switch.now();
-                {
-                    match cap.next_packet() {
-                        Ok(p) => {
-                            frame.clear();
+                let frame = batch.slot();
+                match cap.next_packet() {
+                    Ok(p) => {
+                        // Longer than even the snap length: unusable.
+                        if p.header.len as usize <= p.data.len() {
                             frame.extend_from_slice(p.data);
-                            if p.header.len as usize > p.data.len() {
-                                // Longer than even the snap length: unusable.
-                                frame.truncate(0);
-                            }
                         }
-                        Err(pcap::Error::TimeoutExpired) => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) => {
-                            failed = Some(e.to_string());
-                            break;
-                        }
+                    }
+                    Err(pcap::Error::TimeoutExpired) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
                     }
                 }
                 if frame.is_empty() {
                     port.drop_frame(DropReason::TooLong, now, None);
                     continue;
                 }
-                let ingress = Ingress {
-                    nat: nat.as_deref(),
-                    port: &port,
-                    switch,
-                    now,
-                };
-                if frame.len() <= mtu.value + MAX_L2_HEADER {
-                    ingress.deliver(&mut frame);
+                let fits = frame.len() <= mtu.value + MAX_L2_HEADER
+                    || matches!(segment::plan(frame, mtu.value), segment::Plan::Fits);
+                if fits {
+                    if ingress.admit(frame) && batch.commit() {
+                        batch.flush(&port, switch, now);
+                    }
                     continue;
                 }
-                let cut = match segment::plan(&frame, mtu.value) {
-                    segment::Plan::Fits => {
-                        ingress.deliver(&mut frame);
-                        continue;
-                    }
+                std::mem::swap(&mut big, frame);
+                let cut = match segment::plan(&big, mtu.value) {
                     // The segments' checksums are complete already.
-                    segment::Plan::Cut(hdr) => {
-                        gso::segment(&hdr, &frame, &mut piece, |p| ingress.deliver_complete(p))
-                            .is_ok()
-                    }
-                    segment::Plan::TooLong => false,
+                    segment::Plan::Cut(hdr) => gso::segment(&hdr, &big, &mut piece, |p| {
+                        if ingress.admit_complete(p) && batch.push(p) {
+                            batch.flush(&port, switch, now);
+                        }
+                    })
+                    .is_ok(),
+                    segment::Plan::Fits | segment::Plan::TooLong => false,
                 };
                 if !cut {
                     port.drop_frame_because(DropReason::TooLong, now, || {
                         io::Error::other(format!(
                             "a captured frame of {} bytes is larger than {}'s MTU {} and is not \
                              TCP; turn the NIC's offloads off: ethtool -K {} gro off lro off",
-                            frame.len(),
+                            big.len(),
                             config.device,
                             mtu.value,
                             config.device
@@ -334,6 +339,7 @@ async fn run(
                     });
                 }
             }
+            batch.flush(&port, switch, now);
             if let Some(e) = failed {
                 break e;
             }
@@ -341,44 +347,6 @@ async fn run(
         };
         attached.detach(why.clone());
         why
-    }
-}
-
-/// Where a captured frame goes: through MAC-NAT (when on) to the switch.
-struct Ingress<'a> {
-    nat: Option<&'a Mutex<MacNat>>,
-    port: &'a Arc<Port>,
-    switch: &'a Arc<Switch>,
-    now: Duration,
-}
-
-impl Ingress<'_> {
-    /// Completes the L4 checksum (locally offloaded checksums arrive
-    /// unfinished), applies MAC-NAT and forwards.
-    fn deliver(&self, frame: &mut [u8]) {
-        crate::checksum::complete_l4_checksum(frame);
-        self.deliver_complete(frame);
-    }
-
-    /// [`Ingress::deliver`] for a frame whose checksums are already right.
-    fn deliver_complete(&self, frame: &mut [u8]) {
-        if let Some(nat) = self.nat {
-            let verdict = nat
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .inbound(frame, self.now);
-            match verdict {
-                Inbound::ToGuest(_) | Inbound::Flood => {}
-                Inbound::HostOnly => return,
-                Inbound::Drop(_) => {
-                    self.port.drop_frame(DropReason::MacNat, self.now, None);
-                    return;
-                }
-            }
-        }
-        let frames = Frames::Plain(&[&*frame]);
-        self.switch
-            .forward(self.port, frames, Overflow::Drop, self.now);
     }
 }
 
