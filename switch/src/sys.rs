@@ -217,9 +217,16 @@ impl RecvBatch {
 /// Sends `frames` on a connected datagram socket with one `sendmmsg`
 /// (non-blocking); returns how many went, or the error of the first.
 pub fn send_batch(fd: &impl AsRawFd, frames: &[&[u8]]) -> io::Result<usize> {
+    send_frames(fd, frames, libc::MSG_DONTWAIT)
+}
+
+/// [`send_batch`] with the caller's `send(2)` flags: a packet socket that
+/// stands in for `pcap_inject` sends as libpcap does, without
+/// `MSG_DONTWAIT`.
+pub fn send_frames(fd: &impl AsRawFd, frames: &[&[u8]], flags: libc::c_int) -> io::Result<usize> {
     if let [frame] = frames {
         // One frame: `send` costs the kernel less than `sendmmsg`.
-        return send_one(fd, frame).map(|_| 1);
+        return send_one_with(fd, frame, flags).map(|_| 1);
     }
     let mut iov_slots = [MaybeUninit::<libc::iovec>::uninit(); MMSG_BATCH];
     let mut hdr_slots = [MaybeUninit::<libc::mmsghdr>::uninit(); MMSG_BATCH];
@@ -248,7 +255,7 @@ pub fn send_batch(fd: &impl AsRawFd, frames: &[&[u8]]) -> io::Result<usize> {
             fd.as_raw_fd(),
             hdrs.as_mut_ptr(),
             hdrs.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            flags,
         )
     };
     if sent < 0 {
@@ -262,6 +269,10 @@ pub fn send_batch(fd: &impl AsRawFd, frames: &[&[u8]]) -> io::Result<usize> {
 /// (permission hook, fsnotify) costs ~0.1 µs more per frame, paid on every
 /// hop of a ping-pong.
 pub fn send_one(fd: &impl AsRawFd, frame: &[u8]) -> io::Result<usize> {
+    send_one_with(fd, frame, libc::MSG_DONTWAIT)
+}
+
+fn send_one_with(fd: &impl AsRawFd, frame: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: the kernel reads at most `frame.len()` bytes from `frame`,
     // which outlives the call.
     let sent = unsafe {
@@ -269,7 +280,7 @@ pub fn send_one(fd: &impl AsRawFd, frame: &[u8]) -> io::Result<usize> {
             fd.as_raw_fd(),
             frame.as_ptr().cast(),
             frame.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            flags | libc::MSG_NOSIGNAL,
         )
     };
     if sent < 0 {

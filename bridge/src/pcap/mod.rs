@@ -27,7 +27,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_mac_nat::{HostAddr, MacAddr, MacNat, MacNatConfig, Outbound};
-use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
+use switchyard_switch::port::{Port, PortId, SendError, Transmit};
 use switchyard_switch::ports::receive::attach;
 use switchyard_switch::{gso, DropReason, Stop, Switch};
 
@@ -225,7 +225,7 @@ async fn run(
         let tx = PcapTx {
             handle: h.tx.map(Mutex::new),
             nat: nat.clone(),
-            scratch: Mutex::new(Vec::new()),
+            scratch: PcapTx::scratch(),
             epoch: switch.epoch(),
         };
         let mut peer = format!("NIC {}", config.device);

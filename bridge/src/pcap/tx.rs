@@ -6,9 +6,19 @@ use super::*;
 pub(super) struct PcapTx {
     pub(super) handle: Option<Mutex<pcap::Capture<pcap::Active>>>,
     pub(super) nat: Option<Arc<Mutex<MacNat>>>,
-    /// Reused for MAC-NAT's in-place edits (it may grow a frame).
-    pub(super) scratch: Mutex<Vec<u8>>,
+    /// Reused for MAC-NAT's edits (it may grow a frame): one buffer per
+    /// frame of an injected batch.
+    pub(super) scratch: Mutex<Vec<Vec<u8>>>,
     pub(super) epoch: std::time::Instant,
+}
+
+/// Frames MAC-NAT rewrites and injects with one call, at most.
+const BATCH: usize = 32;
+
+impl PcapTx {
+    pub(super) fn scratch() -> Mutex<Vec<Vec<u8>>> {
+        Mutex::new((0..BATCH).map(|_| Vec::with_capacity(2048)).collect())
+    }
 }
 
 impl Transmit for PcapTx {
@@ -17,38 +27,48 @@ impl Transmit for PcapTx {
             // Monitor only: frames to the NIC go nowhere, by request.
             return (frames.len(), None);
         };
-        // Once per batch; the MAC-NAT table is taken per frame, since the
-        // capture side needs it between this batch's injections.
-        let mut handle = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(nat) = &self.nat else {
+            return inject(&*handle, frames);
+        };
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.epoch.elapsed();
-        transmit_each(frames, |frame| {
-            let out: &[u8] = match &self.nat {
-                Some(nat) => {
-                    scratch.clear();
-                    scratch.extend_from_slice(frame);
-                    let verdict = nat.lock().unwrap_or_else(|p| p.into_inner()).outbound(
-                        &mut scratch,
-                        ingress.0,
-                        now,
-                    );
-                    match verdict {
-                        Outbound::Send => &scratch,
-                        // The table counts why (`ctl macnat`); the port counts it
-                        // as `mac_nat`.
-                        Outbound::Drop(_) => return Err(SendError::Refused(DropReason::MacNat)),
+        let mut done = 0;
+        while done < frames.len() {
+            // The table is held for one batch's rewrites, not across the
+            // injection: the capture side needs it meanwhile.
+            let mut n = 0;
+            let mut refused = false;
+            {
+                let mut table = nat.lock().unwrap_or_else(|p| p.into_inner());
+                for (frame, out) in frames[done..].iter().zip(scratch.iter_mut()) {
+                    out.clear();
+                    out.extend_from_slice(frame);
+                    match table.outbound(out, ingress.0, now) {
+                        Outbound::Send => n += 1,
+                        // The table counts why (`ctl macnat`); the port
+                        // counts it as `mac_nat`.
+                        Outbound::Drop(_) => {
+                            refused = true;
+                            break;
+                        }
                     }
                 }
-                None => frame,
-            };
-            handle.sendpacket(out).map_err(|e| match e {
-                pcap::Error::IoError(k) => SendError::from_io(io::Error::from(k)),
-                // libpcap reports a downed NIC only as text ("send: Network
-                // is down").
-                other if other.to_string().contains("Network is down") => SendError::Down,
-                other => SendError::Other(io::Error::other(other.to_string())),
-            })
-        })
+            }
+            let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
+            for (r, s) in refs.iter_mut().zip(scratch.iter()) {
+                *r = s;
+            }
+            let (sent, err) = inject(&*handle, &refs[..n]);
+            done += sent;
+            if err.is_some() {
+                return (done, err);
+            }
+            if refused {
+                return (done, Some(SendError::Refused(DropReason::MacNat)));
+            }
+        }
+        (done, None)
     }
 
     fn forget_port(&self, port: PortId) {
@@ -60,4 +80,24 @@ impl Transmit for PcapTx {
                 .remove_port(port.0);
         }
     }
+}
+
+/// Injects `frames` on the handle's packet socket, as many per call as the
+/// kernel takes: `pcap_inject` on Linux is a plain `send(2)` on this
+/// socket, so `sendmmsg` there is the same injection, one call per batch.
+fn inject(handle: &impl std::os::fd::AsRawFd, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+    let mut done = 0;
+    while done < frames.len() {
+        match switchyard_switch::sys::send_frames(handle, &frames[done..], 0) {
+            Ok(0) => return (done, Some(SendError::Full)),
+            Ok(n) => done += n,
+            // As through libpcap: a downed NIC is `Down`, anything else
+            // is counted and the next frame tried.
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                return (done, Some(SendError::Down))
+            }
+            Err(e) => return (done, Some(SendError::Other(e))),
+        }
+    }
+    (done, None)
 }
