@@ -6,8 +6,8 @@
 pub mod roles;
 
 use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
-use roles::{Caller, Role, Roles};
 use crate::stats::{Detail, Snapshot};
+use roles::{Caller, Role, Roles};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -169,7 +169,9 @@ fn decide(switch: &Arc<Switch>, roles: &Roles, caller: &Caller, req: Request) ->
     }
     let role = match roles.permit(caller, &req, port.as_deref()) {
         Ok(role) => role,
-        Err(why) => return Decision::Answer(Response::error(roles.refuse(req.name(), caller, why))),
+        Err(why) => {
+            return Decision::Answer(Response::error(roles.refuse(req.name(), caller, why)))
+        }
     };
     match (req, port) {
         (Request::Capture { .. }, Some(p)) => Decision::Capture(p),

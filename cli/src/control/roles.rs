@@ -183,9 +183,9 @@ impl Roles {
                 let whose = match (port, owner) {
                     (None, _) => format!("no client's port is named {name:?}"),
                     (Some(_), Some(uid)) => format!("{name}'s client is uid {uid}"),
-                    (Some(_), None) => format!(
-                        "{name} has no client user (only unix-socket guests have one)"
-                    ),
+                    (Some(_), None) => {
+                        format!("{name} has no client user (only unix-socket guests have one)")
+                    }
                 };
                 Err(format!(
                     "permission denied: `{words} {name}` needs the admin role ({}) or to be \
@@ -258,7 +258,10 @@ mod tests {
         roles.set_admin_group(None);
         assert_eq!(roles.role(&caller(OTHER, 200, &[])), Role::Observer);
         for req in every_request() {
-            assert_eq!(roles.permit(&caller(0, 0, &[]), &req, None), Ok(Role::Admin));
+            assert_eq!(
+                roles.permit(&caller(0, 0, &[]), &req, None),
+                Ok(Role::Admin)
+            );
         }
     }
 
@@ -268,7 +271,7 @@ mod tests {
         let observer = caller(OTHER, 100, &[]);
         let switch = Switch::new(EngineConfig::default());
         let stop = Stop::new();
-        let port = |id, uid| {
+        let port = |id, uid: Option<u32>| {
             let p = Arc::new(Port::new(
                 PortId(id),
                 format!("unix:{id}"),
@@ -314,7 +317,10 @@ mod tests {
         let m = roles.refuse(CommandName::Reload, &observer, "no".into());
         assert_eq!(m, "no");
         let refused = roles.refused();
-        assert_eq!(refused[CommandName::Reload.index()], (CommandName::Reload, 1));
+        assert_eq!(
+            refused[CommandName::Reload.index()],
+            (CommandName::Reload, 1)
+        );
         assert_eq!(refused.iter().map(|(_, n)| n).sum::<u64>(), 1);
     }
 }
