@@ -38,7 +38,10 @@ commands:
   macnat                 the MAC-NAT table
 options:
   -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
-  -j, --json             print JSON"
+  -j, --json             print JSON
+roles: root, the daemon's user and members of control.admin_group (--admin-group)
+  may do everything; others who can open the socket may read, and capture or
+  remove only ports whose client runs as their uid"
     )
 }
 

@@ -165,7 +165,7 @@ fn capture_briefly(bin: &Path, who: User, sock: &Path, port: &str, file: &Path) 
 
 /// A directory `who` may write its capture files to.
 fn scratch_for(tmp: &TempDir, who: User) -> Result<PathBuf> {
-    let dir = tmp.join(&format!("u{}", who.uid));
+    let dir = tmp.join(format!("u{}", who.uid));
     std::fs::create_dir_all(&dir)?;
     nix::unistd::chown(
         &dir,
@@ -382,7 +382,7 @@ fn a_capture_stopped_mid_stream_holds_whole_records() -> Result<()> {
     let _flood = Proc::spawn("ping -f", flood, Stdin::Null)?;
     let bin = switchyard_bin()?;
     for (i, ms) in [150u64, 237, 311, 403, 529, 617].into_iter().enumerate() {
-        let file = lan.tmp.join(&format!("cut{i}.pcap"));
+        let file = lan.tmp.join(format!("cut{i}.pcap"));
         let mut cap = start_capture(&bin, ROOT, &lan.ctl, &port, &file)?;
         wait_until(Duration::from_secs(5), "frames in the capture file", || {
             std::fs::metadata(&file).is_ok_and(|m| m.len() > 24 + 1400)
