@@ -3,8 +3,11 @@
 //! data path and reads only its snapshots and atomics: the answers render
 //! the same [`Snapshot`] the metrics endpoint does.
 
+pub mod roles;
+
 use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
 use crate::stats::{Detail, Snapshot};
+use roles::{Caller, Role, Roles};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -118,6 +121,10 @@ async fn client(
     switch: Arc<Switch>,
     commands: mpsc::Sender<Command>,
 ) -> std::io::Result<()> {
+    // The credentials the kernel recorded at connect: the caller cannot
+    // change them by passing the connection on.
+    let caller = Caller::of(&stream);
+    let roles = Roles::of(&switch);
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
@@ -126,15 +133,62 @@ async fn client(
             .and_then(|v| Request::try_from(v).map_err(|e| e.to_string()));
         let reply = match request {
             Err(e) => Response::error(e),
-            Ok(Request::Capture { port }) => return capture(&mut w, &switch, &port).await,
-            Ok(req) => match for_main_loop(req) {
-                Ok(make) => run_in_main_loop(&commands, make).await,
-                Err(query) => answer(&query, &switch),
+            Ok(req) => match decide(&switch, &roles, &caller, req) {
+                Decision::Answer(reply) => reply,
+                Decision::Capture(port) => return capture(&mut w, &switch, port).await,
+                Decision::MainLoop(make) => run_in_main_loop(&commands, make).await,
             },
         };
         w.write_all(reply.to_line().as_bytes()).await?;
     }
     Ok(())
+}
+
+/// What to do with one request.
+enum Decision {
+    /// Reply this (an answer, an error, a refusal).
+    Answer(Response),
+    /// Stream this port's frames.
+    Capture(Arc<switchyard_switch::Port>),
+    /// Hand the change to the main loop.
+    MainLoop(MakeCommand),
+}
+
+/// Checks `req` against `caller`'s role and decides how it is carried
+/// out. A port the request names is looked up once, here, so what is
+/// checked is what is used.
+fn decide(switch: &Arc<Switch>, roles: &Roles, caller: &Caller, req: Request) -> Decision {
+    let port = match &req {
+        Request::Capture { port: name } | Request::PortDel { name } => find_port(switch, name),
+        _ => None,
+    };
+    if let Request::Capture { port: name } = &req {
+        if port.is_none() {
+            return Decision::Answer(Response::error(no_such_port(name)));
+        }
+    }
+    let role = match roles.permit(caller, &req, port.as_deref()) {
+        Ok(role) => role,
+        Err(why) => {
+            return Decision::Answer(Response::error(roles.refuse(req.name(), caller, why)))
+        }
+    };
+    match (req, port) {
+        (Request::Capture { .. }, Some(p)) => Decision::Capture(p),
+        // An observer's own guest: closed here, on the port that was
+        // checked, not looked up again by name in the main loop.
+        (Request::PortDel { name }, Some(p)) if role == Role::Observer => {
+            p.close();
+            tracing::info!(uid = caller.uid, "switchyard ctl: closed {name}");
+            Decision::Answer(Response::Ok {
+                ok: format!("closed {name}"),
+            })
+        }
+        (req, _) => match for_main_loop(req) {
+            Ok(make) => Decision::MainLoop(make),
+            Err(query) => Decision::Answer(answer(&query, switch)),
+        },
+    }
 }
 
 /// Hands a change to the main loop and waits for its outcome.
@@ -155,13 +209,10 @@ async fn run_in_main_loop(commands: &mpsc::Sender<Command>, make: MakeCommand) -
 async fn capture(
     w: &mut tokio::net::unix::OwnedWriteHalf,
     switch: &Arc<Switch>,
-    name: &str,
+    port: Arc<switchyard_switch::Port>,
 ) -> std::io::Result<()> {
     use switchyard_switch::capture::{pcap_header, pcap_record, CaptureSink};
-    let Some(port) = find_port(switch, name) else {
-        let e = Response::error(no_such_port(name));
-        return w.write_all(e.to_line().as_bytes()).await;
-    };
+    let name = port.name().to_string();
     let (sink, mut rx) = CaptureSink::new(4096);
     let sink = Arc::new(sink);
     let ack = Response::Ok {
@@ -172,15 +223,17 @@ async fn capture(
     port.start_capture(sink.clone());
     tracing::info!(port = %name, "capture started");
     let mut tick = switchyard_switch::tick::Ticker::every(std::time::Duration::from_secs(1));
+    let mut record = Vec::with_capacity(16 + switchyard_switch::MAX_FRAME);
     let result = loop {
         tokio::select! {
             f = rx.recv() => match f {
                 Some(f) => {
-                    let r = async {
-                        w.write_all(&pcap_record(&f)).await?;
-                        w.write_all(&f.data).await
-                    }.await;
-                    if let Err(e) = r {
+                    // Header and frame in one buffer, one write: a reader
+                    // cut off mid-stream has whole records before the cut.
+                    record.clear();
+                    record.extend_from_slice(&pcap_record(&f));
+                    record.extend_from_slice(&f.data);
+                    if let Err(e) = w.write_all(&record).await {
                         break Err(e);
                     }
                 }

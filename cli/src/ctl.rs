@@ -1,12 +1,15 @@
 //! `switchyard ctl`: a client for the control socket, printing tables for
 //! people and JSON (`-j`) for programs.
 
+mod capture;
+
 use crate::control::default_path;
 use crate::protocol::{Request, Response};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +38,10 @@ commands:
   macnat                 the MAC-NAT table
 options:
   -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
-  -j, --json             print JSON"
+  -j, --json             print JSON
+roles: root, the daemon's user and members of control.admin_group (--admin-group)
+  may do everything; others who can open the socket may read, and capture or
+  remove only ports whose client runs as their uid"
     )
 }
 
@@ -148,31 +154,45 @@ fn capture(socket: &std::path::Path, args: &[&str]) -> ExitCode {
         eprintln!("switchyard ctl: {e}");
         return ExitCode::from(1);
     }
-    let mut out: Box<dyn Write> = match file {
+    // From here a stop signal ends the copy between records instead of
+    // killing it mid-record.
+    let signals = match capture::StopSignals::hold() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchyard ctl: cannot hold stop signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out: std::fs::File = match file {
         Some(f) => match std::fs::File::create(f) {
-            Ok(f) => Box::new(f),
+            Ok(f) => f,
             Err(e) => {
                 eprintln!("switchyard ctl: cannot create {f}: {e}");
                 return ExitCode::from(1);
             }
         },
-        None => Box::new(std::io::stdout()),
-    };
-    let mut buf = [0u8; 65536];
-    loop {
-        use std::io::Read;
-        match reader.read(&mut buf) {
-            Ok(0) => return ExitCode::SUCCESS,
-            // Flushed at once, so tcpdump and tshark read it live.
-            Ok(n) => {
-                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                    return ExitCode::SUCCESS;
-                }
-            }
+        // Unbuffered, not through stdout's line buffer: each write is
+        // whole records.
+        None => match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => std::fs::File::from(fd),
             Err(e) => {
-                eprintln!("switchyard ctl: {e}");
+                eprintln!("switchyard ctl: cannot use stdout: {e}");
                 return ExitCode::from(1);
             }
+        },
+    };
+    if let Err(e) = reader
+        .get_ref()
+        .set_read_timeout(Some(capture::StopSignals::check_every()))
+    {
+        eprintln!("switchyard ctl: {e}");
+        return ExitCode::from(1);
+    }
+    match capture::copy_records(&mut reader, &mut out, || signals.arrived()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -93,7 +93,24 @@ pub fn render(s: &Snapshot) -> String {
     render_mac_nat(&mut o, &s.mac_nat);
     render_listeners(&mut o, s);
     render_fdb(&mut o, s);
+    render_control(&mut o, s);
     o
+}
+
+fn render_control(o: &mut String, s: &Snapshot) {
+    family(
+        o,
+        "switchyard_control_refused_total",
+        "counter",
+        "Control socket requests refused for the caller's role, by request.",
+    );
+    for (c, n) in &s.control_refused {
+        let _ = writeln!(
+            o,
+            "switchyard_control_refused_total{{request=\"{}\"}} {n}",
+            c.label()
+        );
+    }
 }
 
 fn render_ports(o: &mut String, s: &Snapshot) {

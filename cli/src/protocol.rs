@@ -37,6 +37,49 @@ pub enum CommandName {
 }
 
 impl CommandName {
+    /// Every command, in declaration order.
+    pub const ALL: [CommandName; 9] = [
+        CommandName::Ports,
+        CommandName::Fdb,
+        CommandName::Stats,
+        CommandName::Macnat,
+        CommandName::FdbFlush,
+        CommandName::PortAdd,
+        CommandName::PortDel,
+        CommandName::Reload,
+        CommandName::Capture,
+    ];
+
+    /// Its place in [`CommandName::ALL`], for per-command counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The command as a metric label (`port_add`).
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandName::Ports => "ports",
+            CommandName::Fdb => "fdb",
+            CommandName::Stats => "stats",
+            CommandName::Macnat => "macnat",
+            CommandName::FdbFlush => "fdb_flush",
+            CommandName::PortAdd => "port_add",
+            CommandName::PortDel => "port_del",
+            CommandName::Reload => "reload",
+            CommandName::Capture => "capture",
+        }
+    }
+
+    /// The command as `switchyard ctl` spells it (`port add`).
+    pub fn words(self) -> &'static str {
+        match self {
+            CommandName::FdbFlush => "fdb flush",
+            CommandName::PortAdd => "port add",
+            CommandName::PortDel => "port del",
+            other => other.label(),
+        }
+    }
+
     /// Every command's wire name, in declaration order, as serde's derive
     /// spells them (so the list cannot fall behind the enum).
     pub fn all() -> &'static [&'static str] {
@@ -419,6 +462,18 @@ mod tests {
             let cmd: CommandName = serde_json::from_value(json!(name)).expect("a command name");
             assert!(covered.contains(&cmd), "{name} has no wire shape test");
         }
+    }
+
+    #[test]
+    fn the_command_list_and_labels_follow_the_enum() {
+        for (i, c) in CommandName::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+            let wire = serde_json::to_value(c).expect("a name");
+            assert_eq!(wire, json!(CommandName::all()[i]));
+            assert_eq!(c.label().replace('_', "-"), CommandName::all()[i]);
+            assert_eq!(c.words().replace(' ', "-"), CommandName::all()[i]);
+        }
+        assert_eq!(CommandName::ALL.len(), CommandName::all().len());
     }
 
     #[test]

@@ -340,6 +340,7 @@ async fn serve(
     }
     switch.set_static_macs(settings.static_macs.clone());
     switch.set_vlan_rules(switchyard_switch::VlanRules::new(settings.vlans.clone()));
+    crate::control::roles::Roles::of(&switch).set_admin_group(settings.extras.admin_group);
     let numbers = Arc::new(PortNumbers::new(settings.numports));
     let mut running = Running::new(switch.clone(), numbers);
     for (c, cfg) in controls.iter().zip(&settings.controls) {
@@ -433,7 +434,14 @@ async fn reload(running: &mut Running, settings: &Settings) -> Result<String, St
         }
         Some(_) => match crate::args::native::parse(settings.extras.argv.clone()) {
             Err(u) => Err(u.message.trim_end().to_string()),
-            Ok(new) => running.apply(&new).await.map(|c| c.to_string()),
+            Ok(new) => {
+                let applied = running.apply(&new).await.map(|c| c.to_string());
+                if applied.is_ok() {
+                    let roles = crate::control::roles::Roles::of(running.switch());
+                    roles.set_admin_group(new.extras.admin_group);
+                }
+                applied
+            }
         },
     };
     match &result {

@@ -130,6 +130,11 @@ impl Running {
         }
     }
 
+    /// The switch the ports run on.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
     fn start(&mut self, key: Key, opened: Opened) {
         let stop = Stop::new();
         let (task, control, socket) = match opened {

@@ -103,6 +103,9 @@ pub struct Extras {
     pub metrics: Option<SocketAddr>,
     /// The control socket: path, mode, gid.
     pub control: Option<(PathBuf, Option<u32>, Option<u32>)>,
+    /// The group whose members are admins on the control socket
+    /// (`control.admin_group`, `--admin-group`).
+    pub admin_group: Option<u32>,
     /// The file these came from, for reload.
     pub config_path: Option<PathBuf>,
     /// The command line, re-read on reload so flags still override.

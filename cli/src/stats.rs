@@ -49,6 +49,9 @@ pub struct Snapshot {
     pub handshakes_waiting: u64,
     /// Connections the stream listeners refused for being full.
     pub stream_connections_refused: u64,
+    /// Control requests refused for the caller's role, by command (zeros
+    /// included).
+    pub control_refused: Vec<(crate::protocol::CommandName, u64)>,
 }
 
 /// One live port.
@@ -160,6 +163,7 @@ impl Snapshot {
             stream_connections_refused: switchyard_switch::ports::stream::connections_refused(
                 switch,
             ),
+            control_refused: crate::control::roles::Roles::of(switch).refused(),
         }
     }
 }
@@ -255,6 +259,10 @@ pub(crate) mod sample {
                 .collect(),
             handshakes_waiting: 3,
             stream_connections_refused: 7,
+            control_refused: crate::protocol::CommandName::ALL
+                .iter()
+                .map(|c| (*c, u64::from(*c == crate::protocol::CommandName::PortAdd)))
+                .collect(),
         }
     }
 }

@@ -54,13 +54,19 @@ impl CaptureSink {
     }
 }
 
-/// The pcap file header: microsecond timestamps, Ethernet, snap 65535.
+/// The snap length in [`pcap_header`]: larger than any frame a port
+/// passes (a tap's TSO/GSO super-frame reaches 65,558 bytes, above
+/// [`crate::MAX_FRAME`]), and tcpdump's own default, so readers never take
+/// a record for truncated or corrupt.
+pub const SNAPLEN: u32 = 262_144;
+
+/// The pcap file header: microsecond timestamps, Ethernet, [`SNAPLEN`].
 pub fn pcap_header() -> [u8; 24] {
     let mut h = [0u8; 24];
     h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     h[4..6].copy_from_slice(&2u16.to_le_bytes());
     h[6..8].copy_from_slice(&4u16.to_le_bytes());
-    h[16..20].copy_from_slice(&(crate::MAX_FRAME as u32).to_le_bytes());
+    h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
     h[20..24].copy_from_slice(&1u32.to_le_bytes());
     h
 }
@@ -89,6 +95,8 @@ mod tests {
         let h = pcap_header();
         assert_eq!(&h[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(h[20], 1, "LINKTYPE_ETHERNET");
+        let snaplen = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+        assert!(snaplen >= 65_558, "a tap's super-frames fit: {snaplen}");
         let r = pcap_record(&CapturedFrame {
             at: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
             data: vec![0; 60],

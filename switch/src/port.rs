@@ -145,6 +145,10 @@ pub struct Port {
     /// Stall warnings have their own allowance: frequent egress_full drops
     /// must not hide them.
     stall_log: LogLimiter,
+    /// The process on the other end, once known (unix ports learn it from
+    /// the handshake's credentials): who may capture or remove the port
+    /// without being an admin.
+    client: std::sync::OnceLock<crate::ports::attachment::Client>,
     tx: Box<dyn Transmit>,
 }
 
@@ -183,8 +187,19 @@ impl Port {
             vlans: arc_swap::ArcSwapOption::empty(),
             hold_again_at: AtomicU64::new(0),
             stall_log: LogLimiter::default(),
+            client: std::sync::OnceLock::new(),
             tx,
         }
+    }
+
+    /// The process on the other end, if the transport knows it.
+    pub fn client(&self) -> Option<crate::ports::attachment::Client> {
+        self.client.get().copied()
+    }
+
+    /// Records the process on the other end; the first record stays.
+    pub(crate) fn set_client(&self, client: crate::ports::attachment::Client) {
+        let _ = self.client.set(client);
     }
 
     /// The port's id.

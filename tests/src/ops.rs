@@ -197,6 +197,78 @@ pub fn as_unprivileged(gid: u32, program: &Path) -> Result<Command> {
     Ok(cmd)
 }
 
+/// A command that runs as `uid` with primary group `gid` and exactly
+/// `groups` as supplementary groups (`setpriv`). No user or group needs to
+/// exist: the kernel takes the numbers as they are.
+pub fn as_user(uid: u32, gid: u32, groups: &[u32], program: &Path) -> Result<Command> {
+    let setpriv = require_program("setpriv", "util-linux")?;
+    let mut cmd = Command::new(setpriv);
+    cmd.args([format!("--reuid={uid}"), format!("--regid={gid}")]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg("--").arg(program);
+    Ok(cmd)
+}
+
+/// One record of a pcap file: its captured length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcapRecord {
+    /// Bytes of the frame in the file.
+    pub captured: u32,
+    /// Bytes of the frame on the wire.
+    pub original: u32,
+}
+
+/// A little-endian, microsecond pcap file read whole: the header's snap
+/// length and every record. Fails on a torn record (a file cut inside a
+/// record), on a record longer than the snap length, or another format.
+pub fn parse_pcap(bytes: &[u8]) -> Result<(u32, Vec<PcapRecord>)> {
+    let u32_at = |at: usize| -> Result<u32> {
+        let b = bytes
+            .get(at..at + 4)
+            .with_context(|| format!("pcap: cut at byte {at} of {}", bytes.len()))?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    ensure!(
+        bytes.len() >= 24,
+        "pcap: {} bytes, no file header",
+        bytes.len()
+    );
+    ensure!(
+        u32_at(0)? == 0xa1b2_c3d4,
+        "pcap: magic {:#x}, not little-endian microsecond pcap",
+        u32_at(0)?
+    );
+    let snaplen = u32_at(16)?;
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        ensure!(
+            bytes.len() - at >= 16,
+            "pcap: torn record header at byte {at}: {} of 16 bytes",
+            bytes.len() - at
+        );
+        let (captured, original) = (u32_at(at + 8)?, u32_at(at + 12)?);
+        ensure!(
+            captured <= snaplen && captured <= original,
+            "pcap: record at byte {at} has {captured} bytes (snap length {snaplen}, wire {original})"
+        );
+        let end = at + 16 + captured as usize;
+        ensure!(
+            end <= bytes.len(),
+            "pcap: torn record at byte {at}: {} of {captured} bytes",
+            bytes.len() - at - 16
+        );
+        records.push(PcapRecord { captured, original });
+        at = end;
+    }
+    Ok((snaplen, records))
+}
+
 /// The daemon binary at a path an unprivileged user can execute: the
 /// built one if nobody can run it, else a copy in `dir` (world-readable).
 pub fn bin_for_unprivileged(dir: &Path) -> Result<PathBuf> {

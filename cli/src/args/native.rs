@@ -34,7 +34,8 @@ Port specs (--port):
 Subcommands:
   switchyard check-config FILE        validate a configuration file (exit 0, or 2 with the line)
   switchyard ctl [-s SOCKET] [-j] CMD  ports, fdb, stats, macnat, fdb flush, port add|del,
-                                       capture, reload (`switchyard ctl --help`)
+                                       capture, reload (`switchyard ctl --help`); changes
+                                       need root or the admin group (--admin-group)
   switchyard generate man|bash|zsh|fish   the man page or a completion script
 
 Signals: SIGHUP reloads --config; SIGINT and SIGTERM remove the sockets and exit.
@@ -89,10 +90,19 @@ struct NativeArgs {
     #[arg(long = "dir-mode", value_name = "OCTAL", value_parser = parse_octal)]
     dir_mode: Option<u32>,
 
-    /// Group owner of the sockets (name or number), so its members'
-    /// guests may connect.
+    /// Group owner of every socket, those of --config included (name or
+    /// number), so its members' guests may connect. On the control socket
+    /// its members are observers: they may list and capture their own
+    /// guests, not change the switch (see --admin-group).
     #[arg(long, value_name = "GROUP", value_parser = parse_group)]
     group: Option<u32>,
+
+    /// Members of GROUP (name or number; primary or supplementary) are
+    /// admins on the control socket: they may add and remove any port,
+    /// flush the FDB, reload and capture any port, as root may. Others who
+    /// can open the socket are observers. [YAML: control.admin_group]
+    #[arg(long = "admin-group", value_name = "GROUP", value_parser = parse_group)]
+    admin_group: Option<u32>,
 
     /// Async runtime threads, for taps, pcap, UDP, stream and VXLAN ports
     /// and control connections (VDE/UML frames move on the data plane
@@ -319,10 +329,18 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     if let Some(c) = &a.control {
         // --control moves the socket; the file's mode and group still apply.
         let (mode, group) = match &s.extras.control {
-            Some((_, m, g)) => (*m, g.or(a.group)),
-            None => (None, a.group),
+            Some((_, m, g)) => (*m, *g),
+            None => (None, None),
         };
         s.extras.control = Some((c.clone(), mode, group));
+    }
+    if let Some(g) = a.admin_group {
+        s.extras.admin_group = Some(g);
+    }
+    if let Some(group) = a.group {
+        // Flags override the file: --group owns every socket, the file's
+        // unix ports and control socket included.
+        group_every_socket(&mut s, group, a.mode, a.dir_mode);
     }
     let mut per_type: std::collections::HashMap<String, usize> = Default::default();
     for spec in &a.port {
@@ -373,6 +391,26 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             .collect();
     }
     Ok(s)
+}
+
+/// Gives the sockets the file configured to `group`, and `mode`/`dir_mode`
+/// where given. A socket mode with no group bits (the file's default, 600)
+/// becomes group read-write: the group is given to let its members in.
+fn group_every_socket(s: &mut Settings, group: u32, mode: Option<u32>, dir_mode: Option<u32>) {
+    let group_mode = |m: Option<u32>| match mode.or(m) {
+        Some(m) if m & 0o070 == 0 => Some(m | ((m & 0o600) >> 3)),
+        Some(m) => Some(m),
+        None => Some(0o660),
+    };
+    for c in &mut s.controls {
+        c.group = Some(group);
+        c.mode = group_mode(c.mode);
+        c.dir_mode = dir_mode.or(c.dir_mode);
+    }
+    if let Some((_, m, g)) = &mut s.extras.control {
+        *g = Some(group);
+        *m = group_mode(*m);
+    }
 }
 
 #[cfg(test)]
@@ -491,6 +529,39 @@ mod tests {
             Duration::from_micros(50)
         );
         assert_eq!(overridden.expect("parses").busy_poll, Duration::ZERO);
+        Ok(())
+    }
+
+    #[test]
+    fn group_and_admin_group_reach_the_files_sockets() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("switchyard-grp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("grp.yaml");
+        std::fs::write(
+            &file,
+            "ports:\n  - { type: unix, path: /tmp/a.ctl }\n  - { type: unix, directory: /tmp/d, mode: \"0640\" }\n\
+             control: { path: /tmp/c.sock, admin_group: \"0\" }\n",
+        )?;
+        let cfg = file.to_string_lossy().into_owned();
+        let plain = p(&["switchyard", "--config", &cfg]);
+        let grouped = p(&["switchyard", "--config", &cfg, "--group", "65534"]);
+        let flagged = p(&["switchyard", "--config", &cfg, "--admin-group", "65534"]);
+        std::fs::remove_dir_all(&dir)?;
+        let plain = plain.expect("parses");
+        assert_eq!(plain.controls[0].group, None);
+        assert_eq!(plain.extras.admin_group, Some(0));
+        let grouped = grouped.expect("parses");
+        let perms: Vec<_> = grouped.controls.iter().map(|c| (c.mode, c.group)).collect();
+        assert_eq!(
+            perms,
+            [(Some(0o660), Some(65534)), (Some(0o640), Some(65534))]
+        );
+        assert_eq!(
+            grouped.extras.control,
+            Some(("/tmp/c.sock".into(), Some(0o660), Some(65534)))
+        );
+        assert_eq!(grouped.extras.admin_group, Some(0), "--group is not admin");
+        assert_eq!(flagged.expect("parses").extras.admin_group, Some(65534));
         Ok(())
     }
 

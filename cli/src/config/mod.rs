@@ -66,6 +66,15 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
             })
         })
         .transpose()?;
+    let admin_group = file
+        .control
+        .as_ref()
+        .and_then(|c| c.admin_group.as_ref())
+        .map(|g| {
+            parse_group(&g.value)
+                .map_err(|e| blame.at(g.referenced, "control.admin_group".into(), e))
+        })
+        .transpose()?;
     let control = file
         .control
         .map(|c| -> Result<_, ConfigError> {
@@ -89,6 +98,7 @@ pub fn apply(text: &str, path: &Path, base: &mut Settings) -> Result<Extras, Con
     Ok(Extras {
         metrics,
         control,
+        admin_group,
         config_path: None,
         argv: Vec::new(),
     })
@@ -320,6 +330,28 @@ ports:
         }
         assert_eq!(s.controls[0].mode, Some(0o640), "a mode is read as written");
         assert!(!s.taps[0].offload);
+    }
+
+    #[test]
+    fn the_admin_group_is_read_by_name_or_number() {
+        let (_, e) = load_str("control: { path: /tmp/c.sock, admin_group: \"0\" }").expect("loads");
+        assert_eq!(e.admin_group, Some(0));
+        let (_, e) = load_str("control: { path: /tmp/c.sock, admin_group: root }").expect("loads");
+        assert_eq!(e.admin_group, Some(0));
+        let (_, e) = load_str("control: { path: /tmp/c.sock, admin_group: 4242 }").expect("loads");
+        assert_eq!(e.admin_group, Some(4242));
+        let (_, e) = load_str("control: { path: /tmp/c.sock }").expect("loads");
+        assert_eq!(e.admin_group, None);
+        let m =
+            load_str("control:\n  path: /tmp/c.sock\n  admin_group: no-such-group-switchyard\n")
+                .expect_err("no such group")
+                .to_string();
+        assert!(
+            m.contains("line 3")
+                && m.contains("control.admin_group")
+                && m.contains("does not exist"),
+            "{m}"
+        );
     }
 
     #[test]

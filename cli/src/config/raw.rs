@@ -141,6 +141,7 @@ pub(super) struct ControlSection {
     pub(super) path: PathBuf,
     pub(super) mode: Option<Sp<String>>,
     pub(super) group: Option<Sp<String>>,
+    pub(super) admin_group: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,11 @@ impl Attachment {
     /// Adds `port` to `switch` (it receives floods from now on), ties it to
     /// `stop` and logs `port attached`, naming `client` when known.
     pub fn new(switch: &Arc<Switch>, stop: &Stop, port: Arc<Port>, client: Option<Client>) -> Self {
+        // Before the port is visible: a control request never sees it
+        // without its client.
+        if let Some(c) = client {
+            port.set_client(c);
+        }
         switch.add_port(port.clone());
         stop.adopt(&port);
         let (name, kind, peer) = (port.name(), port.kind(), port.peer());
