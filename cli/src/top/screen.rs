@@ -44,7 +44,7 @@ fn drops(p: &PortView) -> String {
 
 fn cells(p: &PortView) -> Vec<String> {
     let rate =
-        |f: fn(&super::rates::Rates) -> f64| p.rates.as_ref().map_or("new".into(), |r| si(f(r)));
+        |f: fn(&super::rates::Rates) -> f64| p.rates.as_ref().map_or("-".into(), |r| si(f(r)));
     vec![
         p.name.clone(),
         p.kind.clone(),
@@ -76,7 +76,8 @@ pub fn summary(view: &View, sort: SortKey) -> String {
 }
 
 /// The port table: a header and one row per port in the view's order,
-/// columns padded to their widest cell (PEER, last, is not padded).
+/// columns padded to their widest cell (PEER, last, is not padded). A
+/// port without rates yet (new since the previous poll) shows `-`.
 pub fn table(view: &View) -> Vec<String> {
     let rows: Vec<Vec<String>> = view.ports.iter().map(cells).collect();
     let mut widths: Vec<usize> = COLUMNS.iter().map(|h| h.chars().count()).collect();
@@ -176,7 +177,7 @@ mod tests {
         assert!(t[1].starts_with("a ") && t[1].contains("2.00k"), "{}", t[1]);
         assert!(t[1].contains("400 egress_full"), "{}", t[1]);
         assert!(t[1].contains("1.60M"), "{}", t[1]);
-        assert!(t[3].starts_with("c ") && t[3].contains("new"), "{}", t[3]);
+        assert!(t[3].starts_with("c  ") && t[3].contains(" -  "), "{}", t[3]);
         let s = summary(&view(), SortKey::Traffic);
         assert!(
             s.contains("3 ports") && s.contains("FDB 2/100") && s.contains("learn 3/s"),

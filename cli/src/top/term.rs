@@ -85,7 +85,11 @@ pub fn run(
 ) -> Result<(), String> {
     let mut prev = poll()?;
     let mut view = compute(&prev, &prev);
-    view.ports.iter_mut().for_each(|p| p.new = true);
+    // Nothing to measure against yet: the rows come up without rates.
+    view.ports.iter_mut().for_each(|p| {
+        p.new = true;
+        p.rates = None;
+    });
     let mut status: Option<String> = None;
     let mut out = std::io::stdout();
     let _restore = Restore::enter(&mut out).map_err(|e| format!("cannot use the terminal: {e}"))?;
