@@ -54,7 +54,7 @@ fn parse(args: &[&str]) -> Result<Options, String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag {
-            "--once" | "-1" => o.once = true,
+            "--once" => o.once = true,
             "--interval" | "-i" => {
                 o.interval = crate::values::parse_duration(value()?)?;
                 if o.interval.is_zero() {

@@ -79,8 +79,14 @@ pub fn summary(view: &View, sort: SortKey) -> String {
 /// columns padded to their widest cell (PEER, last, is not padded). A
 /// port without rates yet (new since the previous poll) shows `-`.
 pub fn table(view: &View) -> Vec<String> {
-    let rows: Vec<Vec<String>> = view.ports.iter().map(cells).collect();
-    let mut widths: Vec<usize> = COLUMNS.iter().map(|h| h.chars().count()).collect();
+    columns(&COLUMNS, view.ports.iter().map(cells).collect())
+}
+
+/// A header and rows as lines, each column padded to its widest cell and
+/// two spaces apart, trailing spaces cut (`ctl ports` and the others print
+/// their tables through this too).
+pub fn columns(header: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -94,7 +100,7 @@ pub fn table(view: &View) -> Vec<String> {
             .collect();
         parts.join("  ").trim_end().to_string()
     };
-    std::iter::once(line(COLUMNS.iter().map(|c| c.to_string()).collect()))
+    std::iter::once(line(header.iter().map(|c| c.to_string()).collect()))
         .chain(rows.into_iter().map(line))
         .collect()
 }
