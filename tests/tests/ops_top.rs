@@ -112,11 +112,12 @@ fn counter(ports: &[Json], name: &str, key: &str) -> Result<f64> {
 /// direction rate × interval is at most the outer delta (to float
 /// rounding); and the outer window is longer than top's by the wall time
 /// the test measures around it, during which at most PACE × that time
-/// frames (plus a burst after a late wake-up) went by, which bounds it
-/// from below. a's receive rate and b's send rate are PACE within 15 %
-/// (a 2 s window holds 800 frames; a late wake-up of the sender moves at
-/// most a few tens of them across the window's edges). A client that
-/// attaches during the interval is listed as new, without rates.
+/// frames went by, plus the catch-up burst of a sender that woke up late
+/// (100 frames: a quarter second late on a busy machine), which bounds it
+/// from below. a's receive rate is PACE within 20 % (a 2 s window holds
+/// 800 frames; such late wake-ups at both edges move at most 160 of them
+/// across). A client that attaches during the interval is listed as new,
+/// without rates.
 #[test]
 fn once_json_rates_agree_with_the_counters() -> Result<()> {
     preflight()?;
@@ -151,7 +152,7 @@ fn once_json_rates_agree_with_the_counters() -> Result<()> {
         .as_f64()
         .context("no interval_seconds")?;
     ensure!(
-        (1.9..2.5).contains(&interval) && interval < wall,
+        (1.9..3.0).contains(&interval) && interval < wall,
         "interval {interval} s (wall {wall} s)"
     );
     let rows = top["ports"].as_array().context("no ports")?;
@@ -168,7 +169,7 @@ fn once_json_rates_agree_with_the_counters() -> Result<()> {
             let seen = row[rate].as_f64().context("no rate")? * interval / scale;
             let delta = counter(&after, name, key)? - counter(&before, name, key)?;
             let per_frame = if scale == 1.0 { 1.0 } else { FRAME as f64 };
-            let slack = (PACE * outside + 50.0) * per_frame;
+            let slack = (PACE * outside + 100.0) * per_frame;
             ensure!(
                 seen <= delta * 1.000_001 + 1e-6 && seen >= delta - slack,
                 "{name} {rate}: top counted {seen:.1} over {interval:.3} s, the counters moved \
@@ -185,7 +186,7 @@ fn once_json_rates_agree_with_the_counters() -> Result<()> {
     let by_mac_rx = |want: f64| {
         rows.iter()
             .filter_map(|r| r["rx_frames_per_second"].as_f64())
-            .any(|v| (v - want).abs() <= want * 0.15)
+            .any(|v| (v - want).abs() <= want * 0.2)
     };
     ensure!(by_mac_rx(PACE), "no port receives {PACE} frames/s: {top}");
     let new: Vec<&Json> = rows.iter().filter(|r| r["new"] == true).collect();
