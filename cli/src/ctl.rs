@@ -36,6 +36,9 @@ commands:
                          (e.g. | tcpdump -n -r -)
   reload                 re-read the configuration file (as SIGHUP does)
   macnat                 the MAC-NAT table
+  top [--once] [--interval DURATION] [--sort KEY]
+                         live per-port rates, full screen (q quits;
+                         `ctl top --help`); --once -j: JSON for scripts
 options:
   -s, --socket SOCKET    control socket [default: /run/switchyard/control.sock as root]
   -j, --json             print JSON
@@ -65,6 +68,10 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
                 socket = PathBuf::from(args.remove(i + 1));
                 args.remove(i);
             }
+            "-h" | "--help" if args.iter().any(|a| a == "top") => {
+                println!("{}", crate::top::USAGE);
+                return ExitCode::SUCCESS;
+            }
             "-h" | "--help" => {
                 println!("{}", usage());
                 return ExitCode::SUCCESS;
@@ -75,6 +82,9 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     if let ["capture", rest @ ..] = words.as_slice() {
         return capture(&socket, rest);
+    }
+    if let ["top", rest @ ..] = words.as_slice() {
+        return crate::top::main(&socket, as_json, rest);
     }
     let Some(req) = parse_words(&words) else {
         eprintln!("{}", usage());
@@ -219,7 +229,8 @@ fn request_line(req: &Request) -> String {
     line
 }
 
-fn request(socket: &std::path::Path, req: &Request) -> Result<Value, String> {
+/// Sends one request and reads its reply.
+pub(crate) fn request(socket: &std::path::Path, req: &Request) -> Result<Value, String> {
     let mut s = connect(socket)?;
     s.write_all(request_line(req).as_bytes())
         .map_err(|e| format!("cannot send request: {e}"))?;
@@ -249,23 +260,8 @@ fn print_mac_nat_counters(counters: &BTreeMap<String, BTreeMap<String, u64>>) {
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
+    for line in crate::top::screen::columns(header, rows) {
+        println!("{line}");
     }
 }
 

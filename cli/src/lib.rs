@@ -20,4 +20,5 @@ pub mod settings;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;
+pub mod top;
 pub mod values;

@@ -54,6 +54,8 @@ fn deb_builds_installs_and_runs() {
         "/lib/systemd/system/switchyard@.service",
         "/etc/switchyard/switchyard.yaml",
         "/usr/share/doc/switchyard/examples/vxlan.yaml",
+        "/usr/share/switchyard/grafana/switchyard.json",
+        "/usr/share/switchyard/prometheus/switchyard-rules.yml",
     ] {
         assert!(Path::new(f).exists(), "{f} is not installed");
     }

@@ -34,8 +34,9 @@ Port specs (--port):
 Subcommands:
   switchyard check-config FILE        validate a configuration file (exit 0, or 2 with the line)
   switchyard ctl [-s SOCKET] [-j] CMD  ports, fdb, stats, macnat, fdb flush, port add|del,
-                                       capture, reload (`switchyard ctl --help`); changes
+                                       capture, reload, top (`switchyard ctl --help`); changes
                                        need root or the admin group (--admin-group)
+  switchyard ctl top [--once] [-j]    live per-port rates, drops, held frames, FDB
   switchyard generate man|bash|zsh|fish   the man page or a completion script
 
 Signals: SIGHUP reloads --config; SIGINT and SIGTERM remove the sockets and exit.
