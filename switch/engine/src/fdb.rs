@@ -6,8 +6,13 @@
 use crate::MacAddr;
 use crate::PortId;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
+
+/// The per-port limit a switch starts with: room for a guest that routes
+/// or bridges a small LAN (a /21 of hosts), while 32 guests are needed
+/// to fill the default 65,536-entry table.
+pub const DEFAULT_MAX_PER_PORT: usize = 2048;
 
 /// Limits and timers of the FDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +22,8 @@ pub struct FdbConfig {
     pub aging: Duration,
     /// The most entries the whole table holds (default 65 536).
     pub max_entries: usize,
-    /// The most entries one port may hold; `None` for no per-port limit.
+    /// The most entries one port may hold (default
+    /// [`DEFAULT_MAX_PER_PORT`]); `None` for no per-port limit.
     pub max_entries_per_port: Option<usize>,
 }
 
@@ -26,7 +32,7 @@ impl Default for FdbConfig {
         FdbConfig {
             aging: Duration::from_secs(300),
             max_entries: 65_536,
-            max_entries_per_port: None,
+            max_entries_per_port: Some(DEFAULT_MAX_PER_PORT),
         }
     }
 }
@@ -58,6 +64,10 @@ pub enum Learned {
     Flapping {
         /// The port it was on before.
         from: PortId,
+        /// The port it settled on last (see [`HOME_SETTLE`]): a flap into
+        /// any other port is a copy of its frames coming back, the sign of
+        /// a loop behind that port.
+        home: PortId,
     },
     /// Not learned: the table is full.
     TableFull,
@@ -81,6 +91,9 @@ pub struct FdbEntry {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     port: PortId,
+    /// Where the address was learned or last stayed [`HOME_SETTLE`]
+    /// without moving.
+    home: PortId,
     last_seen: Duration,
     /// When the address last moved port, to tell a move from a flap.
     last_move: Option<Duration>,
@@ -90,25 +103,92 @@ struct Slot {
 /// guests using one MAC.
 pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
 
-/// A multiplicative hasher for the packed 64-bit (VLAN, MAC) key: the keys
-/// are not attacker-chosen in a way that matters more than the table limit,
-/// and SipHash would cost more than the whole lookup.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// An address seen on one port this long after its last move has settled
+/// there: that port becomes its home (a guest that migrated).
+pub const HOME_SETTLE: Duration = Duration::from_secs(5);
+
+/// The key of the table's hash. Whoever builds the switch draws it at
+/// random (the engine has no source of randomness): a guest that cannot
+/// know it cannot choose addresses that share one probe chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashSeed(pub [u64; 2]);
+
+/// Builds [`KeyHasher`]s with the table's seed.
+#[derive(Debug, Clone, Copy)]
+struct Keyed(HashSeed);
+
+impl BuildHasher for Keyed {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seed: self.0,
+            word: 0,
+        }
+    }
+}
+
+/// SipHash-1-3 of the packed 64-bit (VLAN, MAC) key: a keyed function
+/// whose output an outsider cannot predict, at a few nanoseconds for the
+/// one word it hashes (std's `RandomState` runs the same rounds, but
+/// cannot take a caller's key).
+struct KeyHasher {
+    seed: HashSeed,
+    word: u64,
+}
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        let [k0, k1] = self.seed.0;
+        siphash::<1, 3>(k0, k1, self.word)
     }
     fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; other writes still mix in.
         for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.word = self.word.rotate_left(8) ^ u64::from(*b);
         }
     }
     fn write_u64(&mut self, v: u64) {
-        let x = (v ^ (v >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        self.0 = x ^ (x >> 32);
+        self.word = self.word.rotate_left(32) ^ v;
     }
+}
+
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// SipHash-C-D of one 8-byte message `m` (read little-endian) under the
+/// key (k0, k1).
+#[inline(always)]
+fn siphash<const C: usize, const D: usize>(k0: u64, k1: u64, m: u64) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    // The message block, then the final block holding only the length.
+    for block in [m, 8u64 << 56] {
+        v[3] ^= block;
+        for _ in 0..C {
+            sip_round(&mut v);
+        }
+        v[0] ^= block;
+    }
+    v[2] ^= 0xff;
+    for _ in 0..D {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 fn key(mac: MacAddr, vlan: u16) -> u64 {
@@ -119,16 +199,22 @@ fn key(mac: MacAddr, vlan: u16) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Fdb {
     config: FdbConfig,
-    entries: HashMap<u64, Slot, BuildHasherDefault<KeyHasher>>,
+    entries: HashMap<u64, Slot, Keyed>,
     per_port: HashMap<PortId, usize>,
 }
 
 impl Fdb {
-    /// An empty table.
+    /// An empty table with a fixed hash key: for tests. A switch uses
+    /// [`Fdb::with_seed`] with a random seed.
     pub fn new(config: FdbConfig) -> Self {
+        Fdb::with_seed(config, HashSeed::default())
+    }
+
+    /// An empty table whose hash is keyed with `seed`.
+    pub fn with_seed(config: FdbConfig, seed: HashSeed) -> Self {
         Fdb {
             config,
-            entries: HashMap::default(),
+            entries: HashMap::with_hasher(Keyed(seed)),
             per_port: HashMap::new(),
         }
     }
@@ -200,9 +286,17 @@ impl Fdb {
         if let Some(slot) = self.entries.get_mut(&k) {
             if slot.port == port {
                 slot.last_seen = now;
+                if slot.home != port
+                    && slot
+                        .last_move
+                        .is_none_or(|t| now.saturating_sub(t) >= HOME_SETTLE)
+                {
+                    slot.home = port;
+                }
                 return Learned::Refreshed;
             }
             let from = slot.port;
+            let home = slot.home;
             let stale = now.saturating_sub(slot.last_seen) >= aging;
             if !self.port_has_room(port) {
                 return Learned::PortFull;
@@ -216,13 +310,16 @@ impl Fdb {
                 slot.port = port;
                 slot.last_seen = now;
                 slot.last_move = Some(now);
+                if stale {
+                    slot.home = port;
+                }
             }
             self.dec(from);
             self.inc(port);
             return if stale {
                 Learned::New
             } else if flapping {
-                Learned::Flapping { from }
+                Learned::Flapping { from, home }
             } else {
                 Learned::Moved { from }
             };
@@ -237,6 +334,7 @@ impl Fdb {
             k,
             Slot {
                 port,
+                home: port,
                 last_seen: now,
                 last_move: None,
             },
@@ -252,6 +350,27 @@ impl Fdb {
         let mut gone: Vec<PortId> = Vec::new();
         self.entries.retain(|_, s| {
             let keep = now.saturating_sub(s.last_seen) < aging;
+            if !keep {
+                gone.push(s.port);
+            }
+            keep
+        });
+        for p in gone {
+            self.dec(p);
+        }
+        before - self.entries.len()
+    }
+
+    /// Removes every entry that moved within [`FLAP_WINDOW`] of `now`:
+    /// after a loop is cut, the addresses it carried are learned afresh
+    /// where their owners send from.
+    pub fn forget_moving(&mut self, now: Duration) -> usize {
+        let before = self.entries.len();
+        let mut gone: Vec<PortId> = Vec::new();
+        self.entries.retain(|_, s| {
+            let keep = s
+                .last_move
+                .is_none_or(|t| now.saturating_sub(t) >= FLAP_WINDOW);
             if !keep {
                 gone.push(s.port);
             }
@@ -381,5 +500,107 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f.port_len(P1), 0);
         assert_eq!(f.entries(s(1)).len(), 1);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    #[allow(deprecated)]
+    fn siphash_matches_the_reference() {
+        // std's SipHasher is SipHash-2-4; the same code with 1 and 3
+        // rounds is what the table uses.
+        let cases: [(u64, u64, u64); 3] = [
+            (0, 0, 0),
+            (1, 2, 3),
+            (u64::MAX, 0x0123_4567, 0xdead_beef_0000_0042),
+        ];
+        for (k0, k1, m) in cases {
+            let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+            h.write(&m.to_le_bytes());
+            assert_eq!(siphash::<2, 4>(k0, k1, m), h.finish());
+        }
+    }
+
+    #[test]
+    fn the_hash_depends_on_the_seed() {
+        let a = Keyed(HashSeed([1, 2]));
+        let b = Keyed(HashSeed([1, 3]));
+        let k = key(mac(1), 0);
+        assert_ne!(a.hash_one(k), b.hash_one(k));
+        assert_eq!(a.hash_one(k), Keyed(HashSeed([1, 2])).hash_one(k));
+        // Keys that differ in one bit land far apart under either seed.
+        let k2 = key(mac(3), 0);
+        assert_ne!(a.hash_one(k) & 0xffff, a.hash_one(k2) & 0xffff);
+    }
+
+    #[test]
+    fn a_seeded_table_works_as_the_default_one() {
+        let mut f = Fdb::with_seed(FdbConfig::default(), HashSeed([7, 9]));
+        for n in 0..200 {
+            assert_eq!(f.learn(mac(n), 0, P1, s(0)), Learned::New);
+        }
+        assert!((0..200).all(|n| f.lookup(mac(n), 0, s(1)) == Some(P1)));
+    }
+
+    #[test]
+    fn the_default_per_port_limit_holds() {
+        let mut f = Fdb::new(FdbConfig::default());
+        let chosen = |i: u32| MacAddr([2, 0x66, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..(DEFAULT_MAX_PER_PORT as u32 + 100) {
+            f.learn(chosen(i), 0, P2, s(0));
+        }
+        assert_eq!(f.port_len(P2), DEFAULT_MAX_PER_PORT);
+        assert_eq!(f.learn(chosen(1_000_000), 0, P2, s(0)), Learned::PortFull);
+        assert_eq!(f.learn(mac(1), 0, P1, s(0)), Learned::New);
+    }
+
+    #[test]
+    fn a_flood_of_chosen_addresses_never_pushes_out_another_ports() {
+        // No per-port limit and a small table: the flood fills it, and
+        // still every entry of the other port stays, answering lookups.
+        let mut f = Fdb::new(FdbConfig::new(s(300), 1000, None));
+        for n in 0..10 {
+            f.learn(mac(n), 0, P1, s(0));
+        }
+        for i in 0..100_000u32 {
+            let b = i.to_be_bytes();
+            let m = MacAddr([2, 0x77, b[0], b[1], b[2], b[3]]);
+            f.learn(m, 0, P2, s(1));
+        }
+        assert_eq!(f.len(), 1000);
+        assert!((0..10).all(|n| f.lookup(mac(n), 0, s(2)) == Some(P1)));
+        assert_eq!(f.port_len(P1), 10);
+        // ...and they refresh as before.
+        assert_eq!(f.learn(mac(3), 0, P1, s(3)), Learned::Refreshed);
+    }
+
+    #[test]
+    fn home_is_where_an_address_settles() {
+        let mut f = Fdb::new(FdbConfig::default());
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(1), 0, P2, s(10));
+        assert_eq!(
+            f.learn(mac(1), 0, P1, Duration::from_millis(10_500)),
+            Learned::Flapping { from: P2, home: P1 }
+        );
+        // It moves to P2 and stays: after HOME_SETTLE, P2 is home.
+        f.learn(mac(1), 0, P2, s(11));
+        f.learn(mac(1), 0, P2, s(17));
+        f.learn(mac(1), 0, P1, s(18));
+        assert_eq!(
+            f.learn(mac(1), 0, P2, Duration::from_millis(18_200)),
+            Learned::Flapping { from: P1, home: P2 }
+        );
+    }
+
+    #[test]
+    fn forgetting_moving_addresses_keeps_the_settled_ones() {
+        let mut f = Fdb::new(FdbConfig::default());
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(2), 0, P1, s(0));
+        f.learn(mac(2), 0, P2, s(5));
+        assert_eq!(f.forget_moving(s(5)), 1);
+        assert_eq!(f.lookup(mac(1), 0, s(5)), Some(P1));
+        assert_eq!(f.lookup(mac(2), 0, s(5)), None);
+        assert_eq!((f.port_len(P1), f.port_len(P2)), (1, 0));
     }
 }
