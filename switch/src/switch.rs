@@ -445,19 +445,49 @@ impl Switch {
         }
     }
 
-    /// Forgets idle FDB entries and ends loop blocks whose hold-down is
-    /// over; call about once a second.
+    /// Forgets idle FDB entries, ends loop blocks whose hold-down is over
+    /// and sends loop probes; call about once a second.
     pub fn age(&self) -> usize {
         let now = self.now();
-        let (aged, ended) = {
+        let (aged, ended, probing) = {
             let mut engine = self.engine();
-            (engine.age(now), engine.expire_loop_blocks(now))
+            let probing = engine.config().loops.enabled;
+            (engine.age(now), engine.expire_loop_blocks(now), probing)
         };
         let table = self.ports.load();
         for b in ended {
             crate::notice::unblocked(&b, &table);
         }
+        if probing {
+            self.send_loop_probes(&table, now);
+        }
         aged
+    }
+
+    /// One loop probe out of every port that faces a kernel bridge or a
+    /// LAN (tap, pcap, vxlan), where loops form; guests' ports get none,
+    /// their loops show as flapping addresses. A blocked port gets none
+    /// either: its own block is what keeps the loop cut.
+    fn send_loop_probes(&self, table: &PortTable, now: Duration) {
+        const FACING_BRIDGES: [&str; 3] = ["tap", "pcap", "vxlan"];
+        let probes: Vec<(Arc<Port>, [u8; crate::loops::PROBE_LEN])> = {
+            let engine = self.engine();
+            table
+                .iter()
+                .filter(|p| FACING_BRIDGES.contains(&p.kind()))
+                .filter(|p| p.counters().loop_blocked_for(now).is_none())
+                .map(|p| (p.clone(), engine.loop_probe(p.id())))
+                .collect()
+        };
+        for (port, probe) in &probes {
+            let frames: [&[u8]; 1] = [probe];
+            let out = Outgoing {
+                // No port: the switch itself sends it.
+                ingress: PortId(0),
+                frames: Frames::Plain(&frames),
+            };
+            port.send(out, Overflow::Drop, now);
+        }
     }
 
     /// The ports loop protection blocks now, by port.

@@ -177,6 +177,8 @@ pub struct Engine {
     default_vlans: PortVlans,
     events: FdbEvents,
     loops: Loops,
+    /// The source address of the switch's loop probes.
+    own_mac: MacAddr,
 }
 
 impl Engine {
@@ -200,6 +202,7 @@ impl Engine {
             default_vlans: PortVlans::default(),
             events: FdbEvents::default(),
             loops: Loops::default(),
+            own_mac: crate::loops::own_address(seed.0),
         }
     }
 
@@ -339,6 +342,15 @@ impl Engine {
         if self.loops.is_blocked(ingress, now) {
             return Decided::plain(Decision::Drop(DropReason::LoopBlocked), class);
         }
+        if frame.source() == self.own_mac {
+            // The switch's own frame came back: a loop behind `ingress`.
+            let notice = self.probe_returned(ingress, frame.as_bytes(), now);
+            return Decided {
+                decision: Decision::Drop(DropReason::LoopBlocked),
+                class,
+                notice,
+            };
+        }
         let class = if self.vlan_aware {
             let membership = self.vlans.get(&ingress).unwrap_or(&self.default_vlans);
             match membership.classify(frame.as_bytes()) {
@@ -447,13 +459,7 @@ impl Engine {
                 self.events.flaps += 1;
                 let guard = self.config.loops;
                 if let Some(block) = self.loops.flap(&guard, (mac, home), port, now) {
-                    self.events.loop_blocks += 1;
-                    // What the loop taught is wrong: the blocked port's
-                    // addresses and every address on the move are
-                    // learned afresh where their owners send from.
-                    self.fdb.purge_port(port);
-                    self.fdb.forget_moving(now);
-                    return Some(FdbNotice::LoopBlocked(block));
+                    return Some(self.blocked(block, now));
                 }
                 Some(FdbNotice::Flapping {
                     mac,
@@ -470,6 +476,42 @@ impl Engine {
                 })
             }
         }
+    }
+
+    fn probe_returned(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now: Duration,
+    ) -> Option<FdbNotice> {
+        let sent = crate::loops::probe_port(frame)?;
+        let guard = self.config.loops;
+        let block = self
+            .loops
+            .probe_returned(&guard, (self.own_mac, sent), ingress, now)?;
+        Some(self.blocked(block, now))
+    }
+
+    /// Counts a new block and forgets what the loop taught: the blocked
+    /// port's addresses and every address on the move are learned afresh
+    /// where their owners send from.
+    fn blocked(&mut self, block: LoopBlock, now: Duration) -> FdbNotice {
+        self.events.loop_blocks += 1;
+        self.fdb.purge_port(block.port);
+        self.fdb.forget_moving(now);
+        FdbNotice::LoopBlocked(block)
+    }
+
+    /// A loop probe to send out of `out` (loop protection sends one out of
+    /// each port that faces a bridge or a LAN, about once a second): if it
+    /// comes back on another port, that port is blocked.
+    pub fn loop_probe(&self, out: PortId) -> [u8; crate::loops::PROBE_LEN] {
+        crate::loops::probe(self.own_mac, out)
+    }
+
+    /// The source address of the switch's loop probes.
+    pub fn own_mac(&self) -> MacAddr {
+        self.own_mac
     }
 
     /// Ends loop blocks whose hold-down is over at `now`; returns them.

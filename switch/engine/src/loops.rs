@@ -10,6 +10,49 @@ use std::time::Duration;
 /// The window flaps are counted in.
 pub const LOOP_WINDOW: Duration = Duration::from_secs(1);
 
+/// Where loop probes go: a locally administered group address.
+pub const PROBE_DESTINATION: MacAddr = MacAddr([0x03, 0x53, 0x59, 0x4c, 0x50, 0x00]);
+/// The probes' EtherType: IEEE 802 local experimental EtherType 1.
+pub const PROBE_ETHERTYPE: u16 = 0x88b5;
+/// What follows the EtherType in a probe, before the port id.
+const PROBE_MAGIC: &[u8; 4] = b"SYLP";
+/// A probe's length: the 60-byte Ethernet minimum.
+pub const PROBE_LEN: usize = 60;
+
+/// A loop probe sent out of `out` with the switch's own source address.
+pub fn probe(own: MacAddr, out: PortId) -> [u8; PROBE_LEN] {
+    let mut f = [0u8; PROBE_LEN];
+    f[0..6].copy_from_slice(&PROBE_DESTINATION.0);
+    f[6..12].copy_from_slice(&own.0);
+    f[12..14].copy_from_slice(&PROBE_ETHERTYPE.to_be_bytes());
+    f[14..18].copy_from_slice(PROBE_MAGIC);
+    f[18..22].copy_from_slice(&out.0.to_be_bytes());
+    f
+}
+
+/// The port a returned probe was sent out of; `None` when `frame` is no
+/// probe (one 802.1Q tag a bridge may have added is skipped).
+pub fn probe_port(frame: &[u8]) -> Option<PortId> {
+    let at = match frame.get(12..14)? {
+        [0x81, 0x00] => 16,
+        _ => 12,
+    };
+    let body = frame.get(at..at + 10)?;
+    if body[0..2] != PROBE_ETHERTYPE.to_be_bytes() || &body[2..6] != PROBE_MAGIC {
+        return None;
+    }
+    Some(PortId(u32::from_be_bytes([
+        body[6], body[7], body[8], body[9],
+    ])))
+}
+
+/// The switch's own address, for its probes: locally administered,
+/// derived from the hash seed so two switches on one LAN differ.
+pub fn own_address(seed: [u64; 2]) -> MacAddr {
+    let m = (seed[0] ^ seed[1].rotate_left(17) ^ 0x5359_4c50_5359_4c50).to_be_bytes();
+    MacAddr([(m[2] & 0xfc) | 0x02, m[3], m[4], m[5], m[6], m[7]])
+}
+
 /// Loop protection's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -108,6 +151,32 @@ impl Loops {
         if *count < guard.threshold {
             return None;
         }
+        self.block(guard, (mac, home), port, now)
+    }
+
+    /// A probe sent out of `sent` came back on `port`: blocks `port`,
+    /// unless the loop is already cut at `sent` (both ends of one loop
+    /// see each other's probes; one block is enough).
+    pub(crate) fn probe_returned(
+        &mut self,
+        guard: &LoopGuard,
+        (own, sent): (MacAddr, PortId),
+        port: PortId,
+        now: Duration,
+    ) -> Option<LoopBlock> {
+        if !guard.enabled || self.is_blocked(port, now) || self.is_blocked(sent, now) {
+            return None;
+        }
+        self.block(guard, (own, sent), port, now)
+    }
+
+    fn block(
+        &mut self,
+        guard: &LoopGuard,
+        (mac, home): (MacAddr, PortId),
+        port: PortId,
+        now: Duration,
+    ) -> Option<LoopBlock> {
         self.flaps.remove(&port);
         let block = LoopBlock {
             port,
@@ -196,6 +265,28 @@ mod tests {
         for t in 0..10 {
             assert_eq!(l.flap(&g, (M, HOME), A, ms(t * 600)), None);
         }
+    }
+
+    #[test]
+    fn a_probe_reads_back_and_blocks_one_end_of_the_loop() {
+        let own = own_address([1, 2]);
+        assert_eq!(own.0[0] & 3, 2, "local unicast");
+        let p = probe(own, A);
+        assert_eq!(probe_port(&p), Some(A));
+        assert_eq!(probe_port(&p[..20]), None);
+        let mut tagged = p.to_vec();
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+        assert_eq!(probe_port(&tagged), Some(A));
+        let g = LoopGuard::default();
+        let mut l = Loops::default();
+        let b = l.probe_returned(&g, (own, A), B, ms(0)).expect("blocked");
+        assert_eq!((b.port, b.home), (B, A));
+        assert_eq!(
+            l.probe_returned(&g, (own, B), A, ms(1)),
+            None,
+            "cut already"
+        );
+        assert!(!l.is_blocked(A, ms(1)));
     }
 
     #[test]

@@ -128,3 +128,26 @@ fn a_guest_that_sends_a_lot_while_a_loop_runs_is_not_blocked() {
     }
     assert!(!blocked.is_empty() && !blocked.contains(&G1), "{blocked:?}");
 }
+
+#[test]
+fn a_probe_that_comes_back_blocks_the_port_it_came_back_on() {
+    let mut e = looped(LoopGuard::default());
+    let (pa, pb) = (e.loop_probe(A), e.loop_probe(B));
+    // The bridge sends A's probe back on B and B's on A.
+    let d = e.decide(B, &pa, ms(0));
+    assert_eq!(d.decision, Decision::Drop(DropReason::LoopBlocked));
+    let Some(FdbNotice::LoopBlocked(b)) = d.notice else {
+        panic!("no block: {d:?}");
+    };
+    assert_eq!((b.port, b.home, b.mac), (B, A, e.own_mac()));
+    let d = e.decide(A, &pb, ms(1));
+    assert_eq!(
+        (d.decision, d.notice),
+        (Decision::Drop(DropReason::LoopBlocked), None)
+    );
+    assert!(!e.is_loop_blocked(A, ms(1)) && e.is_loop_blocked(B, ms(1)));
+    // Off: a returning probe is still dropped, nothing is blocked.
+    let mut off = looped(LoopGuard::off());
+    let p = off.loop_probe(A);
+    assert_eq!(off.decide(B, &p, ms(0)).notice, None);
+}
