@@ -60,6 +60,19 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("retransmits", t.retransmits),
             ("tx_dropped", t.tx_dropped),
         ],
+        Sample::MacFlood(m) => vec![
+            ("rx_fps_base", m.base.rx_fps(0)),
+            ("rx_fps", m.attacked.rx_fps(0)),
+            ("slowdown_pct", m.slowdown_pct()),
+            ("attack_fps", m.attack_fps),
+            ("fill_s", m.fill_s),
+            (
+                "bystander_kept_pct",
+                if m.bystander_kept { 100.0 } else { 0.0 },
+            ),
+            ("loss_pct", m.attacked.loss_pct()),
+            cpu_pct(m.attacked.switch_cpu_pct()),
+        ],
         Sample::Fdb(d) => {
             let f = &d.flood;
             let kib = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -631,6 +644,48 @@ const ROWS: &[Row] = &[
         m: Measurement::Fdb64k,
         key: "switch_cpu_pct",
         label: "64 k MACs: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "rx_fps_base",
+        label: "MAC flood: 64 B A→B before C's flood: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "rx_fps",
+        label: "MAC flood: A→B while C cycles 100,000 chosen source MACs: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "slowdown_pct",
+        label: "MAC flood: A→B rate lost to it (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "attack_fps",
+        label: "MAC flood: C's frames during the window (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "bystander_kept_pct",
+        label: "MAC flood: bystander D's address still learned (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "switch_cpu_pct",
+        label: "MAC flood: switch CPU under attack (% of one core)",
         unit: Unit::Cpu,
         better: Better::Neither,
     },
