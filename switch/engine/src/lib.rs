@@ -10,6 +10,7 @@
 mod drop;
 pub mod engine;
 pub mod fdb;
+mod keyed;
 pub mod loops;
 pub mod ratelimit;
 mod storm;

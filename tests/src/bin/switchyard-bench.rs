@@ -74,8 +74,9 @@ options:
                                        user-mode-linux and iperf3)
                         fdb_64k        64 B A->B after 65,536 source MACs
                                        (switchyard without a per-port limit)
-                        mac_flood      64 B A->B alone, then while C sends
-                                       from 100,000 chosen source MACs; is
+                        mac_flood      64 B A->B alone, while C sends 20 k
+                                       frames/s from one MAC, then from
+                                       100,000 chosen source MACs; is
                                        bystander D's address still learned?
                         macnat_pcap    switchyard only: a pcap port on a veth
                                        pair with MAC-NAT off vs on, 64 B
@@ -462,11 +463,13 @@ fn summary(s: &measure::Sample) -> String {
             t.tx_dropped
         ),
         measure::Sample::MacFlood(m) => format!(
-            "A->B {:.1} -> {:.1} kframes/s under attack ({:.1}% lost), attacker {:.1} \
-             kframes/s, bystander kept: {}",
+            "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
+             {:.1}% against one-MAC C), attacker {:.1} kframes/s, bystander kept: {}",
             m.base.rx_fps(0) / 1e3,
+            m.control.rx_fps(0) / 1e3,
             m.attacked.rx_fps(0) / 1e3,
             m.slowdown_pct(),
+            m.fdb_slowdown_pct(),
             m.attack_fps / 1e3,
             m.bystander_kept
         ),

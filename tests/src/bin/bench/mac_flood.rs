@@ -22,10 +22,12 @@ pub const ATTACK_MACS: usize = 100_000;
 /// blast competing for the same core.
 pub const ATTACK_FPS: f64 = 20_000.0;
 
-/// A→B alone, then with the attacker.
+/// A→B alone, with C sending at the same rate from one address (what
+/// any busy neighbour costs), and with the attacker.
 #[derive(Clone, Debug)]
 pub struct MacFloodSample {
     pub base: FloodSample,
+    pub control: FloodSample,
     pub attacked: FloodSample,
     /// Seconds for the first pass over every attacker address.
     pub fill_s: f64,
@@ -39,12 +41,22 @@ pub struct MacFloodSample {
 impl MacFloodSample {
     /// Share of A→B's rate the attack took away (negative: it went up).
     pub fn slowdown_pct(&self) -> f64 {
-        let base = self.base.rx_fps(0);
-        if base == 0.0 {
-            return f64::NAN;
-        }
-        100.0 * (1.0 - self.attacked.rx_fps(0) / base)
+        lost(&self.base, &self.attacked)
     }
+
+    /// Share of A→B's rate the attack took away beyond what the same
+    /// rate from one address takes: the FDB's part.
+    pub fn fdb_slowdown_pct(&self) -> f64 {
+        lost(&self.control, &self.attacked)
+    }
+}
+
+fn lost(before: &FloodSample, after: &FloodSample) -> f64 {
+    let b = before.rx_fps(0);
+    if b == 0.0 {
+        return f64::NAN;
+    }
+    100.0 * (1.0 - after.rx_fps(0) / b)
 }
 
 /// The i-th attacker address: locally administered, distinct from the
@@ -60,7 +72,7 @@ fn attack_mac(i: usize) -> [u8; 6] {
 /// paced until `stop`. Returns frames sent.
 fn attack(
     sock: &UnixDatagram,
-    own: [u8; 6],
+    (own, macs): ([u8; 6], usize),
     batch: usize,
     fps: Option<f64>,
     stop: &AtomicBool,
@@ -89,7 +101,7 @@ fn attack(
         }
         let n = msgs.len();
         for i in 0..n {
-            let mac = attack_mac((sent as usize + i) % ATTACK_MACS);
+            let mac = attack_mac((sent as usize + i) % macs);
             msgs.slot_mut(i)[6..12].copy_from_slice(&mac);
         }
         match msgs.send(sock, n) {
@@ -161,36 +173,53 @@ pub fn run(ctl: &Path, pid: u32, cfg: &Config) -> Result<MacFloodSample> {
         bail!("expected four ports");
     };
     let base = a_to_b(pid, cfg, a, b)?;
-    let stop = AtomicBool::new(false);
+    let (control, _) = while_c_sends(pid, cfg, (a, b, c), 1)?;
     let t = Instant::now();
-    attack(&c.data, c.mac, cfg.batch, None, &stop)?;
+    let once = AtomicBool::new(false);
+    attack(&c.data, (c.mac, ATTACK_MACS), cfg.batch, None, &once)?;
     let fill_s = t.elapsed().as_secs_f64();
+    let (attacked, attack_fps) = while_c_sends(pid, cfg, (a, b, c), ATTACK_MACS)?;
+    let bystander_kept = bystander_kept(a, b, d)?;
+    Ok(MacFloodSample {
+        base,
+        control,
+        attacked,
+        fill_s,
+        attack_fps,
+        bystander_kept,
+    })
+}
+
+/// A→B while C sends at [`ATTACK_FPS`] from `macs` addresses; returns
+/// the flood and C's rate.
+fn while_c_sends(
+    pid: u32,
+    cfg: &Config,
+    (a, b, c): (&Port, &Port, &Port),
+    macs: usize,
+) -> Result<(FloodSample, f64)> {
+    let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
-    let (attacked, window) = std::thread::scope(|s| {
+    let (flood, window) = std::thread::scope(|s| {
         let attacker = s.spawn(|| {
-            let n = attack(&c.data, c.mac, cfg.batch, Some(ATTACK_FPS), &stop);
+            let n = attack(&c.data, (c.mac, macs), cfg.batch, Some(ATTACK_FPS), &stop);
             sent.store(*n.as_ref().unwrap_or(&0), Ordering::Relaxed);
             n
         });
         let t = Instant::now();
-        let attacked = a_to_b(pid, cfg, a, b);
+        let flood = a_to_b(pid, cfg, a, b);
         let window = t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let joined = attacker
             .join()
             .map_err(|_| anyhow::anyhow!("the attacker thread panicked"));
         (
-            attacked.and_then(|f| joined.and_then(|r| r.map(|_| f))),
+            flood.and_then(|f| joined.and_then(|r| r.map(|_| f))),
             window,
         )
     });
-    let attacked = attacked?;
-    let bystander_kept = bystander_kept(a, b, d)?;
-    Ok(MacFloodSample {
-        base,
-        attacked,
-        fill_s,
-        attack_fps: sent.load(Ordering::Relaxed) as f64 / window.max(1e-9),
-        bystander_kept,
-    })
+    Ok((
+        flood?,
+        sent.load(Ordering::Relaxed) as f64 / window.max(1e-9),
+    ))
 }

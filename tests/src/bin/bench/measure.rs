@@ -125,7 +125,7 @@ impl Measurement {
             // power off.
             Measurement::UmlTcp => cfg.iperf_time.as_secs_f64() + 2.5,
             Measurement::Fdb64k => window + 1.0,
-            Measurement::MacFlood => 2.0 * window + 2.0,
+            Measurement::MacFlood => 3.0 * window + 2.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
             _ => window,
         }

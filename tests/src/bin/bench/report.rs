@@ -62,8 +62,10 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
         ],
         Sample::MacFlood(m) => vec![
             ("rx_fps_base", m.base.rx_fps(0)),
+            ("rx_fps_control", m.control.rx_fps(0)),
             ("rx_fps", m.attacked.rx_fps(0)),
             ("slowdown_pct", m.slowdown_pct()),
+            ("fdb_slowdown_pct", m.fdb_slowdown_pct()),
             ("attack_fps", m.attack_fps),
             ("fill_s", m.fill_s),
             (
@@ -656,6 +658,13 @@ const ROWS: &[Row] = &[
     },
     Row {
         m: Measurement::MacFlood,
+        key: "rx_fps_control",
+        label: "MAC flood: A→B while C sends 20 kframes/s from one MAC: received (kframes/s)",
+        unit: Unit::Kfps,
+        better: Better::Higher,
+    },
+    Row {
+        m: Measurement::MacFlood,
         key: "rx_fps",
         label: "MAC flood: A→B while C cycles 100,000 chosen source MACs: received (kframes/s)",
         unit: Unit::Kfps,
@@ -664,7 +673,14 @@ const ROWS: &[Row] = &[
     Row {
         m: Measurement::MacFlood,
         key: "slowdown_pct",
-        label: "MAC flood: A→B rate lost to it (%)",
+        label: "MAC flood: A→B rate lost to it, against A→B alone (%)",
+        unit: Unit::Pct,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::MacFlood,
+        key: "fdb_slowdown_pct",
+        label: "MAC flood: A→B rate lost to it, against one-MAC C at the same rate (%)",
         unit: Unit::Pct,
         better: Better::Neither,
     },
