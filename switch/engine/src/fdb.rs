@@ -491,4 +491,36 @@ mod tests {
         assert_eq!(f.lookup(mac(2), 0, s(5)), None);
         assert_eq!((f.port_len(P1), f.port_len(P2)), (1, 0));
     }
+
+    proptest::proptest! {
+        /// Whatever addresses a flooding port chooses, whatever the limits,
+        /// another port's fresh entries stay and keep answering.
+        #[test]
+        fn a_flood_never_evicts_another_ports_entries(
+            flood in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..3000),
+            max in 1usize..500,
+            per_port in proptest::option::of(1usize..300),
+            seed in proptest::prelude::any::<[u64; 2]>(),
+        ) {
+            let mut f = Fdb::with_seed(FdbConfig::new(s(300), max, per_port), HashSeed(seed));
+            let own: Vec<MacAddr> = (0..5).map(mac).collect();
+            let kept: Vec<MacAddr> = own
+                .iter()
+                .copied()
+                .filter(|m| f.learn(*m, 0, P1, s(0)) == Learned::New)
+                .collect();
+            for (i, raw) in flood.iter().enumerate() {
+                // Unicast, never one of P1's addresses.
+                let m = MacAddr::from_u64((raw & 0x0000_feff_ffff_ff00) | 0x0200_0000_0000 | 0x80);
+                f.learn(m, (i % 3) as u16, P2, s(1));
+            }
+            for m in kept {
+                proptest::prop_assert_eq!(f.lookup(m, 0, s(2)), Some(P1));
+            }
+            proptest::prop_assert!(f.len() <= max);
+            if let Some(p) = per_port {
+                proptest::prop_assert!(f.port_len(P2) <= p);
+            }
+        }
+    }
 }
