@@ -62,12 +62,20 @@ fn blocked(b: &LoopBlock, table: &PortTable, now: Duration) {
     if let Some(p) = table.get(b.port) {
         p.counters().loop_block(b.until);
     }
-    tracing::warn!(
-        port = %name(table, b.port), mac = %b.mac, home = %name(table, b.home),
-        hold_down_s = b.until.saturating_sub(now).as_secs(),
-        "loop detected: this port keeps bringing back frames of an address that lives on \
-         another port; blocking it (frames from and to it are dropped)"
-    );
+    let hold_down_s = b.until.saturating_sub(now).as_secs();
+    if b.probe {
+        tracing::warn!(
+            port = %name(table, b.port), probe_sent_out_of = %name(table, b.home), hold_down_s,
+            "loop detected: the switch's loop probe came back through this port; blocking it \
+             (frames from and to it are dropped)"
+        );
+    } else {
+        tracing::warn!(
+            port = %name(table, b.port), mac = %b.mac, home = %name(table, b.home), hold_down_s,
+            "loop detected: this port keeps bringing back frames of an address that lives on \
+             another port; blocking it (frames from and to it are dropped)"
+        );
+    }
 }
 
 /// Says a loop block ended.

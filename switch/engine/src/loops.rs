@@ -105,10 +105,13 @@ impl LoopGuard {
 pub struct LoopBlock {
     /// The blocked port.
     pub port: PortId,
-    /// The address whose flapping closed it.
+    /// The address whose flapping closed it, or the switch's own for a
+    /// returned probe.
     pub mac: MacAddr,
-    /// That address's home port.
+    /// That address's home port, or the port the probe left by.
     pub home: PortId,
+    /// True when the switch's own probe came back; false for flapping.
+    pub probe: bool,
     /// When the block began (switch clock).
     pub since: Duration,
     /// When it ends (switch clock).
@@ -151,7 +154,7 @@ impl Loops {
         if *count < guard.threshold {
             return None;
         }
-        self.block(guard, (mac, home), port, now)
+        self.block(guard, (mac, home), port, now, false)
     }
 
     /// A probe sent out of `sent` came back on `port`: blocks `port`,
@@ -167,7 +170,7 @@ impl Loops {
         if !guard.enabled || self.is_blocked(port, now) || self.is_blocked(sent, now) {
             return None;
         }
-        self.block(guard, (own, sent), port, now)
+        self.block(guard, (own, sent), port, now, true)
     }
 
     fn block(
@@ -176,12 +179,14 @@ impl Loops {
         (mac, home): (MacAddr, PortId),
         port: PortId,
         now: Duration,
+        probe: bool,
     ) -> Option<LoopBlock> {
         self.flaps.remove(&port);
         let block = LoopBlock {
             port,
             mac,
             home,
+            probe,
             since: now,
             until: now + guard.hold_down,
         };
