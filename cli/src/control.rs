@@ -336,7 +336,7 @@ fn ports_reply(s: &Snapshot) -> Response {
                 name: p.name.clone(),
                 kind: p.kind.to_string(),
                 peer: p.peer.clone(),
-                state: if p.closing { "closing" } else { "up" }.to_string(),
+                state: port_state(p),
                 vlans: p.vlans.clone(),
                 rx_frames: c.rx_frames,
                 rx_bytes: c.rx_bytes,
@@ -344,10 +344,27 @@ fn ports_reply(s: &Snapshot) -> Response {
                 tx_bytes: c.tx_bytes,
                 tx_held: c.tx_held,
                 drops: drops_by_reason(c),
+                fdb_refused: c.fdb_refused,
+                loop_blocks: c.loop_blocks,
+                blocked: p.loop_block.as_ref().map(|b| crate::protocol::PortBlock {
+                    reason: "loop".into(),
+                    mac: b.mac.to_string(),
+                    home: b.home.clone(),
+                    seconds_left: b.left.as_secs().max(1),
+                }),
             }
         })
         .collect();
     Response::Ports { ports }
+}
+
+/// `up`, `closing`, or `blocked (loop, N s left)`.
+fn port_state(p: &crate::stats::PortStats) -> String {
+    match &p.loop_block {
+        _ if p.closing => "closing".into(),
+        Some(b) => format!("blocked (loop, {} s left)", b.left.as_secs().max(1)),
+        None => "up".into(),
+    }
 }
 
 fn fdb_reply(s: &Snapshot) -> Response {
@@ -517,13 +534,16 @@ mod tests {
         assert_eq!(
             ports_reply(&s).to_line().lines().next(),
             Some(
-                "{\"ports\":[{\"drops\":{\"too_short\":10},\"id\":1,\"name\":\"unix:1\",\
+                "{\"ports\":[{\"drops\":{\"too_short\":10},\"fdb_refused\":0,\"id\":1,\
+                 \"loop_blocks\":0,\"name\":\"unix:1\",\
                  \"peer\":\"peer of unix:1\",\"rx_bytes\":600,\"rx_frames\":10,\"state\":\"up\",\
                  \"tx_bytes\":660,\"tx_frames\":11,\"tx_held\":5,\"type\":\"unix\",\"vlans\":null},\
-                 {\"drops\":{\"too_short\":4},\"id\":2,\"name\":\"we\\\"ird\\\\name\",\
+                 {\"blocked\":{\"home\":\"unix:1\",\"mac\":\"02:00:00:00:00:01\",\"reason\":\"loop\",\
+                 \"seconds_left\":42},\"drops\":{\"too_short\":4},\"fdb_refused\":0,\"id\":2,\
+                 \"loop_blocks\":0,\"name\":\"we\\\"ird\\\\name\",\
                  \"peer\":\"peer of we\\\"ird\\\\name\",\"rx_bytes\":240,\"rx_frames\":4,\
-                 \"state\":\"up\",\"tx_bytes\":300,\"tx_frames\":5,\"tx_held\":2,\"type\":\"udp\",\
-                 \"vlans\":null}]}"
+                 \"state\":\"blocked (loop, 42 s left)\",\"tx_bytes\":300,\"tx_frames\":5,\"tx_held\":2,\
+                 \"type\":\"udp\",\"vlans\":null}]}"
             )
         );
         let Response::Macnat { counters, .. } = mac_nat_reply(&s) else {

@@ -34,7 +34,7 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The per-port counter families: name, help, value.
-const PORT_COUNTERS: [(&str, &str, Getter); 5] = [
+const PORT_COUNTERS: [(&str, &str, Getter); 7] = [
     (
         "switchyard_port_rx_frames_total",
         "Frames received from the port's peer.",
@@ -59,6 +59,16 @@ const PORT_COUNTERS: [(&str, &str, Getter); 5] = [
         "switchyard_port_tx_held_frames_total",
         "Frames a full peer made the switch hold, pausing their sender, instead of dropping them.",
         |c| c.tx_held,
+    ),
+    (
+        "switchyard_port_fdb_refused_total",
+        "Source addresses not learned because the port's or the table's limit was reached.",
+        |c| c.fdb_refused,
+    ),
+    (
+        "switchyard_port_loop_blocks_total",
+        "Times loop protection blocked the port.",
+        |c| c.loop_blocks,
     ),
 ];
 
@@ -133,6 +143,21 @@ fn render_ports(o: &mut String, s: &Snapshot) {
                 get(&p.counters)
             );
         }
+    }
+    family(
+        o,
+        "switchyard_port_loop_blocked",
+        "gauge",
+        "1 while loop protection blocks the port.",
+    );
+    for p in &s.ports {
+        let _ = writeln!(
+            o,
+            "switchyard_port_loop_blocked{{port=\"{}\",type=\"{}\"}} {}",
+            esc(&p.name),
+            p.kind,
+            u8::from(p.loop_block.is_some())
+        );
     }
     family(
         o,
@@ -280,6 +305,11 @@ fn render_fdb(o: &mut String, s: &Snapshot) {
             "switchyard_fdb_flaps_total",
             "Moves within a second of the address's previous move (a loop, or one MAC twice).",
             ev.flaps,
+        ),
+        (
+            "switchyard_fdb_loop_blocks_total",
+            "Ports loop protection blocked.",
+            ev.loop_blocks,
         ),
     ] {
         single(o, name, "counter", help, v);

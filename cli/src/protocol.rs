@@ -326,6 +326,28 @@ pub struct PortRow {
     pub tx_held: u64,
     /// Drops by reason, only reasons that happened.
     pub drops: BTreeMap<String, u64>,
+    /// Source addresses not learned because an FDB limit was reached.
+    #[serde(default)]
+    pub fdb_refused: u64,
+    /// Times loop protection blocked the port.
+    #[serde(default)]
+    pub loop_blocks: u64,
+    /// Why the port is blocked now, if it is (its `state` says so too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<PortBlock>,
+}
+
+/// A block on a port in [`PortRow::blocked`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBlock {
+    /// Why: `loop` (loop protection).
+    pub reason: String,
+    /// The address whose frames kept coming back through the port.
+    pub mac: String,
+    /// The port that address lives on.
+    pub home: String,
+    /// Seconds until the port forwards again.
+    pub seconds_left: u64,
 }
 
 /// One address in [`Response::Fdb`].

@@ -71,6 +71,19 @@ pub struct PortStats {
     pub vlans: Option<String>,
     /// Its counters.
     pub counters: CounterSnapshot,
+    /// Loop protection's block on it, if it is blocked.
+    pub loop_block: Option<LoopBlockStats>,
+}
+
+/// Why and how much longer loop protection blocks a port.
+#[derive(Debug, Clone)]
+pub struct LoopBlockStats {
+    /// The address whose frames kept coming back through the port.
+    pub mac: MacAddr,
+    /// The port that address lives on (its name, or id if gone).
+    pub home: String,
+    /// Time until the port forwards again.
+    pub left: Duration,
 }
 
 /// One forwarding table entry.
@@ -119,9 +132,21 @@ impl Snapshot {
     pub fn take(switch: &Switch, detail: Detail) -> Snapshot {
         let uptime = switch.now();
         let table = switch.ports();
+        let blocks = switch.loop_blocks();
         let ports = table
             .iter()
             .map(|p| PortStats {
+                loop_block: blocks
+                    .iter()
+                    .find(|b| b.port == p.id())
+                    .map(|b| LoopBlockStats {
+                        mac: b.mac,
+                        home: table
+                            .get(b.home)
+                            .map(|h| h.name().to_string())
+                            .unwrap_or_else(|| b.home.to_string()),
+                        left: b.until.saturating_sub(uptime),
+                    }),
                 id: p.id(),
                 name: p.name().to_string(),
                 kind: p.kind(),
@@ -229,6 +254,11 @@ pub(crate) mod sample {
             closing: false,
             vlans: None,
             counters: counters(base),
+            loop_block: (id == 2).then(|| LoopBlockStats {
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                home: "unix:1".into(),
+                left: Duration::from_secs(42),
+            }),
         };
         Snapshot {
             uptime: Duration::from_millis(12_345),

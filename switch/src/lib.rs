@@ -12,6 +12,7 @@ mod forms;
 pub mod frame;
 pub mod gso;
 pub mod hold;
+mod notice;
 pub mod port;
 pub mod ports;
 pub mod stop;
@@ -22,10 +23,10 @@ pub mod tick;
 
 // The pure engine lives in its own crate; its modules and types stay
 // reachable at the paths the ports, the bridge and the CLI use.
-pub use switchyard_engine::{engine, fdb, ratelimit, vlan};
+pub use switchyard_engine::{engine, fdb, loops, ratelimit, vlan};
 pub use switchyard_engine::{
-    Decided, Decision, DropReason, Engine, EngineConfig, Fdb, FdbConfig, FdbNotice, MacAddr, Mode,
-    PortId, PortVlans, VlanRules, MAX_FRAME, MIN_FRAME,
+    Decided, Decision, DropReason, Engine, EngineConfig, Fdb, FdbConfig, FdbNotice, LoopBlock,
+    LoopGuard, MacAddr, Mode, PortId, PortVlans, VlanRules, MAX_FRAME, MIN_FRAME,
 };
 
 pub use counters::PortCounters;

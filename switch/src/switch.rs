@@ -3,12 +3,12 @@
 //! receive loop calls.
 
 use crate::egress::{Frames, Outgoing, Overflow};
-use crate::engine::{Decided, Decision, Engine, EngineConfig, FdbEvents, FdbNotice};
+use crate::engine::{Decided, Decision, Engine, EngineConfig, FdbEvents};
 use crate::fdb::FdbEntry;
 use crate::forms::{outgoing, Forms, VLAN_FORMS};
 use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
-use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
+use crate::ratelimit::LogLimiter;
 use crate::vlan::{Classified, VlanRules};
 use arc_swap::ArcSwap;
 use std::mem::MaybeUninit;
@@ -78,12 +78,13 @@ pub struct Switch {
 
 /// Calls `f` for every port a forwarding decision sends to (none for a
 /// drop), with the overflow policy for it: `overflow` for the one port of
-/// a unicast, [`Overflow::Drop`] for each copy of a flood.
+/// a unicast, [`Overflow::Drop`] for each copy of a flood. A flood skips
+/// the ports loop protection blocks, counting the `frames` they miss.
 #[inline]
 fn for_each_target(
     ingress: &Port,
     table: &PortTable,
-    decision: Decision,
+    (decision, frames, now): (Decision, usize, Duration),
     overflow: Overflow<'_>,
     mut f: impl FnMut(&Arc<Port>, Overflow<'_>),
 ) {
@@ -95,6 +96,11 @@ fn for_each_target(
         }
         Decision::Flood => {
             for port in table.iter().filter(|p| p.id() != ingress.id()) {
+                if port.counters().loop_blocked_for(now).is_some() {
+                    port.counters()
+                        .dropped_many(crate::DropReason::LoopBlocked, frames);
+                    continue;
+                }
                 f(port, Overflow::Drop);
             }
         }
@@ -102,11 +108,19 @@ fn for_each_target(
     }
 }
 
+/// A random key for the FDB's hash, from the key std draws from the
+/// operating system for its own hash maps.
+fn random_seed() -> crate::fdb::HashSeed {
+    use std::hash::{BuildHasher, RandomState};
+    let s = RandomState::new();
+    crate::fdb::HashSeed([s.hash_one(0x5eed_u64), s.hash_one(!0x5eed_u64)])
+}
+
 impl Switch {
     /// A switch with no ports.
     pub fn new(config: EngineConfig) -> Arc<Switch> {
         Arc::new(Switch {
-            engine: Mutex::new(Engine::new(config)),
+            engine: Mutex::new(Engine::with_seed(config, random_seed())),
             ports: ArcSwap::from_pointee(PortTable::default()),
             table_lock: Mutex::new(()),
             next_id: AtomicU32::new(1),
@@ -308,7 +322,7 @@ impl Switch {
         };
         let decided = self.engine().decide(ingress.id(), headers, now);
         if let Some(n) = decided.notice {
-            self.log_notice(n, &table, now);
+            crate::notice::note(n, &table, &self.notice_log, now);
         }
         let forms = (frame, decided.class, offload);
         self.deliver(ingress, &table, decided.decision, forms, now, overflow);
@@ -332,13 +346,13 @@ impl Switch {
         if class.vid == 0 {
             // VLAN-transparent: every port gets the frame's own bytes.
             let out = outgoing(id, offload, &frame);
-            return for_each_target(ingress, table, decision, overflow, |port, o| {
+            return for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
                 port.send(out, o, now)
             });
         }
         VLAN_FORMS.with_borrow_mut(|bufs| {
             let mut forms = Forms::new(frame, class, bufs, offload);
-            for_each_target(ingress, table, decision, overflow, |port, o| {
+            for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
                 forms.send(id, port, o, now)
             });
         });
@@ -391,7 +405,7 @@ impl Switch {
         // Every frame's notice, not just the batch's last: each one is
         // logged or counted as suppressed.
         for notice in decided.iter().filter_map(|d| d.notice) {
-            self.log_notice(notice, &table, now);
+            crate::notice::note(notice, &table, &self.notice_log, now);
         }
         if decided.iter().any(|d| d.class.vid != 0) {
             // Each frame may need its own tagging per port: no run batching.
@@ -423,53 +437,63 @@ impl Switch {
                 ingress: ingress.id(),
                 frames: Frames::Plain(&frames[i..j]),
             };
-            for_each_target(ingress, &table, decision, overflow.reborrow(), |port, o| {
+            let targets = (decision, j - i, now);
+            for_each_target(ingress, &table, targets, overflow.reborrow(), |port, o| {
                 port.send(out, o, now)
             });
             i = j;
         }
     }
 
-    fn log_notice(&self, notice: FdbNotice, table: &PortTable, now: Duration) {
-        if let FdbNotice::Learned { .. } = notice {
-            // Routine: counted in the FDB events, never logged.
-            return;
+    /// Forgets idle FDB entries, ends loop blocks whose hold-down is over
+    /// and sends loop probes; call about once a second.
+    pub fn age(&self) -> usize {
+        let now = self.now();
+        let (aged, ended, probing) = {
+            let mut engine = self.engine();
+            let probing = engine.config().loops.enabled;
+            (engine.age(now), engine.expire_loop_blocks(now), probing)
+        };
+        let table = self.ports.load();
+        for b in ended {
+            crate::notice::unblocked(&b, &table);
         }
-        let Some(suppressed) = self.notice_log.allow(now, LOG_INTERVAL) else {
-            return;
-        };
-        let name = |id: PortId| {
+        if probing {
+            self.send_loop_probes(&table, now);
+        }
+        aged
+    }
+
+    /// One loop probe out of every port that faces a kernel bridge or a
+    /// LAN (tap, pcap, vxlan), where loops form; guests' ports get none,
+    /// their loops show as flapping addresses. A blocked port gets none
+    /// either: its own block is what keeps the loop cut.
+    fn send_loop_probes(&self, table: &PortTable, now: Duration) {
+        const FACING_BRIDGES: [&str; 3] = ["tap", "pcap", "vxlan"];
+        let probes: Vec<(Arc<Port>, [u8; crate::loops::PROBE_LEN])> = {
+            let engine = self.engine();
             table
-                .get(id)
-                .map(|p| p.name().to_string())
-                .unwrap_or_else(|| id.to_string())
+                .iter()
+                .filter(|p| FACING_BRIDGES.contains(&p.kind()))
+                .filter(|p| p.counters().loop_blocked_for(now).is_none())
+                .map(|p| (p.clone(), engine.loop_probe(p.id())))
+                .collect()
         };
-        match notice {
-            FdbNotice::Moved { mac, from, to } => tracing::info!(
-                %mac, from = %name(from), to = %name(to), suppressed,
-                "address moved to another port"
-            ),
-            FdbNotice::Flapping { mac, from, to } => tracing::warn!(
-                %mac, from = %name(from), to = %name(to), suppressed,
-                "address flapping between ports: a loop, or one MAC on two guests"
-            ),
-            FdbNotice::Refused {
-                mac,
-                port,
-                per_port,
-            } => tracing::warn!(
-                %mac, port = %name(port), suppressed,
-                "FDB {} is full: forwarding without learning",
-                if per_port { "port limit" } else { "table" }
-            ),
-            FdbNotice::Learned { .. } => {}
+        for (port, probe) in &probes {
+            let frames: [&[u8]; 1] = [probe];
+            let out = Outgoing {
+                // No port: the switch itself sends it.
+                ingress: PortId(0),
+                frames: Frames::Plain(&frames),
+            };
+            port.send(out, Overflow::Drop, now);
         }
     }
 
-    /// Forgets idle FDB entries; call about once a second.
-    pub fn age(&self) -> usize {
+    /// The ports loop protection blocks now, by port.
+    pub fn loop_blocks(&self) -> Vec<crate::LoopBlock> {
         let now = self.now();
-        self.engine().age(now)
+        self.engine().loop_blocks(now)
     }
 
     /// Totals over every port there ever was: the live ones plus what
@@ -507,6 +531,11 @@ impl Switch {
     /// Applies new engine settings (reload) without touching ports or FDB.
     pub fn set_config(&self, config: EngineConfig) {
         self.engine().set_config(config);
+        if !config.loops.enabled {
+            for p in self.ports.load().iter() {
+                p.counters().loop_unblock();
+            }
+        }
     }
 
     /// The engine's settings.

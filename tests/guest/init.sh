@@ -10,6 +10,7 @@
 #   PEER         address to ping (ROLE=ping)
 #   TRIES        warm-up attempts of "ping -c 1 -W 1" before the real ping (default 20)
 #   PINGSIZE     optional payload size for the real ping (-s)
+#   PINGS        echo requests of the real ping, 0.2 s apart (default 3)
 #   LINGER       seconds to stay up after the ping result (default 0)
 #   VLANS        802.1Q sub-interfaces of eth0, VID:address/prefix joined by
 #                commas (e.g. 10:192.0.2.3/24,20:198.51.100.3/24); the 8021q
@@ -93,7 +94,7 @@ ping)
     else
         set --
     fi
-    if ping -c 3 -i 0.2 -W 2 "$@" "$PEER"; then
+    if ping -c "${PINGS:-3}" -i 0.2 -W 2 "$@" "$PEER"; then
         echo "SY_RESULT=OK"
     else
         echo "SY_RESULT=FAIL"

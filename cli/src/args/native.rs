@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_switch::ports::unix::{Layout, UnixConfig};
-use switchyard_switch::{EngineConfig, FdbConfig, Mode};
+use switchyard_switch::{EngineConfig, FdbConfig, LoopGuard, Mode};
 
 const EXAMPLES_TEMPLATE: &str = "\
 Examples:
@@ -131,9 +131,30 @@ struct NativeArgs {
     #[arg(long = "fdb-max-entries", value_name = "N", default_value_t = 65_536)]
     fdb_max_entries: usize,
 
-    /// The most addresses one port may hold in the forwarding table.
+    /// The most addresses one port may hold in the forwarding table, so
+    /// no guest can fill it [default: 2048]; beyond it the port's frames
+    /// are forwarded without learning (counted, logged once a minute).
+    /// 0: no per-port limit.
     #[arg(long = "fdb-port-max-entries", value_name = "N")]
     fdb_port_max_entries: Option<usize>,
+
+    /// Loop protection: block a port through which frames of an address
+    /// that lives on another port keep coming back (a bridge behind it
+    /// joins it to another port), for --loop-hold-down.
+    #[arg(long = "loop-protection", value_name = "on|off", default_value = "on")]
+    loop_protection: OnOff,
+
+    /// Flaps into one port within a second that make loop protection
+    /// block it.
+    #[arg(long = "loop-threshold", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    loop_threshold: u32,
+
+    /// How long loop protection keeps a port blocked; then it forwards
+    /// again, and is blocked again if the loop is still there.
+    #[arg(long = "loop-hold-down", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    loop_hold_down: u64,
 
     /// Drop spanning-tree BPDUs and other 802.1D link-local frames that
     /// ports send (01:80:c2:00:00:00-0f).
@@ -214,6 +235,12 @@ pub fn command() -> clap::Command {
     NativeArgs::command().after_help(EXAMPLES_TEMPLATE.replace("{PORTS}", &port_spec::syntax()))
 }
 
+/// `--fdb-port-max-entries` as the engine takes it: `None` when not
+/// given, `Some(None)` for 0 (no limit).
+fn port_limit(flag: Option<usize>) -> Option<Option<usize>> {
+    flag.map(|n| (n > 0).then_some(n))
+}
+
 /// Rewrites uml_switch's single-dash long flags into clap's spelling.
 fn translate(args: Vec<OsString>) -> Vec<OsString> {
     args.into_iter()
@@ -254,9 +281,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
             FdbConfig::new(
                 Duration::from_secs(a.fdb_aging),
                 a.fdb_max_entries,
-                a.fdb_port_max_entries,
+                port_limit(a.fdb_port_max_entries)
+                    .unwrap_or(FdbConfig::default().max_entries_per_port),
             ),
-        ),
+        )
+        .with_loop_guard(LoopGuard::new(
+            a.loop_protection == OnOff::On,
+            a.loop_threshold,
+            Duration::from_secs(a.loop_hold_down),
+        )),
         numports: a.numports,
         threads: usize::from(a.threads),
         backpressure: a.backpressure == OnOff::On,
@@ -291,7 +324,25 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
         } else {
             fdb.max_entries
         },
-        a.fdb_port_max_entries.or(fdb.max_entries_per_port),
+        port_limit(a.fdb_port_max_entries).unwrap_or(fdb.max_entries_per_port),
+    );
+    let l = s.engine.loops;
+    s.engine.loops = LoopGuard::new(
+        if given("loop_protection") {
+            a.loop_protection == OnOff::On
+        } else {
+            l.enabled
+        },
+        if given("loop_threshold") {
+            a.loop_threshold
+        } else {
+            l.threshold
+        },
+        if given("loop_hold_down") {
+            Duration::from_secs(a.loop_hold_down)
+        } else {
+            l.hold_down
+        },
     );
     if given("numports") {
         s.numports = a.numports;
@@ -439,8 +490,34 @@ mod tests {
         assert_eq!(s.controls[0].group, Some(0));
         assert_eq!(s.engine.fdb.aging, Duration::from_secs(300));
         assert_eq!(s.engine.fdb.max_entries, 65_536);
+        assert_eq!(s.engine.fdb.max_entries_per_port, Some(2048));
+        assert_eq!(s.engine.loops, LoopGuard::default());
         let d = p(&["switchyard"]).expect("parses");
         assert!(!d.controls.is_empty());
+    }
+
+    #[test]
+    fn port_limit_and_loop_protection_flags() {
+        let s = p(&[
+            "switchyard",
+            "--fdb-port-max-entries",
+            "0",
+            "--loop-protection",
+            "off",
+            "--loop-threshold",
+            "4",
+            "--loop-hold-down",
+            "5",
+        ])
+        .expect("parses");
+        assert_eq!(s.engine.fdb.max_entries_per_port, None, "0: no limit");
+        assert_eq!(
+            s.engine.loops,
+            LoopGuard::new(false, 4, Duration::from_secs(5))
+        );
+        let s = p(&["switchyard", "--fdb-port-max-entries", "10"]).expect("parses");
+        assert_eq!(s.engine.fdb.max_entries_per_port, Some(10));
+        assert!(p(&["switchyard", "--loop-threshold", "0"]).is_err());
     }
 
     #[test]

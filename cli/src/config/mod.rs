@@ -269,6 +269,26 @@ control: { path: /run/switchyard/control.sock }
     }
 
     #[test]
+    fn loop_protection_and_port_limit_from_the_file() {
+        let (s, _) = load_str(
+            "switch:\n  fdb: { max_entries_per_port: 0 }\n  \
+             loop_protection: { enabled: false, threshold: 3, hold_down: 5s }\n",
+        )
+        .expect("loads");
+        assert_eq!(s.engine.fdb.max_entries_per_port, None, "0: no limit");
+        let l = s.engine.loops;
+        assert_eq!(
+            (l.enabled, l.threshold, l.hold_down),
+            (false, 3, Duration::from_secs(5))
+        );
+        let (s, _) = load_str("switch: { mode: switch }\n").expect("loads");
+        assert_eq!(s.engine.fdb.max_entries_per_port, Some(2048));
+        assert!(s.engine.loops.enabled);
+        let e = load_str("switch:\n  loop_protection: { threshold: 0 }\n").expect_err("zero");
+        assert!(e.to_string().contains("loop_protection.threshold"), "{e}");
+    }
+
+    #[test]
     fn backpressure_from_the_file() {
         assert!(load_str("").expect("loads").0.backpressure, "on by default");
         let (s, _) = load_str("switch:\n  backpressure: false\n").expect("loads");

@@ -57,6 +57,8 @@ pub(super) struct SwitchSection {
     pub(super) bpdu_guard: bool,
     #[serde(default)]
     pub(super) storm_control: StormSection,
+    #[serde(default)]
+    pub(super) loop_protection: LoopSection,
     /// Hold unicast for a full peer (pausing its sender) rather than drop it.
     pub(super) backpressure: Option<bool>,
     /// Keep polling an idle unix port this long before sleeping (`20us`).
@@ -112,6 +114,16 @@ pub(super) struct StormSection {
     pub(super) multicast: u32,
     #[serde(default)]
     pub(super) unknown_unicast: u32,
+}
+
+/// `switch.loop_protection`; absent keys keep the defaults (on, 10 flaps
+/// a second, 60 s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoopSection {
+    pub(super) enabled: Option<bool>,
+    pub(super) threshold: Option<Sp<u32>>,
+    pub(super) hold_down: Option<Sp<Seconds>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

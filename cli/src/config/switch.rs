@@ -1,13 +1,13 @@
-//! The `switch:` section: mode, FDB, guards, backpressure, busy poll,
-//! static MACs and VLAN rules.
+//! The `switch:` section: mode, FDB, guards, loop protection,
+//! backpressure, busy poll, static MACs and VLAN rules.
 
 use super::error::{Blame, ConfigError};
-use super::raw::{ModeName, Sp, SwitchSection, VlanId, VlanList};
+use super::raw::{LoopSection, ModeName, Sp, SwitchSection, VlanId, VlanList};
 use crate::settings::Settings;
 use crate::values::check_busy_poll;
 use serde_saphyr::Location;
 use switchyard_switch::vlan::PortPattern;
-use switchyard_switch::{FdbConfig, Mode, PortVlans};
+use switchyard_switch::{FdbConfig, LoopGuard, Mode, PortVlans};
 
 /// Applies `sw` over `base`; returns the VLAN rules of `switch.vlans`, in
 /// order, for the caller to put before the ports' own.
@@ -37,9 +37,14 @@ pub(super) fn apply(
     base.engine.fdb = FdbConfig::new(
         aging,
         fdb.max_entries.unwrap_or(base.engine.fdb.max_entries),
-        fdb.max_entries_per_port
-            .or(base.engine.fdb.max_entries_per_port),
+        match fdb.max_entries_per_port {
+            // 0: no per-port limit.
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => base.engine.fdb.max_entries_per_port,
+        },
     );
+    base.engine.loops = loop_guard(&sw.loop_protection, base.engine.loops, blame)?;
     if let Some(n) = &sw.numports {
         if n.value == 0 || n.value > 65_535 {
             return Err(blame.at(
@@ -86,6 +91,37 @@ pub(super) fn apply(
         vlan_rules.push((PortPattern::new(r.port.value.clone()), vlans));
     }
     Ok(vlan_rules)
+}
+
+/// `switch.loop_protection` over `base`.
+fn loop_guard(l: &LoopSection, base: LoopGuard, blame: &Blame) -> Result<LoopGuard, ConfigError> {
+    let threshold = match &l.threshold {
+        Some(t) if t.value == 0 => {
+            return Err(blame.at(
+                t.referenced,
+                "switch.loop_protection.threshold".into(),
+                "must be at least 1 (flaps a second)".into(),
+            ))
+        }
+        Some(t) => t.value,
+        None => base.threshold,
+    };
+    let hold_down = match &l.hold_down {
+        Some(h) if h.value.0.is_zero() => {
+            return Err(blame.at(
+                h.referenced,
+                "switch.loop_protection.hold_down".into(),
+                "must be at least 1s".into(),
+            ))
+        }
+        Some(h) => h.value.0,
+        None => base.hold_down,
+    };
+    Ok(LoopGuard::new(
+        l.enabled.unwrap_or(base.enabled),
+        threshold,
+        hold_down,
+    ))
 }
 
 /// A port's membership from its `untagged`/`vlan` and `tagged` values.

@@ -297,6 +297,9 @@ pub(crate) mod tests {
                 .into_iter()
                 .filter(|(_, v)| *v > 0)
                 .collect(),
+            fdb_refused: 0,
+            loop_blocks: 0,
+            blocked: None,
         }
     }
 

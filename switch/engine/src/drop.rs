@@ -92,6 +92,10 @@ drop_reasons! {
     /// An offloaded (TSO/GSO) frame for a port that cannot take it whole,
     /// which could not be segmented in software (counted on egress).
     Unsegmentable = "unsegmentable", bad_input: false;
+    /// From or to a port loop protection has blocked (counted on the
+    /// blocked port for the frames it sends, on the sender for unicast to
+    /// it, and on the blocked port for flood copies it does not get).
+    LoopBlocked = "loop_blocked", bad_input: false;
 }
 
 impl std::fmt::Display for DropReason {
@@ -137,6 +141,7 @@ mod tests {
                 "egress_gone",
                 "egress_error",
                 "unsegmentable",
+                "loop_blocked",
             ]
         );
         let bad: Vec<&str> = DropReason::ALL

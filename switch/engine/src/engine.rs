@@ -1,13 +1,17 @@
 //! The forwarding engine: given (ingress port, frame, now) it decides where
 //! the frame goes. No sockets, no clock, no allocation per frame.
 
-use crate::fdb::{Fdb, FdbConfig, FdbEntry, Learned};
+use crate::fdb::{Fdb, FdbConfig, FdbEntry, HashSeed, Learned};
+use crate::loops::{LoopBlock, LoopGuard, Loops};
+use crate::storm::{Bucket, Storm};
 use crate::vlan::{Classified, PortVlans};
 use crate::DropReason;
 use crate::{MacAddr, PortId};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use switchyard_wire::EthernetFrame;
+
+pub use crate::storm::Guards;
 
 /// How frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,16 +33,25 @@ pub struct EngineConfig {
     pub fdb: FdbConfig,
     /// BPDU guard and storm control, for every port.
     pub guards: Guards,
+    /// Loop protection (on by default).
+    pub loops: LoopGuard,
 }
 
 impl EngineConfig {
-    /// A config from its parts (no guards).
+    /// A config from its parts (no guards; loop protection on).
     pub fn new(mode: Mode, fdb: FdbConfig) -> Self {
         EngineConfig {
             mode,
             fdb,
             guards: Guards::default(),
+            loops: LoopGuard::default(),
         }
+    }
+
+    /// Sets loop protection.
+    pub fn with_loop_guard(mut self, loops: LoopGuard) -> Self {
+        self.loops = loops;
+        self
     }
 
     /// Sets the guards.
@@ -46,75 +59,6 @@ impl EngineConfig {
         self.guards = guards;
         self
     }
-}
-
-/// Layer-2 protections applied on ingress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct Guards {
-    /// Drop spanning-tree BPDUs and the other IEEE 802.1D link-local group
-    /// frames (01:80:c2:00:00:00 to 0f) a guest sends: a Windows bridge or
-    /// a nested bridge inside a guest must not reach the LAN.
-    pub bpdu_guard: bool,
-    /// Broadcast frames per second one port may send; 0 = no limit.
-    pub storm_broadcast: u32,
-    /// Multicast frames per second one port may send; 0 = no limit.
-    pub storm_multicast: u32,
-    /// Unknown-unicast (flooded) frames per second one port may send; 0 =
-    /// no limit.
-    pub storm_unknown_unicast: u32,
-}
-
-impl Guards {
-    /// Guards from their parts.
-    pub fn new(bpdu_guard: bool, broadcast: u32, multicast: u32, unknown_unicast: u32) -> Guards {
-        Guards {
-            bpdu_guard,
-            storm_broadcast: broadcast,
-            storm_multicast: multicast,
-            storm_unknown_unicast: unknown_unicast,
-        }
-    }
-}
-
-/// A token bucket holding up to one second's worth of frames.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    tokens: u32,
-    last: Duration,
-    primed: bool,
-}
-
-impl Bucket {
-    fn take(&mut self, rate: u32, now: Duration) -> bool {
-        if rate == 0 {
-            return true;
-        }
-        if !self.primed {
-            self.primed = true;
-            self.tokens = rate;
-            self.last = now;
-        }
-        let elapsed = now.saturating_sub(self.last);
-        let refill = (elapsed.as_micros() * u128::from(rate) / 1_000_000) as u64;
-        if refill > 0 {
-            self.tokens = (u64::from(self.tokens) + refill).min(u64::from(rate)) as u32;
-            self.last = now;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
-
-/// Which storm-control bucket a frame counts against.
-#[derive(Clone, Copy)]
-enum Storm {
-    Broadcast = 0,
-    Multicast = 1,
-    Unknown = 2,
 }
 
 /// Where a frame goes.
@@ -141,6 +85,8 @@ pub struct FdbEvents {
     pub refused: u64,
     /// Moves within a second of the address's previous move.
     pub flaps: u64,
+    /// Ports blocked by loop protection.
+    pub loop_blocks: u64,
 }
 
 /// What deciding one frame did: where it goes, its VLAN, and what it did
@@ -209,6 +155,9 @@ pub enum FdbNotice {
         /// True for the per-port limit, false for the table limit.
         per_port: bool,
     },
+    /// A port was blocked: flaps of an address into it show a loop
+    /// behind it. Its frames are dropped both ways until `until`.
+    LoopBlocked(LoopBlock),
 }
 
 /// The pure forwarding engine.
@@ -227,14 +176,24 @@ pub struct Engine {
     /// The membership of a port without a rule.
     default_vlans: PortVlans,
     events: FdbEvents,
+    loops: Loops,
+    /// The source address of the switch's loop probes.
+    own_mac: MacAddr,
 }
 
 impl Engine {
-    /// An engine with no ports.
+    /// An engine with no ports and a fixed FDB hash key: for tests and
+    /// benchmarks. A switch uses [`Engine::with_seed`].
     pub fn new(config: EngineConfig) -> Self {
+        Engine::with_seed(config, HashSeed::default())
+    }
+
+    /// An engine with no ports whose FDB hash is keyed with `seed`, which
+    /// the caller draws at random.
+    pub fn with_seed(config: EngineConfig, seed: HashSeed) -> Self {
         Engine {
             config,
-            fdb: Fdb::new(config.fdb),
+            fdb: Fdb::with_seed(config.fdb, seed),
             ports: BTreeSet::new(),
             buckets: std::collections::HashMap::new(),
             pinned: std::collections::HashMap::new(),
@@ -242,6 +201,8 @@ impl Engine {
             vlan_aware: false,
             default_vlans: PortVlans::default(),
             events: FdbEvents::default(),
+            loops: Loops::default(),
+            own_mac: crate::loops::own_address(seed.0),
         }
     }
 
@@ -254,6 +215,9 @@ impl Engine {
     pub fn set_config(&mut self, config: EngineConfig) {
         self.config = config;
         self.fdb.set_config(config.fdb);
+        if !config.loops.enabled {
+            self.loops.clear();
+        }
     }
 
     /// Switches between switch and hub mode; the FDB is kept.
@@ -316,6 +280,7 @@ impl Engine {
         self.ports.remove(&port);
         self.vlans.remove(&port);
         self.buckets.remove(&port);
+        self.loops.remove_port(port);
         self.pinned.retain(|_, p| *p != port);
         self.fdb.purge_port(port)
     }
@@ -373,6 +338,18 @@ impl Engine {
         };
         if !self.ports.contains(&ingress) {
             return Decided::plain(Decision::Drop(DropReason::IngressDown), class);
+        }
+        if self.loops.is_blocked(ingress, now) {
+            return Decided::plain(Decision::Drop(DropReason::LoopBlocked), class);
+        }
+        if frame.source() == self.own_mac {
+            // The switch's own frame came back: a loop behind `ingress`.
+            let notice = self.probe_returned(ingress, frame.as_bytes(), now);
+            return Decided {
+                decision: Decision::Drop(DropReason::LoopBlocked),
+                class,
+                notice,
+            };
         }
         let class = if self.vlan_aware {
             let membership = self.vlans.get(&ingress).unwrap_or(&self.default_vlans);
@@ -439,6 +416,7 @@ impl Engine {
             .filter(|p| self.carries(*p, vlan));
         let decision = match learned {
             Some(p) if p == ingress => Decision::Drop(DropReason::LocalDestination),
+            Some(p) if self.loops.is_blocked(p, now) => Decision::Drop(DropReason::LoopBlocked),
             Some(p) => Decision::Forward(p),
             None if !self.storm_allows(ingress, Storm::Unknown, now) => {
                 Decision::Drop(DropReason::StormControl)
@@ -476,9 +454,13 @@ impl Engine {
                     to: port,
                 })
             }
-            Learned::Flapping { from } => {
+            Learned::Flapping { from, home } => {
                 self.events.moved += 1;
                 self.events.flaps += 1;
+                let guard = self.config.loops;
+                if let Some(block) = self.loops.flap(&guard, (mac, home), port, now) {
+                    return Some(self.blocked(block, now));
+                }
                 Some(FdbNotice::Flapping {
                     mac,
                     from,
@@ -494,6 +476,57 @@ impl Engine {
                 })
             }
         }
+    }
+
+    fn probe_returned(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now: Duration,
+    ) -> Option<FdbNotice> {
+        let sent = crate::loops::probe_port(frame)?;
+        let guard = self.config.loops;
+        let block = self
+            .loops
+            .probe_returned(&guard, (self.own_mac, sent), ingress, now)?;
+        Some(self.blocked(block, now))
+    }
+
+    /// Counts a new block and forgets what the loop taught: the blocked
+    /// port's addresses and every address on the move are learned afresh
+    /// where their owners send from.
+    fn blocked(&mut self, block: LoopBlock, now: Duration) -> FdbNotice {
+        self.events.loop_blocks += 1;
+        self.fdb.purge_port(block.port);
+        self.fdb.forget_moving(now);
+        FdbNotice::LoopBlocked(block)
+    }
+
+    /// A loop probe to send out of `out` (loop protection sends one out of
+    /// each port that faces a bridge or a LAN, about once a second): if it
+    /// comes back on another port, that port is blocked.
+    pub fn loop_probe(&self, out: PortId) -> [u8; crate::loops::PROBE_LEN] {
+        crate::loops::probe(self.own_mac, out)
+    }
+
+    /// The source address of the switch's loop probes.
+    pub fn own_mac(&self) -> MacAddr {
+        self.own_mac
+    }
+
+    /// Ends loop blocks whose hold-down is over at `now`; returns them.
+    pub fn expire_loop_blocks(&mut self, now: Duration) -> Vec<LoopBlock> {
+        self.loops.expire(now)
+    }
+
+    /// The ports loop protection blocks at `now`.
+    pub fn loop_blocks(&self, now: Duration) -> Vec<LoopBlock> {
+        self.loops.blocks(now)
+    }
+
+    /// True when loop protection blocks `port` at `now`.
+    pub fn is_loop_blocked(&self, port: PortId, now: Duration) -> bool {
+        self.loops.is_blocked(port, now)
     }
 
     /// Forgets entries idle for longer than the aging time.
@@ -527,5 +560,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod loop_tests;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,15 @@
 use crate::MacAddr;
 use crate::PortId;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
+
+pub use crate::keyed::HashSeed;
+use crate::keyed::Keyed;
+
+/// The per-port limit a switch starts with: room for a guest that routes
+/// or bridges a small LAN (a /21 of hosts), while 32 guests are needed
+/// to fill the default 65,536-entry table.
+pub const DEFAULT_MAX_PER_PORT: usize = 2048;
 
 /// Limits and timers of the FDB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +24,8 @@ pub struct FdbConfig {
     pub aging: Duration,
     /// The most entries the whole table holds (default 65 536).
     pub max_entries: usize,
-    /// The most entries one port may hold; `None` for no per-port limit.
+    /// The most entries one port may hold (default
+    /// [`DEFAULT_MAX_PER_PORT`]); `None` for no per-port limit.
     pub max_entries_per_port: Option<usize>,
 }
 
@@ -26,7 +34,7 @@ impl Default for FdbConfig {
         FdbConfig {
             aging: Duration::from_secs(300),
             max_entries: 65_536,
-            max_entries_per_port: None,
+            max_entries_per_port: Some(DEFAULT_MAX_PER_PORT),
         }
     }
 }
@@ -58,6 +66,10 @@ pub enum Learned {
     Flapping {
         /// The port it was on before.
         from: PortId,
+        /// The port it settled on last (see [`HOME_SETTLE`]): a flap into
+        /// any other port is a copy of its frames coming back, the sign of
+        /// a loop behind that port.
+        home: PortId,
     },
     /// Not learned: the table is full.
     TableFull,
@@ -81,6 +93,9 @@ pub struct FdbEntry {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     port: PortId,
+    /// Where the address was learned or last stayed [`HOME_SETTLE`]
+    /// without moving.
+    home: PortId,
     last_seen: Duration,
     /// When the address last moved port, to tell a move from a flap.
     last_move: Option<Duration>,
@@ -90,26 +105,9 @@ struct Slot {
 /// guests using one MAC.
 pub const FLAP_WINDOW: Duration = Duration::from_secs(1);
 
-/// A multiplicative hasher for the packed 64-bit (VLAN, MAC) key: the keys
-/// are not attacker-chosen in a way that matters more than the table limit,
-/// and SipHash would cost more than the whole lookup.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        let x = (v ^ (v >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        self.0 = x ^ (x >> 32);
-    }
-}
+/// An address seen on one port this long after its last move has settled
+/// there: that port becomes its home (a guest that migrated).
+pub const HOME_SETTLE: Duration = Duration::from_secs(5);
 
 fn key(mac: MacAddr, vlan: u16) -> u64 {
     (u64::from(vlan & 0x0fff) << 48) | mac.to_u64()
@@ -119,16 +117,22 @@ fn key(mac: MacAddr, vlan: u16) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Fdb {
     config: FdbConfig,
-    entries: HashMap<u64, Slot, BuildHasherDefault<KeyHasher>>,
+    entries: HashMap<u64, Slot, Keyed>,
     per_port: HashMap<PortId, usize>,
 }
 
 impl Fdb {
-    /// An empty table.
+    /// An empty table with a fixed hash key: for tests. A switch uses
+    /// [`Fdb::with_seed`] with a random seed.
     pub fn new(config: FdbConfig) -> Self {
+        Fdb::with_seed(config, HashSeed::default())
+    }
+
+    /// An empty table whose hash is keyed with `seed`.
+    pub fn with_seed(config: FdbConfig, seed: HashSeed) -> Self {
         Fdb {
             config,
-            entries: HashMap::default(),
+            entries: HashMap::with_hasher(Keyed(seed)),
             per_port: HashMap::new(),
         }
     }
@@ -200,9 +204,17 @@ impl Fdb {
         if let Some(slot) = self.entries.get_mut(&k) {
             if slot.port == port {
                 slot.last_seen = now;
+                if slot.home != port
+                    && slot
+                        .last_move
+                        .is_none_or(|t| now.saturating_sub(t) >= HOME_SETTLE)
+                {
+                    slot.home = port;
+                }
                 return Learned::Refreshed;
             }
             let from = slot.port;
+            let home = slot.home;
             let stale = now.saturating_sub(slot.last_seen) >= aging;
             if !self.port_has_room(port) {
                 return Learned::PortFull;
@@ -216,13 +228,16 @@ impl Fdb {
                 slot.port = port;
                 slot.last_seen = now;
                 slot.last_move = Some(now);
+                if stale {
+                    slot.home = port;
+                }
             }
             self.dec(from);
             self.inc(port);
             return if stale {
                 Learned::New
             } else if flapping {
-                Learned::Flapping { from }
+                Learned::Flapping { from, home }
             } else {
                 Learned::Moved { from }
             };
@@ -237,6 +252,7 @@ impl Fdb {
             k,
             Slot {
                 port,
+                home: port,
                 last_seen: now,
                 last_move: None,
             },
@@ -252,6 +268,27 @@ impl Fdb {
         let mut gone: Vec<PortId> = Vec::new();
         self.entries.retain(|_, s| {
             let keep = now.saturating_sub(s.last_seen) < aging;
+            if !keep {
+                gone.push(s.port);
+            }
+            keep
+        });
+        for p in gone {
+            self.dec(p);
+        }
+        before - self.entries.len()
+    }
+
+    /// Removes every entry that moved within [`FLAP_WINDOW`] of `now`:
+    /// after a loop is cut, the addresses it carried are learned afresh
+    /// where their owners send from.
+    pub fn forget_moving(&mut self, now: Duration) -> usize {
+        let before = self.entries.len();
+        let mut gone: Vec<PortId> = Vec::new();
+        self.entries.retain(|_, s| {
+            let keep = s
+                .last_move
+                .is_none_or(|t| now.saturating_sub(t) >= FLAP_WINDOW);
             if !keep {
                 gone.push(s.port);
             }
@@ -381,5 +418,109 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f.port_len(P1), 0);
         assert_eq!(f.entries(s(1)).len(), 1);
+    }
+
+    #[test]
+    fn a_seeded_table_works_as_the_default_one() {
+        let mut f = Fdb::with_seed(FdbConfig::default(), HashSeed([7, 9]));
+        for n in 0..200 {
+            assert_eq!(f.learn(mac(n), 0, P1, s(0)), Learned::New);
+        }
+        assert!((0..200).all(|n| f.lookup(mac(n), 0, s(1)) == Some(P1)));
+    }
+
+    #[test]
+    fn the_default_per_port_limit_holds() {
+        let mut f = Fdb::new(FdbConfig::default());
+        let chosen = |i: u32| MacAddr([2, 0x66, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        for i in 0..(DEFAULT_MAX_PER_PORT as u32 + 100) {
+            f.learn(chosen(i), 0, P2, s(0));
+        }
+        assert_eq!(f.port_len(P2), DEFAULT_MAX_PER_PORT);
+        assert_eq!(f.learn(chosen(1_000_000), 0, P2, s(0)), Learned::PortFull);
+        assert_eq!(f.learn(mac(1), 0, P1, s(0)), Learned::New);
+    }
+
+    #[test]
+    fn a_flood_of_chosen_addresses_never_pushes_out_another_ports() {
+        // No per-port limit and a small table: the flood fills it, and
+        // still every entry of the other port stays, answering lookups.
+        let mut f = Fdb::new(FdbConfig::new(s(300), 1000, None));
+        for n in 0..10 {
+            f.learn(mac(n), 0, P1, s(0));
+        }
+        for i in 0..100_000u32 {
+            let b = i.to_be_bytes();
+            let m = MacAddr([2, 0x77, b[0], b[1], b[2], b[3]]);
+            f.learn(m, 0, P2, s(1));
+        }
+        assert_eq!(f.len(), 1000);
+        assert!((0..10).all(|n| f.lookup(mac(n), 0, s(2)) == Some(P1)));
+        assert_eq!(f.port_len(P1), 10);
+        // ...and they refresh as before.
+        assert_eq!(f.learn(mac(3), 0, P1, s(3)), Learned::Refreshed);
+    }
+
+    #[test]
+    fn home_is_where_an_address_settles() {
+        let mut f = Fdb::new(FdbConfig::default());
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(1), 0, P2, s(10));
+        assert_eq!(
+            f.learn(mac(1), 0, P1, Duration::from_millis(10_500)),
+            Learned::Flapping { from: P2, home: P1 }
+        );
+        // It moves to P2 and stays: after HOME_SETTLE, P2 is home.
+        f.learn(mac(1), 0, P2, s(11));
+        f.learn(mac(1), 0, P2, s(17));
+        f.learn(mac(1), 0, P1, s(18));
+        assert_eq!(
+            f.learn(mac(1), 0, P2, Duration::from_millis(18_200)),
+            Learned::Flapping { from: P1, home: P2 }
+        );
+    }
+
+    #[test]
+    fn forgetting_moving_addresses_keeps_the_settled_ones() {
+        let mut f = Fdb::new(FdbConfig::default());
+        f.learn(mac(1), 0, P1, s(0));
+        f.learn(mac(2), 0, P1, s(0));
+        f.learn(mac(2), 0, P2, s(5));
+        assert_eq!(f.forget_moving(s(5)), 1);
+        assert_eq!(f.lookup(mac(1), 0, s(5)), Some(P1));
+        assert_eq!(f.lookup(mac(2), 0, s(5)), None);
+        assert_eq!((f.port_len(P1), f.port_len(P2)), (1, 0));
+    }
+
+    proptest::proptest! {
+        /// Whatever addresses a flooding port chooses, whatever the limits,
+        /// another port's fresh entries stay and keep answering.
+        #[test]
+        fn a_flood_never_evicts_another_ports_entries(
+            flood in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..3000),
+            max in 1usize..500,
+            per_port in proptest::option::of(1usize..300),
+            seed in proptest::prelude::any::<[u64; 2]>(),
+        ) {
+            let mut f = Fdb::with_seed(FdbConfig::new(s(300), max, per_port), HashSeed(seed));
+            let own: Vec<MacAddr> = (0..5).map(mac).collect();
+            let kept: Vec<MacAddr> = own
+                .iter()
+                .copied()
+                .filter(|m| f.learn(*m, 0, P1, s(0)) == Learned::New)
+                .collect();
+            for (i, raw) in flood.iter().enumerate() {
+                // Unicast, never one of P1's addresses.
+                let m = MacAddr::from_u64((raw & 0x0000_feff_ffff_ff00) | 0x0200_0000_0000 | 0x80);
+                f.learn(m, (i % 3) as u16, P2, s(1));
+            }
+            for m in kept {
+                proptest::prop_assert_eq!(f.lookup(m, 0, s(2)), Some(P1));
+            }
+            proptest::prop_assert!(f.len() <= max);
+            if let Some(p) = per_port {
+                proptest::prop_assert!(f.port_len(P2) <= p);
+            }
+        }
     }
 }

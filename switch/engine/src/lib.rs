@@ -1,8 +1,8 @@
 //! Switchyard's forwarding engine, pure: given (ingress port, frame bytes,
 //! now) it answers with a [`Decision`] and every effect of that frame
 //! (learned, moved, flapping or refused addresses) in the returned value.
-//! It owns the FDB, hub mode, VLAN membership, BPDU guard and storm
-//! control. No sockets, no clock, no allocation per frame; this crate has
+//! It owns the FDB, hub mode, VLAN membership, BPDU guard, storm control
+//! and loop protection. No sockets, no clock, no allocation per frame; this crate has
 //! no I/O dependency, so the compiler keeps it that way.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -10,14 +10,19 @@
 mod drop;
 pub mod engine;
 pub mod fdb;
+mod keyed;
+pub mod loops;
 pub mod ratelimit;
+mod storm;
 pub mod vlan;
 
 use std::fmt;
 
 pub use drop::DropReason;
 pub use engine::{Decided, Decision, Engine, EngineConfig, FdbNotice, Mode};
-pub use fdb::{Fdb, FdbConfig};
+pub use fdb::{Fdb, FdbConfig, HashSeed};
+pub use loops::{LoopBlock, LoopGuard};
+pub use storm::STORM_BURST;
 pub use switchyard_wire::MacAddr;
 pub use vlan::{PortVlans, VlanRules};
 

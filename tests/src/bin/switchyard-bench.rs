@@ -73,6 +73,11 @@ options:
                                        guests on the daemon transport (needs
                                        user-mode-linux and iperf3)
                         fdb_64k        64 B A->B after 65,536 source MACs
+                                       (switchyard without a per-port limit)
+                        mac_flood      64 B A->B alone, while C sends 20 k
+                                       frames/s from one MAC, then from
+                                       100,000 chosen source MACs; is
+                                       bystander D's address still learned?
                         macnat_pcap    switchyard only: a pcap port on a veth
                                        pair with MAC-NAT off vs on, 64 B
                                        IPv4/UDP guest->LAN and LAN->guest
@@ -456,6 +461,17 @@ fn summary(s: &measure::Sample) -> String {
             t.bits_per_s / 1e6,
             t.retransmits,
             t.tx_dropped
+        ),
+        measure::Sample::MacFlood(m) => format!(
+            "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
+             {:.1}% against one-MAC C), attacker {:.1} kframes/s, bystander kept: {}",
+            m.base.rx_fps(0) / 1e3,
+            m.control.rx_fps(0) / 1e3,
+            m.attacked.rx_fps(0) / 1e3,
+            m.slowdown_pct(),
+            m.fdb_slowdown_pct(),
+            m.attack_fps / 1e3,
+            m.bystander_kept
         ),
         measure::Sample::Fdb(d) => format!(
             "{} MACs in {:.2} s, {:.0}% of {} probes learned, RSS {:.1} -> {:.1} MiB; \

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
 use super::world::SwitchKind;
-use super::{flows, macnat, tcp, uml};
+use super::{flows, mac_flood, macnat, tcp, uml};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,11 +35,13 @@ pub enum Measurement {
     /// TCP between two UML guests on the daemon transport.
     UmlTcp,
     Fdb64k,
+    /// A→B while another port sends from 100,000 chosen source MACs.
+    MacFlood,
     MacNatPcap,
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 12] = [
+    pub const ALL: [Measurement; 13] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -51,6 +53,7 @@ impl Measurement {
         Measurement::Iperf,
         Measurement::UmlTcp,
         Measurement::Fdb64k,
+        Measurement::MacFlood,
         Measurement::MacNatPcap,
     ];
 
@@ -68,6 +71,7 @@ impl Measurement {
             Measurement::Iperf => "iperf3_tap",
             Measurement::UmlTcp => "uml_tcp",
             Measurement::Fdb64k => "fdb_64k",
+            Measurement::MacFlood => "mac_flood",
             Measurement::MacNatPcap => "macnat_pcap",
         }
     }
@@ -104,6 +108,9 @@ impl Measurement {
     pub fn switchyard_args(self) -> &'static [&'static str] {
         match self {
             Measurement::LatencyBusyPoll => &["--busy-poll", BUSY_POLL],
+            // 64 k addresses on one port, as uml_switch and vde_switch
+            // learn them: no per-port limit.
+            Measurement::Fdb64k => &["--fdb-port-max-entries", "0"],
             _ => &[],
         }
     }
@@ -118,6 +125,7 @@ impl Measurement {
             // power off.
             Measurement::UmlTcp => cfg.iperf_time.as_secs_f64() + 2.5,
             Measurement::Fdb64k => window + 1.0,
+            Measurement::MacFlood => 3.0 * window + 2.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
             _ => window,
         }
@@ -271,6 +279,8 @@ pub enum Sample {
     Tcp(tcp::TcpSample),
     UmlTcp(uml::UmlTcpSample),
     Fdb(flows::FdbSample),
+    /// A→B without and with a MAC-flooding port.
+    MacFlood(mac_flood::MacFloodSample),
     /// switchyard's pcap port with MAC-NAT off and on.
     MacNat(macnat::MacNatSample),
 }
@@ -295,6 +305,7 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
         Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
+        Measurement::MacFlood => Sample::MacFlood(mac_flood::run(ctl, pid, cfg)?),
         // It starts its own switches, one per MAC-NAT setting.
         Measurement::MacNatPcap => bail!("macnat_pcap runs through macnat::run, not measure::run"),
     })

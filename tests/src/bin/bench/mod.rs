@@ -2,6 +2,7 @@
 
 pub mod flows;
 pub mod json;
+pub mod mac_flood;
 pub mod macnat;
 pub mod measure;
 pub mod proto;
