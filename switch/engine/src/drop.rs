@@ -92,6 +92,9 @@ drop_reasons! {
     /// An offloaded (TSO/GSO) frame for a port that cannot take it whole,
     /// which could not be segmented in software (counted on egress).
     Unsegmentable = "unsegmentable", bad_input: false;
+    /// A virtio descriptor chain a guest posted that points outside its
+    /// memory, has the wrong direction or is too long (vhost-user ports).
+    BadDescriptor = "bad_descriptor", bad_input: true;
 }
 
 impl std::fmt::Display for DropReason {
