@@ -53,10 +53,6 @@ pub struct VhostUserPort {
     config: Arc<VhostUserConfig>,
     /// Where frontends connect.
     public: UnixListener,
-    /// Where the relay hands each frontend's messages to rust-vmm's
-    /// backend, in a directory only we can enter.
-    inner: Listener,
-    inner_path: PathBuf,
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -81,14 +77,10 @@ impl VhostUserPort {
             let _ = std::fs::remove_file(&config.path);
         }
         let public = UnixListener::bind(&config.path).map_err(|e| fail(&config.path, &e))?;
-        let dir = private_dir().map_err(|e| fail(&config.path, &e))?;
-        let inner_path = dir.join("backend.sock");
-        let inner = Listener::new(&inner_path, true).map_err(|e| fail(&inner_path, &e))?;
+        remove_stale_dirs();
         Ok(VhostUserPort {
             config: Arc::new(config),
             public,
-            inner,
-            inner_path,
         })
     }
 
@@ -118,12 +110,15 @@ impl VhostUserPort {
                 return;
             }
         };
-        let joined = tokio::task::spawn_blocking(move || thread.join());
+        let mut joined = tokio::task::spawn_blocking(move || thread.join());
         tokio::select! {
             _ = stop.stopped() => {}
-            _ = joined => {}
+            _ = &mut joined => return,
         }
         drop(wake);
+        // Lets the thread hang up on its guest and remove its directory
+        // before the process exits.
+        let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
     }
 
     fn accept_loop(
@@ -140,9 +135,6 @@ impl VhostUserPort {
                 tracing::warn!(port = %name, "vhost-user: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
-        }
-        if let Some(dir) = self.inner_path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 
@@ -180,12 +172,7 @@ impl VhostUserPort {
                 .map_err(|e| format!("cannot watch the hello event: {e}"))?;
         }
         hello.write(1).map_err(|e| format!("hello event: {e}"))?;
-        // Connected before the backend accepts: the listen backlog holds it.
-        let relay = UnixStream::connect(&self.inner_path)
-            .map_err(|e| format!("cannot reach the backend: {e}"))?;
-        daemon
-            .start(&mut self.inner)
-            .map_err(|e| format!("backend accept: {e}"))?;
+        let relay = hand_over(&mut daemon)?;
         let pumps = Pumps::start(frontend, relay).map_err(|e| format!("relay: {e}"))?;
         let attachment = Attachment::new(switch, stop, port.clone(), None);
         // Closing the port (stop, `ctl port remove`) hangs up on the guest.
@@ -252,6 +239,26 @@ impl Pumps {
     }
 }
 
+/// Connects the relay to a fresh `daemon`: rust-vmm's backend takes its
+/// connection from a listener, so one lives for a moment in a directory
+/// only we may enter, and is gone once the backend has accepted.
+fn hand_over(daemon: &mut VhostUserDaemon<NetBackend>) -> Result<UnixStream, String> {
+    let dir = private_dir().map_err(|e| format!("backend directory: {e}"))?;
+    let path = dir.join("backend.sock");
+    let result = (|| {
+        let mut inner = Listener::new(&path, true).map_err(|e| format!("backend socket: {e}"))?;
+        // Connected before the backend accepts: the listen backlog holds it.
+        let relay =
+            UnixStream::connect(&path).map_err(|e| format!("cannot reach the backend: {e}"))?;
+        daemon
+            .start(&mut inner)
+            .map_err(|e| format!("backend accept: {e}"))?;
+        Ok(relay)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// A fresh directory only this user may enter, for the backend's socket.
 fn private_dir() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
@@ -263,6 +270,27 @@ fn private_dir() -> std::io::Result<PathBuf> {
     }
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
+}
+
+/// Removes the backend directories of switchyards that are gone (killed
+/// before they could clean up).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("switchyard-vhost-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Ends the accept loop when the switch stops or the serving task is
