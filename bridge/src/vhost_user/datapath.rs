@@ -212,10 +212,15 @@ impl FromGuest {
         let mut ranges: [(usize, usize); TX_BATCH] = [(0, 0); TX_BATCH];
         loop {
             let _ = vring.disable_notification();
+            let mut progressed = false;
             loop {
-                let n = self.take_batch(vring, &mut buf, &mut ranges);
-                if n == 0 {
+                let (n, popped) = self.take_batch(vring, &mut buf, &mut ranges);
+                progressed |= popped > 0;
+                if popped == 0 {
                     break;
+                }
+                if n == 0 {
+                    continue;
                 }
                 let mut frames: [&[u8]; TX_BATCH] = [&[]; TX_BATCH];
                 for (f, (start, end)) in frames.iter_mut().zip(&ranges[..n]) {
@@ -225,9 +230,11 @@ impl FromGuest {
                 self.switch
                     .forward(&self.port, Frames::Plain(&frames[..n]), Overflow::Drop, now);
             }
-            // True: the guest posted more while notifications were off.
+            // True: the guest posted more while notifications were off. A
+            // ring that claims more but yields no chain (a hostile index)
+            // must not keep this thread spinning: wait for the next kick.
             match vring.enable_notification() {
-                Ok(true) => continue,
+                Ok(true) if progressed => continue,
                 _ => break,
             }
         }
@@ -235,19 +242,19 @@ impl FromGuest {
 
     /// Copies up to `TX_BATCH` frames out of the TX queue into `buf`,
     /// returns their chains to the guest (one notification) and says how
-    /// many frames `ranges` holds.
+    /// many frames `ranges` holds and how many chains were taken.
     fn take_batch(
         &self,
         vring: &VringMutex,
         buf: &mut [u8],
         ranges: &mut [(usize, usize); TX_BATCH],
-    ) -> usize {
+    ) -> (usize, usize) {
         let mut state = vring.get_mut();
         if !state.is_enabled() || !state.get_queue().ready() {
-            return 0;
+            return (0, 0);
         }
         let mem = self.rings.mem.memory();
-        let (mut n, mut used, mut fill) = (0, false, 0usize);
+        let (mut n, mut popped, mut fill) = (0, 0usize, 0usize);
         while n < TX_BATCH && buf.len() - fill >= MAX_CHAIN {
             let Some(chain) = state.get_queue_mut().pop_descriptor_chain(&*mem) else {
                 break;
@@ -258,7 +265,7 @@ impl FromGuest {
                 self.bad(DropReason::BadDescriptor);
                 break;
             }
-            used = true;
+            popped += 1;
             match read {
                 Some(len) if len >= HDR_LEN => {
                     ranges[n] = (fill + HDR_LEN, fill + len);
@@ -268,12 +275,12 @@ impl FromGuest {
                 Some(_) | None => self.bad(DropReason::BadDescriptor),
             }
         }
-        if used && state.needs_notification().unwrap_or(true) {
+        if popped > 0 && state.needs_notification().unwrap_or(true) {
             if let Err(e) = state.signal_used_queue() {
                 tracing::debug!(port = %self.port.name(), "cannot notify the guest: {e}");
             }
         }
-        n
+        (n, popped)
     }
 
     fn bad(&self, reason: DropReason) {
@@ -300,4 +307,184 @@ fn read_chain(
         len += n;
     }
     Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    //! A fake guest: 64 KiB of memory holding an 8-entry split queue
+    //! (descriptors at 0, avail ring at 0x1000, used ring at 0x2000).
+    use super::*;
+    use switchyard_switch::EngineConfig;
+    use vm_memory::GuestAddress;
+
+    const WRITE: u16 = 2;
+    const NEXT: u16 = 1;
+
+    struct Guest {
+        mem: Memory,
+        vring: VringMutex,
+        avail: u16,
+    }
+
+    impl Guest {
+        fn new() -> Guest {
+            let mmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("mem");
+            let mem = GuestMemoryAtomic::new(mmap);
+            let vring = VringMutex::new(mem.clone(), 8).expect("vring");
+            vring.set_queue_size(8);
+            vring.set_queue_info(0, 0x1000, 0x2000).expect("addresses");
+            vring.set_queue_ready(true);
+            vring.set_enabled(true);
+            Guest {
+                mem,
+                vring,
+                avail: 0,
+            }
+        }
+
+        /// Posts a chain of (addr, len, flags) starting at descriptor `head`.
+        fn post(&mut self, head: u16, descs: &[(u64, u32, u16)]) {
+            let m = self.mem.memory();
+            for (i, (addr, len, flags)) in descs.iter().enumerate() {
+                let at = GuestAddress(16 * (u64::from(head) + i as u64));
+                let next = head + i as u16 + 1;
+                let flags = if i + 1 < descs.len() {
+                    flags | NEXT
+                } else {
+                    *flags
+                };
+                m.write_obj(*addr, at).expect("addr");
+                m.write_obj(*len, GuestAddress(at.0 + 8)).expect("len");
+                m.write_obj(flags, GuestAddress(at.0 + 12)).expect("flags");
+                m.write_obj(next, GuestAddress(at.0 + 14)).expect("next");
+            }
+            let slot = GuestAddress(0x1004 + 2 * u64::from(self.avail % 8));
+            m.write_obj(head, slot).expect("ring");
+            self.avail = self.avail.wrapping_add(1);
+            m.write_obj(self.avail, GuestAddress(0x1002)).expect("idx");
+        }
+
+        fn used(&self) -> u16 {
+            self.mem
+                .memory()
+                .read_obj(GuestAddress(0x2002))
+                .expect("used idx")
+        }
+    }
+
+    fn rings(rx: &Guest, tx: &Guest) -> Arc<Rings> {
+        let rings = Arc::new(Rings::new(rx.mem.clone()));
+        rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
+        rings
+    }
+
+    fn frame(n: u8) -> Vec<u8> {
+        let mut f = vec![n; 60];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f
+    }
+
+    #[test]
+    fn frames_fill_posted_buffers_and_bad_chains_are_refused() {
+        let mut rx = Guest::new();
+        let tx = Guest::new();
+        let to_guest = ToGuest {
+            rings: rings(&rx, &tx),
+        };
+        let f = frame(7);
+        // A header in one buffer, the frame in the next.
+        rx.post(0, &[(0x4000, 12, WRITE), (0x5000, 2048, WRITE)]);
+        let (sent, err) = to_guest.transmit(PortId(1), &[&f]);
+        assert_eq!((sent, err.is_none()), (1, true));
+        assert_eq!(rx.used(), 1);
+        let mut got = vec![0u8; f.len()];
+        rx.mem
+            .memory()
+            .read_slice(&mut got, GuestAddress(0x5000))
+            .expect("read");
+        assert_eq!(got, f);
+
+        // Outside the guest's memory, read-only, too small, none posted.
+        rx.post(2, &[(0xffff_0000, 2048, WRITE)]);
+        let (sent, err) = to_guest.transmit(PortId(1), &[&f]);
+        assert!(matches!(
+            (sent, err),
+            (0, Some(SendError::Refused(DropReason::BadDescriptor)))
+        ));
+        rx.post(3, &[(0x4000, 2048, 0)]);
+        let (_, err) = to_guest.transmit(PortId(1), &[&f]);
+        assert!(matches!(
+            err,
+            Some(SendError::Refused(DropReason::BadDescriptor))
+        ));
+        rx.post(4, &[(0x4000, 20, WRITE)]);
+        let (_, err) = to_guest.transmit(PortId(1), &[&f]);
+        assert!(matches!(
+            err,
+            Some(SendError::Refused(DropReason::EgressError))
+        ));
+        assert_eq!(rx.used(), 4, "refused chains go back to the guest");
+        let (_, err) = to_guest.transmit(PortId(1), &[&f]);
+        assert!(matches!(err, Some(SendError::Full)));
+    }
+
+    #[test]
+    fn the_tx_queue_is_drained_and_bad_chains_are_counted() {
+        // Both queues over the TX guest's memory (the RX queue is unused).
+        let rx = Guest::new();
+        let mut tx = Guest::new();
+        let rings = Arc::new(Rings::new(tx.mem.clone()));
+        rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
+        let switch = Switch::new(EngineConfig::default());
+        let port = Arc::new(Port::new(
+            switch.allocate_id(),
+            "v",
+            "vhost-user",
+            "test",
+            Box::new(ToGuest {
+                rings: rings.clone(),
+            }),
+        ));
+        switch.add_port(port.clone());
+        let from_guest = FromGuest::new(rings, switch.clone(), port.clone());
+        let f = frame(9);
+        let m = tx.mem.memory();
+        m.write_slice(&[0u8; HDR_LEN], GuestAddress(0x4000))
+            .expect("hdr");
+        m.write_slice(&f, GuestAddress(0x4000 + HDR_LEN as u64))
+            .expect("frame");
+        drop(m);
+        tx.post(0, &[(0x4000, (HDR_LEN + f.len()) as u32, 0)]);
+        // Outside memory, writable, and a header alone.
+        tx.post(1, &[(0xffff_0000, 100, 0)]);
+        tx.post(2, &[(0x4000, 100, WRITE)]);
+        tx.post(3, &[(0x4000, 4, 0)]);
+        from_guest.drain();
+        assert_eq!(tx.used(), 4);
+        let c = port.counters().snapshot();
+        assert_eq!(c.rx_frames, 1);
+        assert_eq!(c.drops(DropReason::BadDescriptor), 3);
+    }
+
+    #[test]
+    fn a_ring_that_claims_more_than_it_yields_does_not_spin() {
+        // The data path reads the ring through other memory than the
+        // library's: the avail index says 1, every pop finds nothing.
+        let rx = Guest::new();
+        let mut tx = Guest::new();
+        let rings = rings(&rx, &tx);
+        let switch = Switch::new(EngineConfig::default());
+        let port = Arc::new(Port::new(
+            switch.allocate_id(),
+            "v",
+            "vhost-user",
+            "test",
+            Box::new(ToGuest {
+                rings: rings.clone(),
+            }),
+        ));
+        tx.post(0, &[(0x4000, 60, 0)]);
+        FromGuest::new(rings, switch, port).drain();
+    }
 }
