@@ -76,4 +76,17 @@ mod tests {
         assert!(build_port(spec(&[("path", "/x"), ("mtu", "20")]), 1).is_err());
         assert!(build_port(spec(&[("path", "/x"), ("mac", "01:00:5e:00:00:01")]), 1).is_err());
     }
+
+    #[test]
+    fn a_config_file_spells_it_the_same() {
+        let mut v = Values::new_yaml("vhost-user", None);
+        v.push("path", "/run/vm1.sock", None);
+        v.push("mtu", "1500", None);
+        match build_port(v, 2).expect("builds").port {
+            Configured::Port(PortSpec::VhostUser(c)) => {
+                assert_eq!((c.mac, c.mtu), (None, Some(1500)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
