@@ -140,6 +140,7 @@ mod tests {
                 "egress_gone",
                 "egress_error",
                 "unsegmentable",
+                "bad_descriptor",
             ]
         );
         let bad: Vec<&str> = DropReason::ALL
@@ -160,6 +161,7 @@ mod tests {
                 "storm_control",
                 "mac_spoof",
                 "vlan_filtered",
+                "bad_descriptor",
             ]
         );
         assert_eq!(DropReason::MacNat.to_string(), "mac_nat");
