@@ -116,8 +116,7 @@ impl VhostUserPort {
             _ = &mut joined => return,
         }
         drop(wake);
-        // Lets the thread hang up on its guest and remove its directory
-        // before the process exits.
+        // Lets the thread hang up on its guest before the process exits.
         let _ = tokio::time::timeout(Duration::from_secs(2), joined).await;
     }
 
