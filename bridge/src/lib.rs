@@ -10,6 +10,8 @@ pub mod pcap;
 #[allow(unsafe_code)]
 mod sys;
 pub mod tap;
+pub mod vhost_user;
 
 pub use self::pcap::{PcapConfig, PcapError, PcapPort};
 pub use tap::{TapDevice, TapError};
+pub use vhost_user::{VhostUserConfig, VhostUserError, VhostUserPort};

@@ -83,6 +83,19 @@ pub(crate) fn device_mtu(device: &str) -> io::Result<i32> {
     Ok(unsafe { req.ifr_ifru.ifru_mtu })
 }
 
+/// Takes ownership of descriptors the kernel just passed us in an
+/// `SCM_RIGHTS` message (the vhost-user relay), so they are closed once
+/// forwarded.
+pub(crate) fn received_fds(fds: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    fds.iter()
+        // SAFETY: each descriptor was installed in this process by the
+        // recvmsg that returned it and nothing else refers to it: we are
+        // its only owner.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod stream;
 pub mod tap;
 pub mod udp;
 pub mod unix;
+pub mod vhost_user;
 pub mod vxlan;
 
 pub use open::OpenPort;
@@ -27,6 +28,7 @@ pub const TYPES: &[&PortType] = &[
     &stream::TYPE,
     &vxlan::TYPE,
     &pcap::TYPE,
+    &vhost_user::TYPE,
 ];
 
 /// The key every type takes: the port's name.
@@ -315,8 +317,14 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("stream,listen=ADDR|connect=ADDR"), "{help}");
-        assert_eq!(command_line_type_names(), "udp, mcast, stream, vxlan, pcap");
-        assert_eq!(type_names(), "unix, tap, udp, mcast, stream, vxlan, pcap");
+        assert_eq!(
+            command_line_type_names(),
+            "udp, mcast, stream, vxlan, pcap, vhost-user"
+        );
+        assert_eq!(
+            type_names(),
+            "unix, tap, udp, mcast, stream, vxlan, pcap, vhost-user"
+        );
     }
 
     #[test]

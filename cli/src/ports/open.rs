@@ -24,6 +24,8 @@ pub enum OpenPort {
     Vxlan(VxlanPort),
     /// pcap (host NIC)
     Pcap(switchyard_bridge::PcapPort),
+    /// vhost-user
+    VhostUser(switchyard_bridge::VhostUserPort),
 }
 
 impl OpenPort {
@@ -42,6 +44,14 @@ impl OpenPort {
                     }
                 })?)
             }
+            PortSpec::VhostUser(c) => {
+                OpenPort::VhostUser(switchyard_bridge::VhostUserPort::open(c.clone()).map_err(
+                    |e| PortError::Config {
+                        port: c.name.clone(),
+                        message: e.to_string(),
+                    },
+                )?)
+            }
         })
     }
 
@@ -50,6 +60,7 @@ impl OpenPort {
         match self {
             OpenPort::Udp(p) => p.cleanup_path(),
             OpenPort::Stream(p) => p.cleanup_path(),
+            OpenPort::VhostUser(p) => p.cleanup_path(),
             OpenPort::Mcast(_) | OpenPort::Vxlan(_) | OpenPort::Pcap(_) => None,
         }
     }
@@ -62,6 +73,7 @@ impl OpenPort {
             OpenPort::Stream(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Vxlan(p) => tokio::spawn(p.serve(switch, stop)),
             OpenPort::Pcap(p) => tokio::spawn(p.serve(switch, stop)),
+            OpenPort::VhostUser(p) => tokio::spawn(p.serve(switch, stop)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the port builders make: a transport's configuration, a tap's, or
 //! a control socket's, with the port's name.
 
-use switchyard_bridge::PcapConfig;
+use switchyard_bridge::{PcapConfig, VhostUserConfig};
 use switchyard_switch::ports::mcast::McastConfig;
 use switchyard_switch::ports::stream::StreamConfig;
 use switchyard_switch::ports::udp::UdpConfig;
@@ -21,6 +21,8 @@ pub enum PortSpec {
     Vxlan(VxlanConfig),
     /// A pcap port (host NIC).
     Pcap(PcapConfig),
+    /// A vhost-user port (virtio-net guests in shared memory).
+    VhostUser(VhostUserConfig),
 }
 
 impl PortSpec {
@@ -32,6 +34,7 @@ impl PortSpec {
             PortSpec::Stream(c) => &c.name,
             PortSpec::Vxlan(c) => &c.name,
             PortSpec::Pcap(c) => &c.name,
+            PortSpec::VhostUser(c) => &c.name,
         }
     }
 }

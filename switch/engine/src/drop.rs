@@ -96,6 +96,9 @@ drop_reasons! {
     /// blocked port for the frames it sends, on the sender for unicast to
     /// it, and on the blocked port for flood copies it does not get).
     LoopBlocked = "loop_blocked", bad_input: false;
+    /// A virtio descriptor chain a guest posted that points outside its
+    /// memory, has the wrong direction or is too long (vhost-user ports).
+    BadDescriptor = "bad_descriptor", bad_input: true;
 }
 
 impl std::fmt::Display for DropReason {
@@ -142,6 +145,7 @@ mod tests {
                 "egress_error",
                 "unsegmentable",
                 "loop_blocked",
+                "bad_descriptor",
             ]
         );
         let bad: Vec<&str> = DropReason::ALL
@@ -162,6 +166,7 @@ mod tests {
                 "storm_control",
                 "mac_spoof",
                 "vlan_filtered",
+                "bad_descriptor",
             ]
         );
         assert_eq!(DropReason::MacNat.to_string(), "mac_nat");

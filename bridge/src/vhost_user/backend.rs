@@ -1,0 +1,155 @@
+//! The virtio-net device the guest sees, as rust-vmm's
+//! `vhost-user-backend` asks for it: features, config space, and the
+//! events of its worker thread.
+
+use super::config::VhostUserConfig;
+use super::datapath::{FromGuest, Rings, RX, TX};
+use std::io;
+use std::sync::{Arc, Mutex};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Backend;
+use vhost_user_backend::{VhostUserBackend, VringMutex};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Ring entries a guest may ask for per queue.
+const QUEUE_SIZE: usize = 1024;
+
+/// The event the port raises once after connecting, so that the worker
+/// thread hands over the rings before the guest's first kick (ids up to
+/// the queue count are the library's).
+pub(super) const HELLO: u16 = 3;
+
+/// One connection's device: cheap to clone (the library keeps a copy per
+/// worker thread).
+#[derive(Clone)]
+pub(super) struct NetBackend {
+    config: Arc<VhostUserConfig>,
+    rings: Arc<Rings>,
+    from_guest: Arc<FromGuest>,
+    pub(super) hello: Arc<EventFd>,
+    /// The frontend's request channel (BACKEND_REQ): unused, but held open,
+    /// since UML's virtio_uml takes its closing for a broken device.
+    backend_req: Arc<Mutex<Option<Backend>>>,
+}
+
+impl NetBackend {
+    /// A device for `config` over `rings`, feeding the switch through
+    /// `from_guest`.
+    pub(super) fn new(
+        config: Arc<VhostUserConfig>,
+        rings: Arc<Rings>,
+        from_guest: Arc<FromGuest>,
+    ) -> io::Result<NetBackend> {
+        Ok(NetBackend {
+            config,
+            rings,
+            from_guest,
+            hello: Arc::new(EventFd::new(libc::EFD_NONBLOCK)?),
+            backend_req: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The virtio features offered. No CTRL_VQ (a guest would wait for
+    /// answers on the control queue), no offloads or MRG_RXBUF yet (see
+    /// docs/transports.md).
+    pub(super) fn offered(config: &VhostUserConfig) -> u64 {
+        let mut f = 1u64 << VIRTIO_F_VERSION_1
+            | 1 << VIRTIO_RING_F_EVENT_IDX
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+        if config.mac.is_some() {
+            f |= 1 << VIRTIO_NET_F_MAC;
+        }
+        if config.mtu.is_some() {
+            f |= 1 << VIRTIO_NET_F_MTU;
+        }
+        f
+    }
+}
+
+impl VhostUserBackend for NetBackend {
+    type Bitmap = ();
+    type Vring = VringMutex;
+
+    fn num_queues(&self) -> usize {
+        2
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        NetBackend::offered(&self.config)
+    }
+
+    /// CONFIG for the MAC and MTU; BACKEND_REQ because UML's virtio_uml
+    /// attaches only to a backend that offers it.
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The library switches the rings themselves; the data path asks
+        // the rings whether to notify.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let space = self.config.config_space();
+        let mut out = vec![0u8; size as usize];
+        for (i, b) in out.iter_mut().enumerate() {
+            if let Some(v) = space.get(offset as usize + i) {
+                *b = *v;
+            }
+        }
+        out
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        if let Ok(mut b) = self.backend_req.lock() {
+            *b = Some(backend);
+        }
+    }
+
+    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+        // The rings share the library's GuestMemoryAtomic, updated in place.
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // The worker thread ends when the connection's handler goes.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    /// Never fails for what the guest did: an error here would end the
+    /// worker thread.
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringMutex],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        self.rings.adopt(vrings);
+        match device_event as usize {
+            // The guest posted receive buffers: frames are copied in as the
+            // switch sends them, nothing waits here.
+            RX => {}
+            TX => self.from_guest.drain(),
+            _ if device_event == HELLO => {
+                let _ = self.hello.read();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,187 @@
+//! A relay between the frontend's connection and rust-vmm's backend, on
+//! the vhost-user message stream only (the rings and kicks never pass
+//! here). It forwards every message with its descriptors unchanged except
+//! for one frontend quirk: UML's `virtio_uml` sends SET_MEM_TABLE with room
+//! for two regions whatever it fills in, which `vhost` rejects as a bad
+//! size, so the unused tail is cut off.
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// The vhost-user header: request, flags, payload size.
+const HEADER: usize = 12;
+/// The largest payload we pass on (vhost's own limit is 4 KiB plus
+/// headers; SET_MEM_TABLE with 8 regions is 264 bytes).
+const MAX_PAYLOAD: usize = 0x1000 + 64;
+/// Descriptors one message may carry (SET_MEM_TABLE: one per region).
+const MAX_FDS: usize = 32;
+/// VHOST_USER_SET_MEM_TABLE.
+const SET_MEM_TABLE: u32 = 5;
+/// Bytes before the regions of SET_MEM_TABLE, and per region.
+const MEM_HEADER: usize = 8;
+const MEM_REGION: usize = 32;
+
+/// One message with its descriptors.
+struct Message {
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Copies messages from `from` to `to` until either side closes; then
+/// shuts both down so the other direction ends too.
+pub(super) fn pump(from: &UnixStream, to: &UnixStream, fix: bool) -> io::Result<()> {
+    let mut buf = vec![0u8; HEADER + MAX_PAYLOAD];
+    let result = loop {
+        match read_message(from, &mut buf) {
+            Ok(Some(mut m)) => {
+                if fix {
+                    fix_mem_table(&mut m);
+                }
+                if let Err(e) = write_message(to, &m) {
+                    break Err(e);
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    result
+}
+
+/// Reads one message; `None` at a clean end of stream.
+fn read_message(sock: &UnixStream, buf: &mut [u8]) -> io::Result<Option<Message>> {
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut got = 0;
+    let mut fds = Vec::new();
+    // The descriptors come with the header's first bytes.
+    while got < HEADER {
+        let mut iov = [IoSliceMut::new(&mut buf[got..HEADER])];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                fds.extend(crate::sys::received_fds(&raw));
+            }
+        }
+        if msg.bytes == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        got += msg.bytes;
+    }
+    let size = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    if size > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a vhost-user message of {size} bytes"),
+        ));
+    }
+    let mut s = sock;
+    s.read_exact(&mut buf[HEADER..HEADER + size])?;
+    Ok(Some(Message {
+        buf: buf[..HEADER + size].to_vec(),
+        fds,
+    }))
+}
+
+fn write_message(sock: &UnixStream, m: &Message) -> io::Result<()> {
+    let raw: Vec<RawFd> = m.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+    let mut sent = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&m.buf)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    while sent < m.buf.len() {
+        let n = sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&m.buf[sent..])],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        sent += n;
+    }
+    Ok(())
+}
+
+/// Cuts a SET_MEM_TABLE payload down to the regions it says it has.
+fn fix_mem_table(m: &mut Message) {
+    let request = u32::from_le_bytes([m.buf[0], m.buf[1], m.buf[2], m.buf[3]]);
+    if request != SET_MEM_TABLE || m.buf.len() < HEADER + MEM_HEADER {
+        return;
+    }
+    let regions = u32::from_le_bytes([
+        m.buf[HEADER],
+        m.buf[HEADER + 1],
+        m.buf[HEADER + 2],
+        m.buf[HEADER + 3],
+    ]) as usize;
+    let want = MEM_HEADER + regions.saturating_mul(MEM_REGION);
+    if HEADER + want < m.buf.len() {
+        m.buf.truncate(HEADER + want);
+        m.buf[8..12].copy_from_slice(&(want as u32).to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mem_table_with_room_for_two_regions_is_cut_to_one() {
+        let mut buf = vec![0u8; HEADER + MEM_HEADER + 2 * MEM_REGION];
+        buf[0] = SET_MEM_TABLE as u8;
+        buf[8] = (MEM_HEADER + 2 * MEM_REGION) as u8;
+        buf[HEADER] = 1;
+        let mut m = Message {
+            buf,
+            fds: Vec::new(),
+        };
+        fix_mem_table(&mut m);
+        assert_eq!(m.buf.len(), HEADER + MEM_HEADER + MEM_REGION);
+        assert_eq!(m.buf[8] as usize, MEM_HEADER + MEM_REGION);
+    }
+
+    #[test]
+    fn messages_and_descriptors_pass_whole() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (c, d) = UnixStream::pair().expect("pair");
+        let t = std::thread::spawn(move || pump(&b, &c, true));
+        let mut msg = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0];
+        msg.extend_from_slice(&[9, 8, 7, 6]);
+        let m = Message {
+            buf: msg.clone(),
+            fds: vec![OwnedFd::from(
+                std::fs::File::open("/dev/null").expect("null"),
+            )],
+        };
+        write_message(&a, &m).expect("send");
+        let mut buf = vec![0u8; HEADER + MAX_PAYLOAD];
+        let got = read_message(&d, &mut buf)
+            .expect("read")
+            .expect("a message");
+        assert_eq!(got.buf, msg);
+        assert_eq!(got.fds.len(), 1);
+        drop(a);
+        t.join().expect("joins").expect("clean end");
+    }
+}
