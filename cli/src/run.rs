@@ -352,12 +352,8 @@ async fn serve(
         running.start_port(spec.clone(), p);
     }
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(8);
-    if let Some((_, l)) = ops.control {
-        tokio::spawn(crate::control::serve(l, switch.clone(), cmd_tx));
-    }
-    if let Some(l) = ops.metrics {
-        tokio::spawn(crate::metrics::serve(l, switch.clone()));
-    }
+    // Held until the main loop ends; dropping them stops both threads.
+    let _listeners = start_listeners(ops, &switch, cmd_tx)?;
     {
         let switch = switch.clone();
         tokio::spawn(async move {
@@ -421,6 +417,39 @@ async fn serve(
     };
     running.cleanup();
     Ok(why)
+}
+
+/// Serves the control socket and the metrics endpoint, each on a thread
+/// and runtime of its own (see [`crate::accept`]): a flood of connections
+/// or a large scrape never delays the data path, nor it them. Returns what
+/// stops both when dropped.
+fn start_listeners(
+    ops: Operations,
+    switch: &Arc<Switch>,
+    commands: mpsc::Sender<Command>,
+) -> Result<Vec<tokio::sync::oneshot::Sender<()>>> {
+    use crate::accept::{spawn_thread, CONTROL_LIMITS, METRICS_LIMITS};
+    let listeners = crate::metrics::Listeners::new();
+    let mut stops = Vec::new();
+    if let Some((_, l)) = ops.control {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (switch, slots) = (switch.clone(), listeners.control.clone());
+        spawn_thread("control", rx, move || {
+            crate::control::serve(l, switch, commands, CONTROL_LIMITS, slots)
+        })
+        .context("cannot start the control socket's thread")?;
+        stops.push(tx);
+    }
+    if let Some(l) = ops.metrics {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let switch = switch.clone();
+        spawn_thread("metrics", rx, move || {
+            crate::metrics::serve(l, switch, METRICS_LIMITS, listeners)
+        })
+        .context("cannot start the metrics endpoint's thread")?;
+        stops.push(tx);
+    }
+    Ok(stops)
 }
 
 /// Re-reads the command line and configuration file and applies what
