@@ -103,7 +103,14 @@ pub(crate) async fn accept_forever<S, F>(
     let mut spare = open_spare();
     loop {
         match accept().await {
-            Ok(s) => handle(s),
+            Ok(s) => {
+                handle(s);
+                // Let the new connection read what it was sent before the
+                // next accept: a client that sent its whole request is
+                // then busy, no longer idle, and a burst of newcomers
+                // cannot push it out before it was looked at.
+                tokio::task::yield_now().await;
+            }
             Err(e) if out_of_descriptors(&e) && spare.is_some() => {
                 tracing::warn!("{what} accept failed: {e}; closing a waiting connection");
                 drop(spare.take());
