@@ -197,3 +197,68 @@ fn capture_streams_pcap_that_tcpdump_reads() -> Result<()> {
     sw.assert_running()?;
     Ok(())
 }
+
+/// A port added with `ctl port add` survives a reload, and the reload's
+/// reply names it as kept; once the file configures a port of that name,
+/// the file's port takes its place, and the next file that drops the name
+/// drops the port.
+#[test]
+fn runtime_ports_survive_a_reload() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("rtport")?;
+    let ns = Netns::new()?;
+    let dir = tmp.join("sw");
+    let cfg = tmp.join("switchyard.yaml");
+    let sock = tmp.join("control.sock");
+    let write = |text: &str| std::fs::write(&cfg, text.replace("DIR", &dir.display().to_string()));
+    write(CONFIG_A)?;
+    let mut sw = SwitchCmd::native()?
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--control")
+        .arg(&sock)
+        .expect_socket(&dir.join("ctl"))
+        .start(Some(&ns))?;
+    let spec = "udp,name=extra,local=127.0.0.1:7311,remote=127.0.0.1:7312";
+    let added = ctl(&sock, &["port", "add", spec])?;
+    assert!(added.status.success(), "{added:?}");
+
+    write(CONFIG_B)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(reloaded.status.success(), "{reloaded:?}");
+    assert!(
+        said.contains("removed [q1]") && said.contains("kept ports added at run time [extra]"),
+        "{said}"
+    );
+    let names = port_names(&sock)?;
+    assert!(
+        names.contains(&"extra".to_string()) && names.contains(&"q2".to_string()),
+        "{names:?}"
+    );
+    sw.proc.wait_for_output(
+        "kept ports added at run time [extra]",
+        Duration::from_secs(5),
+    )?;
+
+    // The file takes the name: its port replaces the run-time one.
+    let with_extra = format!(
+        "{CONFIG_B}  - {{ name: extra, type: udp, local: \"127.0.0.1:7313\", remote: \"127.0.0.1:7314\" }}\n"
+    );
+    write(&with_extra)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(
+        said.contains("added [extra]") && said.contains("removed [extra]"),
+        "{said}"
+    );
+    assert!(!said.contains("run time"), "{said}");
+    // Configured now: the next file without it drops it.
+    write(CONFIG_B)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(said.contains("removed [extra]"), "{said}");
+    assert!(!port_names(&sock)?.contains(&"extra".to_string()));
+    sw.assert_running()?;
+    Ok(())
+}
