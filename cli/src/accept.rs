@@ -133,6 +133,16 @@ pub(crate) async fn accept_forever<S, F>(
     }
 }
 
+/// Answers a connection that gets no slot, without waiting: the socket is
+/// taken back from the runtime (whose write readiness a fresh socket has
+/// not seen yet) and written once; a fresh socket's send buffer is empty,
+/// so a short answer fits.
+pub(crate) fn refuse<S: std::io::Write>(socket: std::io::Result<S>, answer: &[u8]) {
+    if let Ok(mut s) = socket {
+        let _ = s.write(answer);
+    }
+}
+
 fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
@@ -423,6 +433,41 @@ mod tests {
         c.write_all(b"{\"cmd\":\"ports\"}\n").await.expect("write");
         let said = read_all(&mut c).await;
         assert!(said.starts_with("{\"ports\":[]}\n"), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn newcomers_are_answered_at_once_while_every_slot_is_busy() {
+        use tokio::net::{TcpStream, UnixStream};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let listeners = crate::metrics::Listeners {
+            metrics: Slots::new(1),
+            control: Slots::new(1),
+        };
+        // Taken and never idle: as busy as a scrape being rendered.
+        let _metrics_busy = admitted(listeners.metrics.admit());
+        let _control_busy = admitted(listeners.control.admit());
+        tokio::spawn(crate::metrics::serve(l, switch(), TIGHT, listeners.clone()));
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let said = read_all(&mut s).await;
+        assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+
+        let dir = std::env::temp_dir().join(format!("sy-busy-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let slots = listeners.control.clone();
+        tokio::spawn(crate::control::serve(l, switch(), tx, TIGHT, slots));
+        let mut c = UnixStream::connect(&path).await.expect("connect");
+        let said = read_all(&mut c).await;
+        assert!(said.starts_with("{\"error\":\"busy:"), "{said}");
+        assert_eq!(listeners.metrics.shed(), (0, 1));
+        assert_eq!(listeners.control.shed(), (0, 1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

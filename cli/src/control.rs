@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_switch::counters::CounterSnapshot;
 use switchyard_switch::ports::unix::Refusal;
 use switchyard_switch::{DropReason, Mode, Switch};
@@ -110,12 +111,10 @@ pub(crate) async fn serve(
         let slot = match slots.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                // Never blocks: a fresh socket's send buffer is empty.
                 let busy = Response::error(
                     "busy: the control socket is serving its maximum of connections; retry",
                 );
-                let _ = stream.try_write(busy.to_line().as_bytes());
-                return;
+                return crate::accept::refuse(stream.into_std(), busy.to_line().as_bytes());
             }
         };
         let switch = switch.clone();
@@ -181,7 +180,8 @@ impl Requests {
             Err(Ended::TimedOut) => format!("no request within {} s; closing", timeout.as_secs()),
             Err(Ended::Evicted) => "closed to make room for a newer connection".to_string(),
         };
-        let _ = w.try_write(Response::error(why).to_line().as_bytes());
+        let line = Response::error(why).to_line();
+        let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(line.as_bytes())).await;
         Ok(None)
     }
 }

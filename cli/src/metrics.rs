@@ -7,6 +7,7 @@ use crate::stats::{Detail, MacNatStats, Snapshot};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_switch::counters::CounterSnapshot;
 use switchyard_switch::{DropReason, Switch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,11 +295,7 @@ pub(crate) async fn serve(
     crate::accept::accept_forever("metrics", accept, |(s, _): (TcpStream, _)| {
         let slot = match listeners.metrics.admit() {
             Admission::Admitted(slot) => slot,
-            Admission::Refused => {
-                // Never blocks: a fresh socket's send buffer is empty.
-                let _ = s.try_write(BUSY);
-                return;
-            }
+            Admission::Refused => return crate::accept::refuse(s.into_std(), BUSY),
         };
         let (switch, listeners) = (switch.clone(), listeners.clone());
         tokio::spawn(async move {
@@ -401,18 +398,17 @@ async fn respond(
         .await
     {
         Err(Ended::TimedOut) => {
-            let _ = s.try_write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n");
-            return Ok(());
+            let answer = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n";
+            return last_words(&mut s, answer).await;
         }
         Err(Ended::Evicted) => return Ok(()),
         Ok(r) => match r? {
             Ok(Some(end)) => end,
             Ok(None) => return Ok(()),
             Err(_) => {
-                let _ = s.try_write(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
-                );
-                return Ok(());
+                let answer =
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n";
+                return last_words(&mut s, answer).await;
             }
         },
     };
@@ -430,6 +426,12 @@ async fn respond(
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
+}
+
+/// A short answer before closing, given a second at most.
+async fn last_words(s: &mut TcpStream, answer: &[u8]) -> std::io::Result<()> {
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(answer)).await;
+    Ok(())
 }
 
 /// The whole HTTP response to a request head.
