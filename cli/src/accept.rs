@@ -362,13 +362,35 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    fn tcp_listener() -> (std::net::TcpListener, std::net::SocketAddr) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        (l, addr)
+    }
+
+    /// A listening control socket in a directory of its own.
+    fn unix_listener(
+        tag: &str,
+    ) -> (
+        std::os::unix::net::UnixListener,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ) {
+        let dir = std::env::temp_dir().join(format!("sy-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        (l, dir, path)
+    }
+
     #[tokio::test]
     async fn metrics_serve_past_silent_connections_and_bound_heads() {
         use tokio::io::AsyncWriteExt;
         use tokio::net::TcpStream;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
-        let addr = l.local_addr().expect("addr");
+        let (l, addr) = tcp_listener();
         let listeners = crate::metrics::Listeners {
             metrics: Slots::new(TIGHT.max_connections),
             control: Slots::new(1),
@@ -412,12 +434,7 @@ mod tests {
     async fn control_lines_are_bounded_in_time_and_size() {
         use tokio::io::AsyncWriteExt;
         use tokio::net::UnixStream;
-        let dir = std::env::temp_dir().join(format!("sy-accept-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("control.sock");
-        let _ = std::fs::remove_file(&path);
-        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
+        let (l, dir, path) = unix_listener("accept");
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(crate::control::serve(l, switch(), tx, TIGHT, Slots::new(2)));
         let mut silent = UnixStream::connect(&path).await.expect("connect");
@@ -439,9 +456,7 @@ mod tests {
     #[tokio::test]
     async fn newcomers_are_answered_at_once_while_every_slot_is_busy() {
         use tokio::net::{TcpStream, UnixStream};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
-        let addr = l.local_addr().expect("addr");
+        let (l, addr) = tcp_listener();
         let listeners = crate::metrics::Listeners {
             metrics: Slots::new(1),
             control: Slots::new(1),
@@ -454,12 +469,7 @@ mod tests {
         let said = read_all(&mut s).await;
         assert!(said.starts_with("HTTP/1.1 503"), "{said}");
 
-        let dir = std::env::temp_dir().join(format!("sy-busy-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("control.sock");
-        let _ = std::fs::remove_file(&path);
-        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
+        let (l, dir, path) = unix_listener("busy");
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         let slots = listeners.control.clone();
         tokio::spawn(crate::control::serve(l, switch(), tx, TIGHT, slots));

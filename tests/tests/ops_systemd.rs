@@ -78,6 +78,17 @@ fn systemd_units_documentation_resolves() -> Result<()> {
     Ok(())
 }
 
+/// A config file with one VDE directory port `vde` at `dir`, then `extra`.
+fn write_vde_config(cfg: &Path, dir: &Path, extra: &str) -> std::io::Result<()> {
+    std::fs::write(
+        cfg,
+        format!(
+            "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
+            dir.display()
+        ),
+    )
+}
+
 /// Receives notifications until one contains `state`, collecting all.
 fn wait_state(
     n: &NotifySocket,
@@ -182,15 +193,7 @@ fn notify_reloading_then_ready_and_journald_lines() -> Result<()> {
     let notify = NotifySocket::bind(&tmp.join("notify.sock"))?;
     let dir = tmp.join("vde");
     let cfg = tmp.join("switchyard.yaml");
-    let write = |extra: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
-                dir.display()
-            ),
-        )
-    };
+    let write = |extra: &str| write_vde_config(&cfg, &dir, extra);
     write("")?;
     let mut cmd = ns.command(switchyard_bin()?);
     cmd.arg("--config")
@@ -283,15 +286,7 @@ fn exec_reload_returns_once_the_reload_is_done() -> Result<()> {
     let dir = tmp.join("vde");
     let cfg = tmp.join("switchyard.yaml");
     let ctl_path = tmp.join("control.sock");
-    let write = |extra: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
-                dir.display()
-            ),
-        )
-    };
+    let write = |extra: &str| write_vde_config(&cfg, &dir, extra);
     write("")?;
     let bin = switchyard_bin()?;
     let mut cmd = ns.command(&bin);

@@ -3,9 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use switchyard_tests::switch::{switchyard_bin, SwitchCmd};
+use switchyard_tests::switch::{switchyard_bin, Switch, SwitchCmd};
 use switchyard_tests::tools::vde_plug_tap;
 use switchyard_tests::util::{require_tool, wait_until};
 use switchyard_tests::{preflight, unique_name, Netns, TempDir};
@@ -36,6 +37,18 @@ fn port_names(sock: &std::path::Path) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// A native switch in `ns` started from the file `cfg` with the control
+/// socket `sock`, ready once its VDE directory `dir` serves.
+fn start_from_file(ns: &Netns, cfg: &Path, sock: &Path, dir: &Path) -> Result<Switch> {
+    SwitchCmd::native()?
+        .arg("--config")
+        .arg(cfg)
+        .arg("--control")
+        .arg(sock)
+        .expect_socket(&dir.join("ctl"))
+        .start(Some(ns))
+}
+
 const CONFIG_A: &str = r#"
 ports:
   - { name: vde, type: unix, directory: DIR }
@@ -63,13 +76,7 @@ fn reload_keeps_unchanged_ports_and_refuses_bad_files() -> Result<()> {
     let sock = tmp.join("control.sock");
     let write = |text: &str| std::fs::write(&cfg, text.replace("DIR", &dir.display().to_string()));
     write(CONFIG_A)?;
-    let mut sw = SwitchCmd::native()?
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--control")
-        .arg(&sock)
-        .expect_socket(&dir.join("ctl"))
-        .start(Some(&ns_s))?;
+    let mut sw = start_from_file(&ns_s, &cfg, &sock, &dir)?;
     let (tap_a, tap_b) = (unique_name("rla"), unique_name("rlb"));
     let _a = vde_plug_tap(&ns_a, &dir, &tap_a, "192.0.2.1/24")?;
     let _b = vde_plug_tap(&ns_b, &dir, &tap_b, "192.0.2.2/24")?;
@@ -212,13 +219,7 @@ fn runtime_ports_survive_a_reload() -> Result<()> {
     let sock = tmp.join("control.sock");
     let write = |text: &str| std::fs::write(&cfg, text.replace("DIR", &dir.display().to_string()));
     write(CONFIG_A)?;
-    let mut sw = SwitchCmd::native()?
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--control")
-        .arg(&sock)
-        .expect_socket(&dir.join("ctl"))
-        .start(Some(&ns))?;
+    let mut sw = start_from_file(&ns, &cfg, &sock, &dir)?;
     let spec = "udp,name=extra,local=127.0.0.1:7311,remote=127.0.0.1:7312";
     let added = ctl(&sock, &["port", "add", spec])?;
     assert!(added.status.success(), "{added:?}");
