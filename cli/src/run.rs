@@ -394,6 +394,7 @@ async fn serve(
                 }
                 Command::PortAdd(spec, reply) => {
                     let r = running.add(&spec);
+                    settle().await;
                     if let Ok(done) = &r {
                         tracing::info!("switchyard ctl: {done}");
                     }
@@ -465,12 +466,23 @@ async fn reload(running: &mut Running, settings: &Settings) -> Result<String, St
             Ok(new) => running.apply(&new).await.map(|c| c.to_string()),
         },
     };
+    settle().await;
     match &result {
         Ok(changes) => tracing::info!("configuration reloaded: {changes}"),
         Err(e) => tracing::error!("reload failed: {e}"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     result
+}
+
+/// Lets the ports just started attach before the reply goes out, so that
+/// whoever asked (`ctl`, `systemctl reload`) finds them listed at once:
+/// a port's task attaches before its first wait, and on the default
+/// single-threaded runtime a yield runs every task spawned before it.
+async fn settle() {
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Watches stdin on a plain thread (reads block) when the flavor asks for
