@@ -5,6 +5,7 @@
 
 pub mod roles;
 
+use crate::accept::{Admission, Ended, Limits, Slot, Slots};
 use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
 use crate::stats::{Detail, Snapshot};
 use roles::{Caller, Role, Roles};
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_switch::counters::CounterSnapshot;
 use switchyard_switch::ports::unix::Refusal;
 use switchyard_switch::{DropReason, Mode, Switch};
@@ -93,22 +95,35 @@ pub enum Command {
     PortDel(String, oneshot::Sender<Result<String, String>>),
 }
 
-/// Answers clients until the runtime stops.
-pub async fn serve(
+/// Answers clients until the runtime stops, within `limits` (see
+/// [`crate::accept`]). Requests that change the running set go to the
+/// main loop as [`Command`]s, whatever runtime this runs on.
+pub(crate) async fn serve(
     listener: std::os::unix::net::UnixListener,
     switch: Arc<Switch>,
     commands: mpsc::Sender<Command>,
+    limits: Limits,
+    slots: Arc<Slots>,
 ) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!("control socket: {e}"),
     };
     let accept = || listener.accept();
-    crate::accept::accept_forever("control socket", accept, |(stream, _)| {
+    crate::accept::accept_forever("control socket", accept, |(stream, _): (UnixStream, _)| {
+        let slot = match slots.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => {
+                let busy = Response::error(
+                    "busy: the control socket is serving its maximum of connections; retry",
+                );
+                return crate::accept::refuse(stream.into_std(), busy.to_line().as_bytes());
+            }
+        };
         let switch = switch.clone();
         let commands = commands.clone();
         tokio::spawn(async move {
-            if let Err(e) = client(stream, switch, commands).await {
+            if let Err(e) = client(stream, switch, commands, Requests::new(slot, limits)).await {
                 tracing::debug!("control client: {e}");
             }
         });
@@ -116,18 +131,77 @@ pub async fn serve(
     .await;
 }
 
+/// Reads one connection's request lines within its limits: the first
+/// within the head timeout, each later one within the idle timeout, none
+/// longer than the request limit, and none while a newer connection needs
+/// the slot of this idle one.
+struct Requests {
+    slot: Slot,
+    limits: Limits,
+    first: bool,
+    line: Vec<u8>,
+}
+
+impl Requests {
+    fn new(slot: Slot, limits: Limits) -> Requests {
+        Requests {
+            slot,
+            limits,
+            first: true,
+            line: Vec::new(),
+        }
+    }
+
+    /// The next request line; `None` when the connection should end
+    /// (closed, timed out, pushed out or too long: the last three are
+    /// told why on `w`).
+    async fn next<R: tokio::io::AsyncBufRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        w: &mut tokio::net::unix::OwnedWriteHalf,
+    ) -> std::io::Result<Option<String>> {
+        let timeout = if self.first {
+            self.limits.head_timeout
+        } else {
+            self.limits.idle_timeout
+        };
+        self.first = false;
+        self.line.clear();
+        let max = self.limits.max_request;
+        let mut limited = (&mut *r).take(max as u64 + 1);
+        let read = limited.read_until(b'\n', &mut self.line);
+        let why = match self.slot.idle(timeout, read).await {
+            Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(_)) if self.line.len() > max => {
+                format!("request longer than {} KiB; closing", max / 1024)
+            }
+            Ok(Ok(_)) => {
+                let text = String::from_utf8_lossy(&self.line);
+                return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(Ended::TimedOut) => format!("no request within {} s; closing", timeout.as_secs()),
+            Err(Ended::Evicted) => "closed to make room for a newer connection".to_string(),
+        };
+        let line = Response::error(why).to_line();
+        let _ = tokio::time::timeout(Duration::from_secs(1), w.write_all(line.as_bytes())).await;
+        Ok(None)
+    }
+}
+
 async fn client(
     stream: UnixStream,
     switch: Arc<Switch>,
     commands: mpsc::Sender<Command>,
+    mut requests: Requests,
 ) -> std::io::Result<()> {
     // The credentials the kernel recorded at connect: the caller cannot
     // change them by passing the connection on.
     let caller = Caller::of(&stream);
     let roles = Roles::of(&switch);
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r.take(64 * 1024)).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut r = BufReader::new(r);
+    while let Some(line) = requests.next(&mut r, &mut w).await? {
         let request = serde_json::from_str::<serde_json::Value>(&line)
             .map_err(|e| format!("bad request: {e}"))
             .and_then(|v| Request::try_from(v).map_err(|e| e.to_string()));

@@ -2,6 +2,7 @@
 //! scrape time straight from the switch's atomics and snapshots (no
 //! registry to keep in step with ports that come and go).
 
+use crate::accept::{Admission, Ended, Limits, Slot, Slots, CONTROL_LIMITS, METRICS_LIMITS};
 use crate::stats::{Detail, MacNatStats, Snapshot};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -325,47 +326,170 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-/// Serves `GET /metrics` until the runtime stops.
-pub async fn serve(listener: std::net::TcpListener, switch: Arc<Switch>) {
+/// Serves `GET /metrics` until the runtime stops, within `limits` (see
+/// [`crate::accept`]); `listeners` are reported with every scrape.
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    switch: Arc<Switch>,
+    limits: Limits,
+    listeners: Listeners,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => return tracing::error!("metrics listener: {e}"),
     };
     let accept = || listener.accept();
-    crate::accept::accept_forever("metrics", accept, |(s, _)| {
-        let switch = switch.clone();
+    crate::accept::accept_forever("metrics", accept, |(s, _): (TcpStream, _)| {
+        let slot = match listeners.metrics.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => return crate::accept::refuse(s.into_std(), BUSY),
+        };
+        let (switch, listeners) = (switch.clone(), listeners.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), respond(s, &switch)).await;
+            if let Err(e) = respond(s, &slot, limits, &switch, &listeners).await {
+                tracing::debug!("metrics client: {e}");
+            }
         });
     })
     .await;
 }
 
-async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
-    let mut buf = [0u8; 8192];
+/// The answer when every slot is serving a scrape.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy: too many scrapes at once; retry\n";
+
+/// The connection slots of the two listeners, shown on every scrape.
+#[derive(Debug, Clone)]
+pub(crate) struct Listeners {
+    /// The metrics endpoint's.
+    pub metrics: Arc<Slots>,
+    /// The control socket's.
+    pub control: Arc<Slots>,
+}
+
+impl Listeners {
+    /// Fresh slots for both listeners.
+    pub(crate) fn new() -> Listeners {
+        Listeners {
+            metrics: Slots::new(METRICS_LIMITS.max_connections),
+            control: Slots::new(CONTROL_LIMITS.max_connections),
+        }
+    }
+}
+
+fn render_listener_slots(o: &mut String, l: &Listeners) {
+    let both = [("metrics", &l.metrics), ("control", &l.control)];
+    family(
+        o,
+        "switchyard_listener_connections",
+        "gauge",
+        "Connections the metrics endpoint and the control socket are serving.",
+    );
+    for (name, slots) in both {
+        let _ = writeln!(
+            o,
+            "switchyard_listener_connections{{listener=\"{name}\"}} {}",
+            slots.live()
+        );
+    }
+    family(
+        o,
+        "switchyard_listener_shed_total",
+        "counter",
+        "Connections closed unserved: idle ones pushed out by newer ones (evicted), or turned away while every slot was busy (refused).",
+    );
+    for (name, slots) in both {
+        let (evicted, refused) = slots.shed();
+        for (reason, n) in [("evicted", evicted), ("refused", refused)] {
+            let _ = writeln!(
+                o,
+                "switchyard_listener_shed_total{{listener=\"{name}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// Reads until the end of an HTTP request head. Only the bytes a read
+/// added (and the three before them) are searched for the blank line.
+/// `Ok(None)`: the peer closed first; `Err(len)`: longer than the buffer.
+async fn read_head(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+) -> std::io::Result<Result<Option<usize>, usize>> {
     let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
         if len == buf.len() {
-            return s
-                .write_all(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
-                )
-                .await;
+            return Ok(Err(len));
         }
         let n = s.read(&mut buf[len..]).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(Ok(None));
         }
+        let from = len.saturating_sub(3);
         len += n;
+        if let Some(i) = buf[from..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Ok(Some(from + i + 4)));
+        }
     }
-    let head = String::from_utf8_lossy(&buf[..len]);
+}
+
+async fn respond(
+    mut s: TcpStream,
+    slot: &Slot,
+    limits: Limits,
+    switch: &Switch,
+    listeners: &Listeners,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; limits.max_request];
+    let head = match slot
+        .idle(limits.head_timeout, read_head(&mut s, &mut buf))
+        .await
+    {
+        Err(Ended::TimedOut) => {
+            let answer = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n";
+            return last_words(&mut s, answer).await;
+        }
+        Err(Ended::Evicted) => return Ok(()),
+        Ok(r) => match r? {
+            Ok(Some(end)) => end,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                let answer =
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n";
+                return last_words(&mut s, answer).await;
+            }
+        },
+    };
+    let head = String::from_utf8_lossy(&buf[..head]);
+    let resp = reply(&head, || {
+        let mut text = render_switch(switch);
+        render_listener_slots(&mut text, listeners);
+        text
+    });
+    let write = async {
+        s.write_all(resp.as_bytes()).await?;
+        s.shutdown().await
+    };
+    match tokio::time::timeout(limits.write_timeout, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A short answer before closing, given a second at most.
+async fn last_words(s: &mut TcpStream, answer: &[u8]) -> std::io::Result<()> {
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(answer)).await;
+    Ok(())
+}
+
+/// The whole HTTP response to a request head.
+fn reply(head: &str, metrics: impl FnOnce() -> String) -> String {
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            render_switch(switch),
+            metrics(),
         ),
         ("GET", "/") => (
             "200 OK",
@@ -383,12 +507,10 @@ async fn respond(mut s: TcpStream, switch: &Switch) -> std::io::Result<()> {
             "only GET\n".to_string(),
         ),
     };
-    let resp = format!(
+    format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-    s.write_all(resp.as_bytes()).await?;
-    s.shutdown().await
+    )
 }
 
 #[cfg(test)]

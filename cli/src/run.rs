@@ -353,12 +353,8 @@ async fn serve(
         running.start_port(spec.clone(), p);
     }
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(8);
-    if let Some((_, l)) = ops.control {
-        tokio::spawn(crate::control::serve(l, switch.clone(), cmd_tx));
-    }
-    if let Some(l) = ops.metrics {
-        tokio::spawn(crate::metrics::serve(l, switch.clone()));
-    }
+    // Held until the main loop ends; dropping them stops both threads.
+    let _listeners = start_listeners(ops, &switch, cmd_tx)?;
     {
         let switch = switch.clone();
         tokio::spawn(async move {
@@ -399,6 +395,7 @@ async fn serve(
                 }
                 Command::PortAdd(spec, reply) => {
                     let r = running.add(&spec);
+                    settle().await;
                     if let Ok(done) = &r {
                         tracing::info!("switchyard ctl: {done}");
                     }
@@ -424,6 +421,39 @@ async fn serve(
     Ok(why)
 }
 
+/// Serves the control socket and the metrics endpoint, each on a thread
+/// and runtime of its own (see [`crate::accept`]): a flood of connections
+/// or a large scrape never delays the data path, nor it them. Returns what
+/// stops both when dropped.
+fn start_listeners(
+    ops: Operations,
+    switch: &Arc<Switch>,
+    commands: mpsc::Sender<Command>,
+) -> Result<Vec<tokio::sync::oneshot::Sender<()>>> {
+    use crate::accept::{spawn_thread, CONTROL_LIMITS, METRICS_LIMITS};
+    let listeners = crate::metrics::Listeners::new();
+    let mut stops = Vec::new();
+    if let Some((_, l)) = ops.control {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (switch, slots) = (switch.clone(), listeners.control.clone());
+        spawn_thread("control", rx, move || {
+            crate::control::serve(l, switch, commands, CONTROL_LIMITS, slots)
+        })
+        .context("cannot start the control socket's thread")?;
+        stops.push(tx);
+    }
+    if let Some(l) = ops.metrics {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let switch = switch.clone();
+        spawn_thread("metrics", rx, move || {
+            crate::metrics::serve(l, switch, METRICS_LIMITS, listeners)
+        })
+        .context("cannot start the metrics endpoint's thread")?;
+        stops.push(tx);
+    }
+    Ok(stops)
+}
+
 /// Re-reads the command line and configuration file and applies what
 /// changed. A bad file changes nothing.
 async fn reload(running: &mut Running, settings: &Settings) -> Result<String, String> {
@@ -444,12 +474,23 @@ async fn reload(running: &mut Running, settings: &Settings) -> Result<String, St
             }
         },
     };
+    settle().await;
     match &result {
         Ok(changes) => tracing::info!("configuration reloaded: {changes}"),
         Err(e) => tracing::error!("reload failed: {e}"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     result
+}
+
+/// Lets the ports just started attach before the reply goes out, so that
+/// whoever asked (`ctl`, `systemctl reload`) finds them listed at once:
+/// a port's task attaches before its first wait, and on the default
+/// single-threaded runtime a yield runs every task spawned before it.
+async fn settle() {
+    for _ in 0..2 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Watches stdin on a plain thread (reads block) when the flavor asks for

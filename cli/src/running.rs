@@ -46,6 +46,9 @@ enum Opened {
 
 struct Entry {
     key: Key,
+    /// Added by `switchyard ctl port add`, not by the configuration: a
+    /// reload keeps it (unless the new configuration takes its name).
+    runtime: bool,
     stop: Stop,
     task: JoinHandle<()>,
     control: Option<Arc<UnixControl>>,
@@ -66,6 +69,9 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Ports stopped.
     pub removed: Vec<String>,
+    /// Ports added with `switchyard ctl port add` that are still running
+    /// (a reload keeps them).
+    pub kept_runtime: Vec<String>,
     /// The VLAN rules changed (the FDB entries of re-assigned ports were
     /// purged).
     pub vlans: bool,
@@ -79,9 +85,17 @@ impl std::fmt::Display for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "added [{}], removed [{}]{}{}{}",
+            "added [{}], removed [{}]{}{}{}{}",
             self.added.join(", "),
             self.removed.join(", "),
+            if self.kept_runtime.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", kept ports added at run time [{}]",
+                    self.kept_runtime.join(", ")
+                )
+            },
             if self.vlans { ", VLANs changed" } else { "" },
             match self.backpressure {
                 Some(true) => ", backpressure on",
@@ -136,6 +150,10 @@ impl Running {
     }
 
     fn start(&mut self, key: Key, opened: Opened) {
+        self.start_as(key, opened, false);
+    }
+
+    fn start_as(&mut self, key: Key, opened: Opened, runtime: bool) {
         let stop = Stop::new();
         let (task, control, socket) = match opened {
             Opened::Control(c) => {
@@ -165,6 +183,7 @@ impl Running {
         };
         self.entries.push(Entry {
             key,
+            runtime,
             stop,
             task,
             control,
@@ -187,44 +206,59 @@ impl Running {
         self.start(Key::Port(spec), Opened::Port(port));
     }
 
-    /// Stops an entry and waits until its tasks have let go of its sockets.
-    async fn finish(entry: Entry) {
-        entry.stop.stop();
-        if tokio::time::timeout(STOP_TIMEOUT, entry.task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(port = %entry.key.name(), "port did not stop in time");
+    /// Stops entries and waits until their tasks have let go of their
+    /// sockets. All are told to stop first, then waited for against one
+    /// deadline: stopping several takes as long as the slowest, not the
+    /// sum of them.
+    async fn finish(entries: Vec<Entry>) {
+        for e in &entries {
+            e.stop.stop();
         }
-        if let Some(c) = &entry.control {
-            c.cleanup();
-        }
-        if let Some(p) = &entry.socket {
-            let _ = std::fs::remove_file(p);
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        for e in entries {
+            if tokio::time::timeout_at(deadline, e.task).await.is_err() {
+                tracing::warn!(port = %e.key.name(), "port did not stop in time");
+            }
+            if let Some(c) = &e.control {
+                c.cleanup();
+            }
+            if let Some(p) = &e.socket {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 
     /// Brings the running set in line with `new`: stops what it drops or
-    /// changes (and waits for it), then opens what it adds. If anything
-    /// fails to open, what was stopped is started again and the error says
-    /// what happened.
+    /// changes (all at once, and waits for them), then opens what it adds.
+    /// Ports added at run time stay unless `new` configures a port of the
+    /// same name. If anything fails to open, what was stopped is started
+    /// again and the error says what happened.
     pub async fn apply(&mut self, new: &Settings) -> Result<Changes, String> {
         let wanted = keys(new);
+        let names: Vec<String> = wanted.iter().map(Key::name).collect();
+        let stays =
+            |e: &Entry| wanted.contains(&e.key) || (e.runtime && !names.contains(&e.key.name()));
         let (keep, gone): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
             .into_iter()
-            .partition(|e| wanted.contains(&e.key));
+            .partition(stays);
         self.entries = keep;
+        for e in &mut self.entries {
+            // The configuration now names it: it goes when the file drops it.
+            if e.runtime && wanted.contains(&e.key) {
+                e.runtime = false;
+            }
+        }
         let add: Vec<Key> = wanted
             .into_iter()
             .filter(|k| !self.entries.iter().any(|e| &e.key == k))
             .collect();
         let mut changes = Changes::default();
         let mut stopped = Vec::new();
-        for e in gone {
+        for e in &gone {
             changes.removed.push(e.key.name());
-            stopped.push(e.key.clone());
-            Self::finish(e).await;
+            stopped.push((e.key.clone(), e.runtime));
         }
+        Self::finish(gone).await;
         let mut opened = Vec::new();
         for k in &add {
             match open(k) {
@@ -236,11 +270,11 @@ impl Running {
                         }
                     }
                     let mut restored = Vec::new();
-                    for k in stopped {
+                    for (k, runtime) in stopped {
                         match open(&k) {
                             Ok(o) => {
                                 restored.push(k.name());
-                                self.start(k, o);
+                                self.start_as(k, o, runtime);
                             }
                             Err(e2) => tracing::error!(port = %k.name(), "cannot restore: {e2}"),
                         }
@@ -257,6 +291,12 @@ impl Running {
             changes.added.push(k.name());
             self.start(k, o);
         }
+        changes.kept_runtime = self
+            .entries
+            .iter()
+            .filter(|e| e.runtime)
+            .map(|e| e.key.name())
+            .collect();
         self.switch.set_config(new.engine);
         if new.backpressure != self.switch.backpressure() {
             changes.backpressure = Some(new.backpressure);
@@ -293,7 +333,7 @@ impl Running {
             ));
         }
         let port = OpenPort::open(&spec).map_err(|e| e.to_string())?;
-        self.start_port(spec, port);
+        self.start_as(Key::Port(spec), Opened::Port(port), true);
         Ok(format!("added {name}"))
     }
 
@@ -302,7 +342,7 @@ impl Running {
     pub async fn remove(&mut self, name: &str) -> Result<String, String> {
         if let Some(i) = self.entries.iter().position(|e| e.key.name() == name) {
             let e = self.entries.remove(i);
-            Self::finish(e).await;
+            Self::finish(vec![e]).await;
             return Ok(format!("removed {name}"));
         }
         match crate::control::find_port(&self.switch, name) {
@@ -342,5 +382,65 @@ mod tests {
         assert_eq!(c.to_string(), "added [], removed [], busy poll 20 µs");
         c.busy_poll = Some(std::time::Duration::ZERO);
         assert_eq!(c.to_string(), "added [], removed [], busy poll off");
+    }
+
+    /// Which port did what, when.
+    type StopLog = Arc<std::sync::Mutex<Vec<(usize, &'static str, std::time::Instant)>>>;
+
+    /// An entry whose task takes `delay` to end once stopped, noting
+    /// when it saw the stop and when it ended.
+    fn slow_entry(n: usize, delay: Duration, log: StopLog) -> Entry {
+        let stop = Stop::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            s.stopped().await;
+            let note = |what| {
+                log.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    n,
+                    what,
+                    std::time::Instant::now(),
+                ))
+            };
+            note("stopping");
+            tokio::time::sleep(delay).await;
+            note("stopped");
+        });
+        Entry {
+            key: Key::Tap(TapSpec::device(format!("t{n}"))),
+            runtime: false,
+            stop,
+            task,
+            control: None,
+            socket: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn changed_ports_are_stopped_together() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let delay = Duration::from_millis(200);
+        let entries = (0..3).map(|n| slow_entry(n, delay, log.clone())).collect();
+        Running::finish(entries).await;
+        let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let order: Vec<&str> = log.iter().map(|(_, what, _)| *what).collect();
+        // Every port was told to stop before the first one had finished:
+        // the three stops overlap instead of following one another.
+        assert_eq!(
+            order,
+            ["stopping", "stopping", "stopping", "stopped", "stopped", "stopped"],
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn changes_name_the_ports_kept_from_run_time() {
+        let c = Changes {
+            kept_runtime: vec!["udp1".into(), "extra".into()],
+            ..Changes::default()
+        };
+        assert_eq!(
+            c.to_string(),
+            "added [], removed [], kept ports added at run time [udp1, extra]"
+        );
     }
 }

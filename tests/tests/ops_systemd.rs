@@ -78,6 +78,17 @@ fn systemd_units_documentation_resolves() -> Result<()> {
     Ok(())
 }
 
+/// A config file with one VDE directory port `vde` at `dir`, then `extra`.
+fn write_vde_config(cfg: &Path, dir: &Path, extra: &str) -> std::io::Result<()> {
+    std::fs::write(
+        cfg,
+        format!(
+            "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
+            dir.display()
+        ),
+    )
+}
+
 /// Receives notifications until one contains `state`, collecting all.
 fn wait_state(
     n: &NotifySocket,
@@ -182,15 +193,7 @@ fn notify_reloading_then_ready_and_journald_lines() -> Result<()> {
     let notify = NotifySocket::bind(&tmp.join("notify.sock"))?;
     let dir = tmp.join("vde");
     let cfg = tmp.join("switchyard.yaml");
-    let write = |extra: &str| {
-        std::fs::write(
-            &cfg,
-            format!(
-                "ports:\n  - {{ name: vde, type: unix, directory: {} }}\n{extra}",
-                dir.display()
-            ),
-        )
-    };
+    let write = |extra: &str| write_vde_config(&cfg, &dir, extra);
     write("")?;
     let mut cmd = ns.command(switchyard_bin()?);
     cmd.arg("--config")
@@ -229,6 +232,106 @@ fn notify_reloading_then_ready_and_journald_lines() -> Result<()> {
         "log lines under journald carry their own timestamp: {stamped:?}"
     );
     ensure!(log.contains("INFO"), "no log lines at all:\n{log}");
+    sw.signal(nix::sys::signal::Signal::SIGTERM)?;
+    sw.wait_exit(Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// The value of `key=` in a unit file (the first such line).
+fn unit_value(unit: &str, key: &str) -> Result<String> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+        .with_context(|| format!("no {key}= line"))
+}
+
+/// Both units reload through `switchyard ctl -s SOCKET reload` on the
+/// socket their ExecStart binds (not a bare SIGHUP, which returns before
+/// the reload is done), and keep their runtime directory traversable for
+/// the group the sockets are given (0755; the sockets' modes gate).
+#[test]
+fn units_reload_synchronously_on_their_control_socket() -> Result<()> {
+    for u in UNITS {
+        let text = std::fs::read_to_string(deploy_dir().join(u))?;
+        let start = unit_value(&text, "ExecStart")?;
+        let reload = unit_value(&text, "ExecReload")?;
+        let words: Vec<&str> = reload.split_whitespace().collect();
+        let socket = start
+            .split_whitespace()
+            .skip_while(|w| *w != "--control")
+            .nth(1)
+            .with_context(|| format!("{u}: ExecStart has no --control"))?;
+        ensure!(
+            words == ["/usr/bin/switchyard", "ctl", "-s", socket, "reload"],
+            "{u}: ExecReload={reload}"
+        );
+        ensure!(
+            unit_value(&text, "RuntimeDirectoryMode")? == "0755",
+            "{u}: RuntimeDirectoryMode"
+        );
+    }
+    Ok(())
+}
+
+/// The unit's ExecReload command line, run as systemd runs it against a
+/// daemon started as its ExecStart starts it, returns only once the new
+/// file is in force (the added port is listed the moment it exits 0) and
+/// exits non-zero with the reason when the file is broken (`systemctl
+/// reload` then fails and says so).
+#[test]
+fn exec_reload_returns_once_the_reload_is_done() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("sdx")?;
+    let ns = Netns::new()?;
+    let dir = tmp.join("vde");
+    let cfg = tmp.join("switchyard.yaml");
+    let ctl_path = tmp.join("control.sock");
+    let write = |extra: &str| write_vde_config(&cfg, &dir, extra);
+    write("")?;
+    let bin = switchyard_bin()?;
+    let mut cmd = ns.command(&bin);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--control")
+        .arg(&ctl_path);
+    let mut sw = Proc::spawn("switchyard (ExecReload)", cmd, Stdin::Null)?;
+    sw.wait_for_output("listening", Duration::from_secs(10))?;
+    let text = std::fs::read_to_string(deploy_dir().join("switchyard.service"))?;
+    let line = unit_value(&text, "ExecReload")?
+        .replace("/usr/bin/switchyard", &bin.display().to_string())
+        .replace(
+            "/run/switchyard/control.sock",
+            &ctl_path.display().to_string(),
+        );
+    let exec_reload = || -> Result<std::process::Output> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (program, args) = words.split_first().context("empty ExecReload")?;
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .context("run ExecReload")
+    };
+
+    write("  - { name: q1, type: udp, local: \"127.0.0.1:7521\", remote: \"127.0.0.1:7522\" }\n")?;
+    let out = exec_reload()?;
+    ensure!(out.status.success(), "ExecReload failed: {out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    ensure!(said.contains("added [q1]"), "ExecReload said {said:?}");
+    let ports = ctl(&ctl_path, &["-j", "ports"])?;
+    ensure!(
+        ports.stdout.contains("\"q1\""),
+        "q1 not listed right after ExecReload returned: {}",
+        ports.stdout
+    );
+
+    std::fs::write(&cfg, "ports:\n  - { type: udp, lcoal: x }\n")?;
+    let out = exec_reload()?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && why.contains("lcoal"),
+        "a broken file: ExecReload exited {:?} saying {why:?}",
+        out.status.code()
+    );
     sw.signal(nix::sys::signal::Signal::SIGTERM)?;
     sw.wait_exit(Duration::from_secs(5))?;
     Ok(())

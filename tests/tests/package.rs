@@ -1,6 +1,8 @@
 //! The Debian package: built with cargo-deb, installed with dpkg, the
 //! installed binary run under its own and its compatibility names, then
-//! purged. Needs root (dpkg) and cargo-deb (tests/run.sh installs both).
+//! purged. Needs root (dpkg), cargo-deb and binutils (tests/run.sh
+//! installs them). The installed binary is stripped; its debug symbols
+//! are left beside the package.
 
 use std::path::Path;
 use std::process::Command;
@@ -44,6 +46,16 @@ fn deb_builds_installs_and_runs() {
     let _purge = Purge;
     run(Command::new("dpkg").arg("-i").arg(&deb));
     let version = run(Command::new("/usr/bin/switchyard").arg("--version"));
+    // Stripped, with its debug symbols apart and linked by debuglink.
+    let sections = run(Command::new("readelf").args(["-S", "-W", "/usr/bin/switchyard"]));
+    assert!(
+        !sections.contains(".debug_info") && !sections.contains(".symtab"),
+        "the installed binary is not stripped:\n{sections}"
+    );
+    assert!(sections.contains(".gnu_debuglink"), "{sections}");
+    let debug = root.join("target/debian/switchyard.debug");
+    let symbols = run(Command::new("readelf").args(["-S", "-W"]).arg(&debug));
+    assert!(symbols.contains(".debug_info"), "{symbols}");
     assert!(version.starts_with("switchyard "), "{version}");
     for f in [
         "/usr/share/man/man1/switchyard.1.gz",

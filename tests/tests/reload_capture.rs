@@ -3,9 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use switchyard_tests::switch::{switchyard_bin, SwitchCmd};
+use switchyard_tests::switch::{switchyard_bin, Switch, SwitchCmd};
 use switchyard_tests::tools::vde_plug_tap;
 use switchyard_tests::util::{require_tool, wait_until};
 use switchyard_tests::{preflight, unique_name, Netns, TempDir};
@@ -36,6 +37,18 @@ fn port_names(sock: &std::path::Path) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// A native switch in `ns` started from the file `cfg` with the control
+/// socket `sock`, ready once its VDE directory `dir` serves.
+fn start_from_file(ns: &Netns, cfg: &Path, sock: &Path, dir: &Path) -> Result<Switch> {
+    SwitchCmd::native()?
+        .arg("--config")
+        .arg(cfg)
+        .arg("--control")
+        .arg(sock)
+        .expect_socket(&dir.join("ctl"))
+        .start(Some(ns))
+}
+
 const CONFIG_A: &str = r#"
 ports:
   - { name: vde, type: unix, directory: DIR }
@@ -63,13 +76,7 @@ fn reload_keeps_unchanged_ports_and_refuses_bad_files() -> Result<()> {
     let sock = tmp.join("control.sock");
     let write = |text: &str| std::fs::write(&cfg, text.replace("DIR", &dir.display().to_string()));
     write(CONFIG_A)?;
-    let mut sw = SwitchCmd::native()?
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--control")
-        .arg(&sock)
-        .expect_socket(&dir.join("ctl"))
-        .start(Some(&ns_s))?;
+    let mut sw = start_from_file(&ns_s, &cfg, &sock, &dir)?;
     let (tap_a, tap_b) = (unique_name("rla"), unique_name("rlb"));
     let _a = vde_plug_tap(&ns_a, &dir, &tap_a, "192.0.2.1/24")?;
     let _b = vde_plug_tap(&ns_b, &dir, &tap_b, "192.0.2.2/24")?;
@@ -194,6 +201,65 @@ fn capture_streams_pcap_that_tcpdump_reads() -> Result<()> {
     let bad = ctl(&sock, &["capture", "nope"])?;
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no port named"));
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// A port added with `ctl port add` survives a reload, and the reload's
+/// reply names it as kept; once the file configures a port of that name,
+/// the file's port takes its place, and the next file that drops the name
+/// drops the port.
+#[test]
+fn runtime_ports_survive_a_reload() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("rtport")?;
+    let ns = Netns::new()?;
+    let dir = tmp.join("sw");
+    let cfg = tmp.join("switchyard.yaml");
+    let sock = tmp.join("control.sock");
+    let write = |text: &str| std::fs::write(&cfg, text.replace("DIR", &dir.display().to_string()));
+    write(CONFIG_A)?;
+    let mut sw = start_from_file(&ns, &cfg, &sock, &dir)?;
+    let spec = "udp,name=extra,local=127.0.0.1:7311,remote=127.0.0.1:7312";
+    let added = ctl(&sock, &["port", "add", spec])?;
+    assert!(added.status.success(), "{added:?}");
+
+    write(CONFIG_B)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(reloaded.status.success(), "{reloaded:?}");
+    assert!(
+        said.contains("removed [q1]") && said.contains("kept ports added at run time [extra]"),
+        "{said}"
+    );
+    let names = port_names(&sock)?;
+    assert!(
+        names.contains(&"extra".to_string()) && names.contains(&"q2".to_string()),
+        "{names:?}"
+    );
+    sw.proc.wait_for_output(
+        "kept ports added at run time [extra]",
+        Duration::from_secs(5),
+    )?;
+
+    // The file takes the name: its port replaces the run-time one.
+    let with_extra = format!(
+        "{CONFIG_B}  - {{ name: extra, type: udp, local: \"127.0.0.1:7313\", remote: \"127.0.0.1:7314\" }}\n"
+    );
+    write(&with_extra)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(
+        said.contains("added [extra]") && said.contains("removed [extra]"),
+        "{said}"
+    );
+    assert!(!said.contains("run time"), "{said}");
+    // Configured now: the next file without it drops it.
+    write(CONFIG_B)?;
+    let reloaded = ctl(&sock, &["reload"])?;
+    let said = String::from_utf8_lossy(&reloaded.stdout);
+    assert!(said.contains("removed [extra]"), "{said}");
+    assert!(!port_names(&sock)?.contains(&"extra".to_string()));
     sw.assert_running()?;
     Ok(())
 }
