@@ -121,10 +121,7 @@ async fn client(
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(64 * 1024)).lines();
     while let Some(line) = lines.next_line().await? {
-        let request = serde_json::from_str::<serde_json::Value>(&line)
-            .map_err(|e| format!("bad request: {e}"))
-            .and_then(|v| Request::try_from(v).map_err(|e| e.to_string()));
-        let reply = match request {
+        let reply = match Request::from_line(&line) {
             Err(e) => Response::error(e),
             Ok(Request::Capture { port }) => return capture(&mut w, &switch, &port).await,
             Ok(req) => match for_main_loop(req) {

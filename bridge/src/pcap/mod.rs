@@ -11,7 +11,9 @@
 
 mod handle;
 mod nat;
-mod segment;
+// Public only for the fuzz target `pcap` (fuzz/).
+#[doc(hidden)]
+pub mod segment;
 mod tx;
 
 use handle::{
@@ -317,11 +319,12 @@ async fn run(
                     // The segments' checksums are complete already.
                     segment::Plan::Cut(hdr) => {
                         gso::segment(&hdr, &frame, &mut piece, |p| ingress.deliver_complete(p))
-                            .is_ok()
                     }
-                    segment::Plan::TooLong => false,
+                    segment::Plan::TooLong => Err(gso::GsoError::Malformed),
                 };
-                if !cut {
+                if let Err(gso::GsoError::TooSmall(_)) = cut {
+                    port.drop_frame(DropReason::GsoTooSmall, now, None);
+                } else if cut.is_err() {
                     port.drop_frame_because(DropReason::TooLong, now, || {
                         io::Error::other(format!(
                             "a captured frame of {} bytes is larger than {}'s MTU {} and is not \

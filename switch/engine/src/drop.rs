@@ -92,6 +92,9 @@ drop_reasons! {
     /// An offloaded (TSO/GSO) frame for a port that cannot take it whole,
     /// which could not be segmented in software (counted on egress).
     Unsegmentable = "unsegmentable", bad_input: false;
+    /// A TSO/GSO super-frame whose segment size is below the floor
+    /// (`gso::MIN_GSO_SIZE`): cutting it would make thousands of frames.
+    GsoTooSmall = "gso_too_small", bad_input: true;
 }
 
 impl std::fmt::Display for DropReason {
@@ -137,6 +140,7 @@ mod tests {
                 "egress_gone",
                 "egress_error",
                 "unsegmentable",
+                "gso_too_small",
             ]
         );
         let bad: Vec<&str> = DropReason::ALL
@@ -157,6 +161,7 @@ mod tests {
                 "storm_control",
                 "mac_spoof",
                 "vlan_filtered",
+                "gso_too_small",
             ]
         );
         assert_eq!(DropReason::MacNat.to_string(), "mac_nat");
