@@ -256,7 +256,10 @@ fn a_gso_size_below_the_floor_is_dropped_and_counted_on_the_plain_port() {
         Overflow::Drop,
         Duration::ZERO,
     );
-    assert!(take(&p[2].1).is_empty(), "no segment reaches the plain port");
+    assert!(
+        take(&p[2].1).is_empty(),
+        "no segment reaches the plain port"
+    );
     let c = p[2].0.counters().snapshot();
     assert_eq!(c.drops(DropReason::GsoTooSmall), 1);
     assert_eq!(c.drops(DropReason::Unsegmentable), 0);
