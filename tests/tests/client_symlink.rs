@@ -242,3 +242,125 @@ fn racing_swaps_never_reach_the_victim() -> Result<()> {
     );
     s.sw.assert_running()
 }
+
+/// A client for uid 65534 (nobody): binds its socket at `path`, then, by
+/// `mode`, names the victim's socket directly (`victim`), puts a link to
+/// the victim at its path before the handshake (`link-first`), or
+/// handshakes with its own socket and swaps a link in after the reply
+/// (`swap-after`), then counts the frames its own socket gets. It prints
+/// `accepted`/`refused`, then `swapped` and `frames N`.
+const NOBODY_CLIENT: &str = r#"
+import os, socket, struct, sys
+ctl, path, victim, mode = sys.argv[1:5]
+d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+d.bind(path)
+named = victim if mode == "victim" else path
+sa = struct.pack("=H", socket.AF_UNIX) + named.encode().ljust(108, b"\0")
+req = struct.pack("=III", 0xfeedface, 3, 0) + sa + b"nobody"
+if mode == "link-first":
+    os.symlink(victim, path + ".l")
+    os.rename(path + ".l", path)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect(ctl)
+c.sendall(req)
+c.settimeout(3)
+r = c.recv(200)
+print("accepted" if len(r) == 110 else "refused", flush=True)
+if mode == "swap-after" and len(r) == 110:
+    os.symlink(victim, path + ".l")
+    os.rename(path + ".l", path)
+    print("swapped", flush=True)
+    d.settimeout(3)
+    n = 0
+    try:
+        while True:
+            d.recv(4096)
+            n += 1
+            d.settimeout(0.5)
+    except socket.timeout:
+        pass
+    print("frames", n, flush=True)
+"#;
+
+/// The same checks for a client that is not root, whose own directory
+/// holds its socket and its links: the owner rule and the symlink rule
+/// both hold, and a swap after the handshake sends nothing to the victim
+/// (a socket of root's).
+#[test]
+fn a_non_root_client_cannot_redirect_frames_with_a_link() -> Result<()> {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    use switchyard_tests::ops::{as_unprivileged, require_program};
+
+    preflight()?;
+    // The system's python: one under root's home (pyenv) is out of
+    // nobody's reach.
+    let system = Path::new("/usr/bin/python3");
+    let python = if system.exists() {
+        system.to_path_buf()
+    } else {
+        require_program("python3", "python3")?
+    };
+    let tmp = TempDir::new("symlink-nobody")?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+    let ns = Netns::new()?;
+    let (mut sw, dir) = start_vde_switch(&ns, &tmp, "sw", &["--hub", "--mode", "0666"])?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let ctl = dir.join("ctl");
+    let victim_path = tmp.path().join("victim");
+    let victim = bind(&victim_path)?;
+    let home = tmp.path().join("nobody");
+    std::fs::create_dir(&home)?;
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534))?;
+    let script = tmp.path().join("client.py");
+    std::fs::write(&script, NOBODY_CLIENT)?;
+    let sender = Client::attach(&dir, 0, tmp.path(), proto::mac(4))?;
+    for (n, mode) in ["victim", "link-first", "swap-after"]
+        .into_iter()
+        .enumerate()
+    {
+        let path = home.join(format!("g{n}"));
+        let mut child = as_unprivileged(65534, &python)?
+            .arg(&script)
+            .arg(&ctl)
+            .arg(&path)
+            .arg(&victim_path)
+            .arg(mode)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the unprivileged client")?;
+        let out = child.stdout.take().context("no stdout")?;
+        let mut lines = std::io::BufReader::new(out).lines();
+        let mut next = || -> Result<String> {
+            lines
+                .next()
+                .context("the unprivileged client said nothing")?
+                .context("reading the unprivileged client")
+        };
+        let verdict = next()?;
+        match mode {
+            "victim" | "link-first" => {
+                ensure!(verdict == "refused", "{mode}: the switch said {verdict}")
+            }
+            _ => {
+                ensure!(verdict == "accepted", "{mode}: the switch said {verdict}");
+                ensure!(next()? == "swapped", "{mode}: no swap");
+                for i in 0..3 {
+                    sender.send(&proto::frame(BROADCAST, sender.mac(), 60, i))?;
+                }
+                let frames = next()?;
+                ensure!(
+                    frames == "frames 3",
+                    "{mode}: the checked socket got {frames:?}, not 3"
+                );
+            }
+        }
+        let status = child.wait()?;
+        ensure!(status.success(), "{mode}: the client failed: {status}");
+        sender.send(&proto::frame(BROADCAST, sender.mac(), 60, 9))?;
+        victim_hears_nothing(&victim, mode)?;
+    }
+    sw.assert_running()
+}
