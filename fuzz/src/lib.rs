@@ -316,6 +316,7 @@ mod tests {
             let data = std::fs::read(entry?.path())?;
             let frame = &data[2..];
             assert_eq!(bad_checksums(frame), Vec::<&str>::new(), "{frame:02x?}");
+            assert_ne!(l4_checksum_ok(frame), Some(false), "{frame:02x?}");
             checked += 1;
             let mut broken = frame.to_vec();
             let last = broken.len() - 1;
