@@ -63,8 +63,8 @@ fn transport(frame: &[u8]) -> Option<Transport> {
 /// Rewrites the TCP or UDP checksum of an Ethernet frame carrying IPv4 or
 /// IPv6 (after up to two VLAN tags). Anything else, fragments and
 /// truncated frames are left alone; a UDP/IPv4 checksum of 0 ("none")
-/// stays 0.
-pub(crate) fn complete_l4_checksum(frame: &mut [u8]) {
+/// stays 0. Public for the fuzz target `pcap` (fuzz/).
+pub fn complete_l4_checksum(frame: &mut [u8]) {
     let Some(t) = transport(frame) else {
         return;
     };

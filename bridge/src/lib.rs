@@ -5,7 +5,9 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(unsafe_code)]
 
-mod checksum;
+// Public only for the fuzz targets in fuzz/ (not an interface to build on).
+#[doc(hidden)]
+pub mod checksum;
 pub mod pcap;
 #[allow(unsafe_code)]
 mod sys;

@@ -270,6 +270,11 @@ async fn receive(switch: &Switch, port: &Port, afd: &AsyncFd<SharedFd<TunFd>>) -
                 switch.forward(port, Frames::Plain(&[got]), Overflow::Hold(&mut held), now);
             } else {
                 match VnetHdr::parse(got) {
+                    // Taken whole, a tiny segment size would make another
+                    // tap's kernel cut it into thousands of frames.
+                    Some(hdr) if hdr.gso_too_small() => {
+                        port.drop_frame(switchyard_switch::DropReason::GsoTooSmall, now, None)
+                    }
                     Some(hdr) => {
                         let frames = Frames::Offloaded(&hdr, &got[skip..]);
                         switch.forward(port, frames, Overflow::Hold(&mut held), now)

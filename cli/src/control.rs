@@ -202,10 +202,7 @@ async fn client(
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     while let Some(line) = requests.next(&mut r, &mut w).await? {
-        let request = serde_json::from_str::<serde_json::Value>(&line)
-            .map_err(|e| format!("bad request: {e}"))
-            .and_then(|v| Request::try_from(v).map_err(|e| e.to_string()));
-        let reply = match request {
+        let reply = match Request::from_line(&line) {
             Err(e) => Response::error(e),
             Ok(req) => match decide(&switch, &roles, &caller, req) {
                 Decision::Answer(reply) => reply,

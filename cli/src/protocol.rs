@@ -232,6 +232,15 @@ impl TryFrom<Value> for Request {
     }
 }
 
+impl Request {
+    /// Parses one line a client wrote to the control socket (a JSON
+    /// object with `cmd` and `args`); the error is the reply's text.
+    pub fn from_line(line: &str) -> Result<Request, String> {
+        let v = serde_json::from_str::<Value>(line).map_err(|e| format!("bad request: {e}"))?;
+        Request::try_from(v).map_err(|e| e.to_string())
+    }
+}
+
 /// The daemon's answer to one request.
 ///
 /// Untagged: each variant is told apart by its keys (a `stats` reply has

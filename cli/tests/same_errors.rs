@@ -19,6 +19,12 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        what: "empty name (found by the port_spec fuzz target)",
+        spec: "mcast,name=",
+        yaml: "{ type: mcast, name: \"\" }",
+        field: "name",
+    },
+    Case {
         what: "VNI out of range",
         spec: "vxlan,vni=99999999,remote=192.0.2.1",
         yaml: "{ type: vxlan, vni: 99999999, remotes: [192.0.2.1] }",

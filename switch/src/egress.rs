@@ -88,7 +88,11 @@ impl Port {
                             })
                         });
                         if let Err(e) = result {
-                            self.drop_frame_because(DropReason::Unsegmentable, now, || {
+                            let reason = match e {
+                                crate::gso::GsoError::TooSmall(_) => DropReason::GsoTooSmall,
+                                _ => DropReason::Unsegmentable,
+                            };
+                            self.drop_frame_because(reason, now, || {
                                 io::Error::new(io::ErrorKind::InvalidData, e)
                             });
                         }

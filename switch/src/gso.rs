@@ -25,6 +25,15 @@ pub const GSO_TCPV6: u8 = 4;
 /// `gso_type` bit: the sender set ECN's CWR in the super-frame.
 pub const GSO_ECN: u8 = 0x80;
 
+/// The smallest `gso_size` (payload bytes per segment) taken: Linux never
+/// sends TCP segments with a smaller MSS (`TCP_MIN_SND_MSS`, also the
+/// lowest value the `net.ipv4.tcp_min_snd_mss` sysctl accepts), so no
+/// real sender's super-frame is refused, while a forged `gso_size` of 1
+/// that would cut one 64 KiB super-frame into about 64 k segments is
+/// held to at most 65,535 / 48 = 1,366 of them. Below it a super-frame is
+/// dropped as `gso_too_small`.
+pub const MIN_GSO_SIZE: u16 = 48;
+
 /// The largest offloaded frame taken whole: a tap's GSO limit is 64 KiB
 /// of IP packet, plus the Ethernet header and two VLAN tags.
 pub const MAX_GSO_FRAME: usize = 65_536 + 14 + 8;
@@ -56,6 +65,9 @@ pub enum GsoError {
     /// Headers or offsets that do not fit the frame.
     #[error("malformed offloaded frame")]
     Malformed,
+    /// A super-frame whose `gso_size` is below [`MIN_GSO_SIZE`].
+    #[error("gso_size {0} is below the floor of {MIN_GSO_SIZE} bytes")]
+    TooSmall(u16),
 }
 
 impl VnetHdr {
@@ -88,6 +100,12 @@ impl VnetHdr {
         b
     }
 
+    /// True for a super-frame whose segments would be smaller than
+    /// [`MIN_GSO_SIZE`]: it is dropped rather than cut or passed on.
+    pub fn gso_too_small(&self) -> bool {
+        self.gso_type != GSO_NONE && self.gso_size < MIN_GSO_SIZE
+    }
+
     /// True when the frame needs nothing done before a plain receiver
     /// takes it: no partial checksum, not a super-frame.
     pub fn is_plain(&self) -> bool {
@@ -106,7 +124,9 @@ impl VnetHdr {
             h.csum_start = shift(h.csum_start)?;
         }
         if h.gso_type != GSO_NONE && h.hdr_len != 0 {
-            h.hdr_len = shift(h.hdr_len)?;
+            // 0 means "not given": a length shifted to 0 could not be
+            // shifted back (found by the tap_vnet fuzz target).
+            h.hdr_len = shift(h.hdr_len).filter(|v| *v != 0)?;
         }
         Some(h)
     }
@@ -213,7 +233,8 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
 /// of each segment right (`emit` may still edit a segment's addresses,
 /// not what the checksums cover). A frame that is not a super-frame has its
 /// checksum completed and is emitted once. Returns the number of frames
-/// emitted; on an error nothing was emitted.
+/// emitted; on an error nothing was emitted. A `gso_size` below
+/// [`MIN_GSO_SIZE`] is refused as [`GsoError::TooSmall`].
 pub fn segment(
     hdr: &VnetHdr,
     frame: &[u8],
@@ -226,10 +247,10 @@ pub fn segment(
         return Ok(1);
     }
     let l = tcp_layout(hdr, frame)?;
-    let mss = usize::from(hdr.gso_size);
-    if mss == 0 {
-        return Err(GsoError::Malformed);
+    if hdr.gso_size < MIN_GSO_SIZE {
+        return Err(GsoError::TooSmall(hdr.gso_size));
     }
+    let mss = usize::from(hdr.gso_size);
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
     let tcp0 = TcpSegment::new_checked(&frame[l.l4..l.payload]).map_err(|_| GsoError::Malformed)?;
@@ -445,7 +466,7 @@ mod tests {
         hdr.gso_size = 0;
         assert_eq!(
             segment(&hdr, &f, &mut out, |_| {}),
-            Err(GsoError::Malformed)
+            Err(GsoError::TooSmall(0))
         );
         hdr.gso_size = 1448;
         assert_eq!(
@@ -464,6 +485,33 @@ mod tests {
         );
     }
 
+    /// A forged `gso_size` of 1 would make about 64 k segments of one
+    /// super-frame: below the floor nothing is emitted; at it, segments.
+    #[test]
+    fn a_gso_size_below_the_floor_is_refused() {
+        let (mut hdr, f) = super_frame(true, false, &[7; 60_000], 0x10);
+        let mut out = Vec::new();
+        for small in [1, 2, MIN_GSO_SIZE - 1] {
+            hdr.gso_size = small;
+            assert!(hdr.gso_too_small());
+            let mut emitted = 0;
+            assert_eq!(
+                segment(&hdr, &f, &mut out, |_| emitted += 1),
+                Err(GsoError::TooSmall(small))
+            );
+            assert_eq!(emitted, 0);
+        }
+        hdr.gso_size = MIN_GSO_SIZE;
+        assert!(!hdr.gso_too_small());
+        let n = segment(&hdr, &f, &mut out, |_| {}).expect("at the floor");
+        assert_eq!(n, 60_000usize.div_ceil(usize::from(MIN_GSO_SIZE)));
+        let plain = VnetHdr {
+            gso_size: 1,
+            ..VnetHdr::default()
+        };
+        assert!(!plain.gso_too_small(), "not a super-frame: no floor");
+    }
+
     #[test]
     fn header_round_trips_and_shifts() {
         let (hdr, _) = super_frame(true, false, b"x", 0);
@@ -474,13 +522,18 @@ mod tests {
         assert_eq!(tagged.hdr_len, hdr.hdr_len + 4);
         assert_eq!(tagged.shifted(-4), Some(hdr));
         assert_eq!(VnetHdr::default().shifted(-4), Some(VnetHdr::default()));
+        // Regression (tap_vnet fuzz target): hdr_len 4 untagged would read
+        // as "no hdr_len" and not shift back.
+        let tiny = VnetHdr { hdr_len: 4, ..hdr };
+        assert_eq!(tiny.shifted(-4), None);
+        assert_eq!(tiny.shifted(4).and_then(|h| h.shifted(-4)), Some(tiny));
     }
 
     proptest::proptest! {
         #[test]
         fn segments_always_reassemble(
             len in 0usize..20_000,
-            mss in 1u16..3000,
+            mss in MIN_GSO_SIZE..3000,
             v4 in proptest::bool::ANY,
             vlan in proptest::bool::ANY,
             flags in proptest::num::u8::ANY,

@@ -520,3 +520,47 @@ mod tests {
         );
     }
 }
+
+/// What [`fstat_kind`] found behind a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A unix socket.
+    Socket,
+    /// A symbolic link (an `O_PATH|O_NOFOLLOW` descriptor of one).
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// The type and owner of the inode behind a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOwner {
+    /// Its type.
+    pub kind: FileKind,
+    /// Its owner's uid.
+    pub uid: u32,
+}
+
+/// Opens `path` as a bare reference (`O_PATH`) without following a final
+/// symbolic link: the descriptor names the inode that was there, whatever
+/// happens to the path afterwards.
+pub fn open_path_nofollow(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    open(path, flags, nix::sys::stat::Mode::empty()).map_err(io::Error::from)
+}
+
+/// The type and owner of what `fd` refers to (`fstat`, which works on
+/// `O_PATH` descriptors).
+pub fn fstat_kind(fd: &impl std::os::fd::AsFd) -> io::Result<FileOwner> {
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io::Error::from)?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    Ok(FileOwner {
+        kind,
+        uid: st.st_uid,
+    })
+}

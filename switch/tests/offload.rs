@@ -242,3 +242,25 @@ fn what_cannot_be_segmented_is_dropped_and_counted_on_the_plain_port() {
     let c = p[2].0.counters().snapshot();
     assert_eq!(c.drops(DropReason::Unsegmentable), 1);
 }
+
+/// A forged `gso_size` of 1 would cut one super-frame into thousands of
+/// frames for a plain port: it is dropped there as `gso_too_small`.
+#[test]
+fn a_gso_size_below_the_floor_is_dropped_and_counted_on_the_plain_port() {
+    let (sw, p) = harness(3, 2);
+    let (mut hdr, f) = super_frame();
+    hdr.gso_size = 1;
+    sw.forward(
+        &p[0].0,
+        Frames::Offloaded(&hdr, &f),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
+    assert!(
+        take(&p[2].1).is_empty(),
+        "no segment reaches the plain port"
+    );
+    let c = p[2].0.counters().snapshot();
+    assert_eq!(c.drops(DropReason::GsoTooSmall), 1);
+    assert_eq!(c.drops(DropReason::Unsegmentable), 0);
+}

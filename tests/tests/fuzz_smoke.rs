@@ -1,6 +1,9 @@
 //! A bounded run of every cargo-fuzz target in fuzz/ (the control
 //! handshake, the engine's frame path, MAC-NAT outbound and both ways,
-//! stream framing, the VXLAN header, the YAML loader): each starts from its
+//! stream framing, the VXLAN header, the YAML loader, software
+//! segmentation, the pcap port's checksum completion and segmentation
+//! plan, the tap's virtio-net header, VLAN tagging, `--port` specs and
+//! control-socket requests): each starts from its
 //! seed corpus in fuzz/corpus/ and runs for [`SECONDS_PER_TARGET`]; any
 //! crash, failed check, timeout or out-of-memory fails the test, which
 //! prints the executions per target. New inputs go to a temp dir, so the
@@ -20,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 use switchyard_tests::TempDir;
 
 /// The targets, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 13] = [
     "handshake",
     "engine",
     "macnat_outbound",
@@ -28,6 +31,12 @@ const TARGETS: [&str; 7] = [
     "stream_framing",
     "vxlan",
     "yaml",
+    "gso",
+    "pcap",
+    "tap_vnet",
+    "vlan",
+    "port_spec",
+    "control_request",
 ];
 /// How long each target runs.
 const SECONDS_PER_TARGET: u32 = 15;

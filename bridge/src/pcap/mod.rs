@@ -12,7 +12,9 @@
 mod handle;
 mod ingress;
 mod nat;
-mod segment;
+// Public only for the fuzz target `pcap` (fuzz/).
+#[doc(hidden)]
+pub mod segment;
 mod tx;
 
 use handle::{
@@ -322,11 +324,12 @@ async fn run(
                         if ingress.admit_complete(p) && batch.push(p) {
                             batch.flush(&port, switch, now);
                         }
-                    })
-                    .is_ok(),
-                    segment::Plan::Fits | segment::Plan::TooLong => false,
+                    }),
+                    segment::Plan::Fits | segment::Plan::TooLong => Err(gso::GsoError::Malformed),
                 };
-                if !cut {
+                if let Err(gso::GsoError::TooSmall(_)) = cut {
+                    port.drop_frame(DropReason::GsoTooSmall, now, None);
+                } else if cut.is_err() {
                     port.drop_frame_because(DropReason::TooLong, now, || {
                         io::Error::other(format!(
                             "a captured frame of {} bytes is larger than {}'s MTU {} and is not \

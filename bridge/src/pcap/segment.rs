@@ -19,19 +19,21 @@ fn l3(frame: &[u8]) -> Option<(usize, u16)> {
 
 /// How one oversize frame is to be handled.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Plan {
+pub enum Plan {
     /// Its IP packet fits the MTU after all (padding, tags): forward it.
     Fits,
     /// A TCP super-frame: cut it as this offload header describes
-    /// (`gso::segment`), every IP packet at most the MTU.
+    /// (`gso::segment`), every IP packet at most the MTU. On a link whose
+    /// MTU leaves less than [`gso::MIN_GSO_SIZE`] bytes of TCP payload,
+    /// `gso::segment` refuses it as too small.
     Cut(VnetHdr),
     /// Larger than the MTU and not a TCP segment we can cut.
     TooLong,
 }
 
 /// Decides what to do with `frame`, larger than `mtu` plus its
-/// link-layer header.
-pub(super) fn plan(frame: &[u8], mtu: usize) -> Plan {
+/// link-layer header. Pure; public for the fuzz target `pcap` (fuzz/).
+pub fn plan(frame: &[u8], mtu: usize) -> Plan {
     let Some((ip, version)) = l3(frame) else {
         return Plan::TooLong;
     };
@@ -196,6 +198,32 @@ mod tests {
         // Truncated capture: IP total length beyond the frame.
         let f = tcp4(3000);
         assert_eq!(cut(&f[..2000], 1500), Oversize::TooLong);
+    }
+
+    /// A link MTU that leaves fewer than `MIN_GSO_SIZE` payload bytes per
+    /// segment would cut a 64 KiB capture into thousands of frames: the
+    /// plan's segment size is below the floor and `gso::segment` refuses.
+    #[test]
+    fn segments_below_the_floor_are_refused() {
+        let f = tcp4(60_000);
+        let small = 40 + usize::from(gso::MIN_GSO_SIZE) - 1;
+        let Plan::Cut(hdr) = plan(&f, small) else {
+            panic!("not planned as a cut");
+        };
+        assert!(hdr.gso_too_small());
+        assert_eq!(cut(&f, small), Oversize::TooLong);
+        let mut out = Vec::new();
+        assert_eq!(
+            gso::segment(&hdr, &f, &mut out, |_| {}),
+            Err(gso::GsoError::TooSmall(gso::MIN_GSO_SIZE - 1))
+        );
+        let Oversize::Pieces(p) = cut(&f, small + 1) else {
+            panic!("at the floor: not cut");
+        };
+        assert_eq!(
+            p.len(),
+            60_000usize.div_ceil(usize::from(gso::MIN_GSO_SIZE))
+        );
     }
 
     #[test]

@@ -133,6 +133,15 @@ fn check(ty: &PortType, values: &mut Values) -> Result<(), SpecError> {
                 place: g.place,
             });
         }
+        if key.name == NAME.name && g.value.trim().is_empty() {
+            // `ctl` and the metrics name ports by it: an empty one could
+            // not be told apart or deleted.
+            return Err(SpecError::Spec {
+                key: g.key.clone(),
+                message: "a port's name cannot be empty; give name=NAME or leave it out".into(),
+                place: g.place,
+            });
+        }
         seen.push(key.name);
         g.key = key.name.to_string();
     }

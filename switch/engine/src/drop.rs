@@ -99,6 +99,9 @@ drop_reasons! {
     /// A virtio descriptor chain a guest posted that points outside its
     /// memory, has the wrong direction or is too long (vhost-user ports).
     BadDescriptor = "bad_descriptor", bad_input: true;
+    /// A TSO/GSO super-frame whose segment size is below the floor
+    /// (`gso::MIN_GSO_SIZE`): cutting it would make thousands of frames.
+    GsoTooSmall = "gso_too_small", bad_input: true;
 }
 
 impl std::fmt::Display for DropReason {
@@ -146,6 +149,7 @@ mod tests {
                 "unsegmentable",
                 "loop_blocked",
                 "bad_descriptor",
+                "gso_too_small",
             ]
         );
         let bad: Vec<&str> = DropReason::ALL
@@ -167,6 +171,7 @@ mod tests {
                 "mac_spoof",
                 "vlan_filtered",
                 "bad_descriptor",
+                "gso_too_small",
             ]
         );
         assert_eq!(DropReason::MacNat.to_string(), "mac_nat");

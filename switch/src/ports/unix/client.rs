@@ -4,6 +4,7 @@
 use super::data::{run_port, DataPath, DatagramTx};
 use super::listener::{out_of_descriptors, set_permissions};
 use super::*;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// A port's datagram socket connected to its client, the socket's path (in
 /// a VDE directory) and the encoded reply that tells the client where it is.
@@ -13,38 +14,87 @@ type DataSocket = (
     [u8; request::SOCKADDR_UN_LEN],
 );
 
+/// The client's socket as checked: an abstract name, or a descriptor
+/// (`O_PATH`) for the very inode whose type and owner were checked.
+pub(super) enum Checked {
+    /// An abstract name: no owner to check, nothing on disk to swap.
+    Abstract(Box<[u8; SUN_PATH_LEN - 1]>),
+    /// A path's socket, held open so that it cannot be swapped.
+    Path(OwnedFd),
+}
+
+impl Checked {
+    /// The address the data socket connects to: the abstract name, or
+    /// `/proc/self/fd/N`, which the kernel resolves to the inode the
+    /// descriptor holds (not to whatever the client's path names by then),
+    /// and which stays far below `sun_path`'s 108 bytes.
+    fn connect_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Checked::Abstract(name) => SocketAddr::from_abstract_name(&name[..]),
+            Checked::Path(fd) => {
+                SocketAddr::from_pathname(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            }
+        }
+    }
+}
+
 /// A client may name only a datagram socket it owns (root: any): the
 /// switch runs as root and would otherwise send frames, on the client's
 /// behalf, to sockets the client may not write to itself. Abstract names
 /// have no owner to check; the kernel gives them no permissions either.
-fn client_may_use(addr: &ClientAddr, uid: u32) -> Result<(), (Refusal, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let ClientAddr::Path(path) = addr else {
-        return Ok(());
+///
+/// The path is opened without following a final symbolic link
+/// (`O_PATH|O_NOFOLLOW`) and the descriptor is what is checked and, later,
+/// connected to: a client that swaps its path for a link to another
+/// guest's socket after the check still gets its frames on the socket
+/// that was checked, or none; a link named in the request is refused.
+fn client_may_use(addr: &ClientAddr, uid: u32) -> Result<Checked, (Refusal, String)> {
+    let path = match addr {
+        ClientAddr::Abstract(name) => return Ok(Checked::Abstract(name.clone())),
+        ClientAddr::Path(path) => path,
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+    let fd = crate::sys::open_path_nofollow(path).map_err(|e| {
         (
             Refusal::of_io(&e),
             format!("cannot inspect client socket {}: {e}", path.display()),
         )
     })?;
-    if !meta.file_type().is_socket() {
-        return Err((
-            Refusal::Unreachable,
-            format!("client address {} is not a socket", path.display()),
-        ));
+    let st = crate::sys::fstat_kind(&fd).map_err(|e| {
+        (
+            Refusal::of_io(&e),
+            format!("cannot inspect client socket {}: {e}", path.display()),
+        )
+    })?;
+    match st.kind {
+        crate::sys::FileKind::Socket => {}
+        crate::sys::FileKind::Symlink => {
+            return Err((
+                Refusal::NotPermitted,
+                format!(
+                    "client address {} is a symbolic link; the switch connects only to the \
+                     socket itself",
+                    path.display()
+                ),
+            ))
+        }
+        crate::sys::FileKind::Other => {
+            return Err((
+                Refusal::Unreachable,
+                format!("client address {} is not a socket", path.display()),
+            ))
+        }
     }
-    if uid != 0 && meta.uid() != uid {
+    if uid != 0 && st.uid != uid {
         return Err((
             Refusal::NotPermitted,
             format!(
                 "client socket {} belongs to uid {}, not to the connecting uid {uid}",
                 path.display(),
-                meta.uid()
+                st.uid
             ),
         ));
     }
-    Ok(())
+    Ok(Checked::Path(fd))
 }
 
 /// A connection's place among those waiting for their request; leaving
@@ -163,10 +213,13 @@ impl UnixControl {
         } else {
             req.description.clone()
         };
-        if let Err((reason, why)) = client_may_use(&req.addr, uid) {
-            self.refuse(&switch, reason, &who, &why);
-            return;
-        }
+        let checked = match client_may_use(&req.addr, uid) {
+            Ok(c) => c,
+            Err((reason, why)) => {
+                self.refuse(&switch, reason, &who, &why);
+                return;
+            }
+        };
         let requested = match (req.kind, req.port) {
             (RequestKind::NewPort0, _) => Some(0),
             (RequestKind::NewPort, 0) => None,
@@ -183,7 +236,7 @@ impl UnixControl {
         };
         let id = switch.allocate_id();
         let (sock, data_path, reply) = match self
-            .open_data_socket_making_room(number, id, &req.addr)
+            .open_data_socket_making_room(number, id, &checked)
             .await
         {
             Ok(x) => x,
@@ -198,6 +251,8 @@ impl UnixControl {
                 return;
             }
         };
+        // Connected: the kernel holds the peer now, the descriptor is done.
+        drop(checked);
         let port_cleanup = |me: &UnixControl| {
             numbers.release(number);
             if let Some(p) = &data_path {
@@ -256,7 +311,7 @@ impl UnixControl {
         &self,
         number: u32,
         id: PortId,
-        client: &ClientAddr,
+        client: &Checked,
     ) -> io::Result<DataSocket> {
         let mut tries = 0;
         loop {
@@ -283,12 +338,9 @@ impl UnixControl {
         &self,
         number: u32,
         id: PortId,
-        client: &ClientAddr,
+        client: &Checked,
     ) -> io::Result<DataSocket> {
-        let client_addr = match client {
-            ClientAddr::Abstract(name) => SocketAddr::from_abstract_name(&name[..])?,
-            ClientAddr::Path(p) => SocketAddr::from_pathname(p)?,
-        };
+        let client_addr = client.connect_addr()?;
         let (sock, path, reply) = match &self.config.layout {
             Layout::Directory(dir) => {
                 let path = dir.join(format!("{number:03}.{id}"));
