@@ -72,7 +72,7 @@ struct NativeArgs {
     #[arg(long = "tap", value_name = "IF")]
     tap: Vec<String>,
 
-    /// Another transport: udp, mcast, stream, vxlan or pcap, as TYPE,key=value,…
+    /// Another transport: udp, mcast, stream, vxlan, pcap or vhost-user, as TYPE,key=value,…
     /// (see below). Repeatable.
     #[arg(long = "port", value_name = "SPEC")]
     port: Vec<String>,
