@@ -242,12 +242,18 @@ impl UnixControl {
             Ok(x) => x,
             Err(e) => {
                 numbers.release(number);
-                self.refuse(
-                    &switch,
-                    Refusal::of_io(&e),
-                    &who,
-                    &format!("cannot reach client socket {:?}: {e}", req.addr),
-                );
+                let refusal = Refusal::of_io(&e);
+                let why = if refusal == Refusal::NoDescriptors {
+                    // The operator's fix, not the client's: say so.
+                    format!(
+                        "out of file descriptors: cannot reach client socket {:?} ({e}); raise \
+                         the limit (LimitNOFILE=, ulimit -n) or lower --numports",
+                        req.addr
+                    )
+                } else {
+                    format!("cannot reach client socket {:?}: {e}", req.addr)
+                };
+                self.refuse(&switch, refusal, &who, &why);
                 return;
             }
         };

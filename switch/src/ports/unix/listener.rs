@@ -165,6 +165,13 @@ fn spare_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// Whether the two descriptors a handshake needs besides its connection
+/// can be had now.
+fn room_for_a_handshake() -> bool {
+    let (a, b) = (spare_descriptor(), spare_descriptor());
+    a.is_some() && b.is_some()
+}
+
 impl UnixControl {
     /// Creates the directory (VDE layout) and binds the control socket,
     /// replacing a stale one. Paths are made absolute so that a later
@@ -333,13 +340,7 @@ impl UnixControl {
         stop: &crate::Stop,
         e: &io::Error,
     ) {
-        if let Some(suppressed) = self.accept_log.allow(switch.now(), LOG_INTERVAL) {
-            tracing::warn!(
-                ctl = %self.ctl_path.display(), suppressed,
-                "out of file descriptors ({e}): closing silent connections and refusing new \
-                 clients until some leave; raise the limit (LimitNOFILE=, ulimit -n) or lower --numports"
-            );
-        }
+        self.log_shortage(switch, e);
         let room = self
             .waiting()
             .evict_oldest(tokio::time::Instant::now(), CROWDED_AFTER);
@@ -370,6 +371,18 @@ impl UnixControl {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+        }
+    }
+
+    /// Says once a minute that the switch is out of descriptors, and what
+    /// to do about it.
+    fn log_shortage(&self, switch: &Switch, e: &dyn std::fmt::Display) {
+        if let Some(suppressed) = self.accept_log.allow(switch.now(), LOG_INTERVAL) {
+            tracing::warn!(
+                ctl = %self.ctl_path.display(), suppressed,
+                "out of file descriptors ({e}): closing silent connections and refusing new \
+                 clients until some leave; raise the limit (LimitNOFILE=, ulimit -n) or lower --numports"
+            );
         }
     }
 
@@ -409,6 +422,16 @@ impl UnixControl {
             };
             match accepted {
                 Ok((stream, _)) => {
+                    if !room_for_a_handshake() {
+                        // The connection took the last descriptors but a
+                        // handshake needs two more (the client's socket,
+                        // opened to be checked, and the data socket): the
+                        // client would only wait for its refusal.
+                        drop(stream);
+                        handshakes::count(&switch, Refusal::NoDescriptors);
+                        self.log_shortage(&switch, &"no room for a handshake");
+                        continue;
+                    }
                     let (key, evict) = self.waiting().enter(tokio::time::Instant::now());
                     let me = self.clone();
                     let switch = switch.clone();
