@@ -6,20 +6,17 @@
 mod answer;
 pub mod roles;
 
-pub use answer::answer;
+use answer::no_such_port;
+pub use answer::{answer, find_port};
 
 use crate::accept::{Admission, Ended, Limits, Slot, Slots};
-use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
-use crate::stats::{Detail, Snapshot};
+use crate::protocol::{Request, Response};
 use roles::{Caller, Role, Roles};
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_switch::counters::CounterSnapshot;
-use switchyard_switch::ports::unix::Refusal;
-use switchyard_switch::{DropReason, Mode, Switch};
+use switchyard_switch::Switch;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -343,15 +340,6 @@ fn for_main_loop(req: Request) -> Result<MakeCommand, Request> {
         Request::PortDel { name } => Ok(Box::new(move |r| Command::PortDel(name, r))),
         other => Err(other),
     }
-}
-
-/// Finds a live port by name.
-pub fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::Port>> {
-    switch.ports().iter().find(|p| p.name() == name).cloned()
-}
-
-fn no_such_port(name: &str) -> String {
-    format!("no port named {name:?}; see `switchyard ctl ports`")
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 //! Answers to the read-only requests (`ports`, `fdb`, `stats`,
 //! `macnat`), rendered from one [`Snapshot`] as the metrics endpoint's are.
 
-use super::*;
+use crate::protocol::{BindingRow, FdbRow, PortRow, Request, Response, StatsReply};
+use crate::stats::{Detail, Snapshot};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use switchyard_switch::counters::CounterSnapshot;
+use switchyard_switch::ports::unix::Refusal;
+use switchyard_switch::{DropReason, Mode, Switch};
 
 /// One query, one reply.
 pub fn answer(req: &Request, switch: &Arc<Switch>) -> Response {
@@ -162,4 +168,13 @@ pub(super) fn mac_nat_reply(s: &Snapshot) -> Response {
         })
         .collect();
     Response::Macnat { macnat, counters }
+}
+
+/// Finds a live port by name.
+pub fn find_port(switch: &Switch, name: &str) -> Option<Arc<switchyard_switch::Port>> {
+    switch.ports().iter().find(|p| p.name() == name).cloned()
+}
+
+pub(super) fn no_such_port(name: &str) -> String {
+    format!("no port named {name:?}; see `switchyard ctl ports`")
 }
