@@ -15,12 +15,11 @@ for tool in objcopy strip; do
         exit 1
     fi
 done
-# The same packages and targets as tests/run.sh builds and tests, so every
-# dependency is compiled with the same features as in the binary the tests
-# ran (cargo unifies features over what one build selects; building the
-# binary alone leaves out features the test targets switch on). Only the
-# profile differs: release.
-cargo build --release --workspace --all-targets
+# The binary alone, as tests/run.sh builds the daemon its end-to-end tests
+# run (SWITCHYARD_BIN): the same package selection, so every dependency has
+# the same features (a workspace test build would switch on features its
+# test targets' dependencies ask for). Only the profile differs: release.
+cargo build --release -p switchyard-cli --bins
 mkdir -p target/release/assets target/debian
 bin=target/release/switchyard
 # Debug symbols apart: the package ships the stripped binary, linked to

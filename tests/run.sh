@@ -27,9 +27,16 @@ echo "tests/run.sh: test dependencies installed"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
+# The daemon the end-to-end tests run is built on its own, as
+# deploy/package.sh builds the packaged one: the same package selection,
+# hence the same dependency features (a workspace test build switches on
+# features its test targets' dependencies ask for); only the profile
+# differs.
+cargo build -p switchyard-cli --bins --target-dir target/product
+export SWITCHYARD_BIN="$PWD/target/product/debug/switchyard"
 AS_ROOT=()
 if [ "$(id -u)" -ne 0 ]; then
-    AS_ROOT=(sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI)
+    AS_ROOT=(sudo --preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,CI,SWITCHYARD_BIN)
 fi
 # Everything but the fuzz run, then the fuzz run with its output shown, so
 # the log reports each target's execs. Both always run; either failing fails.
