@@ -83,17 +83,12 @@ fn hold<C>(
 /// Where the helper process finds the metrics endpoint.
 const HOLDER_ENV: &str = "SWITCHYARD_TEST_FLOOD_METRICS";
 
-/// Not a test of its own: the helper process that holds the metrics
-/// flood (one process may not hold both floods: its descriptor limit is
-/// 20,000 here and not to be raised without CAP_SYS_RESOURCE). Started by
-/// the test below inside the switch's namespace; prints `opened` once its
+/// The helper process that holds the metrics flood (one process may not
+/// hold both floods: its descriptor limit is 20,000 here and not to be
+/// raised without CAP_SYS_RESOURCE): the test below re-run inside the
+/// switch's namespace with [`HOLDER_ENV`] set. Prints `opened` once its
 /// connections are open, and stops when its stdin closes.
-#[test]
-#[ignore = "a helper process of flood_of_idle_connections_leaves_the_switch_serving"]
-fn metrics_flood_holder() -> Result<()> {
-    let Ok(addr) = std::env::var(HOLDER_ENV) else {
-        return Ok(());
-    };
+fn metrics_flood_holder(addr: &str) -> Result<()> {
     let addr: SocketAddr = addr.parse()?;
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let done = stop.clone();
@@ -123,6 +118,9 @@ fn elapsed_ms(t: Instant) -> u128 {
 /// counters show the idle connections it closed to make room.
 #[test]
 fn flood_of_idle_connections_leaves_the_switch_serving() -> Result<()> {
+    if let Ok(addr) = std::env::var(HOLDER_ENV) {
+        return metrics_flood_holder(&addr);
+    }
     preflight()?;
     let prlimit = require_program("prlimit", "util-linux")?;
     let tmp = TempDir::new("limits")?;
@@ -157,9 +155,8 @@ fn flood_of_idle_connections_leaves_the_switch_serving() -> Result<()> {
     let started = Instant::now();
     let mut cmd = ns_sw.command(std::env::current_exe()?);
     cmd.args([
-        "metrics_flood_holder",
+        "flood_of_idle_connections_leaves_the_switch_serving",
         "--exact",
-        "--ignored",
         "--nocapture",
     ])
     .env(HOLDER_ENV, metrics.to_string());
