@@ -237,6 +237,16 @@ pub fn command() -> clap::Command {
 
 /// `--fdb-port-max-entries` as the engine takes it: `None` when not
 /// given, `Some(None)` for 0 (no limit).
+/// The flag's value when it was given on the command line, else the
+/// configuration file's (flags override the file).
+fn flag_or<T>(given: bool, flag: T, file: T) -> T {
+    if given {
+        flag
+    } else {
+        file
+    }
+}
+
 fn port_limit(flag: Option<usize>) -> Option<Option<usize>> {
     flag.map(|n| (n > 0).then_some(n))
 }
@@ -314,35 +324,27 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     }
     let fdb = s.engine.fdb;
     s.engine.fdb = FdbConfig::new(
-        if given("fdb_aging") {
-            Duration::from_secs(a.fdb_aging)
-        } else {
-            fdb.aging
-        },
-        if given("fdb_max_entries") {
-            a.fdb_max_entries
-        } else {
-            fdb.max_entries
-        },
+        flag_or(
+            given("fdb_aging"),
+            Duration::from_secs(a.fdb_aging),
+            fdb.aging,
+        ),
+        flag_or(given("fdb_max_entries"), a.fdb_max_entries, fdb.max_entries),
         port_limit(a.fdb_port_max_entries).unwrap_or(fdb.max_entries_per_port),
     );
     let l = s.engine.loops;
     s.engine.loops = LoopGuard::new(
-        if given("loop_protection") {
-            a.loop_protection == OnOff::On
-        } else {
-            l.enabled
-        },
-        if given("loop_threshold") {
-            a.loop_threshold
-        } else {
-            l.threshold
-        },
-        if given("loop_hold_down") {
-            Duration::from_secs(a.loop_hold_down)
-        } else {
-            l.hold_down
-        },
+        flag_or(
+            given("loop_protection"),
+            a.loop_protection == OnOff::On,
+            l.enabled,
+        ),
+        flag_or(given("loop_threshold"), a.loop_threshold, l.threshold),
+        flag_or(
+            given("loop_hold_down"),
+            Duration::from_secs(a.loop_hold_down),
+            l.hold_down,
+        ),
     );
     if given("numports") {
         s.numports = a.numports;
@@ -350,21 +352,21 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Usage> {
     let g = s.engine.guards;
     s.engine.guards = switchyard_switch::engine::Guards::new(
         a.bpdu_guard || g.bpdu_guard,
-        if given("storm_broadcast") {
-            a.storm_broadcast
-        } else {
-            g.storm_broadcast
-        },
-        if given("storm_multicast") {
-            a.storm_multicast
-        } else {
-            g.storm_multicast
-        },
-        if given("storm_unknown_unicast") {
-            a.storm_unknown_unicast
-        } else {
-            g.storm_unknown_unicast
-        },
+        flag_or(
+            given("storm_broadcast"),
+            a.storm_broadcast,
+            g.storm_broadcast,
+        ),
+        flag_or(
+            given("storm_multicast"),
+            a.storm_multicast,
+            g.storm_multicast,
+        ),
+        flag_or(
+            given("storm_unknown_unicast"),
+            a.storm_unknown_unicast,
+            g.storm_unknown_unicast,
+        ),
     );
     if given("backpressure") {
         s.backpressure = a.backpressure == OnOff::On;
