@@ -7,11 +7,11 @@
 # kernel command line that the kernel does not recognise:
 #   IP0        address/prefix for eth0 (e.g. 192.0.2.1/24); unset = leave down
 #   MTU        MTU of eth0 (default: the driver's)
-#   ROLE       "ping": ping every PEER, print the result, power off
+#   PEER       addresses to ping first, joined by commas (any role)
+#   ROLE       "ping": after the pings stay LINGER seconds, power off
 #              "server": run `iperf3 -s`, stay up WAITS seconds, power off
 #              "client": `iperf3 -c SERVER -J`, print it, power off
 #              "wait": stay up WAITS seconds (default 600), then power off
-#   PEER       addresses to ping, joined by commas (ROLE=ping)
 #   TRIES      warm-up attempts of "ping -c 1 -W 1" per peer (default 30)
 #   PINGS      echo requests of the real ping, 0.2 s apart (default 3)
 #   LINGER     seconds to stay up after the result (default 0)
@@ -24,7 +24,7 @@
 #   SY_READY               eth0 configured
 #   SY_IPERF_SERVER        iperf3 -s started (ROLE=server)
 #   SY_IPERF_BEGIN ... SY_IPERF_END   iperf3 -J output (ROLE=client)
-#   SY_RESULT=OK|FAIL      outcome of ROLE=ping or ROLE=client
+#   SY_RESULT=OK|FAIL      outcome of the pings to PEER
 #   SY_ERROR=...           something the test should report
 #   SY_HALT                about to power off
 #
@@ -54,12 +54,13 @@ while read -r m; do
 done </modules/order
 
 ip link set lo up
-i=0
-while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
 if [ -n "${IP0:-}" ]; then
+    # virtio_net may still be probing the device.
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
     if [ -n "${MTU:-}" ]; then
         ip link set eth0 mtu "$MTU" || echo "SY_ERROR=mtu"
     fi
@@ -84,8 +85,8 @@ await() {
     return 1
 }
 
-case "${ROLE:-wait}" in
-ping)
+# Pings every PEER (any role), prints SY_RESULT=OK|FAIL.
+if [ -n "${PEER:-}" ]; then
     result=OK
     old_ifs=$IFS
     IFS=,
@@ -98,6 +99,10 @@ ping)
     done
     IFS=$old_ifs
     echo "SY_RESULT=$result"
+fi
+
+case "${ROLE:-wait}" in
+ping)
     sleep "${LINGER:-0}"
     ;;
 server)
@@ -121,7 +126,6 @@ client)
     echo "SY_IPERF_BEGIN"
     cat /tmp/iperf.json
     echo "SY_IPERF_END"
-    if [ "$rc" = 0 ]; then echo "SY_RESULT=OK"; else echo "SY_RESULT=FAIL"; fi
     sleep "${LINGER:-0}"
     ;;
 *)
