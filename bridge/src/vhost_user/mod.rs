@@ -14,6 +14,8 @@
 mod backend;
 mod config;
 mod datapath;
+#[doc(hidden)]
+pub mod fuzzing;
 mod relay;
 
 pub use config::{parse_mac, VhostUserConfig};
