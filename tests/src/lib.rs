@@ -41,6 +41,7 @@ pub mod tools;
 pub mod transports;
 pub mod uml;
 pub mod util;
+pub mod vhost_frontend;
 pub mod vhost_user;
 
 pub use netns::Netns;
