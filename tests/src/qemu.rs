@@ -9,9 +9,11 @@
 //! which is QEMU's stdout: `SY_BOOTED`, `SY_READY`, `SY_RESULT=OK|FAIL`,
 //! `SY_IPERF_BEGIN` … `SY_IPERF_END`, `SY_HALT`; it powers off at the end.
 //!
-//! QEMU runs under TCG: this machine's `/dev/kvm` boots only specially
-//! built kernels (a Debian kernel hangs after "Probing EDD"), so KVM is
-//! used only when [`Accel::probe`] has seen this image boot with it.
+//! QEMU runs under TCG unless told otherwise ([`QemuGuest::accel`]): this
+//! machine's `/dev/kvm` boots only specially built kernels (a Debian
+//! kernel hangs, through its bzImage after "Probing EDD" and through PVH
+//! silently), so callers use KVM only when [`Accel::probe`] has seen this
+//! image boot with it.
 //! QEMU 7.2 with TCG and vhost-user crashes in its MSI-X code unless the
 //! NIC has `vectors=0`, so every NIC is built that way.
 
@@ -20,6 +22,7 @@ mod image;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -116,9 +119,19 @@ impl Accel {
     }
 
     /// KVM when `/dev/kvm` is there and a NIC-less guest of `image` boots
-    /// with it to `SY_READY` within 20 s, else TCG. The answer is kept
-    /// next to the image, so the probe runs once per machine and image.
+    /// with it to `SY_READY` within [`KVM_PROBE_TIMEOUT`] (a real KVM
+    /// takes about a second), else TCG. The answer is kept next to the
+    /// image, so the probe runs once per machine and image; tests in one
+    /// process wait for each other's probe. `SWITCHYARD_QEMU_ACCEL=tcg`
+    /// or `=kvm` skips it.
     pub fn probe(image: &GuestImage) -> Accel {
+        match std::env::var(ACCEL_ENV).as_deref() {
+            Ok("tcg") => return Accel::Tcg,
+            Ok("kvm") => return Accel::Kvm,
+            _ => {}
+        }
+        static PROBING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = PROBING.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = image.initrd.with_extension("accel");
         if let Ok(known) = fs::read_to_string(&cache) {
             return if known.trim() == "kvm" {
@@ -132,10 +145,25 @@ impl Accel {
         } else {
             Accel::Tcg
         };
+        eprintln!(
+            "QEMU guests run under {} (KVM {} the test guest)",
+            accel.name(),
+            if accel == Accel::Kvm {
+                "boots"
+            } else {
+                "is missing or does not boot"
+            }
+        );
         let _ = fs::write(&cache, accel.name());
         accel
     }
 }
+
+/// Set to `tcg` or `kvm` to choose the accelerator without the probe.
+pub const ACCEL_ENV: &str = "SWITCHYARD_QEMU_ACCEL";
+
+/// How long [`Accel::probe`] gives a KVM guest to boot.
+pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn kvm_boots(image: &GuestImage) -> bool {
     let Ok(qemu) = need("qemu-system-x86_64", "qemu-system-x86") else {
@@ -143,12 +171,11 @@ fn kvm_boots(image: &GuestImage) -> bool {
     };
     let mut cmd = Command::new(qemu);
     base_args(&mut cmd, image, Accel::Kvm, "ROLE=wait WAITS=0");
-    cmd.args(["-nic", "none"]);
     let Ok(mut p) = Proc::spawn("qemu kvm probe", cmd, Stdin::Null) else {
         return false;
     };
-    p.wait_for_output("SY_READY", Duration::from_secs(20))
-        .is_ok()
+    // A paravirtual /dev/kvm that cannot run this kernel hangs silently.
+    p.wait_for_output("SY_READY", KVM_PROBE_TIMEOUT).is_ok()
 }
 
 /// The arguments every guest has: machine, accelerator, memory shared
@@ -209,6 +236,13 @@ impl QemuGuest {
     /// power off (stay `LINGER` seconds first, if set).
     pub fn ping(self, peer: &str) -> QemuGuest {
         self.param("ROLE", "ping").param("PEER", peer)
+    }
+
+    /// `PEER=..` without a role of its own: ping `peer` (addresses joined
+    /// by commas) and print `SY_RESULT=` first, then go on with the role
+    /// (e.g. [`QemuGuest::iperf_server`]).
+    pub fn ping_first(self, peer: &str) -> QemuGuest {
+        self.param("PEER", peer)
     }
 
     /// `ROLE=server`: run `iperf3 -s` and stay up (`WAITS`, default 600 s).
