@@ -22,6 +22,7 @@
 # Markers printed on the console (the tests wait for them):
 #   SY_BOOTED              init started
 #   SY_READY               eth0 configured
+#   SY_FEATURES=0101...    virtio features negotiated for eth0, from bit 0
 #   SY_IPERF_SERVER        iperf3 -s started (ROLE=server)
 #   SY_IPERF_BEGIN ... SY_IPERF_END   iperf3 -J output (ROLE=client)
 #   SY_RESULT=OK|FAIL      outcome of the pings to PEER
@@ -72,6 +73,10 @@ if [ -n "${IP0:-}" ]; then
     ip addr add "$IP0" dev eth0
 fi
 echo "SY_READY"
+# The virtio features the driver negotiated, one 0/1 per bit from bit 0.
+if [ -r /sys/class/net/eth0/device/features ]; then
+    echo "SY_FEATURES=$(cat /sys/class/net/eth0/device/features)"
+fi
 
 # Waits until $1 answers once (it may still be booting); TRIES attempts.
 await() {

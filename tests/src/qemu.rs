@@ -378,6 +378,18 @@ impl RunningQemu {
         })
     }
 
+    /// The offloads of virtio-net's that the guest's driver negotiated
+    /// (`SY_FEATURES=`), by name: `csum`, `guest_csum`, `guest_tso4`,
+    /// `guest_tso6`, `host_tso4`, `host_tso6`, `mrg_rxbuf`.
+    pub fn offloads(&mut self) -> Result<Vec<&'static str>> {
+        let line = self.wait_marker("SY_FEATURES=", BOOT_TIMEOUT)?;
+        let bits = line
+            .split_once("SY_FEATURES=")
+            .map(|(_, b)| b.trim())
+            .unwrap_or_default();
+        Ok(offload_names(bits))
+    }
+
     /// SIGKILLs QEMU and reaps it.
     pub fn kill(&mut self) -> Result<()> {
         self.proc.kill()?;
@@ -424,6 +436,26 @@ fn between_markers(out: &str, begin: &str, end: &str) -> Option<String> {
     None
 }
 
+/// virtio-net feature bits worth naming in a report.
+const OFFLOADS: [(usize, &str); 7] = [
+    (0, "csum"),
+    (1, "guest_csum"),
+    (7, "guest_tso4"),
+    (8, "guest_tso6"),
+    (11, "host_tso4"),
+    (12, "host_tso6"),
+    (15, "mrg_rxbuf"),
+];
+
+/// The names of [`OFFLOADS`] set in a sysfs `features` bit string.
+fn offload_names(bits: &str) -> Vec<&'static str> {
+    OFFLOADS
+        .iter()
+        .filter(|(bit, _)| bits.as_bytes().get(*bit) == Some(&b'1'))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// The receiver's rate in Gbit/s from `iperf3 -J` output
 /// (`end.sum_received.bits_per_second`); an error when iperf3 reported one.
 pub fn iperf_gbps(json: &str) -> Result<f64> {
@@ -443,7 +475,7 @@ pub fn iperf_gbps(json: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{between_markers, iperf_gbps};
+    use super::{between_markers, iperf_gbps, offload_names};
 
     #[test]
     fn the_iperf_output_is_cut_between_the_markers() {
@@ -457,6 +489,25 @@ mod tests {
             between_markers("SY_IPERF_BEGIN\n{", "SY_IPERF_BEGIN", "SY_IPERF_END"),
             None
         );
+    }
+
+    #[test]
+    fn offloads_are_named_from_the_feature_bits() {
+        let bits = "1100000110011001000000000000000000000000000000000000000000000000";
+        assert_eq!(
+            offload_names(bits),
+            [
+                "csum",
+                "guest_csum",
+                "guest_tso4",
+                "guest_tso6",
+                "host_tso4",
+                "host_tso6",
+                "mrg_rxbuf"
+            ]
+        );
+        assert!(offload_names("0000000000000000").is_empty());
+        assert!(offload_names("").is_empty());
     }
 
     #[test]

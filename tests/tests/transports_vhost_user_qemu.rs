@@ -112,6 +112,7 @@ fn qemu_guests_ping_and_move_tcp_through_vhost_user() -> Result<()> {
     .start(Some(&ns), &tmp)?;
     note_boot("guest a", &mut a)?;
     note_boot("guest b", &mut b)?;
+    eprintln!("offloads negotiated by guest b: {:?}", b.offloads()?);
     a.wait_ping_ok()?;
     b.wait_ping_ok()?;
     ns.ping("192.0.2.1", 3)?;
