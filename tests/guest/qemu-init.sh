@@ -18,6 +18,9 @@
 #   SERVER     the iperf3 server (ROLE=client)
 #   SECS       iperf3 -t (default 5); STREAMS: iperf3 -P (default 1)
 #   REVERSE    1: iperf3 -R (the server sends)
+#   RUNS       several iperf3 runs in a row instead: stream counts joined
+#              by commas, "r" after one for -R (e.g. 1,4,1r,4r); each run
+#              prints its own SY_IPERF_BEGIN ... SY_IPERF_END
 #
 # Markers printed on the console (the tests wait for them):
 #   SY_BOOTED              init started
@@ -117,20 +120,28 @@ server)
     ;;
 client)
     await "$SERVER"
-    rev=
-    if [ "${REVERSE:-0}" = 1 ]; then rev=-R; fi
-    # The server may not listen yet: retry while the connection fails.
-    n=0
-    while :; do
-        iperf3 -c "$SERVER" -t "${SECS:-5}" -P "${STREAMS:-1}" $rev -J >/tmp/iperf.json 2>&1
-        rc=$?
-        n=$((n + 1))
-        if [ "$rc" = 0 ] || [ "$n" -ge 10 ]; then break; fi
-        sleep 1
+    runs=${RUNS:-${STREAMS:-1}}
+    if [ -z "${RUNS:-}" ] && [ "${REVERSE:-0}" = 1 ]; then runs=${runs}r; fi
+    old_ifs=$IFS
+    IFS=,
+    for run in $runs; do
+        IFS=$old_ifs
+        rev=
+        case $run in *r) rev=-R ;; esac
+        # The server may not listen yet: retry while the connection fails.
+        n=0
+        while :; do
+            iperf3 -c "$SERVER" -t "${SECS:-5}" -P "${run%r}" $rev -J >/tmp/iperf.json 2>&1
+            rc=$?
+            n=$((n + 1))
+            if [ "$rc" = 0 ] || [ "$n" -ge 10 ]; then break; fi
+            sleep 1
+        done
+        echo "SY_IPERF_BEGIN"
+        cat /tmp/iperf.json
+        echo "SY_IPERF_END"
     done
-    echo "SY_IPERF_BEGIN"
-    cat /tmp/iperf.json
-    echo "SY_IPERF_END"
+    IFS=$old_ifs
     sleep "${LINGER:-0}"
     ;;
 *)

@@ -260,6 +260,18 @@ impl QemuGuest {
             .param("STREAMS", &streams.to_string())
     }
 
+    /// `ROLE=client` with several runs in one boot (a TCG boot costs
+    /// seconds): each `(streams, reverse)` in turn, `secs` long each; the
+    /// outputs come back through [`RunningQemu::iperf_jsons`].
+    pub fn iperf_runs(self, server: &str, secs: u32, runs: &[(u32, bool)]) -> QemuGuest {
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|(streams, reverse)| format!("{streams}{}", if *reverse { "r" } else { "" }))
+            .collect();
+        self.iperf_client(server, secs, 1)
+            .param("RUNS", &runs.join(","))
+    }
+
     /// `REVERSE=1`: the iperf3 client receives (`iperf3 -R`).
     pub fn reverse(self) -> QemuGuest {
         self.param("REVERSE", "1")
@@ -390,6 +402,22 @@ impl RunningQemu {
         Ok(offload_names(bits))
     }
 
+    /// The `iperf3 -J` outputs of the first `n` runs of an
+    /// [`QemuGuest::iperf_runs`] client, in order, once all are complete.
+    pub fn iperf_jsons(&mut self, n: usize, timeout: Duration) -> Result<Vec<String>> {
+        self.proc.wait_for_lines("SY_IPERF_END", n, timeout)?;
+        let out = self.proc.output();
+        let all = all_between_markers(&out, "SY_IPERF_BEGIN", "SY_IPERF_END");
+        if all.len() < n {
+            bail!(
+                "{}: {} iperf3 outputs between the markers, expected {n}; console:\n{out}",
+                self.proc.name(),
+                all.len()
+            );
+        }
+        Ok(all.into_iter().take(n).collect())
+    }
+
     /// SIGKILLs QEMU and reaps it.
     pub fn kill(&mut self) -> Result<()> {
         self.proc.kill()?;
@@ -436,6 +464,24 @@ fn between_markers(out: &str, begin: &str, end: &str) -> Option<String> {
     None
 }
 
+/// Every block of lines between a `begin` line and the next `end` line.
+fn all_between_markers(out: &str, begin: &str, end: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for l in out.lines().map(|l| l.trim_end_matches('\r')) {
+        if l.contains(begin) {
+            current = Some(Vec::new());
+        } else if l.contains(end) {
+            if let Some(body) = current.take() {
+                blocks.push(body.join("\n"));
+            }
+        } else if let Some(body) = current.as_mut() {
+            body.push(l);
+        }
+    }
+    blocks
+}
+
 /// virtio-net feature bits worth naming in a report.
 const OFFLOADS: [(usize, &str); 7] = [
     (0, "csum"),
@@ -475,7 +521,7 @@ pub fn iperf_gbps(json: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{between_markers, iperf_gbps, offload_names};
+    use super::{all_between_markers, between_markers, iperf_gbps, offload_names};
 
     #[test]
     fn the_iperf_output_is_cut_between_the_markers() {
@@ -488,6 +534,15 @@ mod tests {
         assert_eq!(
             between_markers("SY_IPERF_BEGIN\n{", "SY_IPERF_BEGIN", "SY_IPERF_END"),
             None
+        );
+    }
+
+    #[test]
+    fn every_iperf_output_is_cut_between_its_markers() {
+        let console = "SY_IPERF_BEGIN\r\n{1}\r\nSY_IPERF_END\r\nnoise\r\nSY_IPERF_BEGIN\r\n{2}\r\nSY_IPERF_END\r\nSY_IPERF_BEGIN\r\n{3";
+        assert_eq!(
+            all_between_markers(console, "SY_IPERF_BEGIN", "SY_IPERF_END"),
+            ["{1}", "{2}"]
         );
     }
 

@@ -68,10 +68,10 @@ fn note_boot(label: &str, g: &mut RunningQemu) -> Result<()> {
 }
 
 /// Two guests on two vhost-user ports ping each other and the namespace
-/// behind the tap port, then guest b moves TCP to guest a with iperf3 (2
-/// streams). The namespace pings both guests; the ports count the bulk
-/// (the switch received at least the bytes iperf3 delivered) and no bad
-/// descriptor.
+/// behind the tap port, then move TCP with iperf3 both ways (b to a with
+/// 2 streams, then a to b). The namespace pings both guests; the ports
+/// count the bulk (at least the bytes iperf3 delivered, both ways) and no
+/// bad descriptor.
 #[test]
 fn qemu_guests_ping_and_move_tcp_through_vhost_user() -> Result<()> {
     preflight()?;
@@ -107,7 +107,7 @@ fn qemu_guests_ping_and_move_tcp_through_vhost_user() -> Result<()> {
     )
     .accel(accel)
     .ping_first(&format!("192.0.2.1,{HOST}"))
-    .iperf_client("192.0.2.1", 4, 2)
+    .iperf_runs("192.0.2.1", 3, &[(2, false), (1, true)])
     .param("LINGER", "10")
     .start(Some(&ns), &tmp)?;
     note_boot("guest a", &mut a)?;
@@ -118,19 +118,32 @@ fn qemu_guests_ping_and_move_tcp_through_vhost_user() -> Result<()> {
     ns.ping("192.0.2.1", 3)?;
     ns.ping("192.0.2.2", 3)?;
 
-    let json = b.iperf_json(IPERF_TIMEOUT)?;
-    let gbps = iperf_gbps(&json)?;
-    eprintln!("iperf3 b -> a through vhost-user, 2 streams: {gbps:.3} Gbit/s");
-    ensure!(gbps > 0.0, "iperf3 moved nothing: {json}");
-    let delivered = received_bytes(&json)?;
-    let (pa, pb) = (ctl.port("va")?, ctl.port("vb")?);
-    ensure!(
-        counter(&pb, "rx_bytes") >= delivered && counter(&pa, "tx_bytes") >= delivered,
-        "iperf3 delivered {delivered} bytes, but the switch counted rx_bytes={} on vb and \
-         tx_bytes={} on va: {pb} {pa}",
-        counter(&pb, "rx_bytes"),
-        counter(&pa, "tx_bytes")
+    let runs = b.iperf_jsons(2, IPERF_TIMEOUT)?;
+    let (forward, reverse) = (&runs[0], &runs[1]);
+    eprintln!(
+        "iperf3 through vhost-user: b -> a 2 streams {:.3} Gbit/s, a -> b 1 stream {:.3} Gbit/s",
+        iperf_gbps(forward)?,
+        iperf_gbps(reverse)?
     );
+    let (to_a, to_b) = (received_bytes(forward)?, received_bytes(reverse)?);
+    ensure!(
+        to_a > 0 && to_b > 0,
+        "iperf3 moved nothing: {forward} {reverse}"
+    );
+    let (pa, pb) = (ctl.port("va")?, ctl.port("vb")?);
+    // Every byte iperf3 delivered was received from one port and sent to
+    // the other (plus headers, ACKs and the pings).
+    for (what, count, least) in [
+        ("rx_bytes on vb", counter(&pb, "rx_bytes"), to_a),
+        ("tx_bytes on va", counter(&pa, "tx_bytes"), to_a),
+        ("rx_bytes on va", counter(&pa, "rx_bytes"), to_b),
+        ("tx_bytes on vb", counter(&pb, "tx_bytes"), to_b),
+    ] {
+        ensure!(
+            count >= least,
+            "iperf3 delivered {least} bytes but the switch counted {what}={count}: {pa} {pb}"
+        );
+    }
     for (name, p) in [("va", &pa), ("vb", &pb)] {
         ensure!(
             drops(p, "bad_descriptor") == 0,
