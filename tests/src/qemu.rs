@@ -51,7 +51,8 @@ pub enum Nic {
     /// `-netdev vhost-user` on `socket`: QEMU connects to a listening
     /// backend (and reconnects every second), or with `server` listens
     /// itself (`server=on,wait=off`) for a backend that connects
-    /// (switchyard's `mode=client`).
+    /// (switchyard's `mode=client`). Either way QEMU 7.2 starts the guest
+    /// only once a backend is connected.
     VhostUser {
         /// The unix socket.
         socket: PathBuf,
