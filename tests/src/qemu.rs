@@ -122,7 +122,7 @@ impl Accel {
     /// KVM when `/dev/kvm` is there and a NIC-less guest of `image` boots
     /// with it to `SY_READY` within [`KVM_PROBE_TIMEOUT`] (a real KVM
     /// takes about a second), else TCG. The answer is kept next to the
-    /// image, so the probe runs once per machine and image; tests in one
+    /// image, so the probe runs once per machine and kernel; tests in one
     /// process wait for each other's probe. `SWITCHYARD_QEMU_ACCEL=tcg`
     /// or `=kvm` skips it.
     pub fn probe(image: &GuestImage) -> Accel {
@@ -133,7 +133,15 @@ impl Accel {
         }
         static PROBING: Mutex<()> = Mutex::new(());
         let _one_at_a_time = PROBING.lock().unwrap_or_else(PoisonError::into_inner);
-        let cache = image.initrd.with_extension("accel");
+        // The answer depends on the kernel, not on the init.
+        let kernel = image
+            .kernel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let cache = image
+            .initrd
+            .with_file_name(format!("initrd-accel-{kernel}"));
         if let Ok(known) = fs::read_to_string(&cache) {
             return if known.trim() == "kvm" {
                 Accel::Kvm
