@@ -113,3 +113,15 @@ mod tests {
         assert!(device_mtu("no-such-if0").is_err());
     }
 }
+
+/// Closes `fd`, the read side of an exit event that vhost-user-backend
+/// 0.24.0 takes from the port and never closes (it keeps only the raw
+/// number, in an epoll set that is gone once the connection's threads are
+/// joined). Only an eventfd is closed: if the number were anything else,
+/// it would not be that leaked descriptor.
+pub(crate) fn close_leaked_eventfd(fd: std::os::fd::RawFd) {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+    if link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]") {
+        let _ = nix::unistd::close(fd);
+    }
+}

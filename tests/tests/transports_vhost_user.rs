@@ -28,7 +28,10 @@ fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
             va.display()
         ))
         .arg("--port")
-        .arg(format!("vhost-user,name=vb,path={},mtu=1500", vb.display()))
+        .arg(format!(
+            "vhost-user,name=vb,path={},mtu=1500,queues=2",
+            vb.display()
+        ))
         .start(Some(&ns))?;
 
     let mut a = VirtioUml::new("virtio-a", &va, "192.0.2.1/24")

@@ -194,6 +194,8 @@ impl VhostUserPort {
         let backend = NetBackend::new(self.config.clone(), rings, from_guest)
             .map_err(|e| format!("eventfd: {e}"))?;
         let hello = backend.hello.clone();
+        // Declared before the daemon: dropped after it.
+        let _exit_events = backend.exit_events();
         let mut daemon = VhostUserDaemon::new(self.config.name.clone(), backend, mem)
             .map_err(|e| format!("cannot start the device: {e}"))?;
         for h in daemon.get_epoll_handlers() {

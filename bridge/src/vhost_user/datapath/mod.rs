@@ -9,6 +9,7 @@
 //! jumps costs that chain or that batch (counted as `bad_descriptor`, the
 //! port's drop log says so at most once a minute), never the switch.
 
+pub(super) mod control;
 mod rx;
 mod tx;
 
@@ -18,7 +19,7 @@ mod tests;
 pub(super) use rx::ToGuest;
 pub(super) use tx::FromGuest;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use switchyard_switch::gso::{
     VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
@@ -35,9 +36,11 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 /// The guest's memory as the rings see it.
 pub(super) type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
-/// Queue 0 is the guest's receive queue (we fill it), 1 its transmit queue.
+/// Queue 0 is the first pair's receive queue (we fill it), 1 its
+/// transmit queue; pair `i` is queues `2i` and `2i + 1`; with more than
+/// one pair the control queue comes last.
 pub(super) const RX: usize = 0;
-/// The guest's transmit queue (we drain it).
+/// The first pair's transmit queue (we drain it).
 pub(super) const TX: usize = 1;
 
 /// The virtio-net header in front of every frame with VERSION_1 or
@@ -54,6 +57,8 @@ pub(super) struct Rings {
     pub(super) mem: Memory,
     vrings: OnceLock<Vec<VringMutex>>,
     features: AtomicU64,
+    /// Queue pairs the guest uses (VQ_PAIRS_SET on the control queue).
+    pairs: AtomicU16,
 }
 
 impl Rings {
@@ -63,6 +68,7 @@ impl Rings {
             mem,
             vrings: OnceLock::new(),
             features: AtomicU64::new(0),
+            pairs: AtomicU16::new(1),
         }
     }
 
@@ -85,8 +91,22 @@ impl Rings {
         Accepted(self.features.load(Ordering::Acquire))
     }
 
-    fn get(&self, index: usize) -> Option<&VringMutex> {
+    /// Uses `pairs` queue pairs from now on (the guest asked).
+    pub(super) fn use_pairs(&self, pairs: u16) {
+        self.pairs.store(pairs.max(1), Ordering::Release);
+    }
+
+    /// Queue `index` (see [`RX`]).
+    pub(super) fn get(&self, index: usize) -> Option<&VringMutex> {
         self.vrings.get().and_then(|v| v.get(index))
+    }
+
+    /// The receive queue for frames from `ingress`: one port's frames stay
+    /// on one queue, in order; ports are spread over the pairs in use.
+    fn rx_for(&self, ingress: switchyard_switch::port::PortId) -> Option<&VringMutex> {
+        let pairs = usize::from(self.pairs.load(Ordering::Acquire).max(1));
+        let pair = usize::try_from(ingress.0).unwrap_or(0) % pairs;
+        self.get(2 * pair).or_else(|| self.get(RX))
     }
 }
 
