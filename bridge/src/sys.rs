@@ -96,6 +96,18 @@ pub(crate) fn received_fds(fds: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
         .collect()
 }
 
+/// Closes `fd`, the read side of an exit event that vhost-user-backend
+/// 0.24.0 takes from the port and never closes (it keeps only the raw
+/// number, in an epoll set that is gone once the connection's threads are
+/// joined). Only an eventfd is closed: if the number were anything else,
+/// it would not be that leaked descriptor.
+pub(crate) fn close_leaked_eventfd(fd: std::os::fd::RawFd) {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+    if link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]") {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,17 +123,5 @@ mod tests {
     fn loopback_has_an_mtu() {
         assert!(device_mtu("lo").is_ok_and(|m| m >= 68));
         assert!(device_mtu("no-such-if0").is_err());
-    }
-}
-
-/// Closes `fd`, the read side of an exit event that vhost-user-backend
-/// 0.24.0 takes from the port and never closes (it keeps only the raw
-/// number, in an epoll set that is gone once the connection's threads are
-/// joined). Only an eventfd is closed: if the number were anything else,
-/// it would not be that leaked descriptor.
-pub(crate) fn close_leaked_eventfd(fd: std::os::fd::RawFd) {
-    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-    if link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]") {
-        let _ = nix::unistd::close(fd);
     }
 }
