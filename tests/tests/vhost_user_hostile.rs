@@ -16,6 +16,10 @@ use switchyard_tests::{preflight, unique_name, Netns, SwitchCmd, TempDir};
 
 const FRONTEND: &str = env!("CARGO_BIN_EXE_sy-vhost-frontend");
 
+/// Pings between the namespaces during the attacks: 35 s, longer than
+/// the attacks take.
+const PINGS: &str = "700";
+
 /// What an attack must leave behind besides a running switch.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Expect {
@@ -123,7 +127,7 @@ fn a_hostile_frontend_costs_only_its_own_port() -> Result<()> {
                 "-n",
                 "-q",
                 "-c",
-                "400",
+                PINGS,
                 "-i",
                 "0.05",
                 "-W",
@@ -188,7 +192,7 @@ fn a_hostile_frontend_costs_only_its_own_port() -> Result<()> {
     let (sent, got) = ping_counts(&ping.stdout())
         .with_context(|| format!("no ping summary: {}", ping.output()))?;
     ensure!(
-        sent == 400 && got == sent,
+        sent.to_string() == PINGS && got == sent,
         "the pings lost frames: {}",
         ping.stdout()
     );
