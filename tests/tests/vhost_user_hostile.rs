@@ -28,6 +28,9 @@ enum Expect {
     /// Nothing to count: the connection ends, or the attack is refused
     /// before it reaches the rings.
     Survives,
+    /// The switch hangs up on the frontend at once (long before its hold
+    /// ends), saying why in its log.
+    HungUp(&'static str),
 }
 
 /// Every attack of `sy-vhost-frontend`, and what it must cost the port.
@@ -44,6 +47,12 @@ const ATTACKS: &[(&str, Expect)] = &[
     ("loop-short", Expect::Counted),
     // Refused: the relay seals the memfd against shrinking.
     ("shrink", Expect::Survives),
+    // A file that cannot be sealed, cut short under the switch's mapping:
+    // the SIGBUS guard keeps the daemon alive and the port hangs up.
+    (
+        "shrink-unsealed",
+        Expect::HungUp("the frontend cut its memory file short"),
+    ),
     ("disconnect", Expect::Survives),
 ];
 
@@ -144,8 +153,29 @@ fn a_hostile_frontend_costs_only_its_own_port() -> Result<()> {
         // The frontend stays connected for 4 s after its attack: the count
         // is read before it goes (a detached port reads 0), however slowly
         // a loaded machine runs the handshake and the attack.
-        let mut p = frontend(mode, &h, mode, &["--hold-ms", "4000"])?;
+        let (attack, extra): (&str, &[&str]) = match mode {
+            "shrink-unsealed" => ("shrink", &["--no-seal"]),
+            m => (m, &[]),
+        };
+        let args: Vec<&str> = ["--hold-ms", "4000"].iter().chain(extra).copied().collect();
+        let mut p = frontend(mode, &h, attack, &args)?;
         wait_attached(&mut sw, "h", round + 1)?;
+        if let Expect::HungUp(why) = expect {
+            let attached = Instant::now();
+            wait_detached(&mut sw, "h", round + 1)?;
+            ensure!(
+                attached.elapsed() < Duration::from_secs(3),
+                "the switch did not hang up on the {mode} frontend"
+            );
+            ensure!(
+                sw.proc.output().contains(why),
+                "no {why:?} in the switch's log"
+            );
+            sw.assert_running()
+                .with_context(|| format!("after the {mode:?} attack; frontend: {}", p.output()))?;
+            p.wait_exit(Duration::from_secs(15))?;
+            continue;
+        }
         if expect == Expect::Counted {
             let start = Instant::now();
             while bad_descriptors(&ctl, "h") == 0 && start.elapsed() < Duration::from_secs(4) {

@@ -17,7 +17,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -184,8 +184,10 @@ impl VhostUserBackend for NetBackend {
         }
     }
 
-    fn update_memory(&self, _mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
-        // The rings share the library's GuestMemoryAtomic, updated in place.
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+        // The rings share the library's GuestMemoryAtomic, updated in
+        // place; the new regions go under the SIGBUS guard.
+        self.rings.guard.watch(&mem.memory());
         Ok(())
     }
 

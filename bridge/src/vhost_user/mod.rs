@@ -19,6 +19,7 @@ mod datapath;
 mod frontends;
 #[doc(hidden)]
 pub mod fuzzing;
+mod guard;
 mod relay;
 
 pub use config::{parse_mac, parse_queues, VhostUserConfig, VhostUserMode, MAX_QUEUES};

@@ -59,6 +59,8 @@ pub(super) struct Rings {
     features: AtomicU64,
     /// Queue pairs the guest uses (VQ_PAIRS_SET on the control queue).
     pairs: AtomicU16,
+    /// The guest's mappings under the SIGBUS guard.
+    pub(super) guard: super::guard::MemoryGuard,
 }
 
 impl Rings {
@@ -69,6 +71,7 @@ impl Rings {
             vrings: OnceLock::new(),
             features: AtomicU64::new(0),
             pairs: AtomicU16::new(1),
+            guard: super::guard::MemoryGuard::default(),
         }
     }
 

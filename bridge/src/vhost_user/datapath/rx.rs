@@ -71,6 +71,12 @@ impl ToGuest {
                 tracing::debug!("vhost-user: cannot notify the guest: {e}");
             }
         }
+        if self.rings.guard.faulted() {
+            // The port hangs up on this frontend (see `guard`).
+            let why = "the frontend cut its memory file short under the switch's mapping";
+            let gone = std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+            return (sent, Some(SendError::Gone(gone)));
+        }
         (sent, err)
     }
 }

@@ -89,6 +89,10 @@ impl FromGuest {
                 _ => break,
             }
         }
+        if self.rings.guard.faulted() {
+            self.bad("the frontend cut its memory file short under the switch's mapping");
+            self.port.close();
+        }
     }
 
     /// Forwards a batch in order: runs of plain frames together, each
