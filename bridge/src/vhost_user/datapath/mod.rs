@@ -152,36 +152,21 @@ impl Accepted {
     }
 
     /// The header the guest reads in front of a frame described by `hdr`
-    /// (`num_buffers` filled in once the frame is placed).
+    /// (`num_buffers` 1; filled in once the frame is placed).
     fn header_for(self, hdr: &VnetHdr) -> [u8; HDR_LEN] {
-        let mut b = [0u8; HDR_LEN];
         let allowed = if self.has(VIRTIO_NET_F_GUEST_CSUM) {
             F_NEEDS_CSUM | F_DATA_VALID
         } else {
             0
         };
-        b[0] = hdr.flags & allowed;
-        b[1] = hdr.gso_type;
-        b[2..4].copy_from_slice(&hdr.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&hdr.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&hdr.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&hdr.csum_offset.to_le_bytes());
-        b[10..12].copy_from_slice(&1u16.to_le_bytes());
+        let shown = VnetHdr {
+            flags: hdr.flags & allowed,
+            ..*hdr
+        };
+        let mut b = [0u8; HDR_LEN];
+        b[..LEGACY_HDR_LEN].copy_from_slice(&shown.to_le_bytes());
+        b[LEGACY_HDR_LEN..].copy_from_slice(&1u16.to_le_bytes());
         b
-    }
-}
-
-/// The offload metadata of a header the guest wrote (little-endian, as
-/// VERSION_1 says and every legacy guest on a little-endian host writes).
-fn header_from_guest(b: &[u8; LEGACY_HDR_LEN]) -> VnetHdr {
-    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-    VnetHdr {
-        flags: b[0],
-        gso_type: b[1],
-        hdr_len: u16_at(2),
-        gso_size: u16_at(4),
-        csum_start: u16_at(6),
-        csum_offset: u16_at(8),
     }
 }
 
