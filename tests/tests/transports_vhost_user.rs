@@ -8,15 +8,21 @@ use switchyard_tests::transports::{wait_attached, wait_detached, Ctl};
 use switchyard_tests::vhost_user::VirtioUml;
 use switchyard_tests::{preflight, Netns, SwitchCmd, TempDir, Uml};
 
-/// Two virtio-net guests on two vhost-user ports and a guest on the
-/// uml_switch control socket ping around the ring a → b → c → a through
-/// switchyard; both vhost-user ports count frames both ways, so the guests
-/// met through them.
+/// Two virtio-net guests on two vhost-user ports (one with two queue
+/// pairs, so the control queue is in use) and a guest on the uml_switch
+/// control socket ping around the ring a → b → c → a through switchyard,
+/// and the namespace's own stack behind a tap port pings both virtio
+/// guests, small and large (a 6000-byte echo crosses as IP fragments);
+/// both vhost-user ports count frames both ways, so the guests met
+/// through them.
 #[test]
-fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
+fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
     preflight()?;
     let tmp = TempDir::new("tvu")?;
     let ns = Netns::new()?;
+    let tap = switchyard_tests::unique_name("syvt");
+    ns.ip(["tuntap", "add", "dev", &tap, "mode", "tap"])?;
+    ns.addr_up(&tap, "192.0.2.4/24")?;
     let ctl_sock = tmp.join("uml.ctl");
     let (va, vb) = (tmp.join("va.sock"), tmp.join("vb.sock"));
     let ctl = Ctl::new(&tmp.join("control.sock"));
@@ -33,6 +39,8 @@ fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
             "vhost-user,name=vb,path={},mtu=1500,queues=2",
             vb.display()
         ))
+        .arg("--tap")
+        .arg(&tap)
         .start(Some(&ns))?;
 
     let mut a = VirtioUml::new("virtio-a", &va, "192.0.2.1/24")
@@ -49,6 +57,21 @@ fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
     a.wait_ping_ok()?;
     b.wait_ping_ok()?;
     c.wait_ping_ok()?;
+    // The guests linger 30 s after their own pings.
+    for guest in ["192.0.2.1", "192.0.2.2"] {
+        for size in ["56", "6000"] {
+            let mut ping = ns.command("ping");
+            ping.args([
+                "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-s", size, guest,
+            ]);
+            let out = ping.output()?;
+            ensure!(
+                out.status.success(),
+                "ping -s {size} {guest} from behind the tap: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
     ctl.expect_traffic("va")?;
     ctl.expect_traffic("vb")?;
     sw.assert_running()?;
