@@ -73,8 +73,9 @@ pub enum Nic {
 }
 
 impl Nic {
-    /// The `-chardev`/`-netdev` arguments, with netdev id `n0`.
-    fn args(&self) -> Vec<String> {
+    /// The `-chardev`/`-netdev` arguments, with netdev id `n0`;
+    /// `vhost_net` asks for the kernel's vhost-net on a tap.
+    fn args(&self, vhost_net: bool) -> Vec<String> {
         match self {
             Nic::VhostUser { socket, server } => {
                 let mode = if *server {
@@ -95,7 +96,10 @@ impl Nic {
             ],
             Nic::Tap { ifname } => vec![
                 "-netdev".into(),
-                format!("tap,id=n0,ifname={ifname},script=no,downscript=no"),
+                format!(
+                    "tap,id=n0,ifname={ifname},script=no,downscript=no,vhost={}",
+                    if vhost_net { "on" } else { "off" }
+                ),
             ],
         }
     }
@@ -168,6 +172,12 @@ impl Accel {
     }
 }
 
+/// True if the host kernel offers vhost-net (`/dev/vhost-net`) for
+/// [`QemuGuest::vhost_net`].
+pub fn vhost_net_available() -> bool {
+    Path::new("/dev/vhost-net").exists()
+}
+
 /// Set to `tcg` or `kvm` to choose the accelerator without the probe.
 pub const ACCEL_ENV: &str = "SWITCHYARD_QEMU_ACCEL";
 
@@ -215,6 +225,7 @@ pub struct QemuGuest {
     nic: Nic,
     mac: String,
     accel: Accel,
+    vhost_net: bool,
     params: Vec<(String, String)>,
 }
 
@@ -229,6 +240,7 @@ impl QemuGuest {
             nic,
             mac: mac.to_string(),
             accel: Accel::Tcg,
+            vhost_net: false,
             params: vec![("IP0".into(), cidr.into())],
         }
     }
@@ -297,6 +309,14 @@ impl QemuGuest {
         self
     }
 
+    /// On a [`Nic::Tap`], moves the frames with the kernel's vhost-net
+    /// (`vhost=on`) instead of QEMU's own virtio backend; see
+    /// [`vhost_net_available`].
+    pub fn vhost_net(mut self) -> QemuGuest {
+        self.vhost_net = true;
+        self
+    }
+
     /// The kernel command line words for the init.
     fn cmdline_params(&self) -> String {
         self.params
@@ -315,7 +335,7 @@ impl QemuGuest {
             None => Command::new(&qemu),
         };
         base_args(&mut cmd, &self.image, self.accel, &self.cmdline_params());
-        cmd.args(self.nic.args())
+        cmd.args(self.nic.args(self.vhost_net))
             .arg("-device")
             // vectors=0: QEMU 7.2's MSI-X code crashes with TCG and
             // vhost-user otherwise; the default offloads stay on.
