@@ -1,6 +1,8 @@
 //! An idle switch sleeps with no timer armed: every thread of the daemon
 //! that waits in `epoll_wait` waits without a timeout, with unix ports
-//! attached, the control socket and the metrics endpoint on.
+//! attached, a vhost-user guest connected (it has sent and been sent
+//! frames, then stays quiet), the control socket and the metrics endpoint
+//! on.
 //!
 //! Why it matters: on a virtual machine arming and cancelling a timer on
 //! every sleep costs each frame microseconds, and each microsecond shows
@@ -11,11 +13,14 @@
 //!
 //! The metrics address is inside the test's own network namespace.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use switchyard_tests::process::{Proc, Stdin};
 use switchyard_tests::proto::{self, Client};
 use switchyard_tests::scenarios::pass_frame;
+use switchyard_tests::transports::wait_attached;
 use switchyard_tests::{preflight, Netns, SwitchCmd, TempDir};
 
 const METRICS: &str = "127.0.0.1:9590";
@@ -72,13 +77,23 @@ fn an_idle_switch_sleeps_without_a_timer() -> Result<()> {
     let ns = Netns::new()?;
     let dir = tmp.join("vde");
     let ctl = tmp.join("control.sock");
+    let vhost = tmp.join("v.sock");
     let mut sw = SwitchCmd::native()?
         .vde(&dir)
         .arg("--control")
         .arg(&ctl)
         .arg("--metrics")
         .arg(METRICS)
+        .arg("--port")
+        .arg(format!("vhost-user,name=v,path={}", vhost.display()))
         .start(Some(&ns))?;
+    // A quiet guest: 20 frames, then connected and silent for a minute.
+    let mut frontend = Command::new(env!("CARGO_BIN_EXE_sy-vhost-frontend"));
+    frontend
+        .arg(&vhost)
+        .args(["good", "--frames", "20", "--linger-ms", "60000"]);
+    let mut guest = Proc::spawn("vhost-user guest", frontend, Stdin::Null)?;
+    wait_attached(&mut sw, "v", 1)?;
     let scratch = tmp.path().to_path_buf();
     let (a, b) = ns.run(|| -> Result<(Client, Client)> {
         Ok((
@@ -121,6 +136,12 @@ fn an_idle_switch_sleeps_without_a_timer() -> Result<()> {
         names.contains(&"switchyard-data") && names.contains(&"switchyard"),
         "expected the runtime thread and the data plane thread in epoll_wait, saw {names:?}"
     );
+    // The vhost-user device's worker (vhost-user-backend's name).
+    ensure!(
+        names.contains(&"vring_worker"),
+        "expected the vhost-user port's worker in epoll_wait, saw {names:?}"
+    );
+    let _ = guest.kill();
     sw.assert_running()?;
     Ok(())
 }
