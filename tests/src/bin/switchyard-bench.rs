@@ -51,7 +51,8 @@ options:
   --iperf-reps N      repetitions of iperf3_tap (default 3, at most --reps;
                       each is a 5 s TCP run, and one run's rate moves by
                       +-25 % from run to run)
-  --uml-reps N        repetitions of uml_tcp (default 2, at most --reps; each
+  --uml-reps N        repetitions of uml_tcp and uml_virtio_tcp (default 2,
+                      at most --reps; each
                       boots two UML guests, ~7.5 s per switch)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
                       vde_switch) and/or measurements; repeatable:
@@ -72,6 +73,10 @@ options:
                         uml_tcp        TCP (iperf3) between two User-mode Linux
                                        guests on the daemon transport (needs
                                        user-mode-linux and iperf3)
+                        uml_virtio_tcp switchyard only: the same two guests on
+                                       virtio_uml, one vhost-user port each
+                                       (compared with uml_tcp in a table
+                                       of its own)
                         fdb_64k        64 B A->B after 65,536 source MACs
                                        (switchyard without a per-port limit)
                         mac_flood      64 B A->B alone, while C sends 20 k
@@ -366,7 +371,15 @@ fn run_one(
         return Ok(measure::Sample::MacNat(macnat::run(&setup, rep, cfg)?));
     }
     let with_taps: Vec<String>;
-    let extra = if m == Measurement::Iperf {
+    let extra = if m == Measurement::UmlVirtioTcp {
+        check_switchyard_port(exe, m, "vhost-user")?;
+        with_taps = extra
+            .iter()
+            .cloned()
+            .chain(uml::virtio_ports(tmp, &tag))
+            .collect();
+        &with_taps[..]
+    } else if m == Measurement::Iperf {
         // Each switch opens the two taps itself (switchyard with its
         // offloads, vde_switch with its -t), and the run moves them into
         // the iperf3 namespaces.
@@ -422,6 +435,22 @@ fn check_switchyard_knows(exe: &Path, m: Measurement) -> Result<()> {
     Ok(())
 }
 
+/// Fail with a clear message when this switchyard binary has no port of
+/// type `port`, which measurement `m` needs.
+fn check_switchyard_port(exe: &Path, m: Measurement, port: &str) -> Result<()> {
+    let help = world::probe_output(exe, &["--help"]).unwrap_or_default();
+    if !help.contains(port) {
+        bail!(
+            "{} needs switchyard's {port} port, which `{} --help` does not list: rebuild \
+             switchyard (cargo build --release -p switchyard-cli) or leave {} out with --only",
+            m.name(),
+            exe.display(),
+            m.name()
+        );
+    }
+    Ok(())
+}
+
 fn summary(s: &measure::Sample) -> String {
     let cpu = |c: Option<f64>| c.map_or("?".into(), |c| format!("{c:.0}%"));
     match s {
@@ -457,10 +486,11 @@ fn summary(s: &measure::Sample) -> String {
             cpu(t.switch_cpu_pct)
         ),
         measure::Sample::UmlTcp(t) => format!(
-            "{:.0} Mbit/s, {} retransmits, sending guest's tx_dropped {}",
+            "{:.0} Mbit/s, {} retransmits, sending guest's tx_dropped {}, switch CPU {}",
             t.bits_per_s / 1e6,
             t.retransmits,
-            t.tx_dropped
+            t.tx_dropped,
+            cpu(t.switch_cpu_pct)
         ),
         measure::Sample::MacFlood(m) => format!(
             "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
@@ -576,7 +606,20 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                  (net.unix.max_dgram_qlen) does not tail-drop TCP segments; the loss that \
                  remains shows up as the sending guest's tx_dropped. Retransmissions above \
                  tx_dropped are frames lost further on (uml_switch and vde_switch drop a \
-                 frame for a full guest) or spurious (timeouts on a busy machine).",
+                 frame for a full guest) or spurious (timeouts on a busy machine). Switch \
+                 CPU is counted from the client's start of iperf3 to its result (seen on its \
+                 console), per Gbit/s: % of one core ÷ Gbit/s.",
+                cfg.iperf_time.as_secs_f64(),
+                cfg.uml_reps
+            )),
+            Measurement::UmlVirtioTcp => notes.push(format!(
+                "UML guests on vhost-user (uml_virtio_tcp): the guests of uml_tcp, booted with \
+                 `virtio_uml.device=SOCK:1` instead of `eth0=daemon`, on switchyard started \
+                 with one `--port vhost-user,path=SOCK,mac=MAC` per guest; their init loads \
+                 failover.ko, net_failover.ko and virtio_net.ko from /usr/lib/uml/modules. \
+                 Same addresses, same `iperf3 -c -t {} -J` client → server, {} run(s) \
+                 (--uml-reps), right after uml_tcp in each repetition; the guest table \
+                 compares the two transports through switchyard.",
                 cfg.iperf_time.as_secs_f64(),
                 cfg.uml_reps
             )),
@@ -633,11 +676,16 @@ fn real_main(args: Args) -> Result<bool> {
         None
     };
 
-    let linux = if args.measurements.contains(&Measurement::UmlTcp) {
+    let uml_virtio = args.measurements.contains(&Measurement::UmlVirtioTcp);
+    let linux = if args.measurements.contains(&Measurement::UmlTcp) || uml_virtio {
         world::find_in_path("iperf3").context(
             "iperf3 is not installed (needed by uml_tcp, inside the guests): `apt-get install \
              iperf3` (tests/bench/run.sh does that), or leave uml_tcp out with --only",
         )?;
+        if uml_virtio {
+            switchyard_tests::vhost_user::virtio_modules()
+                .context("uml_virtio_tcp needs virtio_net.ko for the UML kernel")?;
+        }
         Some(uml::find_linux()?)
     } else {
         None
@@ -697,7 +745,7 @@ fn real_main(args: Args) -> Result<bool> {
         .collect();
     let reps_of = |m: Measurement| match m {
         Measurement::Iperf => args.iperf_reps,
-        Measurement::UmlTcp => args.uml_reps,
+        Measurement::UmlTcp | Measurement::UmlVirtioTcp => args.uml_reps,
         Measurement::Latency | Measurement::LatencyBusyPoll => args.latency_reps,
         _ => args.reps,
     };

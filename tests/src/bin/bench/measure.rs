@@ -34,6 +34,8 @@ pub enum Measurement {
     Iperf,
     /// TCP between two UML guests on the daemon transport.
     UmlTcp,
+    /// The same two guests on virtio_uml, switchyard's vhost-user ports.
+    UmlVirtioTcp,
     Fdb64k,
     /// A→B while another port sends from 100,000 chosen source MACs.
     MacFlood,
@@ -41,7 +43,7 @@ pub enum Measurement {
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 13] = [
+    pub const ALL: [Measurement; 14] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -52,6 +54,7 @@ impl Measurement {
         Measurement::Paced1514,
         Measurement::Iperf,
         Measurement::UmlTcp,
+        Measurement::UmlVirtioTcp,
         Measurement::Fdb64k,
         Measurement::MacFlood,
         Measurement::MacNatPcap,
@@ -70,6 +73,7 @@ impl Measurement {
             Measurement::Paced1514 => "cpu_100k_1514",
             Measurement::Iperf => "iperf3_tap",
             Measurement::UmlTcp => "uml_tcp",
+            Measurement::UmlVirtioTcp => "uml_virtio_tcp",
             Measurement::Fdb64k => "fdb_64k",
             Measurement::MacFlood => "mac_flood",
             Measurement::MacNatPcap => "macnat_pcap",
@@ -89,6 +93,9 @@ impl Measurement {
             }
             (Measurement::LatencyBusyPoll, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
                 Some(NO_BUSY_POLL)
+            }
+            (Measurement::UmlVirtioTcp, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
+                Some(NO_VHOST_USER)
             }
             _ => None,
         }
@@ -123,7 +130,7 @@ impl Measurement {
             Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
             // Two guests boot (~1.5 s at once on 2 cores), warm up, and
             // power off.
-            Measurement::UmlTcp => cfg.iperf_time.as_secs_f64() + 2.5,
+            Measurement::UmlTcp | Measurement::UmlVirtioTcp => cfg.iperf_time.as_secs_f64() + 2.5,
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacFlood => 3.0 * window + 2.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
@@ -140,6 +147,9 @@ pub const BUSY_POLL: &str = "20us";
 /// Why uml_switch and vde_switch sit out `latency_busy_poll`.
 pub const NO_BUSY_POLL: &str = "uml_switch and vde_switch have no busy-poll option; the \
      busy-poll rows show their `latency` values instead (— when latency did not run).";
+
+/// Why uml_switch and vde_switch sit out the vhost-user measurements.
+pub const NO_VHOST_USER: &str = "uml_switch and vde_switch have no vhost-user port.";
 
 /// Knobs shared by all measurements.
 #[derive(Clone, Debug)]
@@ -303,7 +313,8 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
             target_fps: cfg.paced_fps,
         },
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
-        Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg)?),
+        Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Daemon)?),
+        Measurement::UmlVirtioTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Virtio)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
         Measurement::MacFlood => Sample::MacFlood(mac_flood::run(ctl, pid, cfg)?),
         // It starts its own switches, one per MAC-NAT setting.

@@ -1,6 +1,7 @@
 //! Modules of the `switchyard-bench` load generator.
 
 pub mod flows;
+pub mod guests;
 pub mod json;
 pub mod mac_flood;
 pub mod macnat;
