@@ -9,10 +9,13 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 deploy/setup.sh
 export DEBIAN_FRONTEND=noninteractive
+# busybox-static (it provides busybox) goes into the QEMU guests' initramfs;
+# linux-image-amd64 is their kernel (tests/src/qemu.rs).
 $SUDO apt-get install -y -qq --no-install-recommends \
     iproute2 iputils-ping procps psmisc kmod tcpdump \
     user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus \
-    passt udhcpc busybox curl dnsmasq-base nftables ethtool iperf3 iputils-arping >/dev/null
+    passt udhcpc busybox-static curl dnsmasq-base nftables ethtool iperf3 iputils-arping \
+    linux-image-amd64 cpio >/dev/null
 if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi

@@ -9,13 +9,16 @@
 //! * [`netns::Netns`]: a fresh network namespace; deleted on drop.
 //! * [`process::Proc`]: a child in its own process group; the group is
 //!   SIGKILLed and the child reaped on drop (UML helpers included).
-//! * [`switch::Switch`], [`uml::Guest`]: wrappers around a `Proc`.
+//! * [`switch::Switch`], [`uml::Guest`], [`qemu::RunningQemu`]: wrappers
+//!   around a `Proc`.
 //!
 //! Declare guards in the order temp dir, namespaces, switch, clients: Rust
 //! drops locals in reverse order, so clients die first.
 //!
 //! Requirements: root, and the Debian packages user-mode-linux, uml-utilities,
-//! vde2, vdeplug, qemu-system-x86, iproute2, iputils-ping. A missing piece
+//! vde2, vdeplug, qemu-system-x86, iproute2, iputils-ping; for the QEMU
+//! guests of [`qemu`] also linux-image-amd64, busybox-static, cpio and
+//! iperf3 (tests/run.sh installs them all). A missing piece
 //! makes the tests fail, never skip. The daemon is looked up next to the test
 //! executable (`target/<profile>/switchyard`); build it first.
 //!
@@ -30,6 +33,7 @@ pub mod netns;
 pub mod ops;
 pub mod process;
 pub mod proto;
+pub mod qemu;
 pub mod raw;
 pub mod scenarios;
 pub mod switch;

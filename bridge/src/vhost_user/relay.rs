@@ -1,9 +1,17 @@
 //! A relay between the frontend's connection and rust-vmm's backend, on
 //! the vhost-user message stream only (the rings and kicks never pass
 //! here). It forwards every message with its descriptors unchanged except
-//! for one frontend quirk: UML's `virtio_uml` sends SET_MEM_TABLE with room
-//! for two regions whatever it fills in, which `vhost` rejects as a bad
-//! size, so the unused tail is cut off.
+//! for two frontend quirks:
+//!
+//! * UML's `virtio_uml` sends SET_MEM_TABLE with room for two regions
+//!   whatever it fills in, which `vhost` rejects as a bad size, so the
+//!   unused tail is cut off.
+//! * QEMU (7.2 at least) sends SET_VRING_ENABLE before SET_FEATURES has
+//!   acknowledged PROTOCOL_FEATURES (when the NIC is realized, and again
+//!   when the driver starts it), which `vhost` rejects, ending the
+//!   connection. Such a message is held back (and acknowledged if QEMU
+//!   asked for a reply), and the last state of each ring is passed on
+//!   right after the SET_FEATURES that acknowledges PROTOCOL_FEATURES.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -20,6 +28,16 @@ const MAX_PAYLOAD: usize = 0x1000 + 64;
 const MAX_FDS: usize = 32;
 /// VHOST_USER_SET_MEM_TABLE.
 const SET_MEM_TABLE: u32 = 5;
+/// VHOST_USER_SET_FEATURES.
+const SET_FEATURES: u32 = 2;
+/// VHOST_USER_SET_VRING_ENABLE.
+const SET_VRING_ENABLE: u32 = 18;
+/// VHOST_USER_F_PROTOCOL_FEATURES, in SET_FEATURES.
+const PROTOCOL_FEATURES: u64 = 1 << 30;
+/// Header flags: protocol version 1, a reply, a reply wanted.
+const FLAG_VERSION: u32 = 0x1;
+const FLAG_REPLY: u32 = 0x4;
+const FLAG_NEED_REPLY: u32 = 0x8;
 /// Bytes before the regions of SET_MEM_TABLE, and per region.
 const MEM_HEADER: usize = 8;
 const MEM_REGION: usize = 32;
@@ -31,16 +49,23 @@ struct Message {
 }
 
 /// Copies messages from `from` to `to` until either side closes; then
-/// shuts both down so the other direction ends too.
+/// shuts both down so the other direction ends too. `fix` is set for the
+/// frontend-to-backend direction, where the quirks are mended.
 pub(super) fn pump(from: &UnixStream, to: &UnixStream, fix: bool) -> io::Result<()> {
     let mut buf = vec![0u8; HEADER + MAX_PAYLOAD];
+    let mut early = EarlyEnables::default();
     let result = loop {
         match read_message(from, &mut buf) {
             Ok(Some(mut m)) => {
                 if fix {
                     fix_mem_table(&mut m);
                 }
-                if let Err(e) = write_message(to, &m) {
+                let step = if fix {
+                    early.pass(m, from, to)
+                } else {
+                    write_message(to, &m)
+                };
+                if let Err(e) = step {
                     break Err(e);
                 }
             }
@@ -123,6 +148,78 @@ fn write_message(sock: &UnixStream, m: &Message) -> io::Result<()> {
     Ok(())
 }
 
+/// Ring states QEMU set before PROTOCOL_FEATURES was acknowledged.
+#[derive(Default)]
+struct EarlyEnables {
+    /// SET_FEATURES has acknowledged PROTOCOL_FEATURES.
+    acked: bool,
+    /// (ring, enable) held back, the latest per ring.
+    held: Vec<(u32, u32)>,
+}
+
+impl EarlyEnables {
+    /// Passes `m` from the frontend (`from`) to the backend (`to`), or
+    /// holds it back if it is an early SET_VRING_ENABLE.
+    fn pass(&mut self, m: Message, from: &UnixStream, to: &UnixStream) -> io::Result<()> {
+        let request = word(&m.buf, 0);
+        let flags = word(&m.buf, 4);
+        if request == SET_VRING_ENABLE && !self.acked && m.buf.len() >= HEADER + 8 {
+            let (ring, num) = (word(&m.buf, HEADER), word(&m.buf, HEADER + 4));
+            self.held.retain(|(r, _)| *r != ring);
+            self.held.push((ring, num));
+            if flags & FLAG_NEED_REPLY != 0 {
+                write_message(from, &reply(SET_VRING_ENABLE, 0))?;
+            }
+            return Ok(());
+        }
+        if request == SET_FEATURES && m.buf.len() >= HEADER + 8 {
+            let low = u64::from(word(&m.buf, HEADER));
+            let high = u64::from(word(&m.buf, HEADER + 4));
+            self.acked = (low | high << 32) & PROTOCOL_FEATURES != 0;
+            write_message(to, &m)?;
+            if self.acked {
+                for (ring, num) in std::mem::take(&mut self.held) {
+                    write_message(to, &vring_enable(ring, num))?;
+                }
+            }
+            return Ok(());
+        }
+        write_message(to, &m)
+    }
+}
+
+/// The little-endian u32 at `at` (the caller checked the length).
+fn word(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+/// A reply to `request` carrying the u64 `value` (0: success).
+fn reply(request: u32, value: u64) -> Message {
+    let mut buf = Vec::with_capacity(HEADER + 8);
+    buf.extend_from_slice(&request.to_le_bytes());
+    buf.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
+    buf.extend_from_slice(&8u32.to_le_bytes());
+    buf.extend_from_slice(&value.to_le_bytes());
+    Message {
+        buf,
+        fds: Vec::new(),
+    }
+}
+
+/// SET_VRING_ENABLE for `ring`, no reply wanted.
+fn vring_enable(ring: u32, num: u32) -> Message {
+    let mut buf = Vec::with_capacity(HEADER + 8);
+    buf.extend_from_slice(&SET_VRING_ENABLE.to_le_bytes());
+    buf.extend_from_slice(&FLAG_VERSION.to_le_bytes());
+    buf.extend_from_slice(&8u32.to_le_bytes());
+    buf.extend_from_slice(&ring.to_le_bytes());
+    buf.extend_from_slice(&num.to_le_bytes());
+    Message {
+        buf,
+        fds: Vec::new(),
+    }
+}
+
 /// Cuts a SET_MEM_TABLE payload down to the regions it says it has.
 fn fix_mem_table(m: &mut Message) {
     let request = u32::from_le_bytes([m.buf[0], m.buf[1], m.buf[2], m.buf[3]]);
@@ -159,6 +256,76 @@ mod tests {
         fix_mem_table(&mut m);
         assert_eq!(m.buf.len(), HEADER + MEM_HEADER + MEM_REGION);
         assert_eq!(m.buf[8] as usize, MEM_HEADER + MEM_REGION);
+    }
+
+    /// A SET_VRING_ENABLE message as QEMU sends it.
+    fn enable(ring: u32, num: u32, flags: u32) -> Message {
+        let mut m = vring_enable(ring, num);
+        m.buf[4..8].copy_from_slice(&flags.to_le_bytes());
+        m
+    }
+
+    fn set_features(value: u64) -> Message {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&SET_FEATURES.to_le_bytes());
+        buf.extend_from_slice(&FLAG_VERSION.to_le_bytes());
+        buf.extend_from_slice(&8u32.to_le_bytes());
+        buf.extend_from_slice(&value.to_le_bytes());
+        Message {
+            buf,
+            fds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn early_ring_enables_wait_for_the_protocol_features() {
+        let (frontend, relay_front) = UnixStream::pair().expect("pair");
+        let (relay_back, backend) = UnixStream::pair().expect("pair");
+        let mut early = EarlyEnables::default();
+        early
+            .pass(enable(0, 1, FLAG_VERSION), &relay_front, &relay_back)
+            .expect("held");
+        early
+            .pass(
+                enable(1, 0, FLAG_VERSION | FLAG_NEED_REPLY),
+                &relay_front,
+                &relay_back,
+            )
+            .expect("held");
+        early
+            .pass(enable(1, 1, FLAG_VERSION), &relay_front, &relay_back)
+            .expect("held");
+        let mut buf = vec![0u8; HEADER + MAX_PAYLOAD];
+        let ack = read_message(&frontend, &mut buf)
+            .expect("read")
+            .expect("an ack");
+        assert_eq!(ack.buf, reply(SET_VRING_ENABLE, 0).buf);
+        early
+            .pass(
+                set_features(PROTOCOL_FEATURES | 1 << 32),
+                &relay_front,
+                &relay_back,
+            )
+            .expect("passed");
+        let got: Vec<Vec<u8>> = (0..3)
+            .map(|_| {
+                read_message(&backend, &mut buf)
+                    .expect("read")
+                    .expect("a message")
+                    .buf
+            })
+            .collect();
+        assert_eq!(got[0], set_features(PROTOCOL_FEATURES | 1 << 32).buf);
+        assert_eq!(got[1], vring_enable(0, 1).buf);
+        assert_eq!(got[2], vring_enable(1, 1).buf);
+        // From now on enables pass as they come.
+        early
+            .pass(enable(0, 0, FLAG_VERSION), &relay_front, &relay_back)
+            .expect("passed");
+        let later = read_message(&backend, &mut buf)
+            .expect("read")
+            .expect("a message");
+        assert_eq!(later.buf, vring_enable(0, 0).buf);
     }
 
     #[test]
