@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use bench::json::Json;
 use bench::macnat;
 use bench::measure::{self, Config, Measurement};
+use bench::qemu;
 use bench::report::{self, Outcome, Results};
 use bench::sys;
 use bench::tcp;
@@ -77,6 +78,18 @@ options:
                                        virtio_uml, one vhost-user port each
                                        (compared with uml_tcp in a table
                                        of its own)
+                        qemu_vhost_user
+                                       switchyard only: TCP (iperf3, 1 and 4
+                                       streams, both directions) between two
+                                       QEMU guests (TCG, 1 vCPU, 256 MB) on
+                                       vhost-user ports (needs
+                                       qemu-system-x86, linux-image-amd64,
+                                       busybox-static and iperf3)
+                        qemu_vde       the same on -netdev vde (switchyard's
+                                       --vde directory, vde_switch's -s)
+                        qemu_bridge    the same on two taps of a Linux bridge
+                                       (no switch; runs in switchyard's
+                                       column); the qemu_* rows share a table
                         fdb_64k        64 B A->B after 65,536 source MACs
                                        (switchyard without a per-port limit)
                         mac_flood      64 B A->B alone, while C sends 20 k
@@ -87,6 +100,9 @@ options:
                                        pair with MAC-NAT off vs on, 64 B
                                        IPv4/UDP guest->LAN and LAN->guest
                                        (needs nft, from nftables)
+  --qemu-reps N       repetitions of the qemu_* rows (default 1, at most
+                      --reps; each boots six TCG guests and runs iperf3 four
+                      times, both directions with 1 and 4 streams)
   --json PATH         JSON output (default target/bench/results.json)
   --netns NAME        name of the namespace to create (default swbench-<pid>)
   --logs DIR          keep each switch's stdout/stderr in DIR
@@ -104,6 +120,7 @@ struct Args {
     iperf_time: f64,
     iperf_reps: usize,
     uml_reps: usize,
+    qemu_reps: usize,
     latency_reps: usize,
     switches: Vec<SwitchKind>,
     measurements: Vec<Measurement>,
@@ -124,6 +141,7 @@ fn parse_args() -> Result<Option<Args>> {
         iperf_time: 5.0,
         iperf_reps: 3,
         uml_reps: 2,
+        qemu_reps: 1,
         latency_reps: 0,
         switches: Vec::new(),
         measurements: Vec::new(),
@@ -178,6 +196,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--iperf-time" => a.iperf_time = secs(value()?)?,
             "--iperf-reps" => a.iperf_reps = count(value()?)?,
             "--uml-reps" => a.uml_reps = count(value()?)?,
+            "--qemu-reps" => a.qemu_reps = count(value()?)?,
             "--latency-reps" => a.latency_reps = count(value()?)?,
             "--json" => a.json = PathBuf::from(value()?),
             "--netns" => a.netns = value()?,
@@ -211,6 +230,7 @@ fn parse_args() -> Result<Option<Args>> {
     a.switches.dedup();
     a.iperf_reps = a.iperf_reps.min(a.reps);
     a.uml_reps = a.uml_reps.min(a.reps);
+    a.qemu_reps = a.qemu_reps.min(a.reps);
     if a.latency_reps == 0 {
         a.latency_reps = 3 * a.reps;
     }
@@ -357,6 +377,17 @@ fn run_one(
     } else {
         &[]
     };
+    if m == Measurement::QemuBridge {
+        // The kernel's bridge: no switch to start.
+        let target = measure::Target {
+            ctl: tmp,
+            pid: 0,
+            workdir: tmp,
+            tag: &tag,
+            netns,
+        };
+        return measure::run(m, &target, cfg);
+    }
     if m == Measurement::MacNatPcap {
         let tools =
             macnat_tools.context("macnat_pcap: its tools were not checked at start-up (a bug)")?;
@@ -371,7 +402,22 @@ fn run_one(
         return Ok(measure::Sample::MacNat(macnat::run(&setup, rep, cfg)?));
     }
     let with_taps: Vec<String>;
-    let extra = if m == Measurement::UmlVirtioTcp {
+    let qemu_setup = match m {
+        Measurement::QemuVhostUser => Some(qemu::Setup::VhostUser),
+        Measurement::QemuVde => Some(qemu::Setup::Vde),
+        _ => None,
+    };
+    let extra = if let (Some(setup), SwitchKind::Switchyard) = (qemu_setup, kind) {
+        if setup == qemu::Setup::VhostUser {
+            check_switchyard_port(exe, m, "vhost-user")?;
+        }
+        with_taps = extra
+            .iter()
+            .cloned()
+            .chain(qemu::switchyard_args(setup, tmp, &tag))
+            .collect();
+        &with_taps[..]
+    } else if m == Measurement::UmlVirtioTcp {
         check_switchyard_port(exe, m, "vhost-user")?;
         with_taps = extra
             .iter()
@@ -492,6 +538,21 @@ fn summary(s: &measure::Sample) -> String {
             t.tx_dropped,
             cpu(t.switch_cpu_pct)
         ),
+        measure::Sample::QemuTcp(q) => q
+            .runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}x{} from .{}: {:.2} Gbit/s (CPU {})",
+                    r.streams,
+                    if r.streams == 1 { "stream" } else { "streams" },
+                    r.sender + 1,
+                    r.bits_per_s / 1e9,
+                    cpu(r.switch_cpu_pct)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
         measure::Sample::MacFlood(m) => format!(
             "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
              {:.1}% against one-MAC C), attacker {:.1} kframes/s, bystander kept: {}",
@@ -623,6 +684,33 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                 cfg.iperf_time.as_secs_f64(),
                 cfg.uml_reps
             )),
+            Measurement::QemuVhostUser => notes.push(format!(
+                "QEMU guests (qemu_vhost_user, qemu_vde, qemu_bridge): Debian's \
+                 linux-image-amd64 kernel with a busybox initramfs (tests/src/qemu.rs), TCG, \
+                 1 vCPU, 256 MB in a shared memfd, one virtio-net NIC (vectors=0), \
+                 192.0.2.1/24 and 192.0.2.2/24 in the benchmark's namespace. Per run a server \
+                 guest (`iperf3 -s`) boots on one side and client guests on the other run \
+                 `iperf3 -c -t {} -P 1`, then `-P 4`; then the sides swap; the table shows \
+                 the mean of the two directions (JSON: each), {} run(s) (--qemu-reps). \
+                 qemu_vhost_user: switchyard with one `--port vhost-user,path=SOCK,mac=MAC` \
+                 per guest, QEMU `-chardev socket,reconnect=1` + `-netdev vhost-user`. \
+                 Switch CPU: the switch process's CPU time from the client's SY_READY to its \
+                 result, over iperf3's seconds.",
+                cfg.iperf_time.as_secs(),
+                cfg.qemu_reps
+            )),
+            Measurement::QemuVde => notes.push(
+                "qemu_vde: QEMU `-netdev vde,sock=DIR` on switchyard's `--vde DIR` (a unix \
+                 port per guest) or vde_switch's `-s DIR`."
+                    .to_owned(),
+            ),
+            Measurement::QemuBridge => notes.push(
+                "qemu_bridge: two persistent taps on a Linux bridge in the benchmark's \
+                 namespace, QEMU `-netdev tap,ifname=TAP` with its own virtio backend \
+                 (vnet_hdr and the guest's offloads on; this kernel has no vhost-net), no \
+                 switch process."
+                    .to_owned(),
+            ),
             Measurement::Fdb64k => notes.push(format!(
                 "64 k MACs: after A, B and C attach, C sends one 64 B frame (to itself) from \
                  each of {} more source MACs, so the switch has seen {} in all; A then sends \
@@ -691,6 +779,13 @@ fn real_main(args: Args) -> Result<bool> {
         None
     };
 
+    let wants_qemu = args.measurements.iter().any(|m| {
+        matches!(
+            m,
+            Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge
+        )
+    });
+
     let macnat_tools = if args.measurements.contains(&Measurement::MacNatPcap)
         && exes.iter().any(|(k, _)| *k == SwitchKind::Switchyard)
     {
@@ -706,6 +801,12 @@ fn real_main(args: Args) -> Result<bool> {
     if let Some(d) = &args.logs {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    let qemu_image = if wants_qemu {
+        eprintln!("switchyard-bench: building the QEMU guest image");
+        Some(qemu::image(&tmp.path().join("qemu-image"))?)
+    } else {
+        None
+    };
 
     let date = report::utc_now();
     let load1: f64 = std::fs::read_to_string("/proc/loadavg")
@@ -735,6 +836,8 @@ fn real_main(args: Args) -> Result<bool> {
         iperf3,
         uml_reps: args.uml_reps,
         linux,
+        qemu_reps: args.qemu_reps,
+        qemu_image,
     };
 
     let runs: Vec<(Measurement, SwitchKind)> = args
@@ -746,6 +849,9 @@ fn real_main(args: Args) -> Result<bool> {
     let reps_of = |m: Measurement| match m {
         Measurement::Iperf => args.iperf_reps,
         Measurement::UmlTcp | Measurement::UmlVirtioTcp => args.uml_reps,
+        Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge => {
+            args.qemu_reps
+        }
         Measurement::Latency | Measurement::LatencyBusyPoll => args.latency_reps,
         _ => args.reps,
     };
@@ -923,6 +1029,7 @@ fn real_main(args: Args) -> Result<bool> {
                 .with("iperf_time_s", args.iperf_time)
                 .with("iperf_reps", args.iperf_reps)
                 .with("uml_reps", args.uml_reps)
+                .with("qemu_reps", args.qemu_reps)
                 .with("latency_reps", args.latency_reps)
                 .with("elapsed_s", elapsed)
                 .with(

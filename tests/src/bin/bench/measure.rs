@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
 use super::world::SwitchKind;
-use super::{flows, mac_flood, macnat, tcp, uml};
+use super::{flows, mac_flood, macnat, qemu, tcp, uml};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,6 +36,12 @@ pub enum Measurement {
     UmlTcp,
     /// The same two guests on virtio_uml, switchyard's vhost-user ports.
     UmlVirtioTcp,
+    /// TCP between two QEMU guests on switchyard's vhost-user ports.
+    QemuVhostUser,
+    /// The same on `-netdev vde` (switchyard's VDE directory, vde_switch).
+    QemuVde,
+    /// The same on taps on a Linux bridge (no switch process).
+    QemuBridge,
     Fdb64k,
     /// A→B while another port sends from 100,000 chosen source MACs.
     MacFlood,
@@ -43,7 +49,7 @@ pub enum Measurement {
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 14] = [
+    pub const ALL: [Measurement; 17] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -55,6 +61,9 @@ impl Measurement {
         Measurement::Iperf,
         Measurement::UmlTcp,
         Measurement::UmlVirtioTcp,
+        Measurement::QemuVhostUser,
+        Measurement::QemuVde,
+        Measurement::QemuBridge,
         Measurement::Fdb64k,
         Measurement::MacFlood,
         Measurement::MacNatPcap,
@@ -74,6 +83,9 @@ impl Measurement {
             Measurement::Iperf => "iperf3_tap",
             Measurement::UmlTcp => "uml_tcp",
             Measurement::UmlVirtioTcp => "uml_virtio_tcp",
+            Measurement::QemuVhostUser => "qemu_vhost_user",
+            Measurement::QemuVde => "qemu_vde",
+            Measurement::QemuBridge => "qemu_bridge",
             Measurement::Fdb64k => "fdb_64k",
             Measurement::MacFlood => "mac_flood",
             Measurement::MacNatPcap => "macnat_pcap",
@@ -94,8 +106,13 @@ impl Measurement {
             (Measurement::LatencyBusyPoll, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
                 Some(NO_BUSY_POLL)
             }
-            (Measurement::UmlVirtioTcp, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
-                Some(NO_VHOST_USER)
+            (
+                Measurement::UmlVirtioTcp | Measurement::QemuVhostUser,
+                SwitchKind::UmlSwitch | SwitchKind::VdeSwitch,
+            ) => Some(NO_VHOST_USER),
+            (Measurement::QemuVde, SwitchKind::UmlSwitch) => Some(qemu::NO_VDE_DIR),
+            (Measurement::QemuBridge, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
+                Some(qemu::BRIDGE_ONLY)
             }
             _ => None,
         }
@@ -131,6 +148,10 @@ impl Measurement {
             // Two guests boot (~1.5 s at once on 2 cores), warm up, and
             // power off.
             Measurement::UmlTcp | Measurement::UmlVirtioTcp => cfg.iperf_time.as_secs_f64() + 2.5,
+            // A server and two clients boot per direction under TCG.
+            Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge => {
+                4.0 * (cfg.iperf_time.as_secs_f64() + 15.0) + 30.0
+            }
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacFlood => 3.0 * window + 2.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
@@ -172,6 +193,10 @@ pub struct Config {
     pub uml_reps: usize,
     /// The UML kernel for uml_tcp (checked at start-up).
     pub linux: Option<std::path::PathBuf>,
+    /// Runs of the qemu_* measurements (each boots six TCG guests).
+    pub qemu_reps: usize,
+    /// The QEMU guests' kernel and initramfs (built at start-up).
+    pub qemu_image: Option<switchyard_tests::qemu::GuestImage>,
 }
 
 /// The switch under test, as a measurement sees it.
@@ -288,6 +313,8 @@ pub enum Sample {
     },
     Tcp(tcp::TcpSample),
     UmlTcp(uml::UmlTcpSample),
+    /// Two QEMU guests, both directions, 1 and 4 streams.
+    QemuTcp(qemu::QemuTcpSample),
     Fdb(flows::FdbSample),
     /// A→B without and with a MAC-flooding port.
     MacFlood(mac_flood::MacFloodSample),
@@ -315,6 +342,9 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
         Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Daemon)?),
         Measurement::UmlVirtioTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Virtio)?),
+        Measurement::QemuVhostUser => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::VhostUser)?),
+        Measurement::QemuVde => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::Vde)?),
+        Measurement::QemuBridge => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::Bridge)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
         Measurement::MacFlood => Sample::MacFlood(mac_flood::run(ctl, pid, cfg)?),
         // It starts its own switches, one per MAC-NAT setting.

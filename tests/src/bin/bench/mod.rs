@@ -7,6 +7,7 @@ pub mod mac_flood;
 pub mod macnat;
 pub mod measure;
 pub mod proto;
+pub mod qemu;
 pub mod report;
 pub mod sys;
 pub mod tcp;

@@ -62,6 +62,7 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             cpu_pct(t.switch_cpu_pct),
             ("switch_cpu_pct_per_gbps", t.cpu_per_gbps()),
         ],
+        Sample::QemuTcp(q) => q.metrics(),
         Sample::MacFlood(m) => vec![
             ("rx_fps_base", m.base.rx_fps(0)),
             ("rx_fps_control", m.control.rx_fps(0)),
