@@ -110,10 +110,11 @@ const UML: Table = Table {
 
 const QEMU: Table = Table {
     name: "qemu_guests",
-    intro: "QEMU guests (TCG: this machine's KVM cannot boot them; 1 vCPU, 256 MB, virtio-net \
-            with vectors=0) in the same run: iperf3 TCP, the median (mean of two) of the two \
-            directions. Row d is two taps on a Linux bridge with QEMU's own virtio backend: \
-            this kernel has no vhost-net. Switch CPU is the switch process's (none for the \
+    intro: "QEMU guests (TCG, never KVM: the development VM's /dev/kvm cannot boot a Debian \
+            kernel; 1 vCPU, 256 MB, virtio-net with vectors=0) in the same run: iperf3 TCP, the \
+            median (mean of two) of the two directions. Column d is two taps on a Linux bridge \
+            with QEMU's own virtio backend, not vhost-net (the notes say whether this kernel \
+            has it). Switch CPU is the switch process's (none for the \
             bridge, whose work is the kernel's, in QEMU's threads). Issue 19 asks \
             vhost-user ÷ vde_switch ≥ 5 and vhost-user ÷ bridge ≥ 0.8 for the throughput.",
     corner: "QEMU guests (TCG), TCP",
