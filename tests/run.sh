@@ -15,7 +15,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     iproute2 iputils-ping procps psmisc kmod tcpdump \
     user-mode-linux uml-utilities vde2 vdeplug qemu-system-x86 prometheus \
     passt udhcpc busybox-static curl dnsmasq-base nftables ethtool iperf3 iputils-arping \
-    linux-image-amd64 cpio >/dev/null
+    linux-image-amd64 cpio xz-utils >/dev/null
 if ! command -v cargo-deb >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi

@@ -130,7 +130,13 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rust-vmm's virtio-queue logs what a guest got wrong on every call; a
+    // hostile guest could flood the log through it. The vhost-user port
+    // counts those itself and logs them at most once a minute.
+    if let Ok(quiet) = "virtio_queue=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

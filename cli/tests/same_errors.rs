@@ -115,6 +115,18 @@ const CASES: &[Case] = &[
         field: "mode",
     },
     Case {
+        what: "bad vhost-user mode",
+        spec: "vhost-user,path=/tmp/v.sock,mode=listen",
+        yaml: "{ type: vhost-user, path: /tmp/v.sock, mode: listen }",
+        field: "mode",
+    },
+    Case {
+        what: "vhost-user queues out of range",
+        spec: "vhost-user,path=/tmp/v.sock,queues=17",
+        yaml: "{ type: vhost-user, path: /tmp/v.sock, queues: 17 }",
+        field: "queues",
+    },
+    Case {
         what: "unknown type",
         spec: "floppy",
         yaml: "{ type: floppy }",

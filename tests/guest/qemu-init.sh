@@ -7,24 +7,28 @@
 # kernel command line that the kernel does not recognise:
 #   IP0        address/prefix for eth0 (e.g. 192.0.2.1/24); unset = leave down
 #   MTU        MTU of eth0 (default: the driver's)
-#   ROLE       "ping": ping every PEER, print the result, power off
+#   PEER       addresses to ping first, joined by commas (any role)
+#   ROLE       "ping": after the pings stay LINGER seconds, power off
 #              "server": run `iperf3 -s`, stay up WAITS seconds, power off
 #              "client": `iperf3 -c SERVER -J`, print it, power off
 #              "wait": stay up WAITS seconds (default 600), then power off
-#   PEER       addresses to ping, joined by commas (ROLE=ping)
 #   TRIES      warm-up attempts of "ping -c 1 -W 1" per peer (default 30)
 #   PINGS      echo requests of the real ping, 0.2 s apart (default 3)
 #   LINGER     seconds to stay up after the result (default 0)
 #   SERVER     the iperf3 server (ROLE=client)
 #   SECS       iperf3 -t (default 5); STREAMS: iperf3 -P (default 1)
 #   REVERSE    1: iperf3 -R (the server sends)
+#   RUNS       several iperf3 runs in a row instead: stream counts joined
+#              by commas, "r" after one for -R (e.g. 1,4,1r,4r); each run
+#              prints its own SY_IPERF_BEGIN ... SY_IPERF_END
 #
 # Markers printed on the console (the tests wait for them):
 #   SY_BOOTED              init started
 #   SY_READY               eth0 configured
+#   SY_FEATURES=0101...    virtio features negotiated for eth0, from bit 0
 #   SY_IPERF_SERVER        iperf3 -s started (ROLE=server)
 #   SY_IPERF_BEGIN ... SY_IPERF_END   iperf3 -J output (ROLE=client)
-#   SY_RESULT=OK|FAIL      outcome of ROLE=ping or ROLE=client
+#   SY_RESULT=OK|FAIL      outcome of the pings to PEER
 #   SY_ERROR=...           something the test should report
 #   SY_HALT                about to power off
 #
@@ -54,12 +58,13 @@ while read -r m; do
 done </modules/order
 
 ip link set lo up
-i=0
-while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
 if [ -n "${IP0:-}" ]; then
+    # virtio_net may still be probing the device.
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ "$i" -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
     if [ -n "${MTU:-}" ]; then
         ip link set eth0 mtu "$MTU" || echo "SY_ERROR=mtu"
     fi
@@ -71,6 +76,10 @@ if [ -n "${IP0:-}" ]; then
     ip addr add "$IP0" dev eth0
 fi
 echo "SY_READY"
+# The virtio features the driver negotiated, one 0/1 per bit from bit 0.
+if [ -r /sys/class/net/eth0/device/features ]; then
+    echo "SY_FEATURES=$(cat /sys/class/net/eth0/device/features)"
+fi
 
 # Waits until $1 answers once (it may still be booting); TRIES attempts.
 await() {
@@ -84,8 +93,8 @@ await() {
     return 1
 }
 
-case "${ROLE:-wait}" in
-ping)
+# Pings every PEER (any role), prints SY_RESULT=OK|FAIL.
+if [ -n "${PEER:-}" ]; then
     result=OK
     old_ifs=$IFS
     IFS=,
@@ -98,6 +107,10 @@ ping)
     done
     IFS=$old_ifs
     echo "SY_RESULT=$result"
+fi
+
+case "${ROLE:-wait}" in
+ping)
     sleep "${LINGER:-0}"
     ;;
 server)
@@ -107,21 +120,28 @@ server)
     ;;
 client)
     await "$SERVER"
-    rev=
-    if [ "${REVERSE:-0}" = 1 ]; then rev=-R; fi
-    # The server may not listen yet: retry while the connection fails.
-    n=0
-    while :; do
-        iperf3 -c "$SERVER" -t "${SECS:-5}" -P "${STREAMS:-1}" $rev -J >/tmp/iperf.json 2>&1
-        rc=$?
-        n=$((n + 1))
-        if [ "$rc" = 0 ] || [ "$n" -ge 10 ]; then break; fi
-        sleep 1
+    runs=${RUNS:-${STREAMS:-1}}
+    if [ -z "${RUNS:-}" ] && [ "${REVERSE:-0}" = 1 ]; then runs=${runs}r; fi
+    old_ifs=$IFS
+    IFS=,
+    for run in $runs; do
+        IFS=$old_ifs
+        rev=
+        case $run in *r) rev=-R ;; esac
+        # The server may not listen yet: retry while the connection fails.
+        n=0
+        while :; do
+            iperf3 -c "$SERVER" -t "${SECS:-5}" -P "${run%r}" $rev -J >/tmp/iperf.json 2>&1
+            rc=$?
+            n=$((n + 1))
+            if [ "$rc" = 0 ] || [ "$n" -ge 10 ]; then break; fi
+            sleep 1
+        done
+        echo "SY_IPERF_BEGIN"
+        cat /tmp/iperf.json
+        echo "SY_IPERF_END"
     done
-    echo "SY_IPERF_BEGIN"
-    cat /tmp/iperf.json
-    echo "SY_IPERF_END"
-    if [ "$rc" = 0 ]; then echo "SY_RESULT=OK"; else echo "SY_RESULT=FAIL"; fi
+    IFS=$old_ifs
     sleep "${LINGER:-0}"
     ;;
 *)

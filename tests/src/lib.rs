@@ -25,7 +25,9 @@
 //! Environment knobs: `SWITCHYARD_BIN` (daemon path), `SWITCHYARD_TESTS_KEEP=1`
 //! (keep temp dirs), `SWITCHYARD_TESTS_VERBOSE=1` (stream child output),
 //! `SWITCHYARD_TESTS_REFERENCE=1` (compatibility tests run the original
-//! uml_switch/vde_switch, to validate the tests themselves).
+//! uml_switch/vde_switch, to validate the tests themselves),
+//! `SWITCHYARD_QEMU_ACCEL=tcg|kvm` (QEMU guests' accelerator without the
+//! probe in [`qemu::Accel::probe`]).
 
 pub mod ap;
 pub mod battery;
@@ -41,6 +43,7 @@ pub mod tools;
 pub mod transports;
 pub mod uml;
 pub mod util;
+pub mod vhost_frontend;
 pub mod vhost_user;
 
 pub use netns::Netns;

@@ -9,9 +9,11 @@
 //! which is QEMU's stdout: `SY_BOOTED`, `SY_READY`, `SY_RESULT=OK|FAIL`,
 //! `SY_IPERF_BEGIN` … `SY_IPERF_END`, `SY_HALT`; it powers off at the end.
 //!
-//! QEMU runs under TCG: this machine's `/dev/kvm` boots only specially
-//! built kernels (a Debian kernel hangs after "Probing EDD"), so KVM is
-//! used only when [`Accel::probe`] has seen this image boot with it.
+//! QEMU runs under TCG unless told otherwise ([`QemuGuest::accel`]): this
+//! machine's `/dev/kvm` boots only specially built kernels (a Debian
+//! kernel hangs, through its bzImage after "Probing EDD" and through PVH
+//! silently), so callers use KVM only when [`Accel::probe`] has seen this
+//! image boot with it.
 //! QEMU 7.2 with TCG and vhost-user crashes in its MSI-X code unless the
 //! NIC has `vectors=0`, so every NIC is built that way.
 
@@ -20,6 +22,7 @@ mod image;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -48,7 +51,8 @@ pub enum Nic {
     /// `-netdev vhost-user` on `socket`: QEMU connects to a listening
     /// backend (and reconnects every second), or with `server` listens
     /// itself (`server=on,wait=off`) for a backend that connects
-    /// (switchyard's `mode=client`).
+    /// (switchyard's `mode=client`). Either way QEMU 7.2 starts the guest
+    /// only once a backend is connected.
     VhostUser {
         /// The unix socket.
         socket: PathBuf,
@@ -116,9 +120,19 @@ impl Accel {
     }
 
     /// KVM when `/dev/kvm` is there and a NIC-less guest of `image` boots
-    /// with it to `SY_READY` within 20 s, else TCG. The answer is kept
-    /// next to the image, so the probe runs once per machine and image.
+    /// with it to `SY_READY` within [`KVM_PROBE_TIMEOUT`] (a real KVM
+    /// takes about a second), else TCG. The answer is kept next to the
+    /// image, so the probe runs once per machine and image; tests in one
+    /// process wait for each other's probe. `SWITCHYARD_QEMU_ACCEL=tcg`
+    /// or `=kvm` skips it.
     pub fn probe(image: &GuestImage) -> Accel {
+        match std::env::var(ACCEL_ENV).as_deref() {
+            Ok("tcg") => return Accel::Tcg,
+            Ok("kvm") => return Accel::Kvm,
+            _ => {}
+        }
+        static PROBING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = PROBING.lock().unwrap_or_else(PoisonError::into_inner);
         let cache = image.initrd.with_extension("accel");
         if let Ok(known) = fs::read_to_string(&cache) {
             return if known.trim() == "kvm" {
@@ -132,10 +146,25 @@ impl Accel {
         } else {
             Accel::Tcg
         };
+        eprintln!(
+            "QEMU guests run under {} (KVM {} the test guest)",
+            accel.name(),
+            if accel == Accel::Kvm {
+                "boots"
+            } else {
+                "is missing or does not boot"
+            }
+        );
         let _ = fs::write(&cache, accel.name());
         accel
     }
 }
+
+/// Set to `tcg` or `kvm` to choose the accelerator without the probe.
+pub const ACCEL_ENV: &str = "SWITCHYARD_QEMU_ACCEL";
+
+/// How long [`Accel::probe`] gives a KVM guest to boot.
+pub const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn kvm_boots(image: &GuestImage) -> bool {
     let Ok(qemu) = need("qemu-system-x86_64", "qemu-system-x86") else {
@@ -143,12 +172,11 @@ fn kvm_boots(image: &GuestImage) -> bool {
     };
     let mut cmd = Command::new(qemu);
     base_args(&mut cmd, image, Accel::Kvm, "ROLE=wait WAITS=0");
-    cmd.args(["-nic", "none"]);
     let Ok(mut p) = Proc::spawn("qemu kvm probe", cmd, Stdin::Null) else {
         return false;
     };
-    p.wait_for_output("SY_READY", Duration::from_secs(20))
-        .is_ok()
+    // A paravirtual /dev/kvm that cannot run this kernel hangs silently.
+    p.wait_for_output("SY_READY", KVM_PROBE_TIMEOUT).is_ok()
 }
 
 /// The arguments every guest has: machine, accelerator, memory shared
@@ -211,6 +239,13 @@ impl QemuGuest {
         self.param("ROLE", "ping").param("PEER", peer)
     }
 
+    /// `PEER=..` without a role of its own: ping `peer` (addresses joined
+    /// by commas) and print `SY_RESULT=` first, then go on with the role
+    /// (e.g. [`QemuGuest::iperf_server`]).
+    pub fn ping_first(self, peer: &str) -> QemuGuest {
+        self.param("PEER", peer)
+    }
+
     /// `ROLE=server`: run `iperf3 -s` and stay up (`WAITS`, default 600 s).
     pub fn iperf_server(self) -> QemuGuest {
         self.param("ROLE", "server")
@@ -224,6 +259,18 @@ impl QemuGuest {
             .param("SERVER", server)
             .param("SECS", &secs.to_string())
             .param("STREAMS", &streams.to_string())
+    }
+
+    /// `ROLE=client` with several runs in one boot (a TCG boot costs
+    /// seconds): each `(streams, reverse)` in turn, `secs` long each; the
+    /// outputs come back through [`RunningQemu::iperf_jsons`].
+    pub fn iperf_runs(self, server: &str, secs: u32, runs: &[(u32, bool)]) -> QemuGuest {
+        let runs: Vec<String> = runs
+            .iter()
+            .map(|(streams, reverse)| format!("{streams}{}", if *reverse { "r" } else { "" }))
+            .collect();
+        self.iperf_client(server, secs, 1)
+            .param("RUNS", &runs.join(","))
     }
 
     /// `REVERSE=1`: the iperf3 client receives (`iperf3 -R`).
@@ -344,6 +391,34 @@ impl RunningQemu {
         })
     }
 
+    /// The offloads of virtio-net's that the guest's driver negotiated
+    /// (`SY_FEATURES=`), by name: `csum`, `guest_csum`, `guest_tso4`,
+    /// `guest_tso6`, `host_tso4`, `host_tso6`, `mrg_rxbuf`.
+    pub fn offloads(&mut self) -> Result<Vec<&'static str>> {
+        let line = self.wait_marker("SY_FEATURES=", BOOT_TIMEOUT)?;
+        let bits = line
+            .split_once("SY_FEATURES=")
+            .map(|(_, b)| b.trim())
+            .unwrap_or_default();
+        Ok(offload_names(bits))
+    }
+
+    /// The `iperf3 -J` outputs of the first `n` runs of an
+    /// [`QemuGuest::iperf_runs`] client, in order, once all are complete.
+    pub fn iperf_jsons(&mut self, n: usize, timeout: Duration) -> Result<Vec<String>> {
+        self.proc.wait_for_lines("SY_IPERF_END", n, timeout)?;
+        let out = self.proc.output();
+        let all = all_between_markers(&out, "SY_IPERF_BEGIN", "SY_IPERF_END");
+        if all.len() < n {
+            bail!(
+                "{}: {} iperf3 outputs between the markers, expected {n}; console:\n{out}",
+                self.proc.name(),
+                all.len()
+            );
+        }
+        Ok(all.into_iter().take(n).collect())
+    }
+
     /// SIGKILLs QEMU and reaps it.
     pub fn kill(&mut self) -> Result<()> {
         self.proc.kill()?;
@@ -390,6 +465,44 @@ fn between_markers(out: &str, begin: &str, end: &str) -> Option<String> {
     None
 }
 
+/// Every block of lines between a `begin` line and the next `end` line.
+fn all_between_markers(out: &str, begin: &str, end: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for l in out.lines().map(|l| l.trim_end_matches('\r')) {
+        if l.contains(begin) {
+            current = Some(Vec::new());
+        } else if l.contains(end) {
+            if let Some(body) = current.take() {
+                blocks.push(body.join("\n"));
+            }
+        } else if let Some(body) = current.as_mut() {
+            body.push(l);
+        }
+    }
+    blocks
+}
+
+/// virtio-net feature bits worth naming in a report.
+const OFFLOADS: [(usize, &str); 7] = [
+    (0, "csum"),
+    (1, "guest_csum"),
+    (7, "guest_tso4"),
+    (8, "guest_tso6"),
+    (11, "host_tso4"),
+    (12, "host_tso6"),
+    (15, "mrg_rxbuf"),
+];
+
+/// The names of [`OFFLOADS`] set in a sysfs `features` bit string.
+fn offload_names(bits: &str) -> Vec<&'static str> {
+    OFFLOADS
+        .iter()
+        .filter(|(bit, _)| bits.as_bytes().get(*bit) == Some(&b'1'))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// The receiver's rate in Gbit/s from `iperf3 -J` output
 /// (`end.sum_received.bits_per_second`); an error when iperf3 reported one.
 pub fn iperf_gbps(json: &str) -> Result<f64> {
@@ -409,7 +522,7 @@ pub fn iperf_gbps(json: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{between_markers, iperf_gbps};
+    use super::{all_between_markers, between_markers, iperf_gbps, offload_names};
 
     #[test]
     fn the_iperf_output_is_cut_between_the_markers() {
@@ -423,6 +536,34 @@ mod tests {
             between_markers("SY_IPERF_BEGIN\n{", "SY_IPERF_BEGIN", "SY_IPERF_END"),
             None
         );
+    }
+
+    #[test]
+    fn every_iperf_output_is_cut_between_its_markers() {
+        let console = "SY_IPERF_BEGIN\r\n{1}\r\nSY_IPERF_END\r\nnoise\r\nSY_IPERF_BEGIN\r\n{2}\r\nSY_IPERF_END\r\nSY_IPERF_BEGIN\r\n{3";
+        assert_eq!(
+            all_between_markers(console, "SY_IPERF_BEGIN", "SY_IPERF_END"),
+            ["{1}", "{2}"]
+        );
+    }
+
+    #[test]
+    fn offloads_are_named_from_the_feature_bits() {
+        let bits = "1100000110011001000000000000000000000000000000000000000000000000";
+        assert_eq!(
+            offload_names(bits),
+            [
+                "csum",
+                "guest_csum",
+                "guest_tso4",
+                "guest_tso6",
+                "host_tso4",
+                "host_tso6",
+                "mrg_rxbuf"
+            ]
+        );
+        assert!(offload_names("0000000000000000").is_empty());
+        assert!(offload_names("").is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! handshake, the engine's frame path, MAC-NAT outbound and both ways,
 //! stream framing, the VXLAN header, the YAML loader, software
 //! segmentation, the pcap port's checksum completion and segmentation
-//! plan, the tap's virtio-net header, VLAN tagging, `--port` specs and
-//! control-socket requests): each starts from its
+//! plan, the tap's virtio-net header, VLAN tagging, `--port` specs,
+//! control-socket requests and the vhost-user port's rings): each starts from its
 //! seed corpus in fuzz/corpus/ and runs for [`SECONDS_PER_TARGET`]; any
 //! crash, failed check, timeout or out-of-memory fails the test, which
 //! prints the executions per target. New inputs go to a temp dir, so the
@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 use switchyard_tests::TempDir;
 
 /// The targets, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 13] = [
+const TARGETS: [&str; 14] = [
     "handshake",
     "engine",
     "macnat_outbound",
@@ -37,6 +37,7 @@ const TARGETS: [&str; 13] = [
     "vlan",
     "port_spec",
     "control_request",
+    "vhost_rings",
 ];
 /// How long each target runs.
 const SECONDS_PER_TARGET: u32 = 15;

@@ -10,8 +10,12 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringMutex};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU};
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU,
+};
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -57,12 +61,27 @@ impl NetBackend {
         })
     }
 
-    /// The virtio features offered. No CTRL_VQ (a guest would wait for
-    /// answers on the control queue), no offloads or MRG_RXBUF yet (see
-    /// docs/transports.md).
+    /// The virtio features offered: checksum offload and TCP
+    /// segmentation both ways (frames pass whole between guests and to
+    /// taps, and are cut by the switch for the other ports), merged
+    /// receive buffers, indirect descriptors (a super-frame's many pieces
+    /// take one ring slot), EVENT_IDX. No CTRL_VQ (a guest would wait for
+    /// answers on the control queue) and no ECN variants of TSO (the
+    /// guest then cuts the rare CWR super-frame itself).
     pub(super) fn offered(config: &VhostUserConfig) -> u64 {
-        let mut f = 1u64 << VIRTIO_F_VERSION_1
-            | 1 << VIRTIO_RING_F_EVENT_IDX
+        let bits = [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_RING_F_EVENT_IDX,
+            VIRTIO_RING_F_INDIRECT_DESC,
+            VIRTIO_NET_F_CSUM,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_F_HOST_TSO6,
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_MRG_RXBUF,
+        ];
+        let mut f = bits.iter().fold(0u64, |f, b| f | 1 << b)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         if config.mac.is_some() {
             f |= 1 << VIRTIO_NET_F_MAC;
@@ -96,6 +115,10 @@ impl VhostUserBackend for NetBackend {
         VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::BACKEND_REQ
             | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.rings.accept(features);
     }
 
     fn set_event_idx(&self, _enabled: bool) {

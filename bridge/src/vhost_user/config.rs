@@ -1,16 +1,48 @@
-//! What a vhost-user port is told: where to listen and what virtio-net
-//! device to offer the guest.
+//! What a vhost-user port is told: where to listen (or connect) and what
+//! virtio-net device to offer the guest.
 
 use std::path::PathBuf;
 
-/// A vhost-user port: Switchyard is the device (backend) and listens on
-/// `path` for one frontend (QEMU, cloud-hypervisor, UML) at a time.
+/// The most queue pairs a port offers (`queues=N`).
+pub const MAX_QUEUES: u16 = 16;
+
+/// Which side of the socket Switchyard takes. Either way Switchyard is the
+/// device (backend); only who listens differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VhostUserMode {
+    /// Listen on the path for one frontend at a time (QEMU
+    /// `-chardev socket,path=…,reconnect=1`, libvirt `mode='client'`).
+    #[default]
+    Server,
+    /// Connect to a frontend that listens (QEMU `server=on`, libvirt
+    /// `mode='server'`), and reconnect with backoff when it goes.
+    Client,
+}
+
+impl VhostUserMode {
+    /// Parses `server` or `client`.
+    pub fn parse(s: &str) -> Result<VhostUserMode, String> {
+        match s {
+            "server" => Ok(VhostUserMode::Server),
+            "client" => Ok(VhostUserMode::Client),
+            _ => Err(format!("{s:?} is not a mode (server or client)")),
+        }
+    }
+}
+
+/// A vhost-user port: Switchyard is the device (backend) and serves one
+/// frontend (QEMU, cloud-hypervisor, UML) at a time on `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VhostUserConfig {
     /// The port's name.
     pub name: String,
-    /// The unix socket the frontend connects to.
+    /// The unix socket: where Switchyard listens (server) or the
+    /// frontend's socket it connects to (client).
     pub path: PathBuf,
+    /// Listen or connect.
+    pub mode: VhostUserMode,
+    /// Queue pairs offered (1 to [`MAX_QUEUES`]).
+    pub queues: u16,
     /// The guest's MAC address, offered as VIRTIO_NET_F_MAC; `None` lets
     /// the guest pick its own.
     pub mac: Option<[u8; 6]>,
@@ -19,11 +51,14 @@ pub struct VhostUserConfig {
 }
 
 impl VhostUserConfig {
-    /// A port listening on `path`, with no MAC or MTU offered.
+    /// A port listening on `path` with one queue pair, no MAC or MTU
+    /// offered.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> VhostUserConfig {
         VhostUserConfig {
             name: name.into(),
             path: path.into(),
+            mode: VhostUserMode::Server,
+            queues: 1,
             mac: None,
             mtu: None,
         }
@@ -41,6 +76,16 @@ impl VhostUserConfig {
             c[10..12].copy_from_slice(&mtu.to_le_bytes());
         }
         c
+    }
+}
+
+/// Parses a queue pair count, 1 to [`MAX_QUEUES`].
+pub fn parse_queues(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if (1..=MAX_QUEUES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a queue pair count (1 to {MAX_QUEUES})"
+        )),
     }
 }
 
@@ -85,5 +130,17 @@ mod tests {
         assert!(parse_mac("03:00:00:00:00:01").is_err());
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(parse_mac("02:00:00:00:00:zz").is_err());
+    }
+
+    #[test]
+    fn modes_and_queue_counts_parse() {
+        assert_eq!(VhostUserMode::parse("client"), Ok(VhostUserMode::Client));
+        assert_eq!(VhostUserMode::parse("server"), Ok(VhostUserMode::Server));
+        assert!(VhostUserMode::parse("listen").is_err());
+        assert_eq!(parse_queues("1"), Ok(1));
+        assert_eq!(parse_queues("16"), Ok(16));
+        for bad in ["0", "17", "-1", "two", ""] {
+            assert!(parse_queues(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! with the switch (QEMU `-netdev vhost-user`, libvirt `type='vhostuser'`,
 //! cloud-hypervisor, UML `virtio_uml.device=`). Switchyard is the device
 //! (backend): it listens on a unix socket for one frontend at a time and,
-//! when that one goes, waits for the next. The protocol is rust-vmm's
+//! when that one goes, waits for the next; or (`mode=client`) it connects
+//! to a frontend that listens, and reconnects with backoff when that one
+//! goes. The protocol is rust-vmm's
 //! `vhost`/`vhost-user-backend`; the rings are `virtio-queue` over
 //! `vm-memory`.
 //!
@@ -14,12 +16,16 @@
 mod backend;
 mod config;
 mod datapath;
+mod frontends;
+#[doc(hidden)]
+pub mod fuzzing;
 mod relay;
 
-pub use config::{parse_mac, VhostUserConfig};
+pub use config::{parse_mac, parse_queues, VhostUserConfig, VhostUserMode, MAX_QUEUES};
 
 use backend::{NetBackend, HELLO};
 use datapath::{FromGuest, Rings, ToGuest};
+use frontends::{Frontends, Reconnect};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -48,11 +54,12 @@ pub enum VhostUserError {
     },
 }
 
-/// A vhost-user port whose socket is bound, ready to serve.
+/// A vhost-user port whose socket is bound (or, in client mode, whose
+/// frontend's socket is known), ready to serve.
 pub struct VhostUserPort {
     config: Arc<VhostUserConfig>,
-    /// Where frontends connect.
-    public: UnixListener,
+    /// Where frontends come from.
+    frontends: Frontends,
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -64,8 +71,16 @@ impl std::fmt::Debug for VhostUserPort {
 }
 
 impl VhostUserPort {
-    /// Binds the socket (a stale socket file is replaced).
+    /// Binds the socket (a stale socket file is replaced); in client mode
+    /// nothing is bound: the frontend's socket may appear later.
     pub fn open(config: VhostUserConfig) -> Result<VhostUserPort, VhostUserError> {
+        if config.mode == VhostUserMode::Client {
+            remove_stale_dirs();
+            return Ok(VhostUserPort {
+                frontends: Frontends::Connect(Reconnect::new(&config.path)),
+                config: Arc::new(config),
+            });
+        }
         let fail = |path: &std::path::Path, e: &dyn std::fmt::Display| VhostUserError::Listen {
             port: config.name.clone(),
             path: path.to_path_buf(),
@@ -80,13 +95,14 @@ impl VhostUserPort {
         remove_stale_dirs();
         Ok(VhostUserPort {
             config: Arc::new(config),
-            public,
+            frontends: Frontends::Listen(public),
         })
     }
 
-    /// The socket file to remove on shutdown.
+    /// The socket file to remove on shutdown: ours in server mode; in
+    /// client mode it is the frontend's.
     pub fn cleanup_path(&self) -> Option<PathBuf> {
-        Some(self.config.path.clone())
+        (self.config.mode == VhostUserMode::Server).then(|| self.config.path.clone())
     }
 
     /// Serves one frontend after another until `stop` (or until this task
@@ -95,7 +111,9 @@ impl VhostUserPort {
         let quit = Arc::new(AtomicBool::new(false));
         let wake = Wake {
             quit: quit.clone(),
-            path: self.config.path.clone(),
+            // A client sleeps in short steps and needs no wake-up call (and
+            // must not ring the frontend's socket).
+            path: (self.config.mode == VhostUserMode::Server).then(|| self.config.path.clone()),
         };
         let name = self.config.name.clone();
         let rt = tokio::runtime::Handle::current();
@@ -128,27 +146,39 @@ impl VhostUserPort {
         rt: &tokio::runtime::Handle,
     ) {
         let name = self.config.name.clone();
-        tracing::info!(port = %name, path = %self.config.path.display(), "vhost-user: waiting for a frontend");
+        match self.config.mode {
+            VhostUserMode::Server => {
+                tracing::info!(port = %name, path = %self.config.path.display(), "vhost-user: waiting for a frontend");
+            }
+            VhostUserMode::Client => {
+                tracing::info!(port = %name, path = %self.config.path.display(), "vhost-user: connecting to the frontend");
+            }
+        }
         while !quit.load(Ordering::Acquire) {
-            if let Err(e) = self.one_frontend(switch, stop, quit, rt) {
+            let frontend = match self.frontends.next(&name, quit) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(port = %name, "vhost-user: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if let Err(e) = self.one_frontend(frontend, switch, stop, rt) {
                 tracing::warn!(port = %name, "vhost-user: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
 
-    /// Accepts one frontend and serves it until it goes.
+    /// Serves one frontend until it goes.
     fn one_frontend(
-        &mut self,
+        &self,
+        frontend: UnixStream,
         switch: &Arc<Switch>,
         stop: &Stop,
-        quit: &AtomicBool,
         rt: &tokio::runtime::Handle,
     ) -> Result<(), String> {
-        let (frontend, _) = self.public.accept().map_err(|e| format!("accept: {e}"))?;
-        if quit.load(Ordering::Acquire) {
-            return Ok(());
-        }
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let rings = Arc::new(Rings::new(mem.clone()));
         let port = Arc::new(Port::new(
@@ -293,15 +323,18 @@ fn remove_stale_dirs() {
 }
 
 /// Ends the accept loop when the switch stops or the serving task is
-/// dropped: sets `quit` and connects once, so a blocked accept returns.
+/// dropped: sets `quit` and, for a listening port, connects once, so a
+/// blocked accept returns.
 struct Wake {
     quit: Arc<AtomicBool>,
-    path: PathBuf,
+    path: Option<PathBuf>,
 }
 
 impl Drop for Wake {
     fn drop(&mut self) {
         self.quit.store(true, Ordering::Release);
-        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::os::unix::net::UnixStream::connect(path);
+        }
     }
 }

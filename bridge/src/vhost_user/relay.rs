@@ -12,11 +12,16 @@
 //!   connection. Such a message is held back (and acknowledged if QEMU
 //!   asked for a reply), and the last state of each ring is passed on
 //!   right after the SET_FEATURES that acknowledges PROTOCOL_FEATURES.
+//!
+//! One more thing happens on the way: guest memory is sealed against
+//! shrinking where its file allows it, and a table whose regions reach
+//! past the end of their files is refused (see [`guard_guest_memory`]).
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// The vhost-user header: request, flags, payload size.
@@ -28,6 +33,8 @@ const MAX_PAYLOAD: usize = 0x1000 + 64;
 const MAX_FDS: usize = 32;
 /// VHOST_USER_SET_MEM_TABLE.
 const SET_MEM_TABLE: u32 = 5;
+/// VHOST_USER_ADD_MEM_REG (one region, one descriptor).
+const ADD_MEM_REG: u32 = 37;
 /// VHOST_USER_SET_FEATURES.
 const SET_FEATURES: u32 = 2;
 /// VHOST_USER_SET_VRING_ENABLE.
@@ -59,6 +66,9 @@ pub(super) fn pump(from: &UnixStream, to: &UnixStream, fix: bool) -> io::Result<
             Ok(Some(mut m)) => {
                 if fix {
                     fix_mem_table(&mut m);
+                    if let Err(e) = guard_guest_memory(&m) {
+                        break Err(e);
+                    }
                 }
                 let step = if fix {
                     early.pass(m, from, to)
@@ -220,6 +230,54 @@ fn vring_enable(ring: u32, num: u32) -> Message {
     }
 }
 
+/// The switch maps the guest's RAM files; a page of a mapping beyond the
+/// end of its file faults (SIGBUS) when touched, which would take the
+/// whole daemon down. So, before the backend maps them, every file of a
+/// SET_MEM_TABLE or ADD_MEM_REG is sealed against shrinking where it
+/// allows that (a memfd made with MFD_ALLOW_SEALING; QEMU's
+/// `memory-backend-memfd` seals by default), and a region that reaches
+/// past the end of its file is refused, which ends the connection. A file
+/// that cannot be sealed (tmpfs or hugetlbfs files as UML and
+/// `memory-backend-file` use, memfds made without sealing) is checked
+/// only now: docs/transports.md says what a guest can still do with it.
+fn guard_guest_memory(m: &Message) -> io::Result<()> {
+    let request = u32::from_le_bytes([m.buf[0], m.buf[1], m.buf[2], m.buf[3]]);
+    let regions = match request {
+        SET_MEM_TABLE => HEADER + MEM_HEADER,
+        // ADD_MEM_REG: 8 bytes of padding, then one region.
+        ADD_MEM_REG => HEADER + 8,
+        _ => return Ok(()),
+    };
+    for (i, fd) in m.fds.iter().enumerate() {
+        if let Err(e) = fcntl(fd, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK)) {
+            tracing::debug!("vhost-user: guest memory not sealed against shrinking: {e}");
+        }
+        let at = regions + i * MEM_REGION;
+        // A malformed table is the backend's to refuse.
+        let Some(r) = m.buf.get(at..at + MEM_REGION) else {
+            break;
+        };
+        let word = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&r[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (size, offset) = (word(8), word(24));
+        let file = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+        let have = u64::try_from(file.st_size).unwrap_or(0);
+        if size.checked_add(offset).is_none_or(|end| end > have) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "guest memory region {i} ({size} bytes at offset {offset}) reaches past \
+                     the end of its {have}-byte file"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Cuts a SET_MEM_TABLE payload down to the regions it says it has.
 fn fix_mem_table(m: &mut Message) {
     let request = u32::from_le_bytes([m.buf[0], m.buf[1], m.buf[2], m.buf[3]]);
@@ -326,6 +384,39 @@ mod tests {
             .expect("read")
             .expect("a message");
         assert_eq!(later.buf, vring_enable(0, 0).buf);
+    }
+
+    #[test]
+    fn a_sealable_memory_table_can_no_longer_shrink() {
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create(c"t", MFdFlags::MFD_ALLOW_SEALING).expect("memfd");
+        let file = std::fs::File::from(fd);
+        file.set_len(8192).expect("size");
+        let mut buf = vec![0u8; HEADER + MEM_HEADER + MEM_REGION];
+        buf[0] = SET_MEM_TABLE as u8;
+        let m = Message {
+            buf,
+            fds: vec![OwnedFd::from(file.try_clone().expect("dup"))],
+        };
+        guard_guest_memory(&m).expect("a region of 0 bytes fits");
+        assert!(file.set_len(4096).is_err(), "shrinking is refused");
+        assert!(file.set_len(16384).is_ok(), "growing is not");
+    }
+
+    #[test]
+    fn a_region_past_the_end_of_its_file_is_refused() {
+        let file = std::fs::File::open("/dev/null").expect("null");
+        let mut buf = vec![0u8; HEADER + MEM_HEADER + MEM_REGION];
+        buf[0] = SET_MEM_TABLE as u8;
+        buf[HEADER] = 1;
+        // memory_size: 1 MiB, in a file of 0 bytes.
+        buf[HEADER + MEM_HEADER + 8 + 2] = 0x10;
+        let m = Message {
+            buf,
+            fds: vec![OwnedFd::from(file)],
+        };
+        let e = guard_guest_memory(&m).expect_err("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

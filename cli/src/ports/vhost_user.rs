@@ -1,12 +1,26 @@
 //! `vhost-user`: a virtio-net device for QEMU, libvirt, cloud-hypervisor
-//! or UML guests whose rings live in shared memory; Switchyard listens on
-//! the socket as the backend.
+//! or UML guests whose rings live in shared memory; Switchyard is the
+//! backend and listens on the socket (`mode=server`) or connects to a
+//! frontend that listens (`mode=client`).
 
 use super::source::{Key, Kind, Name, PortType, SpecError, Values};
 use super::spec::{Built, PortSpec};
-use switchyard_bridge::vhost_user::{parse_mac, VhostUserConfig};
+use switchyard_bridge::vhost_user::{parse_mac, parse_queues, VhostUserConfig, VhostUserMode};
 
-const PATH: Key = Key::text("path", "SOCK", "the socket the frontend connects to").required();
+const PATH: Key = Key::text(
+    "path",
+    "SOCK",
+    "the socket: listened on (server) or the frontend's (client)",
+)
+.required();
+const MODE: Key = Key::text(
+    "mode",
+    "server|client",
+    "listen for the frontend, or connect (and reconnect) to it",
+)
+.default("server");
+const QUEUES: Key =
+    Key::new("queues", Kind::Number, "N", "queue pairs offered (1-16)").default("1");
 const MAC: Key = Key::text("mac", "MAC", "the guest's MAC address (VIRTIO_NET_F_MAC)");
 const MTU: Key = Key::new(
     "mtu",
@@ -19,7 +33,7 @@ const MTU: Key = Key::new(
 pub const TYPE: PortType = PortType {
     name: "vhost-user",
     summary: "a virtio-net guest over vhost-user (QEMU, libvirt, cloud-hypervisor, UML)",
-    keys: &[PATH, MAC, MTU],
+    keys: &[PATH, MODE, MAC, MTU, QUEUES],
     flag: None,
     vlans: true,
     build,
@@ -27,6 +41,8 @@ pub const TYPE: PortType = PortType {
 
 fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
     let path = v.need(&PATH)?.value;
+    let mode = v.parse(&MODE, VhostUserMode::parse)?;
+    let queues = v.parse(&QUEUES, parse_queues)?;
     let mac = v.parse(&MAC, parse_mac)?;
     let mtu = v.parse(&MTU, |s| match s.parse::<u16>() {
         Ok(m) if m >= 68 => Ok(m),
@@ -35,6 +51,8 @@ fn build(v: &mut Values, name: Name) -> Result<Built, SpecError> {
     let mut config = VhostUserConfig::new(name.get(), path);
     config.mac = mac;
     config.mtu = mtu;
+    config.mode = mode.unwrap_or_default();
+    config.queues = queues.unwrap_or(1);
     Ok(Built::port(PortSpec::VhostUser(config)))
 }
 
@@ -68,6 +86,7 @@ mod tests {
                 assert_eq!(c.path.to_str(), Some("/run/v.sock"));
                 assert_eq!(c.mac, Some([2, 0, 0, 0, 0, 7]));
                 assert_eq!(c.mtu, Some(9000));
+                assert_eq!((c.mode, c.queues), (VhostUserMode::Server, 1));
             }
             other => panic!("{other:?}"),
         }
@@ -78,13 +97,37 @@ mod tests {
     }
 
     #[test]
+    fn client_mode_and_queues_reach_the_config() {
+        let built = build_port(
+            spec(&[("path", "/run/q.sock"), ("mode", "client"), ("queues", "4")]),
+            1,
+        )
+        .expect("builds");
+        match built.port {
+            Configured::Port(PortSpec::VhostUser(c)) => {
+                assert_eq!((c.mode, c.queues), (VhostUserMode::Client, 4));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = build_port(spec(&[("path", "/x"), ("mode", "connect")]), 1).expect_err("bad mode");
+        assert!(e.to_string().contains("server or client"), "{e}");
+        for q in ["0", "17", "many"] {
+            let e = build_port(spec(&[("path", "/x"), ("queues", q)]), 1).expect_err("bad queues");
+            assert!(e.to_string().contains("1 to 16"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_config_file_spells_it_the_same() {
         let mut v = Values::new_yaml("vhost-user", None);
         v.push("path", "/run/vm1.sock", None);
         v.push("mtu", "1500", None);
+        v.push("mode", "client", None);
+        v.push("queues", "2", None);
         match build_port(v, 2).expect("builds").port {
             Configured::Port(PortSpec::VhostUser(c)) => {
                 assert_eq!((c.mac, c.mtu), (None, Some(1500)));
+                assert_eq!((c.mode, c.queues), (VhostUserMode::Client, 2));
             }
             other => panic!("{other:?}"),
         }
