@@ -101,8 +101,8 @@ options:
                                        IPv4/UDP guest->LAN and LAN->guest
                                        (needs nft, from nftables)
   --qemu-reps N       repetitions of the qemu_* rows (default 1, at most
-                      --reps; each boots six TCG guests and runs iperf3 four
-                      times, both directions with 1 and 4 streams)
+                      --reps; each boots two TCG guests per transport and runs
+                      iperf3 four times: both directions, 1 and 4 streams)
   --json PATH         JSON output (default target/bench/results.json)
   --netns NAME        name of the namespace to create (default swbench-<pid>)
   --logs DIR          keep each switch's stdout/stderr in DIR
@@ -689,9 +689,9 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                  linux-image-amd64 kernel with a busybox initramfs (tests/src/qemu.rs), TCG, \
                  1 vCPU, 256 MB in a shared memfd, one virtio-net NIC (vectors=0), \
                  192.0.2.1/24 and 192.0.2.2/24 in the benchmark's namespace. Per run a server \
-                 guest (`iperf3 -s`) boots on one side and client guests on the other run \
-                 `iperf3 -c -t {} -P 1`, then `-P 4`; then the sides swap; the table shows \
-                 the mean of the two directions (JSON: each), {} run(s) (--qemu-reps). \
+                 guest (`iperf3 -s`) boots on 192.0.2.2 and a client guest on .1 runs \
+                 `iperf3 -c -t {} -P 1`, then `-P 4`, then both again with `-R` (the \
+                 server sends); the table shows the mean of the two directions (JSON: each), {} run(s) (--qemu-reps). \
                  qemu_vhost_user: switchyard with one `--port vhost-user,path=SOCK,mac=MAC` \
                  per guest, QEMU `-chardev socket,reconnect=1` + `-netdev vhost-user`. \
                  Switch CPU: the switch process's CPU time from the client's SY_READY to its \

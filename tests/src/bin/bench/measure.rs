@@ -148,9 +148,9 @@ impl Measurement {
             // Two guests boot (~1.5 s at once on 2 cores), warm up, and
             // power off.
             Measurement::UmlTcp | Measurement::UmlVirtioTcp => cfg.iperf_time.as_secs_f64() + 2.5,
-            // A server and two clients boot per direction under TCG.
+            // Two guests boot under TCG, then four iperf3 runs.
             Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge => {
-                4.0 * (cfg.iperf_time.as_secs_f64() + 15.0) + 30.0
+                4.0 * (cfg.iperf_time.as_secs_f64() + 3.0) + 30.0
             }
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacFlood => 3.0 * window + 2.0,
@@ -193,7 +193,7 @@ pub struct Config {
     pub uml_reps: usize,
     /// The UML kernel for uml_tcp (checked at start-up).
     pub linux: Option<std::path::PathBuf>,
-    /// Runs of the qemu_* measurements (each boots six TCG guests).
+    /// Runs of the qemu_* measurements (each boots two TCG guests).
     pub qemu_reps: usize,
     /// The QEMU guests' kernel and initramfs (built at start-up).
     pub qemu_image: Option<switchyard_tests::qemu::GuestImage>,

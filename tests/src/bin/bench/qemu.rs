@@ -4,10 +4,10 @@
 //! switchyard's VDE directory or on vde_switch (qemu_vde), and taps on a
 //! Linux bridge with QEMU's own virtio backend (qemu_bridge, no switch).
 //!
-//! Each sample boots a server guest on one side and, one after the other,
-//! client guests on the other side for 1 and then 4 streams; then the
-//! sides swap, so every figure is the median (with two: the mean) of the
-//! two directions. Everything runs in the benchmark's private namespace
+//! Each sample boots a server guest on one side and a client guest on the
+//! other, which runs iperf3 with 1 and 4 streams, then the same with
+//! `-R` (the server's side sends), so every figure is the median (with
+//! two: the mean) of the two directions. Everything runs in the benchmark's private namespace
 //! with 192.0.2.1/24 and 192.0.2.2/24; every QEMU is SIGKILLed and reaped
 //! when its guard drops.
 
@@ -206,6 +206,10 @@ impl Drop for Bridge {
     }
 }
 
+/// The client's iperf3 runs, in order: (streams, reverse). Reverse
+/// (`iperf3 -R`) sends from the server's side, the other direction.
+const RUNS: [(u32, bool); 4] = [(1, false), (4, false), (1, true), (4, true)];
+
 /// Run both directions with 1 and 4 streams between two guests joined by
 /// `setup` (on the switch `t`; for the bridge no switch is measured).
 pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
@@ -233,50 +237,27 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
     };
     let pid = (setup != Setup::Bridge).then_some(t.pid);
     let secs = cfg.iperf_time.as_secs().max(1) as u32;
-    let mut runs = Vec::new();
-    for sender in 0..2 {
-        let server_side = 1 - sender;
-        let tmp = switchyard_tests::TempDir::new("qb")?;
-        let guest = |side: usize, label: &str| {
-            let (ip, mac) = SIDES[side];
-            QemuGuest::new(
-                &format!("{}-{label}{n}", t.tag),
-                image,
-                nics[side].clone(),
-                mac,
-                &format!("{ip}/24"),
-            )
-        };
-        let mut server = guest(server_side, "s")
-            .iperf_server()
-            .start(None, &tmp)
-            .context("starting the server guest")?;
-        for streams in STREAMS {
-            let client = guest(sender, &format!("c{streams}-"))
-                .iperf_client(SIDES[server_side].0, secs, streams)
-                .start(None, &tmp)
-                .context("starting a client guest")?;
-            let run = client_run(client, &mut server, pid, cfg.iperf_time)
-                .with_context(|| format!("{streams} stream(s) from 192.0.2.{}", sender + 1))?;
-            runs.push(QemuRun {
-                streams,
-                sender,
-                ..run
-            });
-        }
-        server.kill().context("stopping the server guest")?;
-    }
-    Ok(QemuTcpSample { runs })
-}
-
-/// Wait for the client to boot, count the switch's CPU from there to the
-/// client's iperf3 result, and read it.
-fn client_run(
-    mut client: RunningQemu,
-    server: &mut RunningQemu,
-    pid: Option<u32>,
-    iperf_time: Duration,
-) -> Result<QemuRun> {
+    let tmp = switchyard_tests::TempDir::new("qb")?;
+    let guest = |side: usize, label: &str| {
+        let (ip, mac) = SIDES[side];
+        QemuGuest::new(
+            &format!("{}-{label}{n}", t.tag),
+            image,
+            nics[side].clone(),
+            mac,
+            &format!("{ip}/24"),
+        )
+    };
+    // Side 1 serves; side 0's client runs every (streams, direction) in
+    // one boot, as a TCG boot costs seconds.
+    let mut server = guest(1, "s")
+        .iperf_server()
+        .start(None, &tmp)
+        .context("starting the server guest")?;
+    let mut client = guest(0, "c")
+        .iperf_runs(SIDES[1].0, secs, &RUNS)
+        .start(None, &tmp)
+        .context("starting the client guest")?;
     let console = |q: &RunningQemu| tail(&q.output());
     client
         .wait_marker("SY_READY", BOOT_AND_SETUP)
@@ -286,30 +267,47 @@ fn client_run(
                 console(&client)
             )
         })?;
-    let cpu0 = pid.and_then(process_cpu_s);
-    let json = client
-        .iperf_json(BOOT_AND_SETUP + iperf_time)
-        .with_context(|| {
-            format!(
-                "no iperf3 result; client console:\n{}\nserver console:\n{}",
-                console(&client),
-                console(server)
-            )
-        })?;
-    let cpu1 = pid.and_then(process_cpu_s);
+    // The switch's CPU time at the client's SY_READY and at the end of
+    // each run: run k's share is the difference.
+    let mut cpu = vec![pid.and_then(process_cpu_s)];
+    for k in 1..=RUNS.len() {
+        let limit = if k == 1 {
+            BOOT_AND_SETUP + cfg.iperf_time
+        } else {
+            cfg.iperf_time + Duration::from_secs(60)
+        };
+        client
+            .proc
+            .wait_for_lines("SY_IPERF_END", k, limit)
+            .with_context(|| {
+                format!(
+                    "no result of iperf3 run {k}; client console:\n{}\nserver console:\n{}",
+                    console(&client),
+                    console(&server)
+                )
+            })?;
+        cpu.push(pid.and_then(process_cpu_s));
+    }
+    let jsons = client.iperf_jsons(RUNS.len(), Duration::from_secs(5))?;
     client.kill().context("stopping the client guest")?;
-    let (bits_per_s, seconds, retransmits) = parse(&json)?;
-    let cpu_s = cpu0.zip(cpu1).map(|(a, b)| b - a);
-    Ok(QemuRun {
-        streams: 0,
-        sender: 0,
-        bits_per_s,
-        retransmits,
-        // Over iperf3's own seconds: the switch idles while the client
-        // boots and waits (an idle port costs nothing), so its CPU time
-        // is the run's.
-        switch_cpu_pct: cpu_s.map(|c| 100.0 * c / seconds),
-    })
+    server.kill().context("stopping the server guest")?;
+    let mut runs = Vec::new();
+    for (k, ((streams, reverse), json)) in RUNS.iter().zip(&jsons).enumerate() {
+        let (bits_per_s, seconds, retransmits) =
+            parse(json).with_context(|| format!("iperf3 run {}", k + 1))?;
+        let cpu_s = cpu[k].zip(cpu[k + 1]).map(|(a, b)| b - a);
+        runs.push(QemuRun {
+            streams: *streams,
+            sender: usize::from(*reverse),
+            bits_per_s,
+            retransmits,
+            // Over iperf3's own seconds: between runs and while the
+            // client boots the switch idles (an idle port costs
+            // nothing), so its CPU time is the run's.
+            switch_cpu_pct: cpu_s.map(|c| 100.0 * c / seconds),
+        });
+    }
+    Ok(QemuTcpSample { runs })
 }
 
 /// Receiver goodput, its seconds and the sender's retransmissions from
