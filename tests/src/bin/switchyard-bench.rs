@@ -538,21 +538,23 @@ fn summary(s: &measure::Sample) -> String {
             t.tx_dropped,
             cpu(t.switch_cpu_pct)
         ),
-        measure::Sample::QemuTcp(q) => q
-            .runs
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}x{} from .{}: {:.2} Gbit/s (CPU {})",
-                    r.streams,
-                    if r.streams == 1 { "stream" } else { "streams" },
-                    r.sender + 1,
-                    r.bits_per_s / 1e9,
-                    cpu(r.switch_cpu_pct)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+        measure::Sample::QemuTcp(q) => {
+            let runs: Vec<String> = q
+                .runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}x{} from .{}: {:.2} Gbit/s (CPU {})",
+                        r.streams,
+                        if r.streams == 1 { "stream" } else { "streams" },
+                        r.sender + 1,
+                        r.bits_per_s / 1e9,
+                        cpu(r.switch_cpu_pct)
+                    )
+                })
+                .collect();
+            format!("{}; offloads: {}", runs.join("; "), q.offloads.join(" "))
+        }
         measure::Sample::MacFlood(m) => format!(
             "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
              {:.1}% against one-MAC C), attacker {:.1} kframes/s, bystander kept: {}",
@@ -957,6 +959,7 @@ fn real_main(args: Args) -> Result<bool> {
     footer.extend(scenario_notes(&args.measurements, &cfg));
     footer.extend(report::busy_poll_effect(&results));
     footer.extend(report::macnat_spread(&results));
+    footer.extend(bench::guests::qemu_offloads(&results));
     for ((m, k), o) in &results {
         if let Some(e) = o.errors.first() {
             footer.push(format!(

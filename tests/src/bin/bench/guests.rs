@@ -4,7 +4,7 @@
 //! main table, so they are printed under it.
 
 use super::json::Json;
-use super::measure::Measurement;
+use super::measure::{Measurement, Sample};
 use super::report::{median_of, Results};
 use super::world::SwitchKind;
 
@@ -279,6 +279,37 @@ pub fn tables(results: &Results) -> Vec<String> {
         .collect()
 }
 
+/// One line naming the virtio-net offloads the QEMU client guest
+/// negotiated on each transport (first repetition), or None when no
+/// QEMU row ran.
+pub fn qemu_offloads(results: &Results) -> Option<String> {
+    let parts: Vec<String> = QEMU
+        .cols
+        .iter()
+        .filter_map(|c| {
+            let o = results.get(&(c.m, c.k))?;
+            o.samples.iter().find_map(|s| match s {
+                Sample::QemuTcp(q) => Some(format!(
+                    "{}: {}",
+                    c.label,
+                    if q.offloads.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        q.offloads.join(" ")
+                    }
+                )),
+                _ => None,
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "virtio-net offloads the QEMU client guest negotiated: {}.",
+            parts.join("; ")
+        )
+    })
+}
+
 /// The guest tables' ratios, into the JSON record's `ratios`.
 pub fn ratios_json(results: &Results, out: &mut Json) {
     for t in TABLES.iter().filter(|t| ran(results, t)) {
@@ -305,7 +336,6 @@ pub fn ratios_json(results: &Results, out: &mut Json) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::measure::Sample;
     use super::super::uml::UmlTcpSample;
     use super::*;
 
@@ -339,5 +369,32 @@ mod tests {
         let text = j.pretty();
         assert!(text.contains("uml_guests.mbps"), "{text}");
         assert!(tables(&Results::new()).is_empty());
+    }
+
+    #[test]
+    fn qemu_offloads_are_named_per_transport() {
+        use super::super::qemu::QemuTcpSample;
+        let mut results = Results::new();
+        assert!(qemu_offloads(&results).is_none());
+        let q = |offloads: Vec<&'static str>| {
+            Sample::QemuTcp(QemuTcpSample {
+                runs: Vec::new(),
+                offloads,
+            })
+        };
+        let mut put = |m, k, s| results.entry((m, k)).or_default().samples.push(s);
+        put(
+            Measurement::QemuVhostUser,
+            SwitchKind::Switchyard,
+            q(vec!["csum", "host_tso4"]),
+        );
+        put(Measurement::QemuVde, SwitchKind::VdeSwitch, q(Vec::new()));
+        let line = qemu_offloads(&results).unwrap_or_default();
+        assert!(
+            line.contains(
+                "a: vhost-user, switchyard: csum host_tso4; c: -netdev vde, vde_switch: none"
+            ),
+            "{line}"
+        );
     }
 }

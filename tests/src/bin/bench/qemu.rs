@@ -66,6 +66,9 @@ pub struct QemuRun {
 #[derive(Clone, Debug)]
 pub struct QemuTcpSample {
     pub runs: Vec<QemuRun>,
+    /// The virtio-net offloads the client guest's driver negotiated
+    /// (what makes the transports differ: TSO or not).
+    pub offloads: Vec<&'static str>,
 }
 
 impl QemuTcpSample {
@@ -267,6 +270,9 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
                 console(&client)
             )
         })?;
+    let offloads = client
+        .offloads()
+        .context("the client guest printed no SY_FEATURES line")?;
     // The switch's CPU time at the client's SY_READY and at the end of
     // each run: run k's share is the difference.
     let mut cpu = vec![pid.and_then(process_cpu_s)];
@@ -307,7 +313,7 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
             switch_cpu_pct: cpu_s.map(|c| 100.0 * c / seconds),
         });
     }
-    Ok(QemuTcpSample { runs })
+    Ok(QemuTcpSample { runs, offloads })
 }
 
 /// Receiver goodput, its seconds and the sender's retransmissions from
@@ -359,6 +365,7 @@ mod tests {
                 run(1, 1, 3.0, Some(60.0)),
                 run(4, 1, 2.0, Some(60.0)),
             ],
+            offloads: Vec::new(),
         };
         let m = s.metrics();
         let get = |k: &str| m.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
@@ -370,6 +377,7 @@ mod tests {
         assert_eq!(get("gbps_4"), Some(2.0));
         let bridge = QemuTcpSample {
             runs: vec![run(1, 0, 2.0, None)],
+            offloads: vec!["csum"],
         };
         let m = bridge.metrics();
         assert!(m
