@@ -1,10 +1,12 @@
 //! The system calls of the host-side ports that have no safe wrapper:
-//! attaching to a tap through `/dev/net/tun` and asking a NIC for its MTU
-//! (reads and writes go through nix's safe `read`, `write` and `writev`). Every `unsafe` of the crate is
-//! here, each with the reason it holds.
+//! attaching to a tap through `/dev/net/tun`, asking a NIC for its MTU
+//! (reads and writes go through nix's safe `read`, `write` and `writev`),
+//! and the SIGBUS guard over vhost-user guests' memory. Every `unsafe` of
+//! the crate is here, each with the reason it holds.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The longest interface name the kernel takes (IFNAMSIZ less the NUL).
 pub(crate) const MAX_IFNAME: usize = 15;
@@ -95,6 +97,157 @@ pub(crate) fn received_fds(fds: &[std::os::fd::RawFd]) -> Vec<OwnedFd> {
         .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect()
 }
+
+/// Closes `fd`, the read side of an exit event that vhost-user-backend
+/// 0.24.0 takes from the port and never closes (it keeps only the raw
+/// number, in an epoll set that is gone once the connection's threads are
+/// joined). Only an eventfd is closed: if the number were anything else,
+/// it would not be that leaked descriptor.
+pub(crate) fn close_leaked_eventfd(fd: std::os::fd::RawFd) {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+    if link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]") {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Guest memory mappings a SIGBUS may hit: host address ranges
+/// `[start, end)`, a free slot has `start` 0. A guest whose memory file
+/// cannot be sealed (tmpfs, hugetlbfs, a memfd made without sealing) may
+/// cut the file short under the switch's mapping; touching a page past
+/// the file's new end raises SIGBUS, which would end the daemon.
+static GUEST_MAPS: [(AtomicUsize, AtomicUsize); GUEST_SLOTS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; GUEST_SLOTS];
+
+/// How many guest mappings are watched at once.
+pub(crate) const GUEST_SLOTS: usize = 64;
+
+/// Slots (bit per slot) whose mapping faulted and was patched.
+static FAULTED: AtomicU64 = AtomicU64::new(0);
+
+/// The guard is installed once, on the first watched mapping.
+static INSTALLED: std::sync::Once = std::sync::Once::new();
+
+/// The SIGBUS action there was before the guard (Rust's runtime has one),
+/// for faults outside guest memory.
+static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
+/// Watches `[start, start + len)` (a mapping of guest memory); returns
+/// its slot, or `None` when every slot is taken (the mapping is then not
+/// guarded).
+pub(crate) fn watch_guest_memory(start: usize, len: usize) -> Option<usize> {
+    INSTALLED.call_once(install_sigbus_guard);
+    for (i, (s, e)) in GUEST_MAPS.iter().enumerate() {
+        // Claim the slot by its end first: the handler reads `start` and
+        // sees a slot only once both are set.
+        if e.compare_exchange(0, start + len, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            FAULTED.fetch_and(!(1u64 << i), Ordering::AcqRel);
+            s.store(start, Ordering::Release);
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Stops watching `slot` (its mapping is going away).
+pub(crate) fn unwatch_guest_memory(slot: usize) {
+    if let Some((s, e)) = GUEST_MAPS.get(slot) {
+        s.store(0, Ordering::Release);
+        FAULTED.fetch_and(!(1u64 << slot), Ordering::AcqRel);
+        e.store(0, Ordering::Release);
+    }
+}
+
+/// Which of the slots in `mask` faulted since they were watched.
+pub(crate) fn guest_memory_faulted(mask: u64) -> u64 {
+    FAULTED.load(Ordering::Acquire) & mask
+}
+
+fn install_sigbus_guard() {
+    // SAFETY: the handler below only loads and stores atomics and calls
+    // mmap(2), which is async-signal-safe; `sigaction` is given a zeroed
+    // struct with the handler, SA_SIGINFO and an empty mask filled in.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) == 0 {
+            let _ = PREVIOUS.set(old);
+        }
+        if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
+            tracing::warn!(
+                "cannot install the SIGBUS guard over guest memory: {}; a guest that \
+                 truncates an unsealed memory file can end the switch",
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// A SIGBUS in a watched guest mapping: the rest of that mapping from the
+/// faulting page on becomes private zero pages (the guest that cut its
+/// file short loses the shared view of them; nothing else changes), the
+/// slot is marked faulted for its port to notice, and the access is
+/// retried. Any other SIGBUS gets the default action: the daemon ends
+/// with it, as it would have without this handler.
+extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler;
+    // si_addr is the faulting address for SIGBUS.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    for (i, (s, e)) in GUEST_MAPS.iter().enumerate() {
+        let (start, end) = (s.load(Ordering::Acquire), e.load(Ordering::Acquire));
+        if start == 0 || addr < start || addr >= end {
+            continue;
+        }
+        let page = addr & !(PAGE - 1);
+        // SAFETY: [page, end) lies inside a mapping of guest memory the
+        // switch made and still holds (a watched slot); replacing it with
+        // anonymous memory at the same address keeps every pointer into
+        // it valid, and the mapping's owner unmaps the whole range later.
+        let r = unsafe {
+            libc::mmap(
+                page as *mut libc::c_void,
+                end - page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if r != libc::MAP_FAILED {
+            FAULTED.fetch_or(1u64 << i, Ordering::AcqRel);
+            return;
+        }
+    }
+    match PREVIOUS.get() {
+        Some(old)
+            if old.sa_flags & libc::SA_SIGINFO != 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN =>
+        {
+            // SAFETY: `old` is the action the process had, a SA_SIGINFO
+            // handler with this signature; it gets what it would have got.
+            unsafe {
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(old.sa_sigaction);
+                f(_sig, info, _ctx);
+            }
+        }
+        // SAFETY: restoring the default action and raising the signal
+        // again is what the kernel would have done without the handler.
+        _ => unsafe {
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            libc::raise(libc::SIGBUS);
+        },
+    }
+}
+
+/// The page size the guard patches in (x86-64 and aarch64 Linux with 4
+/// KiB pages; a larger page is patched in several faults).
+const PAGE: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -74,10 +74,20 @@ impl VnetHdr {
     /// The header's size on the wire.
     pub const LEN: usize = 10;
 
-    /// Reads a header from the start of `b`; `None` when `b` is shorter.
+    /// Reads a header from the start of `b`, in host byte order (a tap's);
+    /// `None` when `b` is shorter.
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        Self::parse_with(b, u16::from_ne_bytes)
+    }
+
+    /// Reads a header in little-endian order (a VERSION_1 virtio device's).
+    pub fn parse_le(b: &[u8]) -> Option<VnetHdr> {
+        Self::parse_with(b, u16::from_le_bytes)
+    }
+
+    fn parse_with(b: &[u8], u16_from: fn([u8; 2]) -> u16) -> Option<VnetHdr> {
         let b = b.get(..Self::LEN)?;
-        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let u16_at = |i: usize| u16_from([b[i], b[i + 1]]);
         Some(VnetHdr {
             flags: b[0],
             gso_type: b[1],
@@ -88,15 +98,25 @@ impl VnetHdr {
         })
     }
 
-    /// The header's bytes.
+    /// The header's bytes, in host byte order (a tap's).
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        self.bytes_with(u16::to_ne_bytes)
+    }
+
+    /// The header's bytes in little-endian order (a VERSION_1 virtio
+    /// device's).
+    pub fn to_le_bytes(&self) -> [u8; Self::LEN] {
+        self.bytes_with(u16::to_le_bytes)
+    }
+
+    fn bytes_with(&self, u16_to: fn(u16) -> [u8; 2]) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b[2..4].copy_from_slice(&u16_to(self.hdr_len));
+        b[4..6].copy_from_slice(&u16_to(self.gso_size));
+        b[6..8].copy_from_slice(&u16_to(self.csum_start));
+        b[8..10].copy_from_slice(&u16_to(self.csum_offset));
         b
     }
 

@@ -73,8 +73,9 @@ pub enum Nic {
 }
 
 impl Nic {
-    /// The `-chardev`/`-netdev` arguments, with netdev id `n0`.
-    fn args(&self) -> Vec<String> {
+    /// The `-chardev`/`-netdev` arguments, with netdev id `n0`;
+    /// `vhost_net` asks for the kernel's vhost-net on a tap.
+    fn args(&self, vhost_net: bool) -> Vec<String> {
         match self {
             Nic::VhostUser { socket, server } => {
                 let mode = if *server {
@@ -95,7 +96,10 @@ impl Nic {
             ],
             Nic::Tap { ifname } => vec![
                 "-netdev".into(),
-                format!("tap,id=n0,ifname={ifname},script=no,downscript=no"),
+                format!(
+                    "tap,id=n0,ifname={ifname},script=no,downscript=no,vhost={}",
+                    if vhost_net { "on" } else { "off" }
+                ),
             ],
         }
     }
@@ -122,7 +126,7 @@ impl Accel {
     /// KVM when `/dev/kvm` is there and a NIC-less guest of `image` boots
     /// with it to `SY_READY` within [`KVM_PROBE_TIMEOUT`] (a real KVM
     /// takes about a second), else TCG. The answer is kept next to the
-    /// image, so the probe runs once per machine and image; tests in one
+    /// image, so the probe runs once per machine and kernel; tests in one
     /// process wait for each other's probe. `SWITCHYARD_QEMU_ACCEL=tcg`
     /// or `=kvm` skips it.
     pub fn probe(image: &GuestImage) -> Accel {
@@ -133,7 +137,15 @@ impl Accel {
         }
         static PROBING: Mutex<()> = Mutex::new(());
         let _one_at_a_time = PROBING.lock().unwrap_or_else(PoisonError::into_inner);
-        let cache = image.initrd.with_extension("accel");
+        // The answer depends on the kernel, not on the init.
+        let kernel = image
+            .kernel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let cache = image
+            .initrd
+            .with_file_name(format!("initrd-accel-{kernel}"));
         if let Ok(known) = fs::read_to_string(&cache) {
             return if known.trim() == "kvm" {
                 Accel::Kvm
@@ -158,6 +170,12 @@ impl Accel {
         let _ = fs::write(&cache, accel.name());
         accel
     }
+}
+
+/// True if the host kernel offers vhost-net (`/dev/vhost-net`) for
+/// [`QemuGuest::vhost_net`].
+pub fn vhost_net_available() -> bool {
+    Path::new("/dev/vhost-net").exists()
 }
 
 /// Set to `tcg` or `kvm` to choose the accelerator without the probe.
@@ -207,6 +225,7 @@ pub struct QemuGuest {
     nic: Nic,
     mac: String,
     accel: Accel,
+    vhost_net: bool,
     params: Vec<(String, String)>,
 }
 
@@ -221,6 +240,7 @@ impl QemuGuest {
             nic,
             mac: mac.to_string(),
             accel: Accel::Tcg,
+            vhost_net: false,
             params: vec![("IP0".into(), cidr.into())],
         }
     }
@@ -289,6 +309,14 @@ impl QemuGuest {
         self
     }
 
+    /// On a [`Nic::Tap`], moves the frames with the kernel's vhost-net
+    /// (`vhost=on`) instead of QEMU's own virtio backend; see
+    /// [`vhost_net_available`].
+    pub fn vhost_net(mut self) -> QemuGuest {
+        self.vhost_net = true;
+        self
+    }
+
     /// The kernel command line words for the init.
     fn cmdline_params(&self) -> String {
         self.params
@@ -307,7 +335,7 @@ impl QemuGuest {
             None => Command::new(&qemu),
         };
         base_args(&mut cmd, &self.image, self.accel, &self.cmdline_params());
-        cmd.args(self.nic.args())
+        cmd.args(self.nic.args(self.vhost_net))
             .arg("-device")
             // vectors=0: QEMU 7.2's MSI-X code crashes with TCG and
             // vhost-user otherwise; the default offloads stay on.

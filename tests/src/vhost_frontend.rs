@@ -173,6 +173,12 @@ impl Driver {
             mmap_handle: file.as_raw_fd(),
         };
         self.fe.set_mem_table(&[region]).context("SET_MEM_TABLE")?;
+        // No REPLY_ACK is negotiated: a request with a reply makes sure the
+        // device took the table before the next kick (the kick travels on
+        // an eventfd, past the message queue).
+        self.fe
+            .get_features()
+            .context("GET_FEATURES after SET_MEM_TABLE")?;
         Ok(())
     }
 

@@ -1,21 +1,28 @@
 //! UML guests on switchyard's `vhost-user` port (`virtio_uml.device=SOCK:1`):
 //! virtio-net rings in memory the guest shares with the switch.
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::time::Duration;
-use switchyard_tests::transports::Ctl;
+use switchyard_tests::process::{Proc, Stdin};
+use switchyard_tests::transports::{wait_attached, wait_detached, Ctl};
 use switchyard_tests::vhost_user::VirtioUml;
 use switchyard_tests::{preflight, Netns, SwitchCmd, TempDir, Uml};
 
-/// Two virtio-net guests on two vhost-user ports and a guest on the
-/// uml_switch control socket ping around the ring a → b → c → a through
-/// switchyard; both vhost-user ports count frames both ways, so the guests
-/// met through them.
+/// Two virtio-net guests on two vhost-user ports (one with two queue
+/// pairs, so the control queue is in use) and a guest on the uml_switch
+/// control socket ping around the ring a → b → c → a through switchyard,
+/// and the namespace's own stack behind a tap port pings both virtio
+/// guests, small and large (a 6000-byte echo crosses as IP fragments);
+/// both vhost-user ports count frames both ways, so the guests met
+/// through them.
 #[test]
-fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
+fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
     preflight()?;
     let tmp = TempDir::new("tvu")?;
     let ns = Netns::new()?;
+    let tap = switchyard_tests::unique_name("syvt");
+    ns.ip(["tuntap", "add", "dev", &tap, "mode", "tap"])?;
+    ns.addr_up(&tap, "192.0.2.4/24")?;
     let ctl_sock = tmp.join("uml.ctl");
     let (va, vb) = (tmp.join("va.sock"), tmp.join("vb.sock"));
     let ctl = Ctl::new(&tmp.join("control.sock"));
@@ -28,7 +35,12 @@ fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
             va.display()
         ))
         .arg("--port")
-        .arg(format!("vhost-user,name=vb,path={},mtu=1500", vb.display()))
+        .arg(format!(
+            "vhost-user,name=vb,path={},mtu=1500,queues=2",
+            vb.display()
+        ))
+        .arg("--tap")
+        .arg(&tap)
         .start(Some(&ns))?;
 
     let mut a = VirtioUml::new("virtio-a", &va, "192.0.2.1/24")
@@ -45,6 +57,21 @@ fn virtio_guests_ping_each_other_and_a_daemon_guest() -> Result<()> {
     a.wait_ping_ok()?;
     b.wait_ping_ok()?;
     c.wait_ping_ok()?;
+    // The guests linger 30 s after their own pings.
+    for guest in ["192.0.2.1", "192.0.2.2"] {
+        for size in ["56", "6000"] {
+            let mut ping = ns.command("ping");
+            ping.args([
+                "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-s", size, guest,
+            ]);
+            let out = ping.output()?;
+            ensure!(
+                out.status.success(),
+                "ping -s {size} {guest} from behind the tap: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
     ctl.expect_traffic("va")?;
     ctl.expect_traffic("vb")?;
     sw.assert_running()?;
@@ -78,5 +105,86 @@ fn a_vhost_user_port_serves_the_next_guest_after_one_goes() -> Result<()> {
         g.wait_halt(Duration::from_secs(30))?;
     }
     sw.assert_running()?;
+    Ok(())
+}
+
+/// `sy-vhost-frontend SOCK good ARGS…` (a test frontend on rust-vmm's
+/// `vhost` crate) as a process.
+fn test_frontend(label: &str, sock: &std::path::Path, args: &[&str]) -> Result<Proc> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sy-vhost-frontend"));
+    cmd.arg(sock).arg("good").args(args);
+    Proc::spawn(label, cmd, Stdin::Null)
+}
+
+/// `received=N` of a frontend's report.
+fn received(out: &str) -> Option<u64> {
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix("received="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `mode=client`: the switch connects to a frontend that listens (as QEMU
+/// with `server=on`), retries while there is none, and connects again
+/// after it goes; each time the frontend and a guest on a listening port
+/// exchange 200 frames each way, and each outage is logged once, not per
+/// attempt.
+#[test]
+fn a_client_port_reaches_a_listening_frontend_again_after_it_goes() -> Result<()> {
+    preflight()?;
+    let tmp = TempDir::new("tvc")?;
+    let ns = Netns::new()?;
+    let (c, s) = (tmp.join("c.sock"), tmp.join("s.sock"));
+    let mut sw = SwitchCmd::native()?
+        .unix(&tmp.join("uml.ctl"))
+        .arg("--port")
+        .arg(format!(
+            "vhost-user,name=c,path={},mode=client",
+            c.display()
+        ))
+        .arg("--port")
+        .arg(format!("vhost-user,name=s,path={}", s.display()))
+        .start(Some(&ns))?;
+    // Nobody listens yet: a few attempts fail.
+    std::thread::sleep(Duration::from_millis(800));
+    for round in 1..=2 {
+        // Both wait for the other before sending.
+        let args = [
+            "--frames",
+            "200",
+            "--delay-ms",
+            "500",
+            "--linger-ms",
+            "1500",
+        ];
+        let mut listening = test_frontend(
+            "listening",
+            &c,
+            &[&args[..], &["--listen", "--mac", "02:00:00:00:0c:01"]].concat(),
+        )?;
+        wait_attached(&mut sw, "c", round)?;
+        let mut peer = test_frontend(
+            "peer",
+            &s,
+            &[&args[..], &["--mac", "02:00:00:00:0c:02"]].concat(),
+        )?;
+        listening.wait_exit(Duration::from_secs(30))?;
+        peer.wait_exit(Duration::from_secs(30))?;
+        for p in [&listening, &peer] {
+            ensure!(
+                received(&p.stdout()) == Some(200),
+                "round {round}: {} received not all 200 frames: {}",
+                p.name(),
+                p.output()
+            );
+        }
+        wait_detached(&mut sw, "c", round)?;
+    }
+    sw.assert_running()?;
+    let warnings = sw.proc.count_lines("cannot connect to the frontend");
+    ensure!(
+        (1..=3).contains(&warnings),
+        "expected one warning per outage (at most 3), found {warnings}:\n{}",
+        sw.proc.output()
+    );
     Ok(())
 }

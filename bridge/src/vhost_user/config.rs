@@ -71,7 +71,7 @@ impl VhostUserConfig {
         if let Some(mac) = self.mac {
             c[..6].copy_from_slice(&mac);
         }
-        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c[8..10].copy_from_slice(&self.queues.max(1).to_le_bytes());
         if let Some(mtu) = self.mtu {
             c[10..12].copy_from_slice(&mtu.to_le_bytes());
         }

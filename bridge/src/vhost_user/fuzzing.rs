@@ -144,7 +144,7 @@ pub fn run(data: &[u8]) -> Outcome {
     ));
     switch.add_port(port.clone());
     switch.add_port(sink);
-    FromGuest::new(rings, switch, port).drain();
+    FromGuest::new(rings, switch, port).drain(super::datapath::TX);
 
     let mut frame = vec![0u8; 3000];
     frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);

@@ -19,6 +19,7 @@ mod datapath;
 mod frontends;
 #[doc(hidden)]
 pub mod fuzzing;
+mod guard;
 mod relay;
 
 pub use config::{parse_mac, parse_queues, VhostUserConfig, VhostUserMode, MAX_QUEUES};
@@ -194,6 +195,8 @@ impl VhostUserPort {
         let backend = NetBackend::new(self.config.clone(), rings, from_guest)
             .map_err(|e| format!("eventfd: {e}"))?;
         let hello = backend.hello.clone();
+        // Declared before the daemon: dropped after it.
+        let _exit_events = backend.exit_events();
         let mut daemon = VhostUserDaemon::new(self.config.name.clone(), backend, mem)
             .map_err(|e| format!("cannot start the device: {e}"))?;
         for h in daemon.get_epoll_handlers() {

@@ -178,6 +178,9 @@ impl EarlyEnables {
             self.held.retain(|(r, _)| *r != ring);
             self.held.push((ring, num));
             if flags & FLAG_NEED_REPLY != 0 {
+                // The other pump writes to the frontend only replies to
+                // requests, and a frontend waits for each reply before its
+                // next request: the two writers cannot interleave.
                 write_message(from, &reply(SET_VRING_ENABLE, 0))?;
             }
             return Ok(());

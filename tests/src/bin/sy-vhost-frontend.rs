@@ -3,9 +3,9 @@
 //! port through rust-vmm's `vhost` frontend.
 //!
 //! `sy-vhost-frontend SOCK MODE [--listen] [--frames N] [--interval-us U]
-//! [--linger-ms L] [--hold-ms H] [--mac MAC] [--no-seal]`
+//! [--linger-ms L] [--delay-ms D] [--hold-ms H] [--mac MAC] [--no-seal]`
 //!
-//! `good` posts RX buffers, sends N counted broadcast frames on its TX
+//! `good` posts RX buffers, waits D ms (receiving), sends N counted broadcast frames on its TX
 //! queue (a batch of up to 32, then U µs), keeps receiving for L ms after
 //! the last one and prints `sent=N received=M tx_done=K`: M counts the
 //! counted frames of *other* frontends it received. A hostile mode sets
@@ -52,6 +52,7 @@ struct Opts {
     frames: u64,
     interval: Duration,
     linger: Duration,
+    delay: Duration,
     hold: Duration,
     mac: [u8; 6],
 }
@@ -72,6 +73,7 @@ fn opts() -> Result<Opts> {
         frames: 100,
         interval: Duration::from_micros(500),
         linger: Duration::from_millis(500),
+        delay: Duration::ZERO,
         hold: Duration::from_millis(2000),
         mac: [2, 0, 0, 0, 0x77, 1],
     };
@@ -86,6 +88,9 @@ fn opts() -> Result<Opts> {
             }
             "--linger-ms" => {
                 o.linger = Duration::from_millis(value()?.parse().context("--linger-ms")?)
+            }
+            "--delay-ms" => {
+                o.delay = Duration::from_millis(value()?.parse().context("--delay-ms")?)
             }
             "--hold-ms" => o.hold = Duration::from_millis(value()?.parse().context("--hold-ms")?),
             "--mac" => {
@@ -156,13 +161,16 @@ fn good(d: &mut Driver, o: &Opts) -> Result<()> {
     let mut free: Vec<u16> = (0..QSIZE).rev().collect();
     let (mut sent, mut received, mut done) = (0u64, 0u64, 0u64);
     let mut last_send = Instant::now();
+    let start = Instant::now() + o.delay;
     loop {
         for (id, _) in d.take_used(TX)? {
             free.push(id % QSIZE);
             done += 1;
         }
         received += receive(d, &o.mac)?;
-        if sent < o.frames {
+        if Instant::now() < start {
+            std::thread::sleep(Duration::from_micros(200));
+        } else if sent < o.frames {
             let batch = free.len().min(32).min((o.frames - sent) as usize);
             for _ in 0..batch {
                 let Some(i) = free.pop() else { break };

@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -67,14 +68,14 @@ impl GuestImage {
             }
         }
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        remove_stale(dir, &key);
+        remove_stale(dir, &[&key, &version]);
         let stage = dir.join(format!("stage-{}", unique_suffix()));
         let built = build_initrd(&stage, &modules_dir, &busybox, &iperf3);
         let _ = fs::remove_dir_all(&stage);
         let tmp = built?;
         fs::rename(&tmp, &initrd)
             .with_context(|| format!("renaming {} to {}", tmp.display(), initrd.display()))?;
-        let kernel = match extract_vmlinux(&kernel, &version, dir, &key) {
+        let kernel = match extract_vmlinux(&kernel, &version, dir) {
             Ok(elf) => elf,
             Err(e) => {
                 eprintln!("booting the compressed {} ({e:#})", kernel.display());
@@ -97,26 +98,42 @@ impl GuestImage {
     }
 }
 
-/// Removes what earlier builds for another kernel, init or tools left.
-fn remove_stale(dir: &Path, key: &str) {
+/// How old a cached file of another build must be before a build removes
+/// it: test runs of other checkouts may be using it right now.
+const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes what builds for another kernel, init or tools left (files
+/// whose names contain none of `keep`) once they are [`STALE_AFTER`] old.
+fn remove_stale(dir: &Path, keep: &[&str]) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let ours = name.starts_with("initrd-") || name.starts_with("vmlinux-");
-        if ours && !name.contains(key) {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if ours && old && !keep.iter().any(|k| name.contains(k)) {
             let _ = fs::remove_file(e.path());
         }
     }
 }
 
 /// The uncompressed kernel inside `/boot/vmlinuz-VERSION`, as an ELF file
-/// QEMU boots directly through its PVH entry point. Under TCG this halves
+/// QEMU boots directly through its PVH entry point (`vmlinux-VERSION` in
+/// `dir`, shared by the builds of every init). Under TCG this halves
 /// the boot: the guest no longer decompresses 60 MB of kernel in emulated
 /// code. Needs CONFIG_PVH (Debian's kernels have it) and an xz-compressed
 /// bzImage (Debian's are).
-fn extract_vmlinux(bzimage: &Path, version: &str, dir: &Path, key: &str) -> Result<PathBuf> {
+fn extract_vmlinux(bzimage: &Path, version: &str, dir: &Path) -> Result<PathBuf> {
+    let elf = dir.join(format!("vmlinux-{version}"));
+    if elf.is_file() {
+        return Ok(elf);
+    }
     let config = fs::read_to_string(format!("/boot/config-{version}")).unwrap_or_default();
     if !config.lines().any(|l| l == "CONFIG_PVH=y") {
         bail!("the kernel has no PVH entry point (CONFIG_PVH)");
@@ -128,8 +145,8 @@ fn extract_vmlinux(bzimage: &Path, version: &str, dir: &Path, key: &str) -> Resu
         .position(|w| w == magic)
         .context("no xz stream in the bzImage")?;
     let xz = need("xz", "xz-utils")?;
-    let payload = dir.join(format!("vmlinux-{key}.xz.{}", unique_suffix()));
-    let tmp = dir.join(format!("vmlinux-{key}.{}", unique_suffix()));
+    let payload = dir.join(format!("vmlinux-{version}.xz.{}", unique_suffix()));
+    let tmp = dir.join(format!("vmlinux-{version}.{}", unique_suffix()));
     fs::write(&payload, &data[at..]).with_context(|| format!("writing {}", payload.display()))?;
     let unpacked = unpack_xz(&xz, &payload, &tmp);
     let _ = fs::remove_file(&payload);
@@ -137,7 +154,6 @@ fn extract_vmlinux(bzimage: &Path, version: &str, dir: &Path, key: &str) -> Resu
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    let elf = dir.join(format!("vmlinux-{key}"));
     fs::rename(&tmp, &elf)
         .with_context(|| format!("renaming {} to {}", tmp.display(), elf.display()))?;
     Ok(elf)

@@ -9,6 +9,7 @@
 //! jumps costs that chain or that batch (counted as `bad_descriptor`, the
 //! port's drop log says so at most once a minute), never the switch.
 
+pub(super) mod control;
 mod rx;
 mod tx;
 
@@ -18,7 +19,7 @@ mod tests;
 pub(super) use rx::ToGuest;
 pub(super) use tx::FromGuest;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use switchyard_switch::gso::{
     VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
@@ -35,9 +36,11 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 /// The guest's memory as the rings see it.
 pub(super) type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
-/// Queue 0 is the guest's receive queue (we fill it), 1 its transmit queue.
+/// Queue 0 is the first pair's receive queue (we fill it), 1 its
+/// transmit queue; pair `i` is queues `2i` and `2i + 1`; with more than
+/// one pair the control queue comes last.
 pub(super) const RX: usize = 0;
-/// The guest's transmit queue (we drain it).
+/// The first pair's transmit queue (we drain it).
 pub(super) const TX: usize = 1;
 
 /// The virtio-net header in front of every frame with VERSION_1 or
@@ -54,6 +57,10 @@ pub(super) struct Rings {
     pub(super) mem: Memory,
     vrings: OnceLock<Vec<VringMutex>>,
     features: AtomicU64,
+    /// Queue pairs the guest uses (VQ_PAIRS_SET on the control queue).
+    pairs: AtomicU16,
+    /// The guest's mappings under the SIGBUS guard.
+    pub(super) guard: super::guard::MemoryGuard,
 }
 
 impl Rings {
@@ -63,6 +70,8 @@ impl Rings {
             mem,
             vrings: OnceLock::new(),
             features: AtomicU64::new(0),
+            pairs: AtomicU16::new(1),
+            guard: super::guard::MemoryGuard::default(),
         }
     }
 
@@ -85,8 +94,22 @@ impl Rings {
         Accepted(self.features.load(Ordering::Acquire))
     }
 
-    fn get(&self, index: usize) -> Option<&VringMutex> {
+    /// Uses `pairs` queue pairs from now on (the guest asked).
+    pub(super) fn use_pairs(&self, pairs: u16) {
+        self.pairs.store(pairs.max(1), Ordering::Release);
+    }
+
+    /// Queue `index` (see [`RX`]).
+    pub(super) fn get(&self, index: usize) -> Option<&VringMutex> {
         self.vrings.get().and_then(|v| v.get(index))
+    }
+
+    /// The receive queue for frames from `ingress`: one port's frames stay
+    /// on one queue, in order; ports are spread over the pairs in use.
+    fn rx_for(&self, ingress: switchyard_switch::port::PortId) -> Option<&VringMutex> {
+        let pairs = usize::from(self.pairs.load(Ordering::Acquire).max(1));
+        let pair = usize::try_from(ingress.0).unwrap_or(0) % pairs;
+        self.get(2 * pair).or_else(|| self.get(RX))
     }
 }
 
@@ -129,36 +152,21 @@ impl Accepted {
     }
 
     /// The header the guest reads in front of a frame described by `hdr`
-    /// (`num_buffers` filled in once the frame is placed).
+    /// (`num_buffers` 1; filled in once the frame is placed).
     fn header_for(self, hdr: &VnetHdr) -> [u8; HDR_LEN] {
-        let mut b = [0u8; HDR_LEN];
         let allowed = if self.has(VIRTIO_NET_F_GUEST_CSUM) {
             F_NEEDS_CSUM | F_DATA_VALID
         } else {
             0
         };
-        b[0] = hdr.flags & allowed;
-        b[1] = hdr.gso_type;
-        b[2..4].copy_from_slice(&hdr.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&hdr.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&hdr.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&hdr.csum_offset.to_le_bytes());
-        b[10..12].copy_from_slice(&1u16.to_le_bytes());
+        let shown = VnetHdr {
+            flags: hdr.flags & allowed,
+            ..*hdr
+        };
+        let mut b = [0u8; HDR_LEN];
+        b[..LEGACY_HDR_LEN].copy_from_slice(&shown.to_le_bytes());
+        b[LEGACY_HDR_LEN..].copy_from_slice(&1u16.to_le_bytes());
         b
-    }
-}
-
-/// The offload metadata of a header the guest wrote (little-endian, as
-/// VERSION_1 says and every legacy guest on a little-endian host writes).
-fn header_from_guest(b: &[u8; LEGACY_HDR_LEN]) -> VnetHdr {
-    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-    VnetHdr {
-        flags: b[0],
-        gso_type: b[1],
-        hdr_len: u16_at(2),
-        gso_size: u16_at(4),
-        csum_start: u16_at(6),
-        csum_offset: u16_at(8),
     }
 }
 

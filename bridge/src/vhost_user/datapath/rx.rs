@@ -2,7 +2,7 @@
 //! queue: one chain per frame, or with MRG_RXBUF as many chains as the
 //! frame needs.
 
-use super::{next_chain, Accepted, Bad, Rings, HDR_LEN, RX};
+use super::{next_chain, Accepted, Bad, Rings, HDR_LEN};
 use std::sync::Arc;
 use switchyard_switch::gso::VnetHdr;
 use switchyard_switch::port::{PortId, SendError, Transmit};
@@ -38,9 +38,10 @@ impl ToGuest {
     /// to be). Stops at the first frame that cannot be placed.
     fn place<'f>(
         &self,
+        ingress: PortId,
         frames: impl Iterator<Item = (&'f VnetHdr, &'f [u8])>,
     ) -> (usize, Option<SendError>) {
-        let Some(vring) = self.rings.get(RX) else {
+        let Some(vring) = self.rings.rx_for(ingress) else {
             return (0, Some(SendError::Down));
         };
         let guest = self.rings.accepted();
@@ -70,27 +71,33 @@ impl ToGuest {
                 tracing::debug!("vhost-user: cannot notify the guest: {e}");
             }
         }
+        if self.rings.guard.faulted() {
+            // The port hangs up on this frontend (see `guard`).
+            let why = "the frontend cut its memory file short under the switch's mapping";
+            let gone = std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+            return (sent, Some(SendError::Gone(gone)));
+        }
         (sent, err)
     }
 }
 
 impl Transmit for ToGuest {
-    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
-        self.place(frames.iter().map(|f| (&PLAIN, *f)))
+    fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        self.place(ingress, frames.iter().map(|f| (&PLAIN, *f)))
     }
 
     /// Whole when the guest accepted this kind of offload (GUEST_CSUM,
     /// GUEST_TSO4/6); cut by the switch otherwise.
     fn transmit_offloaded(
         &self,
-        _ingress: PortId,
+        ingress: PortId,
         hdr: &VnetHdr,
         frame: &[u8],
     ) -> Option<Result<(), SendError>> {
         if !self.rings.accepted().takes(hdr) {
             return None;
         }
-        match self.place(std::iter::once((hdr, frame))) {
+        match self.place(ingress, std::iter::once((hdr, frame))) {
             (1, _) => Some(Ok(())),
             (_, Some(e)) => Some(Err(e)),
             (_, None) => Some(Err(SendError::Full)),

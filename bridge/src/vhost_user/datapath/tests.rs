@@ -191,7 +191,7 @@ fn the_tx_queue_is_drained_and_bad_chains_are_counted() {
     tx.post(1, &[(0xffff_0000, 100, 0)]);
     tx.post(2, &[(0x4000, 100, WRITE)]);
     tx.post(3, &[(0x4000, 4, 0)]);
-    from_guest.drain();
+    from_guest.drain(TX);
     assert_eq!(tx.used(), 4);
     let c = port.counters().snapshot();
     assert_eq!(c.rx_frames, 1);
@@ -216,7 +216,7 @@ fn a_ring_that_claims_more_than_it_yields_does_not_spin() {
         }),
     ));
     tx.post(0, &[(0x4000, 60, 0)]);
-    FromGuest::new(rings, switch, port).drain();
+    FromGuest::new(rings, switch, port).drain(TX);
 }
 
 /// The features of a guest that takes merged buffers and TCP super-frames.
@@ -445,7 +445,7 @@ fn offloaded_frames_from_the_guest_pass_whole_and_in_order() {
         ],
     );
     tx.post(4, &[(0x4800, (HDR_LEN + 60) as u32, 0)]);
-    from_guest.drain();
+    from_guest.drain(TX);
     let got = recorded.lock().expect("lock");
     assert_eq!(got.len(), 3);
     assert_eq!(got[0], (None, frame(1)));
@@ -457,4 +457,31 @@ fn offloaded_frames_from_the_guest_pass_whole_and_in_order() {
         (GSO_TCPV4, 1448, 34)
     );
     assert_eq!(got[2], (None, frame(3)));
+}
+
+#[test]
+fn the_control_queue_sets_the_pairs_and_refuses_the_rest() {
+    let mut ctrl = Guest::new();
+    let rings = Arc::new(Rings::new(ctrl.mem.clone()));
+    let answer_of = |g: &Guest, at: u64| g.read(at, 1)[0];
+    let m = ctrl.mem.memory();
+    // VIRTIO_NET_CTRL_MQ, VQ_PAIRS_SET, 2 pairs; then 9 pairs; then class 0.
+    m.write_slice(&[4, 0, 2, 0], GuestAddress(0x4000))
+        .expect("cmd");
+    m.write_slice(&[4, 0, 9, 0], GuestAddress(0x4100))
+        .expect("cmd");
+    m.write_slice(&[0, 0, 1], GuestAddress(0x4200))
+        .expect("cmd");
+    drop(m);
+    ctrl.post(0, &[(0x4000, 4, 0), (0x5000, 1, WRITE)]);
+    ctrl.post(2, &[(0x4100, 4, 0), (0x5100, 1, WRITE)]);
+    ctrl.post(4, &[(0x4200, 3, 0), (0x5200, 1, WRITE)]);
+    // No room for the answer: the guest's fault, counted.
+    ctrl.post(6, &[(0x4000, 4, 0)]);
+    assert_eq!(control::answer(&rings, &ctrl.vring, 4), 1);
+    assert_eq!(ctrl.used(), 4);
+    assert_eq!(answer_of(&ctrl, 0x5000), 0, "2 of 4 pairs: OK");
+    assert_eq!(answer_of(&ctrl, 0x5100), 1, "9 of 4 pairs: refused");
+    assert_eq!(answer_of(&ctrl, 0x5200), 1, "not a command we offer");
+    assert_eq!(rings.pairs.load(std::sync::atomic::Ordering::Acquire), 2);
 }

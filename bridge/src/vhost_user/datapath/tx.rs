@@ -1,7 +1,7 @@
 //! The guest's TX queue drained into the switch in batches, on the
 //! backend's worker thread.
 
-use super::{header_from_guest, next_chain, Bad, Rings, TX};
+use super::{next_chain, Bad, Rings};
 use std::sync::{Arc, Mutex};
 use switchyard_switch::egress::{Frames, Overflow};
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
@@ -54,12 +54,12 @@ impl FromGuest {
         }
     }
 
-    /// Drains the TX queue: batches of frames copied out of the guest's
+    /// Drains TX queue `queue`: batches of frames copied out of the guest's
     /// buffers, the chains returned, then the batch forwarded; guest
     /// notifications stay off while a batch is in flight and the queue is
     /// looked at again before they are turned back on (EVENT_IDX).
-    pub(in crate::vhost_user) fn drain(&self) {
-        let Some(vring) = self.rings.get(TX) else {
+    pub(in crate::vhost_user) fn drain(&self, queue: usize) {
+        let Some(vring) = self.rings.get(queue) else {
             return;
         };
         let mut buf = match self.buf.lock() {
@@ -88,6 +88,10 @@ impl FromGuest {
                 Ok(true) if progressed => continue,
                 _ => break,
             }
+        }
+        if self.rings.guard.faulted() {
+            self.bad("the frontend cut its memory file short under the switch's mapping");
+            self.port.close();
         }
     }
 
@@ -164,9 +168,9 @@ impl FromGuest {
             popped += 1;
             match read {
                 Ok(len) if len >= header_len => {
-                    let mut h = [0u8; VnetHdr::LEN];
-                    h.copy_from_slice(&buf[fill..fill + VnetHdr::LEN]);
-                    let hdr = header_from_guest(&h);
+                    // Little-endian, as VERSION_1 says and every legacy
+                    // guest on a little-endian host writes.
+                    let hdr = VnetHdr::parse_le(&buf[fill..]).unwrap_or_default();
                     taken[n] = Taken {
                         start: fill + header_len,
                         end: fill + len,
@@ -193,7 +197,7 @@ impl FromGuest {
 
     /// Counts a chain the guest got wrong; the port logs the first one a
     /// minute with `why`.
-    fn bad(&self, why: &'static str) {
+    pub(in crate::vhost_user) fn bad(&self, why: &'static str) {
         self.port
             .drop_frame_because(DropReason::BadDescriptor, self.switch.now(), || {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, why)
