@@ -708,13 +708,9 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
             ),
             Measurement::QemuBridge => notes.push(format!(
                 "qemu_bridge: two persistent taps on a Linux bridge in the benchmark's \
-                 namespace, QEMU `-netdev tap,ifname=TAP` with its own virtio backend \
-                 (vnet_hdr and the guest's offloads on), no switch process; {}.",
-                if Path::new("/dev/vhost-net").exists() {
-                    "this host has /dev/vhost-net, but the row does not use it"
-                } else {
-                    "this kernel has no vhost-net (no /dev/vhost-net)"
-                }
+                 namespace, QEMU `-netdev tap,ifname=TAP` (vnet_hdr and the guest's \
+                 offloads on), no switch process; the frames move through {}.",
+                qemu::bridge_backend()
             )),
             Measurement::Fdb64k => notes.push(format!(
                 "64 k MACs: after A, B and C attach, C sends one 64 B frame (to itself) from \

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use switchyard_tests::qemu::{GuestImage, Nic, QemuGuest, RunningQemu};
+use switchyard_tests::qemu::{vhost_net_available, GuestImage, Nic, QemuGuest, RunningQemu};
 
 use super::measure::{process_cpu_s, Config, Target};
 use super::world;
@@ -135,6 +135,15 @@ pub const NO_VDE_DIR: &str = "uml_switch serves no VDE directory for QEMU's -net
 pub const BRIDGE_ONLY: &str = "the Linux bridge row starts no switch; it runs once, under \
      switchyard's column, and is shown in the QEMU guest table.";
 
+/// What moves row d's frames between the tap and the guest.
+pub fn bridge_backend() -> &'static str {
+    if vhost_net_available() {
+        "the kernel's vhost-net (`vhost=on`)"
+    } else {
+        "QEMU's own virtio backend: this kernel has no vhost-net (no /dev/vhost-net)"
+    }
+}
+
 /// The guest image (kernel and initramfs), built once per benchmark run.
 pub fn image(dir: &Path) -> Result<GuestImage> {
     world::find_in_path("qemu-system-x86_64").context(
@@ -243,13 +252,20 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
     let tmp = switchyard_tests::TempDir::new("qb")?;
     let guest = |side: usize, label: &str| {
         let (ip, mac) = SIDES[side];
-        QemuGuest::new(
+        let g = QemuGuest::new(
             &format!("{}-{label}{n}", t.tag),
             image,
             nics[side].clone(),
             mac,
             &format!("{ip}/24"),
-        )
+        );
+        // Row d as a host would run it: the kernel's vhost-net where
+        // there is one, else QEMU's own virtio backend.
+        if setup == Setup::Bridge && vhost_net_available() {
+            g.vhost_net()
+        } else {
+            g
+        }
     };
     // Side 1 serves; side 0's client runs every (streams, direction) in
     // one boot, as a TCG boot costs seconds.
