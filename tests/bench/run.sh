@@ -8,6 +8,8 @@
 #   tests/bench/run.sh --only latency,latency_busy_poll  # switchyard --busy-poll vs. default latency
 #   tests/bench/run.sh --only macnat_pcap    # MAC-NAT's cost only (~1 min)
 #   tests/bench/run.sh --only uml_tcp        # TCP between two UML guests (~1.5 min)
+#   tests/bench/run.sh --only switchyard,uml_tcp,uml_virtio_tcp  # UML: vhost-user vs daemon
+#   tests/bench/run.sh --only qemu_vhost_user,qemu_vde,qemu_bridge  # QEMU guests (~5 min)
 #   tests/bench/run.sh --duration 1 --reps 1 # quick look
 #
 # The markdown table goes to stdout, progress and build output to stderr,
@@ -91,6 +93,27 @@ if wants uml_tcp; then
     need linux.uml user-mode-linux uml_tcp
     need iperf3 iperf3 uml_tcp
 fi
+# uml_virtio_tcp: the same guests on virtio_uml (virtio_net.ko from the
+# user-mode-linux package's module tree).
+if wants uml_virtio_tcp; then
+    need linux.uml user-mode-linux uml_virtio_tcp
+    need iperf3 iperf3 uml_virtio_tcp
+fi
+# The qemu_* rows boot Debian's kernel (linux-image-amd64) with a busybox
+# initramfs the benchmark builds (busybox-static, cpio, iperf3) under QEMU.
+for m in qemu_vhost_user qemu_vde qemu_bridge; do
+    if wants "$m"; then
+        need qemu-system-x86_64 qemu-system-x86 "$m"
+        need busybox busybox-static "$m"
+        need cpio cpio "$m"
+        need iperf3 iperf3 "$m"
+        if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+            echo "run.sh: no kernel in /boot (needed by $m); installing linux-image-amd64" >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-amd64 >&2
+        fi
+        break
+    fi
+done
 
 cargo build --release --workspace >&2
 

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use bench::json::Json;
 use bench::macnat;
 use bench::measure::{self, Config, Measurement};
+use bench::qemu;
 use bench::report::{self, Outcome, Results};
 use bench::sys;
 use bench::tcp;
@@ -51,7 +52,8 @@ options:
   --iperf-reps N      repetitions of iperf3_tap (default 3, at most --reps;
                       each is a 5 s TCP run, and one run's rate moves by
                       +-25 % from run to run)
-  --uml-reps N        repetitions of uml_tcp (default 2, at most --reps; each
+  --uml-reps N        repetitions of uml_tcp and uml_virtio_tcp (default 2,
+                      at most --reps; each
                       boots two UML guests, ~7.5 s per switch)
   --only NAMES        comma-separated switches (switchyard, uml_switch,
                       vde_switch) and/or measurements; repeatable:
@@ -72,6 +74,22 @@ options:
                         uml_tcp        TCP (iperf3) between two User-mode Linux
                                        guests on the daemon transport (needs
                                        user-mode-linux and iperf3)
+                        uml_virtio_tcp switchyard only: the same two guests on
+                                       virtio_uml, one vhost-user port each
+                                       (compared with uml_tcp in a table
+                                       of its own)
+                        qemu_vhost_user
+                                       switchyard only: TCP (iperf3, 1 and 4
+                                       streams, both directions) between two
+                                       QEMU guests (TCG, 1 vCPU, 256 MB) on
+                                       vhost-user ports (needs
+                                       qemu-system-x86, linux-image-amd64,
+                                       busybox-static and iperf3)
+                        qemu_vde       the same on -netdev vde (switchyard's
+                                       --vde directory, vde_switch's -s)
+                        qemu_bridge    the same on two taps of a Linux bridge
+                                       (no switch; runs in switchyard's
+                                       column); the qemu_* rows share a table
                         fdb_64k        64 B A->B after 65,536 source MACs
                                        (switchyard without a per-port limit)
                         mac_flood      64 B A->B alone, while C sends 20 k
@@ -82,6 +100,9 @@ options:
                                        pair with MAC-NAT off vs on, 64 B
                                        IPv4/UDP guest->LAN and LAN->guest
                                        (needs nft, from nftables)
+  --qemu-reps N       repetitions of the qemu_* rows (default 1, at most
+                      --reps; each boots two TCG guests per transport and runs
+                      iperf3 four times: both directions, 1 and 4 streams)
   --json PATH         JSON output (default target/bench/results.json)
   --netns NAME        name of the namespace to create (default swbench-<pid>)
   --logs DIR          keep each switch's stdout/stderr in DIR
@@ -99,6 +120,7 @@ struct Args {
     iperf_time: f64,
     iperf_reps: usize,
     uml_reps: usize,
+    qemu_reps: usize,
     latency_reps: usize,
     switches: Vec<SwitchKind>,
     measurements: Vec<Measurement>,
@@ -119,6 +141,7 @@ fn parse_args() -> Result<Option<Args>> {
         iperf_time: 5.0,
         iperf_reps: 3,
         uml_reps: 2,
+        qemu_reps: 1,
         latency_reps: 0,
         switches: Vec::new(),
         measurements: Vec::new(),
@@ -173,6 +196,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--iperf-time" => a.iperf_time = secs(value()?)?,
             "--iperf-reps" => a.iperf_reps = count(value()?)?,
             "--uml-reps" => a.uml_reps = count(value()?)?,
+            "--qemu-reps" => a.qemu_reps = count(value()?)?,
             "--latency-reps" => a.latency_reps = count(value()?)?,
             "--json" => a.json = PathBuf::from(value()?),
             "--netns" => a.netns = value()?,
@@ -206,6 +230,7 @@ fn parse_args() -> Result<Option<Args>> {
     a.switches.dedup();
     a.iperf_reps = a.iperf_reps.min(a.reps);
     a.uml_reps = a.uml_reps.min(a.reps);
+    a.qemu_reps = a.qemu_reps.min(a.reps);
     if a.latency_reps == 0 {
         a.latency_reps = 3 * a.reps;
     }
@@ -352,6 +377,17 @@ fn run_one(
     } else {
         &[]
     };
+    if m == Measurement::QemuBridge {
+        // The kernel's bridge: no switch to start.
+        let target = measure::Target {
+            ctl: tmp,
+            pid: 0,
+            workdir: tmp,
+            tag: &tag,
+            netns,
+        };
+        return measure::run(m, &target, cfg);
+    }
     if m == Measurement::MacNatPcap {
         let tools =
             macnat_tools.context("macnat_pcap: its tools were not checked at start-up (a bug)")?;
@@ -366,7 +402,30 @@ fn run_one(
         return Ok(measure::Sample::MacNat(macnat::run(&setup, rep, cfg)?));
     }
     let with_taps: Vec<String>;
-    let extra = if m == Measurement::Iperf {
+    let qemu_setup = match m {
+        Measurement::QemuVhostUser => Some(qemu::Setup::VhostUser),
+        Measurement::QemuVde => Some(qemu::Setup::Vde),
+        _ => None,
+    };
+    let extra = if let (Some(setup), SwitchKind::Switchyard) = (qemu_setup, kind) {
+        if setup == qemu::Setup::VhostUser {
+            check_switchyard_port(exe, m, "vhost-user")?;
+        }
+        with_taps = extra
+            .iter()
+            .cloned()
+            .chain(qemu::switchyard_args(setup, tmp, &tag))
+            .collect();
+        &with_taps[..]
+    } else if m == Measurement::UmlVirtioTcp {
+        check_switchyard_port(exe, m, "vhost-user")?;
+        with_taps = extra
+            .iter()
+            .cloned()
+            .chain(uml::virtio_ports(tmp, &tag))
+            .collect();
+        &with_taps[..]
+    } else if m == Measurement::Iperf {
         // Each switch opens the two taps itself (switchyard with its
         // offloads, vde_switch with its -t), and the run moves them into
         // the iperf3 namespaces.
@@ -422,6 +481,22 @@ fn check_switchyard_knows(exe: &Path, m: Measurement) -> Result<()> {
     Ok(())
 }
 
+/// Fail with a clear message when this switchyard binary has no port of
+/// type `port`, which measurement `m` needs.
+fn check_switchyard_port(exe: &Path, m: Measurement, port: &str) -> Result<()> {
+    let help = world::probe_output(exe, &["--help"]).unwrap_or_default();
+    if !help.contains(port) {
+        bail!(
+            "{} needs switchyard's {port} port, which `{} --help` does not list: rebuild \
+             switchyard (cargo build --release -p switchyard-cli) or leave {} out with --only",
+            m.name(),
+            exe.display(),
+            m.name()
+        );
+    }
+    Ok(())
+}
+
 fn summary(s: &measure::Sample) -> String {
     let cpu = |c: Option<f64>| c.map_or("?".into(), |c| format!("{c:.0}%"));
     match s {
@@ -457,11 +532,29 @@ fn summary(s: &measure::Sample) -> String {
             cpu(t.switch_cpu_pct)
         ),
         measure::Sample::UmlTcp(t) => format!(
-            "{:.0} Mbit/s, {} retransmits, sending guest's tx_dropped {}",
+            "{:.0} Mbit/s, {} retransmits, sending guest's tx_dropped {}, switch CPU {}",
             t.bits_per_s / 1e6,
             t.retransmits,
-            t.tx_dropped
+            t.tx_dropped,
+            cpu(t.switch_cpu_pct)
         ),
+        measure::Sample::QemuTcp(q) => {
+            let runs: Vec<String> = q
+                .runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}x{} from .{}: {:.2} Gbit/s (CPU {})",
+                        r.streams,
+                        if r.streams == 1 { "stream" } else { "streams" },
+                        r.sender + 1,
+                        r.bits_per_s / 1e9,
+                        cpu(r.switch_cpu_pct)
+                    )
+                })
+                .collect();
+            format!("{}; offloads: {}", runs.join("; "), q.offloads.join(" "))
+        }
         measure::Sample::MacFlood(m) => format!(
             "A->B {:.1}, {:.1} with one-MAC C, {:.1} kframes/s under attack ({:.1}% lost, \
              {:.1}% against one-MAC C), attacker {:.1} kframes/s, bystander kept: {}",
@@ -576,9 +669,48 @@ fn scenario_notes(ms: &[Measurement], cfg: &Config) -> Vec<String> {
                  (net.unix.max_dgram_qlen) does not tail-drop TCP segments; the loss that \
                  remains shows up as the sending guest's tx_dropped. Retransmissions above \
                  tx_dropped are frames lost further on (uml_switch and vde_switch drop a \
-                 frame for a full guest) or spurious (timeouts on a busy machine).",
+                 frame for a full guest) or spurious (timeouts on a busy machine). Switch \
+                 CPU is counted from the client's start of iperf3 to its result (seen on its \
+                 console), per Gbit/s: % of one core ÷ Gbit/s.",
                 cfg.iperf_time.as_secs_f64(),
                 cfg.uml_reps
+            )),
+            Measurement::UmlVirtioTcp => notes.push(format!(
+                "UML guests on vhost-user (uml_virtio_tcp): the guests of uml_tcp, booted with \
+                 `virtio_uml.device=SOCK:1` instead of `eth0=daemon`, on switchyard started \
+                 with one `--port vhost-user,path=SOCK,mac=MAC` per guest; their init loads \
+                 failover.ko, net_failover.ko and virtio_net.ko from /usr/lib/uml/modules. \
+                 Same addresses, same `iperf3 -c -t {} -J` client → server, {} run(s) \
+                 (--uml-reps), right after uml_tcp in each repetition; the guest table \
+                 compares the two transports through switchyard.",
+                cfg.iperf_time.as_secs_f64(),
+                cfg.uml_reps
+            )),
+            Measurement::QemuVhostUser => notes.push(format!(
+                "QEMU guests (qemu_vhost_user, qemu_vde, qemu_bridge): Debian's \
+                 linux-image-amd64 kernel with a busybox initramfs (tests/src/qemu.rs), TCG, \
+                 1 vCPU, 256 MB in a shared memfd, one virtio-net NIC (vectors=0), \
+                 192.0.2.1/24 and 192.0.2.2/24 in the benchmark's namespace. Per run a server \
+                 guest (`iperf3 -s`) boots on 192.0.2.2 and a client guest on .1 runs \
+                 `iperf3 -c -t {} -P 1`, then `-P 4`, then both again with `-R` (the \
+                 server sends); the table shows the mean of the two directions (JSON: each), {} run(s) (--qemu-reps). \
+                 qemu_vhost_user: switchyard with one `--port vhost-user,path=SOCK,mac=MAC` \
+                 per guest, QEMU `-chardev socket,reconnect=1` + `-netdev vhost-user`. \
+                 Switch CPU: the switch process's CPU time from the client's SY_READY to its \
+                 result, over iperf3's seconds.",
+                cfg.iperf_time.as_secs(),
+                cfg.qemu_reps
+            )),
+            Measurement::QemuVde => notes.push(
+                "qemu_vde: QEMU `-netdev vde,sock=DIR` on switchyard's `--vde DIR` (a unix \
+                 port per guest) or vde_switch's `-s DIR`."
+                    .to_owned(),
+            ),
+            Measurement::QemuBridge => notes.push(format!(
+                "qemu_bridge: two persistent taps on a Linux bridge in the benchmark's \
+                 namespace, QEMU `-netdev tap,ifname=TAP` (vnet_hdr and the guest's \
+                 offloads on), no switch process; the frames move through {}.",
+                qemu::bridge_backend()
             )),
             Measurement::Fdb64k => notes.push(format!(
                 "64 k MACs: after A, B and C attach, C sends one 64 B frame (to itself) from \
@@ -633,15 +765,27 @@ fn real_main(args: Args) -> Result<bool> {
         None
     };
 
-    let linux = if args.measurements.contains(&Measurement::UmlTcp) {
+    let uml_virtio = args.measurements.contains(&Measurement::UmlVirtioTcp);
+    let linux = if args.measurements.contains(&Measurement::UmlTcp) || uml_virtio {
         world::find_in_path("iperf3").context(
             "iperf3 is not installed (needed by uml_tcp, inside the guests): `apt-get install \
              iperf3` (tests/bench/run.sh does that), or leave uml_tcp out with --only",
         )?;
+        if uml_virtio {
+            switchyard_tests::vhost_user::virtio_modules()
+                .context("uml_virtio_tcp needs virtio_net.ko for the UML kernel")?;
+        }
         Some(uml::find_linux()?)
     } else {
         None
     };
+
+    let wants_qemu = args.measurements.iter().any(|m| {
+        matches!(
+            m,
+            Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge
+        )
+    });
 
     let macnat_tools = if args.measurements.contains(&Measurement::MacNatPcap)
         && exes.iter().any(|(k, _)| *k == SwitchKind::Switchyard)
@@ -658,6 +802,12 @@ fn real_main(args: Args) -> Result<bool> {
     if let Some(d) = &args.logs {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    let qemu_image = if wants_qemu {
+        eprintln!("switchyard-bench: building the QEMU guest image");
+        Some(qemu::image(&tmp.path().join("qemu-image"))?)
+    } else {
+        None
+    };
 
     let date = report::utc_now();
     let load1: f64 = std::fs::read_to_string("/proc/loadavg")
@@ -687,6 +837,8 @@ fn real_main(args: Args) -> Result<bool> {
         iperf3,
         uml_reps: args.uml_reps,
         linux,
+        qemu_reps: args.qemu_reps,
+        qemu_image,
     };
 
     let runs: Vec<(Measurement, SwitchKind)> = args
@@ -697,7 +849,10 @@ fn real_main(args: Args) -> Result<bool> {
         .collect();
     let reps_of = |m: Measurement| match m {
         Measurement::Iperf => args.iperf_reps,
-        Measurement::UmlTcp => args.uml_reps,
+        Measurement::UmlTcp | Measurement::UmlVirtioTcp => args.uml_reps,
+        Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge => {
+            args.qemu_reps
+        }
         Measurement::Latency | Measurement::LatencyBusyPoll => args.latency_reps,
         _ => args.reps,
     };
@@ -800,6 +955,7 @@ fn real_main(args: Args) -> Result<bool> {
     footer.extend(scenario_notes(&args.measurements, &cfg));
     footer.extend(report::busy_poll_effect(&results));
     footer.extend(report::macnat_spread(&results));
+    footer.extend(bench::guests::qemu_offloads(&results));
     for ((m, k), o) in &results {
         if let Some(e) = o.errors.first() {
             footer.push(format!(
@@ -875,6 +1031,7 @@ fn real_main(args: Args) -> Result<bool> {
                 .with("iperf_time_s", args.iperf_time)
                 .with("iperf_reps", args.iperf_reps)
                 .with("uml_reps", args.uml_reps)
+                .with("qemu_reps", args.qemu_reps)
                 .with("latency_reps", args.latency_reps)
                 .with("elapsed_s", elapsed)
                 .with(

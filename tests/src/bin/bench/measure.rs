@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::proto::{self, Port, BROADCAST, ETHERTYPE};
 use super::sys::{self, MsgBatch};
 use super::world::SwitchKind;
-use super::{flows, mac_flood, macnat, tcp, uml};
+use super::{flows, mac_flood, macnat, qemu, tcp, uml};
 
 /// The measurements, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,6 +34,14 @@ pub enum Measurement {
     Iperf,
     /// TCP between two UML guests on the daemon transport.
     UmlTcp,
+    /// The same two guests on virtio_uml, switchyard's vhost-user ports.
+    UmlVirtioTcp,
+    /// TCP between two QEMU guests on switchyard's vhost-user ports.
+    QemuVhostUser,
+    /// The same on `-netdev vde` (switchyard's VDE directory, vde_switch).
+    QemuVde,
+    /// The same on taps on a Linux bridge (no switch process).
+    QemuBridge,
     Fdb64k,
     /// A→B while another port sends from 100,000 chosen source MACs.
     MacFlood,
@@ -41,7 +49,7 @@ pub enum Measurement {
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 13] = [
+    pub const ALL: [Measurement; 17] = [
         Measurement::Unicast64,
         Measurement::Unicast1514,
         Measurement::Broadcast,
@@ -52,6 +60,10 @@ impl Measurement {
         Measurement::Paced1514,
         Measurement::Iperf,
         Measurement::UmlTcp,
+        Measurement::UmlVirtioTcp,
+        Measurement::QemuVhostUser,
+        Measurement::QemuVde,
+        Measurement::QemuBridge,
         Measurement::Fdb64k,
         Measurement::MacFlood,
         Measurement::MacNatPcap,
@@ -70,6 +82,10 @@ impl Measurement {
             Measurement::Paced1514 => "cpu_100k_1514",
             Measurement::Iperf => "iperf3_tap",
             Measurement::UmlTcp => "uml_tcp",
+            Measurement::UmlVirtioTcp => "uml_virtio_tcp",
+            Measurement::QemuVhostUser => "qemu_vhost_user",
+            Measurement::QemuVde => "qemu_vde",
+            Measurement::QemuBridge => "qemu_bridge",
             Measurement::Fdb64k => "fdb_64k",
             Measurement::MacFlood => "mac_flood",
             Measurement::MacNatPcap => "macnat_pcap",
@@ -89,6 +105,14 @@ impl Measurement {
             }
             (Measurement::LatencyBusyPoll, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
                 Some(NO_BUSY_POLL)
+            }
+            (
+                Measurement::UmlVirtioTcp | Measurement::QemuVhostUser,
+                SwitchKind::UmlSwitch | SwitchKind::VdeSwitch,
+            ) => Some(NO_VHOST_USER),
+            (Measurement::QemuVde, SwitchKind::UmlSwitch) => Some(qemu::NO_VDE_DIR),
+            (Measurement::QemuBridge, SwitchKind::UmlSwitch | SwitchKind::VdeSwitch) => {
+                Some(qemu::BRIDGE_ONLY)
             }
             _ => None,
         }
@@ -123,7 +147,11 @@ impl Measurement {
             Measurement::Iperf => cfg.iperf_time.as_secs_f64() + 2.0,
             // Two guests boot (~1.5 s at once on 2 cores), warm up, and
             // power off.
-            Measurement::UmlTcp => cfg.iperf_time.as_secs_f64() + 2.5,
+            Measurement::UmlTcp | Measurement::UmlVirtioTcp => cfg.iperf_time.as_secs_f64() + 2.5,
+            // Two guests boot under TCG, then four iperf3 runs.
+            Measurement::QemuVhostUser | Measurement::QemuVde | Measurement::QemuBridge => {
+                4.0 * (cfg.iperf_time.as_secs_f64() + 3.0) + 30.0
+            }
             Measurement::Fdb64k => window + 1.0,
             Measurement::MacFlood => 3.0 * window + 2.0,
             Measurement::MacNatPcap => macnat::estimate_s(cfg),
@@ -140,6 +168,9 @@ pub const BUSY_POLL: &str = "20us";
 /// Why uml_switch and vde_switch sit out `latency_busy_poll`.
 pub const NO_BUSY_POLL: &str = "uml_switch and vde_switch have no busy-poll option; the \
      busy-poll rows show their `latency` values instead (— when latency did not run).";
+
+/// Why uml_switch and vde_switch sit out the vhost-user measurements.
+pub const NO_VHOST_USER: &str = "uml_switch and vde_switch have no vhost-user port.";
 
 /// Knobs shared by all measurements.
 #[derive(Clone, Debug)]
@@ -162,6 +193,10 @@ pub struct Config {
     pub uml_reps: usize,
     /// The UML kernel for uml_tcp (checked at start-up).
     pub linux: Option<std::path::PathBuf>,
+    /// Runs of the qemu_* measurements (each boots two TCG guests).
+    pub qemu_reps: usize,
+    /// The QEMU guests' kernel and initramfs (built at start-up).
+    pub qemu_image: Option<switchyard_tests::qemu::GuestImage>,
 }
 
 /// The switch under test, as a measurement sees it.
@@ -278,6 +313,8 @@ pub enum Sample {
     },
     Tcp(tcp::TcpSample),
     UmlTcp(uml::UmlTcpSample),
+    /// Two QEMU guests, both directions, 1 and 4 streams.
+    QemuTcp(qemu::QemuTcpSample),
     Fdb(flows::FdbSample),
     /// A→B without and with a MAC-flooding port.
     MacFlood(mac_flood::MacFloodSample),
@@ -303,7 +340,11 @@ pub fn run(m: Measurement, t: &Target, cfg: &Config) -> Result<Sample> {
             target_fps: cfg.paced_fps,
         },
         Measurement::Iperf => Sample::Tcp(tcp::iperf(t, cfg)?),
-        Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg)?),
+        Measurement::UmlTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Daemon)?),
+        Measurement::UmlVirtioTcp => Sample::UmlTcp(uml::iperf(t, cfg, uml::UmlNic::Virtio)?),
+        Measurement::QemuVhostUser => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::VhostUser)?),
+        Measurement::QemuVde => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::Vde)?),
+        Measurement::QemuBridge => Sample::QemuTcp(qemu::iperf(t, cfg, qemu::Setup::Bridge)?),
         Measurement::Fdb64k => Sample::Fdb(flows::fdb(ctl, pid, cfg)?),
         Measurement::MacFlood => Sample::MacFlood(mac_flood::run(ctl, pid, cfg)?),
         // It starts its own switches, one per MAC-NAT setting.

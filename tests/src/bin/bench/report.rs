@@ -59,7 +59,10 @@ pub fn metrics(sample: &Sample) -> Vec<(&'static str, f64)> {
             ("mbps", t.bits_per_s / 1e6),
             ("retransmits", t.retransmits),
             ("tx_dropped", t.tx_dropped),
+            cpu_pct(t.switch_cpu_pct),
+            ("switch_cpu_pct_per_gbps", t.cpu_per_gbps()),
         ],
+        Sample::QemuTcp(q) => q.metrics(),
         Sample::MacFlood(m) => vec![
             ("rx_fps_base", m.base.rx_fps(0)),
             ("rx_fps_control", m.control.rx_fps(0)),
@@ -251,7 +254,12 @@ pub fn medians(o: &Outcome) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
-fn median_of(results: &Results, m: Measurement, k: SwitchKind, key: &str) -> Option<f64> {
+pub(super) fn median_of(
+    results: &Results,
+    m: Measurement,
+    k: SwitchKind,
+    key: &str,
+) -> Option<f64> {
     let o = results.get(&(m, k))?;
     medians(o)
         .into_iter()
@@ -275,6 +283,8 @@ enum Unit {
     Cpu,
     Us,
     Gbps,
+    /// Switch CPU (% of one core) per Gbit/s.
+    PerGbps,
     Count,
     /// Shown in MiB, stored in KiB.
     Mib,
@@ -289,6 +299,7 @@ impl Unit {
             Unit::Cpu => format!("{v:.0}"),
             Unit::Us => format!("{v:.1}"),
             Unit::Gbps => format!("{v:.2}"),
+            Unit::PerGbps => format!("{v:.1}"),
             Unit::Count => format!("{v:.0}"),
             Unit::Mib => format!("{:.1}", v / 1024.0),
         }
@@ -608,6 +619,20 @@ const ROWS: &[Row] = &[
         better: Better::Neither,
     },
     Row {
+        m: Measurement::UmlTcp,
+        key: "switch_cpu_pct",
+        label: "UML guests TCP: switch CPU (% of one core)",
+        unit: Unit::Cpu,
+        better: Better::Neither,
+    },
+    Row {
+        m: Measurement::UmlTcp,
+        key: "switch_cpu_pct_per_gbps",
+        label: "UML guests TCP: switch CPU per Gbit/s (% of one core, lower is better)",
+        unit: Unit::PerGbps,
+        better: Better::Lower,
+    },
+    Row {
         m: Measurement::Fdb64k,
         key: "rx_fps",
         label: "64 B unicast after 64 k source MACs: received (kframes/s)",
@@ -782,6 +807,10 @@ pub fn markdown(results: &Results, header_notes: &[String], footer_notes: &[Stri
         out.push('\n');
     }
     if let Some(t) = macnat_table(results) {
+        out.push_str(&t);
+        out.push('\n');
+    }
+    for t in super::guests::tables(results) {
         out.push_str(&t);
         out.push('\n');
     }
@@ -1098,6 +1127,7 @@ pub fn results_json(results: &Results) -> (Json, Json) {
             );
         }
     }
+    super::guests::ratios_json(results, &mut ratios);
     (res, ratios)
 }
 

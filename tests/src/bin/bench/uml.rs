@@ -1,6 +1,9 @@
-//! TCP between two real User-mode Linux guests on the daemon transport
-//! (`eth0=daemon,MAC,unix,CTL`, the uml_switch protocol): `iperf3 -s` in
-//! one guest, `iperf3 -c` in the other, through the switch under test.
+//! TCP between two real User-mode Linux guests: `iperf3 -s` in one guest,
+//! `iperf3 -c` in the other, through the switch under test, on the daemon
+//! transport (`eth0=daemon,MAC,unix,CTL`, the uml_switch protocol) or, for
+//! switchyard, on virtio_uml (`virtio_uml.device=SOCK:1`, one
+//! `--port vhost-user,path=SOCK` per guest; the init loads `virtio_net.ko`
+//! from Debian's UML module tree, as `tests/src/vhost_user.rs` does).
 //!
 //! The guests boot the host's `/` over hostfs (read-only) with their own
 //! init script ([`INIT`]), run in the benchmark's private namespace (UML's
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::measure::{Config, Target};
+use super::measure::{process_cpu_s, Config, Target};
 use super::sys;
 use super::tcp;
 use super::world;
@@ -31,8 +34,11 @@ use super::world;
 /// SECS (client: iperf3 -t), LIMIT (seconds after which iperf3 gives up).
 /// Markers on the console: SYB_READY, SYB_ERROR=..., SYB_IPERF_BEGIN /
 /// SYB_IPERF_END (the client's iperf3 -J output between them),
-/// SYB_TX_DROPPED=N (the client's eth0 tx_dropped), SYB_HALT. The script
-/// must never return: if PID 1 exits, the guest kernel panics.
+/// SYB_TX_DROPPED=N (the client's eth0 tx_dropped), SYB_HALT; SYB_IPERF_GO
+/// when the client starts iperf3 (the host counts the switch's CPU from
+/// there to SYB_IPERF_BEGIN). VIRTIO=1: eth0 is a virtio_uml device, whose
+/// driver is loaded first. The script must never return: if PID 1 exits,
+/// the guest kernel panics.
 const INIT: &str = r#"#!/bin/sh
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -51,9 +57,17 @@ mount -t sysfs sysfs /sys 2>/dev/null
 mount -t tmpfs tmpfs /run 2>/dev/null
 # iperf3 keeps a scratch file in /tmp; hostfs / is read-only.
 mount -t tmpfs tmpfs /tmp 2>/dev/null
+if [ "${VIRTIO:-}" = 1 ]; then
+    # hostfs has no /lib/modules for the UML kernel: load virtio-net by
+    # path, in dependency order (the list of tests/src/vhost_user.rs).
+    m=/usr/lib/uml/modules/$(uname -r)/kernel
+    for k in net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+        insmod "$m/$k.ko" || echo "SYB_ERROR=insmod $k.ko"
+    done
+fi
 ip link set lo up
 if ! ip link set eth0 up || ! ip addr add "$IP" dev eth0; then
-    echo "SYB_ERROR=eth0 (did the daemon transport connect to the switch?)"
+    echo "SYB_ERROR=eth0 (did the guest's transport connect to the switch?)"
     halt
 fi
 echo "SYB_READY"
@@ -72,6 +86,7 @@ client)
     done
     # ... and its iperf3 may not listen yet (iperf3 -J can exit 0 even
     # then, so look at what it said).
+    echo "SYB_IPERF_GO"
     i=0
     while :; do
         timeout "$LIMIT" iperf3 -c "$PEER" -t "$SECS" -J >/tmp/iperf3.json 2>&1
@@ -105,6 +120,39 @@ const BOOT_AND_SETUP: Duration = Duration::from_secs(60);
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
+/// How the guests reach the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UmlNic {
+    /// `eth0=daemon,MAC,unix,CTL`: one datagram per frame (uml_tcp).
+    Daemon,
+    /// `virtio_uml.device=SOCK:1` on switchyard's `--port vhost-user`
+    /// (uml_virtio_tcp).
+    Virtio,
+}
+
+/// The guests' MACs (server, client), the same on either transport.
+const MACS: [&str; 2] = ["02:00:00:00:0b:02", "02:00:00:00:0b:01"];
+
+/// The vhost-user sockets of the run `tag` (server, client).
+pub fn virtio_sockets(workdir: &Path, tag: &str) -> [PathBuf; 2] {
+    ["s", "c"].map(|g| workdir.join(format!("{tag}-{g}.vu")))
+}
+
+/// switchyard's arguments for uml_virtio_tcp: one vhost-user port per
+/// guest, offering the guest its MAC.
+pub fn virtio_ports(workdir: &Path, tag: &str) -> Vec<String> {
+    virtio_sockets(workdir, tag)
+        .iter()
+        .zip(MACS)
+        .flat_map(|(sock, mac)| {
+            [
+                "--port".to_owned(),
+                format!("vhost-user,path={},mac={mac}", sock.display()),
+            ]
+        })
+        .collect()
+}
+
 /// One iperf3 run between the guests.
 #[derive(Clone, Debug)]
 pub struct UmlTcpSample {
@@ -115,6 +163,16 @@ pub struct UmlTcpSample {
     /// tx_dropped of the sending guest's eth0: frames its UML driver
     /// could not hand to the switch (a full socket: EAGAIN).
     pub tx_dropped: f64,
+    /// Switch CPU while the client's iperf3 ran, in % of one core.
+    pub switch_cpu_pct: Option<f64>,
+}
+
+impl UmlTcpSample {
+    /// Switch CPU (% of one core) per Gbit/s moved: lower is better.
+    pub fn cpu_per_gbps(&self) -> f64 {
+        self.switch_cpu_pct
+            .map_or(f64::NAN, |c| c / (self.bits_per_s / 1e9))
+    }
 }
 
 /// The User-mode Linux kernel (Debian package user-mode-linux).
@@ -129,7 +187,7 @@ pub fn find_linux() -> Result<PathBuf> {
 
 /// Boot the two guests on the switch `t`, run iperf3 between them, and
 /// read the client's result from its console.
-pub fn iperf(t: &Target, cfg: &Config) -> Result<UmlTcpSample> {
+pub fn iperf(t: &Target, cfg: &Config, nic: UmlNic) -> Result<UmlTcpSample> {
     let linux = cfg
         .linux
         .as_deref()
@@ -141,13 +199,20 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<UmlTcpSample> {
     // never sees a client and a client whose run stalls).
     let limit = (BOOT_AND_SETUP.as_secs_f64() + secs).ceil().to_string();
     let secs = format!("{secs}");
-    let spec = |mac: &str| format!("daemon,{mac},unix,{}", t.ctl.display());
-    let guest = |label: &str, mac: &str, ip: &str, role: &[(&str, &str)]| -> Result<Guest> {
+    let [srv_sock, cli_sock] = virtio_sockets(t.workdir, t.tag);
+    let spec = |mac: &str, sock: &Path| match nic {
+        UmlNic::Daemon => format!("eth0=daemon,{mac},unix,{}", t.ctl.display()),
+        UmlNic::Virtio => format!("virtio_uml.device={}:1", sock.display()),
+    };
+    let guest = |label: &str, mac: &str, sock: &Path, ip: &str, role: &[(&str, &str)]| {
         let mut params = vec![
-            format!("eth0={}", spec(mac)),
+            spec(mac, sock),
             format!("IP={ip}/24"),
             format!("LIMIT={limit}"),
         ];
+        if nic == UmlNic::Virtio {
+            params.push("VIRTIO=1".into());
+        }
         params.extend(role.iter().map(|(k, v)| format!("{k}={v}")));
         Guest::start(
             linux,
@@ -158,15 +223,20 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<UmlTcpSample> {
             t.workdir.join(format!("{}-{label}.console", t.tag)),
         )
     };
-    let mut server = guest("s", "02:00:00:00:0b:02", SERVER_IP, &[("ROLE", "server")])?;
+    let mut server = guest("s", MACS[0], &srv_sock, SERVER_IP, &[("ROLE", "server")])?;
     let mut client = guest(
         "c",
-        "02:00:00:00:0b:01",
+        MACS[1],
+        &cli_sock,
         CLIENT_IP,
         &[("ROLE", "client"), ("PEER", SERVER_IP), ("SECS", &secs)],
     )?;
 
-    let status = client.wait_exit(BOOT_AND_SETUP + cfg.iperf_time + Duration::from_secs(10))?;
+    let mut cpu = CpuWindow::new(t.pid);
+    let status = client.wait_exit(
+        BOOT_AND_SETUP + cfg.iperf_time + Duration::from_secs(10),
+        |console| cpu.watch(console),
+    )?;
     let console = client.console();
     let Some(status) = status else {
         bail!(
@@ -185,13 +255,51 @@ pub fn iperf(t: &Target, cfg: &Config) -> Result<UmlTcpSample> {
         )
     })?;
     // The server guest powers off once its one test is over.
-    if server.wait_exit(Duration::from_secs(15))?.is_none() {
+    if server.wait_exit(Duration::from_secs(15), |_| {})?.is_none() {
         bail!(
             "the server guest did not power off after the test; its console:\n{}",
             tail(&server.console())
         );
     }
-    Ok(sample)
+    Ok(UmlTcpSample {
+        switch_cpu_pct: cpu.pct(),
+        ..sample
+    })
+}
+
+/// The switch's CPU time from the client's SYB_IPERF_GO to its
+/// SYB_IPERF_BEGIN (iperf3's run plus a connect), seen on its console.
+struct CpuWindow {
+    pid: u32,
+    start: Option<(Instant, Option<f64>)>,
+    end: Option<(Instant, Option<f64>)>,
+}
+
+impl CpuWindow {
+    fn new(pid: u32) -> CpuWindow {
+        CpuWindow {
+            pid,
+            start: None,
+            end: None,
+        }
+    }
+
+    fn watch(&mut self, console: &str) {
+        let snap = || Some((Instant::now(), process_cpu_s(self.pid)));
+        if self.start.is_none() && console.contains("SYB_IPERF_GO") {
+            self.start = snap();
+        } else if self.start.is_some() && self.end.is_none() && console.contains("SYB_IPERF_BEGIN")
+        {
+            self.end = snap();
+        }
+    }
+
+    /// % of one core over the window, if both ends were seen.
+    fn pct(&self) -> Option<f64> {
+        let ((t0, c0), (t1, c1)) = (self.start?, self.end?);
+        let (wall, used) = ((t1 - t0).as_secs_f64(), c1? - c0?);
+        (wall > 0.0).then(|| 100.0 * used / wall)
+    }
 }
 
 /// The client's numbers from its console: the iperf3 JSON between the
@@ -217,6 +325,7 @@ fn parse_console(console: &str) -> Result<UmlTcpSample> {
         bits_per_s: tcp.bits_per_s,
         retransmits: tcp.retransmits,
         tx_dropped,
+        switch_cpu_pct: None,
     })
 }
 
@@ -280,10 +389,16 @@ impl Guest {
     }
 
     /// Wait up to `timeout` for the guest to power off; None on timeout.
-    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+    /// `watch` sees the console at every poll while the guest runs.
+    fn wait_exit(
+        &mut self,
+        timeout: Duration,
+        mut watch: impl FnMut(&str),
+    ) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
             sys::check_interrupted()?;
+            watch(&self.console());
             if let Some(s) = self.child.try_wait().context("waiting for a UML guest")? {
                 self.exited = Some(s);
                 return Ok(Some(s));
@@ -332,5 +447,17 @@ mod tests {
         assert_eq!(s.retransmits, 332.0);
         assert_eq!(s.tx_dropped, 332.0);
         assert!(parse_console("SYB_READY\nSYB_HALT\n").is_err());
+    }
+
+    #[test]
+    fn cpu_window_runs_from_go_to_the_result() {
+        let mut w = CpuWindow::new(std::process::id());
+        w.watch("SYB_READY\n");
+        assert!(w.pct().is_none());
+        w.watch("SYB_READY\nSYB_IPERF_GO\n");
+        assert!(w.pct().is_none());
+        std::thread::sleep(Duration::from_millis(20));
+        w.watch("SYB_READY\nSYB_IPERF_GO\nSYB_IPERF_BEGIN\n");
+        assert!(w.pct().is_some_and(|p| p >= 0.0));
     }
 }
