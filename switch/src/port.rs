@@ -323,6 +323,7 @@ impl Port {
         let mut done = 0;
         while done < frames.len() {
             let (sent, err) = self.tx.transmit(ingress, &frames[done..]);
+            let sent = sent.min(frames.len() - done);
             for f in &frames[done..done + sent] {
                 self.note_sent(f);
             }
@@ -333,7 +334,9 @@ impl Port {
             }
             let reason_for_rest = err_reason(&err);
             let rest_too = self.count_failure(err, now);
-            done += 1;
+            // The failure was the frame at `done`; a transport that says
+            // it sent them all and failed too is held to its count.
+            done = (done + 1).min(frames.len());
             if rest_too {
                 for _ in &frames[done..] {
                     self.drop_frame(reason_for_rest, now, None);
@@ -460,5 +463,24 @@ mod tests {
         assert_eq!(classify(libc::ENOENT), "gone");
         assert_eq!(classify(libc::EBADFD), "gone");
         assert_eq!(classify(libc::EMSGSIZE), "other");
+    }
+
+    /// A transport that claims more than it was given, and a failure
+    /// besides.
+    struct Overclaims;
+
+    impl Transmit for Overclaims {
+        fn transmit(&self, _: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+            let gone = io::Error::new(io::ErrorKind::BrokenPipe, "gone");
+            (frames.len() + 3, Some(SendError::Gone(gone)))
+        }
+    }
+
+    #[test]
+    fn a_transport_that_miscounts_cannot_make_the_port_panic() {
+        let port = Port::new(PortId(1), "p", "test", "test", Box::new(Overclaims));
+        let frame = [0u8; 60];
+        let frames: [&[u8]; 4] = [&frame; 4];
+        assert_eq!(port.send_until_full(PortId(2), &frames, Duration::ZERO), 4);
     }
 }

@@ -245,7 +245,8 @@ impl Switch {
         self.proc.wait_exit(Duration::from_secs(5))
     }
 
-    /// Fails if the switch has exited.
+    /// Fails if the switch has exited, or if one of its threads panicked
+    /// (a port's thread can die while the process lives on).
     pub fn assert_running(&mut self) -> Result<()> {
         if let Some(st) = self.proc.try_status()? {
             bail!(
@@ -253,6 +254,13 @@ impl Switch {
                 self.proc.name(),
                 describe(st),
                 self.proc.output()
+            );
+        }
+        let out = self.proc.output();
+        if let Some(line) = out.lines().find(|l| l.contains("' panicked at ")) {
+            bail!(
+                "a thread of {} panicked: {line}; output:\n{out}",
+                self.proc.name()
             );
         }
         Ok(())

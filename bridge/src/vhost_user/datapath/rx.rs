@@ -44,6 +44,13 @@ impl ToGuest {
         let Some(vring) = self.rings.rx_for(ingress) else {
             return (0, Some(SendError::Down));
         };
+        if self.rings.guard.faulted() {
+            // The port hangs up on this frontend (see `guard`); nothing
+            // more goes into its memory.
+            let why = "the frontend cut its memory file short under the switch's mapping";
+            let gone = std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+            return (0, Some(SendError::Gone(gone)));
+        }
         let guest = self.rings.accepted();
         let mut state = vring.get_mut();
         if !state.is_enabled() || !state.get_queue().ready() {
@@ -70,12 +77,6 @@ impl ToGuest {
             if let Err(e) = state.signal_used_queue() {
                 tracing::debug!("vhost-user: cannot notify the guest: {e}");
             }
-        }
-        if self.rings.guard.faulted() {
-            // The port hangs up on this frontend (see `guard`).
-            let why = "the frontend cut its memory file short under the switch's mapping";
-            let gone = std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-            return (sent, Some(SendError::Gone(gone)));
         }
         (sent, err)
     }
