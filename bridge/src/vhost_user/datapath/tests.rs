@@ -108,6 +108,21 @@ fn rings(rx: &Guest, tx: &Guest) -> Arc<Rings> {
     rings
 }
 
+/// A switch and a vhost-user port over `rings` (not added to the switch).
+fn vhost_port(rings: &Arc<Rings>) -> (Arc<Switch>, Arc<Port>) {
+    let switch = Switch::new(EngineConfig::default());
+    let port = Arc::new(Port::new(
+        switch.allocate_id(),
+        "v",
+        "vhost-user",
+        "test",
+        Box::new(ToGuest {
+            rings: rings.clone(),
+        }),
+    ));
+    (switch, port)
+}
+
 fn frame(n: u8) -> Vec<u8> {
     let mut f = vec![n; 60];
     f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -167,16 +182,7 @@ fn the_tx_queue_is_drained_and_bad_chains_are_counted() {
     let rings = Arc::new(Rings::new(tx.mem.clone()));
     rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
     rings.accept(1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1);
-    let switch = Switch::new(EngineConfig::default());
-    let port = Arc::new(Port::new(
-        switch.allocate_id(),
-        "v",
-        "vhost-user",
-        "test",
-        Box::new(ToGuest {
-            rings: rings.clone(),
-        }),
-    ));
+    let (switch, port) = vhost_port(&rings);
     switch.add_port(port.clone());
     let from_guest = FromGuest::new(rings, switch.clone(), port.clone());
     let f = frame(9);
@@ -205,16 +211,7 @@ fn a_ring_that_claims_more_than_it_yields_does_not_spin() {
     let rx = Guest::new();
     let mut tx = Guest::new();
     let rings = rings(&rx, &tx);
-    let switch = Switch::new(EngineConfig::default());
-    let port = Arc::new(Port::new(
-        switch.allocate_id(),
-        "v",
-        "vhost-user",
-        "test",
-        Box::new(ToGuest {
-            rings: rings.clone(),
-        }),
-    ));
+    let (switch, port) = vhost_port(&rings);
     tx.post(0, &[(0x4000, 60, 0)]);
     FromGuest::new(rings, switch, port).drain(TX);
 }
@@ -388,16 +385,7 @@ fn offloaded_frames_from_the_guest_pass_whole_and_in_order() {
     let rings = Arc::new(Rings::new(tx.mem.clone()));
     rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
     rings.accept(offloading_guest() | 1 << VIRTIO_NET_F_HOST_TSO4);
-    let switch = Switch::new(EngineConfig::default());
-    let port = Arc::new(Port::new(
-        switch.allocate_id(),
-        "v",
-        "vhost-user",
-        "test",
-        Box::new(ToGuest {
-            rings: rings.clone(),
-        }),
-    ));
+    let (switch, port) = vhost_port(&rings);
     let recorded: Recorded = Arc::new(Mutex::new(Vec::new()));
     let other = Arc::new(Port::new(
         switch.allocate_id(),
