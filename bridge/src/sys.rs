@@ -165,6 +165,11 @@ pub(crate) fn guest_memory_faulted(mask: u64) -> u64 {
 }
 
 fn install_sigbus_guard() {
+    if let Ok(Some(size)) = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        if let Ok(size) = usize::try_from(size) {
+            PAGE.store(size, Ordering::Release);
+        }
+    }
     // SAFETY: the handler below only loads and stores atomics and calls
     // mmap(2), which is async-signal-safe; `sigaction` is given a zeroed
     // struct with the handler, SA_SIGINFO and an empty mask filled in.
@@ -202,7 +207,7 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
         if start == 0 || addr < start || addr >= end {
             continue;
         }
-        let page = addr & !(PAGE - 1);
+        let page = addr & !(PAGE.load(Ordering::Acquire) - 1);
         // SAFETY: [page, end) lies inside a mapping of guest memory the
         // switch made and still holds (a watched slot); replacing it with
         // anonymous memory at the same address keeps every pointer into
@@ -245,9 +250,9 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     }
 }
 
-/// The page size the guard patches in (x86-64 and aarch64 Linux with 4
-/// KiB pages; a larger page is patched in several faults).
-const PAGE: usize = 4096;
+/// The system's page size, read when the guard is installed: the
+/// handler's `mmap(MAP_FIXED)` needs an address aligned to it.
+static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
 #[cfg(test)]
 mod tests {

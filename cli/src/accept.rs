@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use switchyard_switch::ports::unix::{out_of_descriptors, spare_descriptor};
 use tokio::sync::oneshot;
 
 /// The bounds of one listener.
@@ -100,7 +101,7 @@ pub(crate) async fn accept_forever<S, F>(
 ) where
     F: Future<Output = std::io::Result<S>>,
 {
-    let mut spare = open_spare();
+    let mut spare = spare_descriptor();
     loop {
         match accept().await {
             Ok(s) => {
@@ -117,7 +118,7 @@ pub(crate) async fn accept_forever<S, F>(
                 if let Ok(s) = accept().await {
                     drop(s);
                 }
-                spare = open_spare();
+                spare = spare_descriptor();
                 if spare.is_none() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -126,7 +127,7 @@ pub(crate) async fn accept_forever<S, F>(
                 tracing::warn!("{what} accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if spare.is_none() {
-                    spare = open_spare();
+                    spare = spare_descriptor();
                 }
             }
         }
@@ -141,14 +142,6 @@ pub(crate) fn refuse<S: std::io::Write>(socket: std::io::Result<S>, answer: &[u8
     if let Ok(mut s) = socket {
         let _ = s.write(answer);
     }
-}
-
-fn open_spare() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
-}
-
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Why a connection stopped waiting for its request.

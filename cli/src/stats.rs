@@ -132,6 +132,13 @@ impl Snapshot {
     pub fn take(switch: &Switch, detail: Detail) -> Snapshot {
         let uptime = switch.now();
         let table = switch.ports();
+        // A port's name, or its number once it is gone.
+        let name_of = |id: PortId| {
+            table
+                .get(id)
+                .map(|p| p.name().to_string())
+                .unwrap_or_else(|| id.to_string())
+        };
         let blocks = switch.loop_blocks();
         let ports = table
             .iter()
@@ -141,10 +148,7 @@ impl Snapshot {
                     .find(|b| b.port == p.id())
                     .map(|b| LoopBlockStats {
                         mac: b.mac,
-                        home: table
-                            .get(b.home)
-                            .map(|h| h.name().to_string())
-                            .unwrap_or_else(|| b.home.to_string()),
+                        home: name_of(b.home),
                         left: b.until.saturating_sub(uptime),
                     }),
                 id: p.id(),
@@ -164,10 +168,7 @@ impl Snapshot {
                 .map(|e| Address {
                     mac: e.mac,
                     vlan: e.vlan,
-                    port: table
-                        .get(e.port)
-                        .map(|p| p.name().to_string())
-                        .unwrap_or_else(|| e.port.to_string()),
+                    port: name_of(e.port),
                     age: e.age,
                 })
                 .collect(),

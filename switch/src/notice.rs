@@ -2,7 +2,7 @@
 //! port they concern, act on loop blocks, and log, never per frame.
 
 use crate::engine::FdbNotice;
-use crate::port::PortId;
+use crate::port::{Port, PortId};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::switch::PortTable;
 use crate::LoopBlock;
@@ -15,10 +15,17 @@ fn name(table: &PortTable, id: PortId) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-/// Handles one notice of a frame decided at `now`. Moves and flaps share
-/// `log` (one line a minute switch-wide); refusals are counted and logged
-/// once a minute per port; a loop block is rare and always logged.
-pub(crate) fn note(notice: FdbNotice, table: &PortTable, log: &LogLimiter, now: Duration) {
+/// Handles one notice of a frame that came in on `ingress`, decided at
+/// `now`. Moves and flaps share `log` (one line a minute switch-wide);
+/// refusals are counted and logged once a minute per port; a loop block
+/// is rare and always logged.
+pub(crate) fn note(
+    notice: FdbNotice,
+    ingress: &Port,
+    table: &PortTable,
+    log: &LogLimiter,
+    now: Duration,
+) {
     match notice {
         // Routine: counted in the FDB events, never logged.
         FdbNotice::Learned { .. } => {}
@@ -27,7 +34,16 @@ pub(crate) fn note(notice: FdbNotice, table: &PortTable, log: &LogLimiter, now: 
             port,
             per_port,
         } => {
-            let Some(p) = table.get(port) else { return };
+            // A refusal is the ingress port's (a guest flooding a full
+            // table gets one per frame): no lookup for it.
+            let p: &Port = if port == ingress.id() {
+                ingress
+            } else {
+                match table.get(port) {
+                    Some(p) => p,
+                    None => return,
+                }
+            };
             if let Some(suppressed) = p.counters().fdb_refused(now) {
                 tracing::warn!(
                     %mac, port = %p.name(), suppressed,

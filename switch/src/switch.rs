@@ -322,7 +322,7 @@ impl Switch {
         };
         let decided = self.engine().decide(ingress.id(), headers, now);
         if let Some(n) = decided.notice {
-            crate::notice::note(n, &table, &self.notice_log, now);
+            crate::notice::note(n, ingress, &table, &self.notice_log, now);
         }
         let forms = (frame, decided.class, offload);
         self.deliver(ingress, &table, decided.decision, forms, now, overflow);
@@ -405,7 +405,7 @@ impl Switch {
         // Every frame's notice, not just the batch's last: each one is
         // logged or counted as suppressed.
         for notice in decided.iter().filter_map(|d| d.notice) {
-            crate::notice::note(notice, &table, &self.notice_log, now);
+            crate::notice::note(notice, ingress, &table, &self.notice_log, now);
         }
         if decided.iter().any(|d| d.class.vid != 0) {
             // Each frame may need its own tagging per port: no run batching.
@@ -449,45 +449,19 @@ impl Switch {
     /// and sends loop probes; call about once a second.
     pub fn age(&self) -> usize {
         let now = self.now();
-        let (aged, ended, probing) = {
+        let (aged, ended, probe_from) = {
             let mut engine = self.engine();
-            let probing = engine.config().loops.enabled;
-            (engine.age(now), engine.expire_loop_blocks(now), probing)
+            let probe_from = engine.config().loops.enabled.then(|| engine.own_mac());
+            (engine.age(now), engine.expire_loop_blocks(now), probe_from)
         };
         let table = self.ports.load();
         for b in ended {
             crate::notice::unblocked(&b, &table);
         }
-        if probing {
-            self.send_loop_probes(&table, now);
+        if let Some(own) = probe_from {
+            send_loop_probes(&table, own, now);
         }
         aged
-    }
-
-    /// One loop probe out of every port that faces a kernel bridge or a
-    /// LAN (tap, pcap, vxlan), where loops form; guests' ports get none,
-    /// their loops show as flapping addresses. A blocked port gets none
-    /// either: its own block is what keeps the loop cut.
-    fn send_loop_probes(&self, table: &PortTable, now: Duration) {
-        const FACING_BRIDGES: [&str; 3] = ["tap", "pcap", "vxlan"];
-        let probes: Vec<(Arc<Port>, [u8; crate::loops::PROBE_LEN])> = {
-            let engine = self.engine();
-            table
-                .iter()
-                .filter(|p| FACING_BRIDGES.contains(&p.kind()))
-                .filter(|p| p.counters().loop_blocked_for(now).is_none())
-                .map(|p| (p.clone(), engine.loop_probe(p.id())))
-                .collect()
-        };
-        for (port, probe) in &probes {
-            let frames: [&[u8]; 1] = [probe];
-            let out = Outgoing {
-                // No port: the switch itself sends it.
-                ingress: PortId(0),
-                frames: Frames::Plain(&frames),
-            };
-            port.send(out, Overflow::Drop, now);
-        }
     }
 
     /// The ports loop protection blocks now, by port.
@@ -541,5 +515,26 @@ impl Switch {
     /// The engine's settings.
     pub fn config(&self) -> EngineConfig {
         *self.engine().config()
+    }
+}
+/// One loop probe from `own` out of every port that faces a kernel bridge
+/// or a LAN (tap, pcap, vxlan), where loops form; guests' ports get none,
+/// their loops show as flapping addresses. A blocked port gets none
+/// either: its own block is what keeps the loop cut.
+fn send_loop_probes(table: &PortTable, own: crate::MacAddr, now: Duration) {
+    const FACING_BRIDGES: [&str; 3] = ["tap", "pcap", "vxlan"];
+    let facing = table
+        .iter()
+        .filter(|p| FACING_BRIDGES.contains(&p.kind()))
+        .filter(|p| p.counters().loop_blocked_for(now).is_none());
+    for port in facing {
+        let probe = crate::loops::probe(own, port.id());
+        let frames: [&[u8]; 1] = [&probe];
+        let out = Outgoing {
+            // No port: the switch itself sends it.
+            ingress: PortId(0),
+            frames: Frames::Plain(&frames),
+        };
+        port.send(out, Overflow::Drop, now);
     }
 }

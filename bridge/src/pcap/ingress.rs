@@ -15,6 +15,22 @@ use switchyard_switch::{DropReason, Frames, Overflow, Switch};
 /// per-call cost of a send small next to its frames.
 pub(super) const BATCH: usize = 32;
 
+/// `BATCH` reusable frame buffers (a captured or rewritten frame is
+/// copied into one, not allocated).
+pub(super) fn buffers() -> Vec<Vec<u8>> {
+    (0..BATCH).map(|_| Vec::with_capacity(2048)).collect()
+}
+
+/// The first frames of `slots` as the slice of frames the switch and
+/// `sendmmsg` take, in `out` (no allocation).
+pub(super) fn refs<'a>(slots: &'a [Vec<u8>], out: &'a mut [&'a [u8]; BATCH]) -> &'a [&'a [u8]] {
+    let n = slots.len().min(BATCH);
+    for (r, s) in out.iter_mut().zip(&slots[..n]) {
+        *r = s;
+    }
+    &out[..n]
+}
+
 /// Captured frames that passed MAC-NAT, waiting to be forwarded together.
 /// Its buffers are reused: the capture copies a frame straight into the
 /// next free one.
@@ -26,7 +42,7 @@ pub(super) struct Batch {
 impl Batch {
     pub(super) fn new() -> Batch {
         Batch {
-            slots: (0..BATCH).map(|_| Vec::with_capacity(2048)).collect(),
+            slots: buffers(),
             len: 0,
         }
     }
@@ -56,11 +72,9 @@ impl Batch {
         if self.len == 0 {
             return;
         }
-        let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
-        for (r, s) in refs.iter_mut().zip(&self.slots[..self.len]) {
-            *r = s;
-        }
-        switch.forward(port, Frames::Plain(&refs[..self.len]), Overflow::Drop, now);
+        let mut out: [&[u8]; BATCH] = [&[]; BATCH];
+        let frames = refs(&self.slots[..self.len], &mut out);
+        switch.forward(port, Frames::Plain(frames), Overflow::Drop, now);
         self.len = 0;
     }
 }

@@ -309,23 +309,31 @@ async fn run(
                     port.drop_frame(DropReason::TooLong, now, None);
                     continue;
                 }
-                let fits = frame.len() <= mtu.value + MAX_L2_HEADER
-                    || matches!(segment::plan(frame, mtu.value), segment::Plan::Fits);
-                if fits {
-                    if ingress.admit(frame) && batch.commit() {
-                        batch.flush(&port, switch, now);
+                // Planned once: only a frame over the MTU is looked into.
+                let plan = if frame.len() <= mtu.value + MAX_L2_HEADER {
+                    segment::Plan::Fits
+                } else {
+                    segment::plan(frame, mtu.value)
+                };
+                let hdr = match plan {
+                    segment::Plan::Fits => {
+                        if ingress.admit(frame) && batch.commit() {
+                            batch.flush(&port, switch, now);
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                    segment::Plan::Cut(hdr) => Some(hdr),
+                    segment::Plan::TooLong => None,
+                };
                 std::mem::swap(&mut big, frame);
-                let cut = match segment::plan(&big, mtu.value) {
+                let cut = match hdr {
                     // The segments' checksums are complete already.
-                    segment::Plan::Cut(hdr) => gso::segment(&hdr, &big, &mut piece, |p| {
+                    Some(hdr) => gso::segment(&hdr, &big, &mut piece, |p| {
                         if ingress.admit_complete(p) && batch.push(p) {
                             batch.flush(&port, switch, now);
                         }
                     }),
-                    segment::Plan::Fits | segment::Plan::TooLong => Err(gso::GsoError::Malformed),
+                    None => Err(gso::GsoError::Malformed),
                 };
                 if let Err(gso::GsoError::TooSmall(_)) = cut {
                     port.drop_frame(DropReason::GsoTooSmall, now, None);

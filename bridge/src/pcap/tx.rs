@@ -12,12 +12,11 @@ pub(super) struct PcapTx {
     pub(super) epoch: std::time::Instant,
 }
 
-/// Frames MAC-NAT rewrites and injects with one call, at most.
-const BATCH: usize = 32;
-
 impl PcapTx {
+    /// Buffers for one injected batch (MAC-NAT rewrites and injects
+    /// `ingress::BATCH` frames with one call, at most).
     pub(super) fn scratch() -> Mutex<Vec<Vec<u8>>> {
-        Mutex::new((0..BATCH).map(|_| Vec::with_capacity(2048)).collect())
+        Mutex::new(super::ingress::buffers())
     }
 }
 
@@ -55,11 +54,8 @@ impl Transmit for PcapTx {
                     }
                 }
             }
-            let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
-            for (r, s) in refs.iter_mut().zip(scratch.iter()) {
-                *r = s;
-            }
-            let (sent, err) = inject(&*handle, &refs[..n]);
+            let mut out: [&[u8]; super::ingress::BATCH] = [&[]; super::ingress::BATCH];
+            let (sent, err) = inject(&*handle, super::ingress::refs(&scratch[..n], &mut out));
             done += sent;
             if err.is_some() {
                 return (done, err);

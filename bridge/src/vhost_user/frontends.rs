@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The first reconnect delay (the stream port's numbers).
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest reconnect delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use switchyard_switch::ports::stream::{MAX_BACKOFF, MIN_BACKOFF};
+
 /// How often a backoff sleep looks whether the port is closing.
 const QUIT_POLL: Duration = Duration::from_millis(50);
 

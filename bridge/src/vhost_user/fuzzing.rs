@@ -125,15 +125,7 @@ pub fn run(data: &[u8]) -> Outcome {
     let to_guest = ToGuest {
         rings: rings.clone(),
     };
-    let port = Arc::new(Port::new(
-        switch.allocate_id(),
-        "fuzz",
-        "vhost-user",
-        "fuzz",
-        Box::new(ToGuest {
-            rings: rings.clone(),
-        }),
-    ));
+    let port = port_over(&switch, &rings);
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::new(Port::new(
         switch.allocate_id(),
@@ -170,6 +162,20 @@ pub fn run(data: &[u8]) -> Outcome {
         out.forwarded = s.clone();
     }
     out
+}
+
+/// A vhost-user port of `switch` over `rings` (not added to it); the
+/// data path's unit tests use it too.
+pub(super) fn port_over(switch: &Switch, rings: &Arc<Rings>) -> Arc<Port> {
+    Arc::new(Port::new(
+        switch.allocate_id(),
+        "v",
+        "vhost-user",
+        "fake guest",
+        Box::new(ToGuest {
+            rings: rings.clone(),
+        }),
+    ))
 }
 
 /// The largest frame [`run`] may report as forwarded.

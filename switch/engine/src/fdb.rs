@@ -264,37 +264,32 @@ impl Fdb {
     /// Removes every entry not seen within the aging time; returns how many.
     pub fn age(&mut self, now: Duration) -> usize {
         let aging = self.config.aging;
-        let before = self.entries.len();
-        let mut gone: Vec<PortId> = Vec::new();
-        self.entries.retain(|_, s| {
-            let keep = now.saturating_sub(s.last_seen) < aging;
-            if !keep {
-                gone.push(s.port);
-            }
-            keep
-        });
-        for p in gone {
-            self.dec(p);
-        }
-        before - self.entries.len()
+        self.remove_where(|s| now.saturating_sub(s.last_seen) >= aging)
     }
 
     /// Removes every entry that moved within [`FLAP_WINDOW`] of `now`:
     /// after a loop is cut, the addresses it carried are learned afresh
     /// where their owners send from.
     pub fn forget_moving(&mut self, now: Duration) -> usize {
+        self.remove_where(|s| {
+            s.last_move
+                .is_some_and(|t| now.saturating_sub(t) < FLAP_WINDOW)
+        })
+    }
+
+    /// Removes the entries `gone` picks, keeping the per-port counts;
+    /// returns how many.
+    fn remove_where(&mut self, mut gone: impl FnMut(&Slot) -> bool) -> usize {
         let before = self.entries.len();
-        let mut gone: Vec<PortId> = Vec::new();
+        let mut ports: Vec<PortId> = Vec::new();
         self.entries.retain(|_, s| {
-            let keep = s
-                .last_move
-                .is_none_or(|t| now.saturating_sub(t) >= FLAP_WINDOW);
-            if !keep {
-                gone.push(s.port);
+            let remove = gone(s);
+            if remove {
+                ports.push(s.port);
             }
-            keep
+            !remove
         });
-        for p in gone {
+        for p in ports {
             self.dec(p);
         }
         before - self.entries.len()

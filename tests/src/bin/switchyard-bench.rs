@@ -465,29 +465,25 @@ fn run_one(
 /// option that measurement `m` starts it with (instead of a bare "exited
 /// early" from the switch rejecting its arguments).
 fn check_switchyard_knows(exe: &Path, m: Measurement) -> Result<()> {
-    let Some(flag) = m.switchyard_args().first() else {
-        return Ok(());
-    };
-    let help = world::probe_output(exe, &["--help"]).unwrap_or_default();
-    if !help.contains(flag) {
-        bail!(
-            "{} needs switchyard's {flag} option, which `{} --help` does not list: rebuild \
-             switchyard (cargo build --release -p switchyard-cli) or leave {} out with --only",
-            m.name(),
-            exe.display(),
-            m.name()
-        );
+    match m.switchyard_args().first() {
+        Some(flag) => check_switchyard_help(exe, m, &format!("{flag} option"), flag),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Fail with a clear message when this switchyard binary has no port of
 /// type `port`, which measurement `m` needs.
 fn check_switchyard_port(exe: &Path, m: Measurement, port: &str) -> Result<()> {
+    check_switchyard_help(exe, m, &format!("{port} port"), port)
+}
+
+/// Fail unless `exe --help` mentions `needle` (`what` names it for the
+/// message), which measurement `m` needs.
+fn check_switchyard_help(exe: &Path, m: Measurement, what: &str, needle: &str) -> Result<()> {
     let help = world::probe_output(exe, &["--help"]).unwrap_or_default();
-    if !help.contains(port) {
+    if !help.contains(needle) {
         bail!(
-            "{} needs switchyard's {port} port, which `{} --help` does not list: rebuild \
+            "{} needs switchyard's {what}, which `{} --help` does not list: rebuild \
              switchyard (cargo build --release -p switchyard-cli) or leave {} out with --only",
             m.name(),
             exe.display(),

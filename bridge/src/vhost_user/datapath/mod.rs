@@ -76,9 +76,9 @@ impl Rings {
     }
 
     /// Keeps the backend's rings (the worker thread hands them over on its
-    /// first event).
+    /// first event; every later event finds them kept, and copies nothing).
     pub(super) fn adopt(&self, vrings: &[VringMutex]) {
-        if vrings.len() > TX {
+        if self.vrings.get().is_none() && vrings.len() > TX {
             let _ = self.vrings.set(vrings.to_vec());
         }
     }

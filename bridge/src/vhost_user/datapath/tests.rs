@@ -111,15 +111,7 @@ fn rings(rx: &Guest, tx: &Guest) -> Arc<Rings> {
 /// A switch and a vhost-user port over `rings` (not added to the switch).
 fn vhost_port(rings: &Arc<Rings>) -> (Arc<Switch>, Arc<Port>) {
     let switch = Switch::new(EngineConfig::default());
-    let port = Arc::new(Port::new(
-        switch.allocate_id(),
-        "v",
-        "vhost-user",
-        "test",
-        Box::new(ToGuest {
-            rings: rings.clone(),
-        }),
-    ));
+    let port = crate::vhost_user::fuzzing::port_over(&switch, rings);
     (switch, port)
 }
 
@@ -411,12 +403,7 @@ fn offloaded_frames_from_the_guest_pass_whole_and_in_order() {
     let mut big = frame(2);
     big.resize(3000, 2);
     let mut h = [0u8; HDR_LEN];
-    h[0] = F_NEEDS_CSUM;
-    h[1] = GSO_TCPV4;
-    h[2..4].copy_from_slice(&54u16.to_le_bytes());
-    h[4..6].copy_from_slice(&1448u16.to_le_bytes());
-    h[6..8].copy_from_slice(&34u16.to_le_bytes());
-    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h[..VnetHdr::LEN].copy_from_slice(&tso4().to_le_bytes());
     m.write_slice(&h, GuestAddress(0x6000)).expect("hdr");
     m.write_slice(&big[..1000], GuestAddress(0x7000))
         .expect("a");

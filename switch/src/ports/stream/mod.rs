@@ -50,10 +50,11 @@ const READ_BUFFER_MAX: usize = 2 * (crate::MAX_FRAME + 4);
 /// Below this much free space at the end, the partial record at the front
 /// is moved to the start of the buffer before the next read.
 const MIN_READ_ROOM: usize = 2048;
-/// The longest reconnect delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest reconnect delay (also the vhost-user port's, in client
+/// mode).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first reconnect delay.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Server or client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

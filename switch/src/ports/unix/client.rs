@@ -246,9 +246,9 @@ impl UnixControl {
                 let why = if refusal == Refusal::NoDescriptors {
                     // The operator's fix, not the client's: say so.
                     format!(
-                        "out of file descriptors: cannot reach client socket {:?} ({e}); raise \
-                         the limit (LimitNOFILE=, ulimit -n) or lower --numports",
-                        req.addr
+                        "out of file descriptors: cannot reach client socket {:?} ({e}); {}",
+                        req.addr,
+                        super::listener::FD_HINT
                     )
                 } else {
                     format!("cannot reach client socket {:?}: {e}", req.addr)

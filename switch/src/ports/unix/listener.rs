@@ -153,15 +153,18 @@ fn bind_listener(
     Ok((listener, created_dir))
 }
 
+/// What the operator can do when the switch runs out of descriptors.
+pub(super) const FD_HINT: &str = "raise the limit (LimitNOFILE=, ulimit -n) or lower --numports";
+
 /// True for the errors that mean "no descriptor left for a new socket".
-pub(super) fn out_of_descriptors(e: &io::Error) -> bool {
+pub fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// A descriptor held in reserve, given up for a moment to accept and
 /// close a connection when the process is out of descriptors, so that the
 /// client reads EOF at once instead of waiting in the listen queue.
-fn spare_descriptor() -> Option<std::fs::File> {
+pub fn spare_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
@@ -381,7 +384,7 @@ impl UnixControl {
             tracing::warn!(
                 ctl = %self.ctl_path.display(), suppressed,
                 "out of file descriptors ({e}): closing silent connections and refusing new \
-                 clients until some leave; raise the limit (LimitNOFILE=, ulimit -n) or lower --numports"
+                 clients until some leave; {FD_HINT}"
             );
         }
     }

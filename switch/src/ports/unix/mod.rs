@@ -19,7 +19,7 @@ mod numbers;
 pub mod request;
 
 pub use handshakes::{refusals, waiting, HandshakeCounters, Refusal};
-pub use listener::UnixControl;
+pub use listener::{out_of_descriptors, spare_descriptor, UnixControl};
 pub use numbers::{ClaimError, PortNumbers};
 pub use request::{ClientAddr, Request, RequestError, RequestKind};
 

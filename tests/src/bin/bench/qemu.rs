@@ -277,7 +277,7 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
         .iperf_runs(SIDES[1].0, secs, &RUNS)
         .start(None, &tmp)
         .context("starting the client guest")?;
-    let console = |q: &RunningQemu| tail(&q.output());
+    let console = |q: &RunningQemu| super::uml::tail(&q.output()).to_owned();
     client
         .wait_marker("SY_READY", BOOT_AND_SETUP)
         .with_context(|| {
@@ -335,8 +335,12 @@ pub fn iperf(t: &Target, cfg: &Config, setup: Setup) -> Result<QemuTcpSample> {
 /// Receiver goodput, its seconds and the sender's retransmissions from
 /// `iperf3 -J`.
 fn parse(json: &str) -> Result<(f64, f64, f64)> {
-    let v: serde_json::Value = serde_json::from_str(json.trim())
-        .with_context(|| format!("the client printed no iperf3 JSON: {}", tail(json)))?;
+    let v: serde_json::Value = serde_json::from_str(json.trim()).with_context(|| {
+        format!(
+            "the client printed no iperf3 JSON: {}",
+            super::uml::tail(json)
+        )
+    })?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         bail!("iperf3: {e}");
     }
@@ -350,14 +354,6 @@ fn parse(json: &str) -> Result<(f64, f64, f64)> {
 }
 
 /// The last 3000 bytes of a console, for error messages.
-fn tail(s: &str) -> String {
-    let mut start = s.len().saturating_sub(3000);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

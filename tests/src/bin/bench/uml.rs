@@ -330,7 +330,7 @@ fn parse_console(console: &str) -> Result<UmlTcpSample> {
 }
 
 /// The last 3000 bytes of a console, for error messages.
-fn tail(s: &str) -> &str {
+pub(super) fn tail(s: &str) -> &str {
     let mut start = s.len().saturating_sub(3000);
     while !s.is_char_boundary(start) {
         start += 1;
