@@ -254,6 +254,44 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 /// handler's `mmap(MAP_FIXED)` needs an address aligned to it.
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
+/// The guest memory `slice` covers, to be forwarded from where it is (see
+/// `switchyard_switch::gather`).
+pub(crate) fn foreign<'a, B: vm_memory::bitmap::BitmapSlice>(
+    slice: &vm_memory::VolatileSlice<'a, B>,
+) -> switchyard_switch::gather::Foreign<'a> {
+    // SAFETY: a `VolatileSlice<'a>` is mapped for 'a (it borrows the
+    // guest memory it came from); a frontend that cuts the file short
+    // under it meets the SIGBUS guard above, or EFAULT in the kernel.
+    unsafe { switchyard_switch::gather::Foreign::new(slice.ptr_guard().as_ptr(), slice.len()) }
+}
+
+/// Copies `dst.len()` bytes of `src` from `offset` into `dst`, guest
+/// memory: a frame going from one guest's buffers straight into another's
+/// (see `switchyard_switch::gather`).
+///
+/// # Panics
+/// When that range is past `src`'s end (the caller's bug: the lengths are
+/// the switch's).
+pub(crate) fn copy_foreign<B: vm_memory::bitmap::BitmapSlice>(
+    src: &switchyard_switch::gather::Foreign<'_>,
+    offset: usize,
+    dst: &vm_memory::VolatileSlice<'_, B>,
+) {
+    let end = offset.checked_add(dst.len());
+    assert!(
+        end.is_some_and(|e| e <= src.len()),
+        "copy past a Foreign's end"
+    );
+    let to = dst.ptr_guard_mut();
+    // SAFETY: both ranges are mapped (`dst` by its slice's lifetime, `src`
+    // by `Foreign::new`'s contract) and in bounds (checked above); they
+    // are different guests' buffers, or the same guest's TX and RX buffers,
+    // which do not overlap unless a guest posts one buffer on both queues
+    // (then the bytes it gets are its own, in some order).
+    unsafe { std::ptr::copy(src.as_ptr().add(offset), to.as_ptr(), dst.len()) }
+    dst.bitmap().mark_dirty(0, dst.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use switchyard_switch::gather::Gathered;
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::hold::Held;
 use switchyard_switch::port::{transmit_each, Port, PortId, SendError, Transmit};
@@ -331,6 +332,40 @@ impl Transmit for TapTx {
             return None;
         }
         Some(self.write_with_header(hdr, frame))
+    }
+
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        // A plain frame behind a tap's header: no flags, no GSO.
+        let plain = VnetHdr::default().to_bytes();
+        let prefix: &[u8] = if self.0.vnet { &plain } else { &[] };
+        Some(transmit_each(frames, |frame| {
+            self.write_gathered(prefix, &frame)
+        }))
+    }
+
+    fn transmit_offloaded_gathered(
+        &self,
+        _ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        if !self.0.vnet {
+            return None;
+        }
+        Some(self.write_gathered(&hdr.to_bytes(), frame))
+    }
+}
+
+impl TapTx {
+    /// Writes `prefix` and `frame`'s pieces in one system call.
+    fn write_gathered(&self, prefix: &[u8], frame: &Gathered<'_>) -> Result<(), SendError> {
+        switchyard_switch::sys::write_gathered(&*self.0, prefix, frame)
+            .map(|_| ())
+            .map_err(SendError::from_io)
     }
 }
 

@@ -14,13 +14,18 @@
 //! - the segments of a super-frame carry at most `gso_size` payload bytes
 //!   each, their payloads put together are the input's TCP payload, each
 //!   has its IP length right, a right IPv4 header checksum and a TCP
-//!   checksum that verifies (with an independent verifier).
+//!   checksum that verifies (with an independent verifier);
+//! - the same frame in two parts (a vhost-user guest's: a private head,
+//!   the rest in pieces), cut with `segment_gathered`, gives the same
+//!   frames and the same verdict, or is left to be cut joined.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use switchyard_fuzz::{ipv4_header_ok, ones_sum, ones_sum_is_zero};
+use switchyard_switch::gather::split;
 use switchyard_switch::gso::{
-    segment, VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, MIN_GSO_SIZE,
+    segment, segment_gathered, VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4,
+    MIN_GSO_SIZE,
 };
 use switchyard_wire::ethernet;
 
@@ -32,6 +37,23 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let mut pieces: Vec<Vec<u8>> = Vec::new();
     let result = segment(&hdr, frame, &mut out, |p| pieces.push(p.to_vec()));
+    let mut slots = Vec::new();
+    let g = split(frame, 1 + data.len() % 5, &mut slots);
+    let mut gathered: Vec<Vec<u8>> = Vec::new();
+    let cut = segment_gathered(&hdr, &g, &mut Vec::new(), |s| {
+        let mut whole = Vec::new();
+        s.append_to(&mut whole);
+        gathered.push(whole);
+    });
+    match (&result, cut) {
+        (_, Ok(None)) => assert!(gathered.is_empty(), "emitted, then left to be cut joined"),
+        (Ok(n), Ok(Some(m))) => {
+            assert_eq!(*n, m, "counts differ");
+            assert!(pieces == gathered, "in two parts, cut differently");
+        }
+        (Err(_), Err(_)) => assert!(gathered.is_empty(), "emitted, then refused"),
+        (whole, parts) => panic!("whole: {whole:?}, in two parts: {parts:?}"),
+    }
     let n = match result {
         Ok(n) => n,
         Err(e) => {

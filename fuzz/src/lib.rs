@@ -223,7 +223,7 @@ fn ipv6(p: &[u8], bad: &mut Vec<&'static str>) {
 /// True when a ones'-complement sum (unfolded) is zero in ones'-complement
 /// arithmetic: the summed bytes include a right checksum.
 pub fn ones_sum_is_zero(acc: u64) -> bool {
-    acc % 0xffff == 0
+    acc.is_multiple_of(0xffff)
 }
 
 /// The ones'-complement sum of `bytes` added to `acc` (exposed for the

@@ -9,9 +9,10 @@
 //! place, whatever the transport.
 
 use crate::counters::DropReason;
+use crate::gather::{with_joined, Gathered};
 use crate::gso::VnetHdr;
 use crate::hold::Held;
-use crate::port::{Port, PortId};
+use crate::port::{Port, PortId, SendError};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,11 @@ pub enum Frames<'a> {
     /// One frame with a virtio-net header (from a tap with offloads): a
     /// TSO/GSO super-frame or a frame whose checksum is partial.
     Offloaded(&'a VnetHdr, &'a [u8]),
+    /// Plain frames, in order, each a private head and a foreign rest (see
+    /// [`crate::gather`]).
+    Gathered(&'a [Gathered<'a>]),
+    /// One offloaded frame, likewise in two parts.
+    OffloadedGathered(&'a VnetHdr, &'a Gathered<'a>),
 }
 
 /// Frames on their way to one port, and the port they came in on.
@@ -57,6 +63,10 @@ impl Overflow<'_> {
 }
 
 thread_local! {
+    /// Where software segmentation of a frame in two parts builds each
+    /// segment's headers: reused, so cutting allocates nothing once grown.
+    static SEGMENT_HEADERS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+
     /// Where software segmentation builds each segment: reused, so cutting
     /// a super-frame allocates nothing once the buffer has grown.
     static SEGMENT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -88,18 +98,120 @@ impl Port {
                             })
                         });
                         if let Err(e) = result {
-                            let reason = match e {
-                                crate::gso::GsoError::TooSmall(_) => DropReason::GsoTooSmall,
-                                _ => DropReason::Unsegmentable,
-                            };
-                            self.drop_frame_because(reason, now, || {
-                                io::Error::new(io::ErrorKind::InvalidData, e)
-                            });
+                            self.drop_uncut(e, now);
                         }
                     }
                 }
             }
+            Frames::Gathered(frames) => self.send_gathered(ingress, frames, overflow, now),
+            Frames::OffloadedGathered(hdr, frame) => {
+                match self.tx().transmit_offloaded_gathered(ingress, hdr, frame) {
+                    Some(Ok(())) => self.note_sent_gathered(frame),
+                    Some(Err(e)) => {
+                        self.count_failure(e, now);
+                    }
+                    // Not whole: cut in software, each segment in pieces.
+                    None => self.send_segments(ingress, hdr, frame, overflow, now),
+                }
+            }
         }
+    }
+
+    /// Cuts an offloaded frame in two parts into plain segments (or
+    /// completes its checksum), each a private header and pieces of the
+    /// frame where it is, and sends them as gathered frames: a transport
+    /// that takes those copies each segment once. A frame that cannot be
+    /// cut so is cut joined.
+    fn send_segments(
+        self: &Arc<Self>,
+        ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &Gathered<'_>,
+        mut overflow: Overflow<'_>,
+        now: Duration,
+    ) {
+        let mut cut = |headers: &mut Vec<u8>| {
+            crate::gso::segment_gathered(hdr, frame, headers, |segment| {
+                self.send_gathered(ingress, &[segment], overflow.reborrow(), now)
+            })
+        };
+        let result = SEGMENT_HEADERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut headers) => cut(&mut headers),
+            Err(_) => cut(&mut Vec::new()),
+        });
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) => with_joined(std::slice::from_ref(frame), |joined| {
+                if let [joined] = joined {
+                    let out = Outgoing {
+                        ingress,
+                        frames: Frames::Offloaded(hdr, joined),
+                    };
+                    self.send(out, overflow, now);
+                }
+            }),
+            Err(e) => self.drop_uncut(e, now),
+        }
+    }
+
+    /// Counts an offloaded frame that could not be cut.
+    fn drop_uncut(&self, e: crate::gso::GsoError, now: Duration) {
+        let reason = match e {
+            crate::gso::GsoError::TooSmall(_) => DropReason::GsoTooSmall,
+            _ => DropReason::Unsegmentable,
+        };
+        self.drop_frame_because(reason, now, || {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        });
+    }
+
+    /// Sends gathered plain frames: in pieces to a transport that takes
+    /// them so (one copy), joined to the others, and joined when frames
+    /// must be held (held frames are copies anyway).
+    fn send_gathered(
+        self: &Arc<Self>,
+        ingress: PortId,
+        frames: &[Gathered<'_>],
+        mut overflow: Overflow<'_>,
+        now: Duration,
+    ) {
+        if let Overflow::Drop = overflow {
+            let mut done = 0;
+            while done < frames.len() {
+                let Some((sent, err)) = self.tx().transmit_gathered(ingress, &frames[done..])
+                else {
+                    break;
+                };
+                let sent = sent.min(frames.len() - done);
+                for f in &frames[done..done + sent] {
+                    self.note_sent_gathered(f);
+                }
+                done += sent;
+                let Some(err) = err else { break };
+                let full = matches!(err, SendError::Full);
+                let reason_for_rest = crate::port::err_reason(&err);
+                let rest_too = self.count_failure(err, now);
+                // The frame at `done` failed (and was counted, also when
+                // full); a transport that says it sent them all and failed
+                // too is held to its count.
+                done = (done + 1).min(frames.len());
+                if full || rest_too {
+                    for _ in &frames[done..] {
+                        self.drop_frame(reason_for_rest, now, None);
+                    }
+                    return;
+                }
+            }
+            if done == frames.len() {
+                return;
+            }
+            return with_joined(&frames[done..], |plain| {
+                self.send_plain(ingress, plain, &mut overflow, now)
+            });
+        }
+        with_joined(frames, |plain| {
+            self.send_plain(ingress, plain, &mut overflow, now)
+        })
     }
 
     /// Sends plain frames; what the peer refuses goes as `overflow` says.

@@ -5,6 +5,7 @@
 //! kernel's own GSO would. Pure functions, no allocation beyond the
 //! caller's reused buffer.
 
+use crate::gather::{Foreign, Gathered};
 use switchyard_wire::checksum::{fold, sum};
 use switchyard_wire::ethernet;
 use switchyard_wire::tcp::{self, TcpSegment};
@@ -189,6 +190,13 @@ struct TcpLayout {
 }
 
 fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
+    tcp_layout_in(hdr, frame, frame.len())
+}
+
+/// [`tcp_layout`] from `frame`'s first bytes (`headers`, which must hold
+/// everything through the TCP header) and its length.
+fn tcp_layout_in(hdr: &VnetHdr, headers: &[u8], len: usize) -> Result<TcpLayout, GsoError> {
+    let frame = headers;
     let v4 = match hdr.gso_type & !GSO_ECN {
         GSO_TCPV4 => true,
         GSO_TCPV6 => false,
@@ -205,10 +213,10 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
         }
         // The total length may not fit 16 bits in a super-frame; trust
         // the frame then.
-        let end = if total >= ihl && ip + total <= frame.len() && total != 0 {
+        let end = if total >= ihl && ip + total <= len && total != 0 {
             ip + total
         } else {
-            frame.len()
+            len
         };
         (ip + ihl, end)
     } else {
@@ -225,17 +233,22 @@ fn tcp_layout(hdr: &VnetHdr, frame: &[u8]) -> Result<TcpLayout, GsoError> {
             return Err(GsoError::Malformed);
         };
         let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
-        let end = if plen != 0 && ip + 40 + plen <= frame.len() {
+        let end = if plen != 0 && ip + 40 + plen <= len {
             ip + 40 + plen
         } else {
-            frame.len()
+            len
         };
         if l4 < ip + 40 {
             return Err(GsoError::Malformed);
         }
         (l4, end)
     };
-    let th = frame.get(l4..end).ok_or(GsoError::Malformed)?;
+    if l4 > end {
+        return Err(GsoError::Malformed);
+    }
+    let th = frame
+        .get(l4..end.min(frame.len()))
+        .ok_or(GsoError::Malformed)?;
     let th = TcpSegment::new_checked(th).map_err(|_| GsoError::Malformed)?;
     let payload = l4 + th.header_len();
     Ok(TcpLayout {
@@ -273,9 +286,7 @@ pub fn segment(
     let mss = usize::from(hdr.gso_size);
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
-    let tcp0 = TcpSegment::new_checked(&frame[l.l4..l.payload]).map_err(|_| GsoError::Malformed)?;
-    let (seq0, flags0) = (tcp0.seq(), tcp0.flags());
-    let id0 = u16::from_be_bytes([frame[l.ip + 4], frame[l.ip + 5]]);
+    let first = FirstSegment::of(headers, &l)?;
     let count = data.len().div_ceil(mss).max(1);
     let mut chunks = data.chunks(mss);
     for i in 0..count {
@@ -283,46 +294,211 @@ pub fn segment(
         out.clear();
         out.extend_from_slice(headers);
         out.extend_from_slice(chunk);
-        let seg_tcp_len = out.len() - l.l4;
-        if l.v4 {
-            let total = u16::try_from(out.len() - l.ip).map_err(|_| GsoError::Malformed)?;
-            out[l.ip + 2..l.ip + 4].copy_from_slice(&total.to_be_bytes());
-            let id = id0.wrapping_add(i as u16);
-            out[l.ip + 4..l.ip + 6].copy_from_slice(&id.to_be_bytes());
-            let ihl = l.l4 - l.ip;
-            out[l.ip + 10] = 0;
-            out[l.ip + 11] = 0;
-            let c = fold(sum(&out[l.ip..l.ip + ihl], 0));
-            out[l.ip + 10..l.ip + 12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            let plen = u16::try_from(out.len() - l.ip - 40).map_err(|_| GsoError::Malformed)?;
-            out[l.ip + 4..l.ip + 6].copy_from_slice(&plen.to_be_bytes());
-        }
-        let mut flags = flags0;
-        if i + 1 < count {
-            flags &= !(tcp::FIN | tcp::PSH);
-        }
-        if i > 0 {
-            flags &= !tcp::CWR;
-        }
-        let pseudo = if l.v4 {
-            sum(&out[l.ip + 12..l.ip + 20], 6 + seg_tcp_len as u64)
-        } else {
-            sum(&out[l.ip + 8..l.ip + 40], 6 + seg_tcp_len as u64)
+        let seg = Segment {
+            index: i,
+            last: i + 1 == count,
+            offset: i * mss,
+            payload_len: chunk.len(),
+            payload_sum: sum(chunk, 0),
         };
-        let tcp_header = l.l4..l.payload;
-        let mut th = TcpSegment::new_checked(&mut out[tcp_header.clone()])
-            .map_err(|_| GsoError::Malformed)?;
-        th.set_seq(seq0.wrapping_add((i * mss) as u32));
-        th.set_flags(flags);
-        th.set_checksum(0);
-        let c = fold(sum(&out[l.l4..], pseudo));
-        if let Ok(mut th) = TcpSegment::new_checked(&mut out[tcp_header]) {
-            th.set_checksum(c);
-        }
+        finish_segment(&mut out[..l.payload], &l, &first, &seg)?;
         emit(&mut out[..]);
     }
     Ok(count)
+}
+
+/// What every segment's headers start from: the super-frame's IPv4 id,
+/// TCP sequence number and flags.
+struct FirstSegment {
+    id: u16,
+    seq: u32,
+    flags: u8,
+}
+
+impl FirstSegment {
+    fn of(headers: &[u8], l: &TcpLayout) -> Result<FirstSegment, GsoError> {
+        let tcp0 =
+            TcpSegment::new_checked(&headers[l.l4..l.payload]).map_err(|_| GsoError::Malformed)?;
+        Ok(FirstSegment {
+            id: u16::from_be_bytes([headers[l.ip + 4], headers[l.ip + 5]]),
+            seq: tcp0.seq(),
+            flags: tcp0.flags(),
+        })
+    }
+}
+
+/// One segment: which, where its payload starts in the super-frame's,
+/// how long it is and the sum of its bytes (summed wherever they are).
+struct Segment {
+    index: usize,
+    last: bool,
+    offset: usize,
+    payload_len: usize,
+    payload_sum: u64,
+}
+
+/// Sets a segment's IP length, IPv4 id and header checksum, TCP sequence
+/// number, flags and checksum in `headers` (its headers through TCP, a
+/// copy of the super-frame's).
+fn finish_segment(
+    headers: &mut [u8],
+    l: &TcpLayout,
+    first: &FirstSegment,
+    seg: &Segment,
+) -> Result<(), GsoError> {
+    let seg_len = headers.len() + seg.payload_len;
+    let seg_tcp_len = seg_len - l.l4;
+    if l.v4 {
+        let total = u16::try_from(seg_len - l.ip).map_err(|_| GsoError::Malformed)?;
+        headers[l.ip + 2..l.ip + 4].copy_from_slice(&total.to_be_bytes());
+        let id = first.id.wrapping_add(seg.index as u16);
+        headers[l.ip + 4..l.ip + 6].copy_from_slice(&id.to_be_bytes());
+        let ihl = l.l4 - l.ip;
+        headers[l.ip + 10] = 0;
+        headers[l.ip + 11] = 0;
+        let c = fold(sum(&headers[l.ip..l.ip + ihl], 0));
+        headers[l.ip + 10..l.ip + 12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        let plen = u16::try_from(seg_len - l.ip - 40).map_err(|_| GsoError::Malformed)?;
+        headers[l.ip + 4..l.ip + 6].copy_from_slice(&plen.to_be_bytes());
+    }
+    let mut flags = first.flags;
+    if !seg.last {
+        flags &= !(tcp::FIN | tcp::PSH);
+    }
+    if seg.index > 0 {
+        flags &= !tcp::CWR;
+    }
+    let pseudo = if l.v4 {
+        sum(&headers[l.ip + 12..l.ip + 20], 6 + seg_tcp_len as u64)
+    } else {
+        sum(&headers[l.ip + 8..l.ip + 40], 6 + seg_tcp_len as u64)
+    };
+    let tcp_header = l.l4..l.payload;
+    let mut th = TcpSegment::new_checked(&mut headers[tcp_header.clone()])
+        .map_err(|_| GsoError::Malformed)?;
+    th.set_seq(first.seq.wrapping_add(seg.offset as u32));
+    th.set_flags(flags);
+    th.set_checksum(0);
+    // The TCP header is a multiple of 4 bytes long: its sum and the
+    // payload's add up to the sum of both.
+    let c = fold(sum(&headers[tcp_header.clone()], pseudo) + seg.payload_sum);
+    if let Ok(mut th) = TcpSegment::new_checked(&mut headers[tcp_header]) {
+        th.set_checksum(c);
+    }
+    Ok(())
+}
+
+/// The most pieces a segment of a frame in two parts may take; a frame
+/// whose segments need more is cut joined.
+pub const SEGMENT_PIECES: usize = 72;
+
+/// The most header bytes (Ethernet through TCP) of a frame in two parts
+/// segmented without joining it.
+const MAX_HEADERS: usize = 256;
+
+/// [`segment`] for a frame in two parts (see [`crate::gather`]) without
+/// joining it: each segment's headers are built in `headers` from a
+/// private copy of the frame's, its payload is pieces of the frame where
+/// it is, and its checksum is summed reading them there; `emit` gets each
+/// segment in two parts, so a destination's copy is its only one. A frame
+/// that only needs its checksum completed gets it in `headers` likewise.
+/// `Ok(None)`: headers longer than [`MAX_HEADERS`] or a segment in more
+/// than [`SEGMENT_PIECES`] pieces: cut the frame joined instead (nothing
+/// was emitted). Errors as [`segment`]'s.
+pub fn segment_gathered(
+    hdr: &VnetHdr,
+    frame: &Gathered<'_>,
+    headers: &mut Vec<u8>,
+    mut emit: impl FnMut(Gathered<'_>),
+) -> Result<Option<usize>, GsoError> {
+    let len = frame.len();
+    let mut pieces = [Foreign::EMPTY; SEGMENT_PIECES];
+    if hdr.gso_type == GSO_NONE {
+        if hdr.flags & F_NEEDS_CSUM == 0 {
+            emit(*frame);
+            return Ok(Some(1));
+        }
+        let start = usize::from(hdr.csum_start);
+        let field = start + usize::from(hdr.csum_offset);
+        if field + 2 > len {
+            return Err(GsoError::Malformed);
+        }
+        let own = field + 2;
+        let Some(n) = frame.pieces(own, len, &mut pieces) else {
+            return Ok(None);
+        };
+        headers.clear();
+        headers.resize(own, 0);
+        frame.copy_range(0, headers);
+        let mut c = fold(sum_range(frame, start, len, 0));
+        if c == 0 {
+            c = 0xffff;
+        }
+        headers[field..own].copy_from_slice(&c.to_be_bytes());
+        emit(Gathered::new(headers, &pieces[..n]));
+        return Ok(Some(1));
+    }
+    let mut copy = [0u8; MAX_HEADERS];
+    let copied = len.min(MAX_HEADERS);
+    frame.copy_range(0, &mut copy[..copied]);
+    let l = match tcp_layout_in(hdr, &copy[..copied], len) {
+        Ok(l) if l.payload <= copied => l,
+        // Headers past the copy (IPv6 extensions, say): the verdict is
+        // the joined frame's.
+        _ if copied < len => return Ok(None),
+        Ok(_) => return Err(GsoError::Malformed),
+        Err(e) => return Err(e),
+    };
+    if hdr.gso_size < MIN_GSO_SIZE {
+        return Err(GsoError::TooSmall(hdr.gso_size));
+    }
+    let mss = usize::from(hdr.gso_size);
+    let first = FirstSegment::of(&copy[..l.payload], &l)?;
+    let data = l.end - l.payload;
+    let count = data.div_ceil(mss).max(1);
+    // Every segment's pieces are found before the first is emitted: a
+    // frame cut joined instead must not have been half sent.
+    for i in 0..count {
+        let from = l.payload + i * mss;
+        if frame
+            .pieces(from, (from + mss).min(l.end), &mut pieces)
+            .is_none()
+        {
+            return Ok(None);
+        }
+    }
+    for i in 0..count {
+        let from = l.payload + i * mss;
+        let to = (from + mss).min(l.end);
+        let n = frame.pieces(from, to, &mut pieces).unwrap_or(0);
+        headers.clear();
+        headers.extend_from_slice(&copy[..l.payload]);
+        let seg = Segment {
+            index: i,
+            last: i + 1 == count,
+            offset: i * mss,
+            payload_len: to - from,
+            payload_sum: sum_range(frame, from, to, 0),
+        };
+        finish_segment(headers, &l, &first, &seg)?;
+        emit(Gathered::new(headers, &pieces[..n]));
+    }
+    Ok(Some(count))
+}
+
+/// The checksum sum of `frame`'s bytes `from..to`, read where they are
+/// through a small buffer, in even steps so that the words line up.
+fn sum_range(frame: &Gathered<'_>, from: usize, to: usize, mut acc: u64) -> u64 {
+    let mut buf = [0u8; 2048];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len());
+        frame.copy_range(at, &mut buf[..n]);
+        acc = sum(&buf[..n], acc);
+        at += n;
+    }
+    acc
 }
 
 #[cfg(test)]

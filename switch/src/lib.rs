@@ -10,6 +10,7 @@ pub mod counters;
 pub mod egress;
 mod forms;
 pub mod frame;
+pub mod gather;
 pub mod gso;
 pub mod hold;
 mod notice;

@@ -61,7 +61,7 @@ impl SendError {
 }
 
 /// The drop reason a send failure counts as.
-fn err_reason(err: &SendError) -> DropReason {
+pub(crate) fn err_reason(err: &SendError) -> DropReason {
     match err {
         SendError::Full => DropReason::EgressFull,
         SendError::Down => DropReason::EgressDown,
@@ -96,6 +96,36 @@ pub trait Transmit: Send + Sync {
         None
     }
 
+    /// Sends plain frames in two parts (see [`crate::gather`]) without
+    /// blocking and without joining them first: the head, then each
+    /// foreign piece, copied once into the peer (an iovec per piece for a
+    /// socket). Answers as [`Transmit::transmit`] does. `None`: this
+    /// transport takes frames only whole, and the port joins them for it
+    /// (the default).
+    fn transmit_gathered(
+        &self,
+        ingress: PortId,
+        frames: &[crate::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        let _ = (ingress, frames);
+        None
+    }
+
+    /// [`Transmit::transmit_offloaded`] for a frame in two parts. `None`
+    /// (the default): this transport does not take it whole, and the port
+    /// cuts it in software, each segment in two parts. A transport that
+    /// takes offloaded frames whole implements this too: the port does not
+    /// join a frame to offer it to `transmit_offloaded`.
+    fn transmit_offloaded_gathered(
+        &self,
+        ingress: PortId,
+        hdr: &crate::gso::VnetHdr,
+        frame: &crate::gather::Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        let _ = (ingress, hdr, frame);
+        None
+    }
+
     /// A descriptor that polls writable once a full peer can take frames
     /// again. Transports that have one get unicast frames held for them
     /// (their sender paused) instead of dropped; see [`crate::hold`].
@@ -111,14 +141,15 @@ pub trait Transmit: Send + Sync {
     }
 }
 
-/// [`Transmit::transmit`] for a transport that sends one frame per call:
-/// `send` each frame in order until one fails.
-pub fn transmit_each(
-    frames: &[&[u8]],
-    mut send: impl FnMut(&[u8]) -> Result<(), SendError>,
+/// [`Transmit::transmit`] (or [`Transmit::transmit_gathered`]) for a
+/// transport that sends one frame per call: `send` each frame in order
+/// until one fails.
+pub fn transmit_each<F: Copy>(
+    frames: &[F],
+    mut send: impl FnMut(F) -> Result<(), SendError>,
 ) -> (usize, Option<SendError>) {
     for (i, f) in frames.iter().enumerate() {
-        if let Err(e) = send(f) {
+        if let Err(e) = send(*f) {
             return (i, Some(e));
         }
     }
@@ -284,6 +315,32 @@ impl Port {
         if self.capturing.load(Ordering::Relaxed) {
             self.copy_to_capture(frame);
         }
+    }
+
+    /// [`Port::note_received`] for a frame in two parts.
+    #[inline]
+    pub fn note_received_gathered(&self, frame: &crate::gather::Gathered<'_>) {
+        self.counters.received(frame.len());
+        if self.capturing.load(Ordering::Relaxed) {
+            self.copy_gathered_to_capture(frame);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn note_sent_gathered(&self, frame: &crate::gather::Gathered<'_>) {
+        self.counters.sent(frame.len());
+        if self.capturing.load(Ordering::Relaxed) {
+            self.copy_gathered_to_capture(frame);
+        }
+    }
+
+    #[cold]
+    fn copy_gathered_to_capture(&self, frame: &crate::gather::Gathered<'_>) {
+        crate::gather::with_joined(std::slice::from_ref(frame), |joined| {
+            for f in joined {
+                self.copy_to_capture(f);
+            }
+        });
     }
 
     #[cold]

@@ -5,7 +5,8 @@
 use crate::egress::{Frames, Outgoing, Overflow};
 use crate::engine::{Decided, Decision, Engine, EngineConfig, FdbEvents};
 use crate::fdb::FdbEntry;
-use crate::forms::{outgoing, Forms, VLAN_FORMS};
+use crate::forms::{Forms, VLAN_FORMS};
+use crate::gather::{with_joined, Gathered};
 use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
 use crate::ratelimit::LogLimiter;
@@ -106,6 +107,94 @@ fn for_each_target(
         }
         Decision::Drop(_) => {}
     }
+}
+
+/// A frame as it arrived, whole ([`&[u8]`](slice)) or in two parts
+/// ([`Gathered`]): what forwarding needs of either.
+trait Arrived<'f>: Copy + 'f {
+    /// The bytes the engine decides on: the whole frame, or the head.
+    fn headers(self) -> &'f [u8];
+    /// The frame's length.
+    fn length(self) -> usize;
+    /// Counts (and, while captured, copies) it as received on `port`.
+    fn count_on(self, port: &Port);
+    /// `frames` (one, when `offload` is given), ready to send.
+    fn frames<'a>(offload: Option<&'a VnetHdr>, frames: &'a [Self]) -> Frames<'a>
+    where
+        'f: 'a;
+    /// Calls `f` with the frame in one piece.
+    fn whole(self, f: impl FnOnce(&[u8]));
+}
+
+impl<'f> Arrived<'f> for &'f [u8] {
+    fn headers(self) -> &'f [u8] {
+        self
+    }
+    fn length(self) -> usize {
+        self.len()
+    }
+    fn count_on(self, port: &Port) {
+        port.note_received(self)
+    }
+    fn frames<'a>(offload: Option<&'a VnetHdr>, frames: &'a [Self]) -> Frames<'a>
+    where
+        'f: 'a,
+    {
+        match (offload, frames) {
+            (Some(h), [f]) => Frames::Offloaded(h, f),
+            _ => Frames::Plain(frames),
+        }
+    }
+    fn whole(self, f: impl FnOnce(&[u8])) {
+        f(self)
+    }
+}
+
+impl<'f> Arrived<'f> for Gathered<'f> {
+    fn headers(self) -> &'f [u8] {
+        self.head()
+    }
+    fn length(self) -> usize {
+        self.len()
+    }
+    fn count_on(self, port: &Port) {
+        port.note_received_gathered(&self)
+    }
+    fn frames<'a>(offload: Option<&'a VnetHdr>, frames: &'a [Self]) -> Frames<'a>
+    where
+        'f: 'a,
+    {
+        match (offload, frames) {
+            (Some(h), [f]) => Frames::OffloadedGathered(h, f),
+            _ => Frames::Gathered(frames),
+        }
+    }
+    fn whole(self, f: impl FnOnce(&[u8])) {
+        with_joined(&[self], |joined| {
+            if let [frame] = joined {
+                f(frame)
+            }
+        })
+    }
+}
+
+/// The engine's decision for a plain `frame`: over the plain-frame limit
+/// (which the engine checks on the bytes it sees, the head of a gathered
+/// frame) it is dropped as too long.
+fn decide<'f>(
+    engine: &mut Engine,
+    ingress: &Port,
+    frame: impl Arrived<'f>,
+    now: Duration,
+) -> Decided {
+    if frame.length() > crate::MAX_FRAME {
+        return Decided {
+            decision: Decision::Drop(crate::DropReason::TooLong),
+            class: Classified::TRANSPARENT,
+            notice: None,
+        };
+    }
+    engine.decide(ingress.id(), frame.headers(), now)
 }
 
 /// A random key for the FDB's hash, from the key std draws from the
@@ -292,35 +381,42 @@ impl Switch {
         match frames {
             // A lone frame (guests that wait for each other send one at a
             // time) takes the single-frame path: no runs to gather.
-            Frames::Plain([frame]) => self.forward_one(ingress, None, frame, now, overflow),
+            Frames::Plain([frame]) => self.forward_one(ingress, None, *frame, now, overflow),
             Frames::Plain(batch) => self.forward_batch_in(ingress, batch, now, overflow),
             Frames::Offloaded(hdr, frame) => {
                 self.forward_one(ingress, Some(hdr), frame, now, overflow)
             }
+            Frames::Gathered([frame]) => self.forward_one(ingress, None, *frame, now, overflow),
+            Frames::Gathered(batch) => self.forward_batch_in(ingress, batch, now, overflow),
+            Frames::OffloadedGathered(hdr, frame) => {
+                self.forward_one(ingress, Some(hdr), *frame, now, overflow)
+            }
         }
     }
 
-    fn forward_one(
+    fn forward_one<'f, F: Arrived<'f>>(
         &self,
         ingress: &Port,
         offload: Option<&VnetHdr>,
-        frame: &[u8],
+        frame: F,
         now: Duration,
         overflow: Overflow<'_>,
     ) {
-        ingress.note_received(frame);
+        frame.count_on(ingress);
         let offload = offload.filter(|h| !h.is_plain());
-        if offload.is_some() && frame.len() > crate::gso::MAX_GSO_FRAME {
+        if offload.is_some() && frame.length() > crate::gso::MAX_GSO_FRAME {
             return ingress.drop_frame(crate::DropReason::TooLong, now, None);
         }
         let table = self.ports.load();
         // The engine reads only the headers; a super-frame may be a few
         // bytes over the plain-frame limit it enforces on the others.
-        let headers = match offload {
-            Some(_) => &frame[..frame.len().min(crate::MAX_FRAME)],
-            None => frame,
+        let decided = if offload.is_some() {
+            let headers = frame.headers();
+            let headers = &headers[..headers.len().min(crate::MAX_FRAME)];
+            self.engine().decide(ingress.id(), headers, now)
+        } else {
+            decide(&mut self.engine(), ingress, frame, now)
         };
-        let decided = self.engine().decide(ingress.id(), headers, now);
         if let Some(n) = decided.notice {
             crate::notice::note(n, ingress, &table, &self.notice_log, now);
         }
@@ -330,12 +426,12 @@ impl Switch {
 
     /// Carries out one decision for a frame (its bytes, VLAN class and
     /// offload header); unicast a full peer refuses goes as `overflow` says.
-    fn deliver(
+    fn deliver<'f, F: Arrived<'f>>(
         &self,
         ingress: &Port,
         table: &PortTable,
         decision: Decision,
-        (frame, class, offload): (&[u8], Classified, Option<&VnetHdr>),
+        (frame, class, offload): (F, Classified, Option<&VnetHdr>),
         now: Duration,
         overflow: Overflow<'_>,
     ) {
@@ -345,16 +441,23 @@ impl Switch {
         let id = ingress.id();
         if class.vid == 0 {
             // VLAN-transparent: every port gets the frame's own bytes.
-            let out = outgoing(id, offload, &frame);
+            let one = [frame];
+            let out = Outgoing {
+                ingress: id,
+                frames: F::frames(offload, &one),
+            };
             return for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
                 port.send(out, o, now)
             });
         }
-        VLAN_FORMS.with_borrow_mut(|bufs| {
-            let mut forms = Forms::new(frame, class, bufs, offload);
-            for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
-                forms.send(id, port, o, now)
-            });
+        // Each VLAN form is a copy built from the whole frame.
+        frame.whole(|frame| {
+            VLAN_FORMS.with_borrow_mut(|bufs| {
+                let mut forms = Forms::new(frame, class, bufs, offload);
+                for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
+                    forms.send(id, port, o, now)
+                });
+            })
         });
     }
 
@@ -384,10 +487,10 @@ impl Switch {
         Duration::from_micros(self.busy_poll_us.load(Ordering::Relaxed))
     }
 
-    fn forward_batch_in(
+    fn forward_batch_in<'f, F: Arrived<'f>>(
         &self,
         ingress: &Port,
-        frames: &[&[u8]],
+        frames: &'f [F],
         now: Duration,
         mut overflow: Overflow<'_>,
     ) {
@@ -397,7 +500,7 @@ impl Switch {
             let mut engine = self.engine();
             crate::sys::fill_front(
                 &mut slots,
-                frames.iter().map(|f| engine.decide(ingress.id(), f, now)),
+                frames.iter().map(|f| decide(&mut engine, ingress, *f, now)),
             )
         };
         let n = decided.len();
@@ -410,7 +513,7 @@ impl Switch {
         if decided.iter().any(|d| d.class.vid != 0) {
             // Each frame may need its own tagging per port: no run batching.
             for (f, d) in frames.iter().zip(decided) {
-                ingress.note_received(f);
+                f.count_on(ingress);
                 let forms = (*f, d.class, None);
                 self.deliver(ingress, &table, d.decision, forms, now, overflow.reborrow());
             }
@@ -420,7 +523,7 @@ impl Switch {
         while i < n {
             let decision = decided[i].decision;
             if let Decision::Drop(reason) = decision {
-                ingress.note_received(frames[i]);
+                frames[i].count_on(ingress);
                 ingress.drop_frame(reason, now, None);
                 i += 1;
                 continue;
@@ -430,12 +533,12 @@ impl Switch {
             // port gets it with one send.
             let mut j = i;
             while j < n && decided[j].decision == decision {
-                ingress.note_received(frames[j]);
+                frames[j].count_on(ingress);
                 j += 1;
             }
             let out = Outgoing {
                 ingress: ingress.id(),
-                frames: Frames::Plain(&frames[i..j]),
+                frames: F::frames(None, &frames[i..j]),
             };
             let targets = (decision, j - i, now);
             for_each_target(ingress, &table, targets, overflow.reborrow(), |port, o| {

@@ -195,6 +195,14 @@ impl Transmit for Offload {
     ) -> Option<Result<(), SendError>> {
         Some(Ok(()))
     }
+    fn transmit_offloaded_gathered(
+        &self,
+        _ingress: PortId,
+        _hdr: &VnetHdr,
+        _frame: &switchyard_switch::gather::Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        Some(Ok(()))
+    }
 }
 
 #[test]
@@ -247,5 +255,78 @@ fn offloaded_frames_allocate_nothing_per_frame() {
             ports[2].counters().snapshot().tx_frames > 600 * 3,
             "the plain port got segments"
         );
+    }
+}
+
+/// Takes frames in two parts as they are, offloaded ones too.
+struct Gather;
+
+impl Transmit for Gather {
+    fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+        (frames.len(), None)
+    }
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[switchyard_switch::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        Some((frames.len(), None))
+    }
+    fn transmit_offloaded_gathered(
+        &self,
+        _ingress: PortId,
+        _hdr: &VnetHdr,
+        _frame: &switchyard_switch::gather::Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        Some(Ok(()))
+    }
+}
+
+/// A vhost-user guest's frames (a private head, the rest in its memory)
+/// go to a port that takes them so, and joined to one that takes offloads
+/// whole and to one that needs segments: nothing allocated per frame.
+#[test]
+fn gathered_frames_allocate_nothing_per_frame() {
+    use switchyard_switch::gather::split;
+    for vlans in [false, true] {
+        let (sw, ports) = switch_with(
+            vec![
+                Box::new(Gather),
+                Box::new(Gather),
+                Box::new(Offload),
+                Box::new(Sink),
+            ],
+            if vlans { &["p1", "p2", "p3"] } else { &[] },
+        );
+        let t = Duration::from_secs(1);
+        let (hdr, flood) = super_frame([0xff; 6], 60_000);
+        let (_, small) = super_frame([0xff; 6], 1000);
+        let (mut s1, mut s2, mut s3) = (Vec::new(), Vec::new(), Vec::new());
+        let big = split(&flood, 17, &mut s1);
+        let plain = [split(&small, 2, &mut s2), split(&small, 1, &mut s3)];
+        for round in 0..201 {
+            if round == 1 {
+                COUNTING.with(|c| c.set(true));
+            }
+            sw.forward(
+                &ports[0],
+                Frames::OffloadedGathered(&hdr, &big),
+                Overflow::Drop,
+                t,
+            );
+            sw.forward(&ports[0], Frames::Gathered(&plain), Overflow::Drop, t);
+            sw.forward(&ports[0], Frames::Gathered(&plain[..1]), Overflow::Drop, t);
+        }
+        COUNTING.with(|c| c.set(false));
+        let n = ALLOCATIONS.load(Ordering::Relaxed);
+        assert_eq!(
+            n, 0,
+            "{n} allocations in 800 gathered frames (vlans: {vlans})"
+        );
+        assert!(ports[3].counters().snapshot().tx_frames > 200 * 40);
+        if !vlans {
+            // Whole, as they came: no tag to add.
+            assert_eq!(ports[1].counters().snapshot().tx_frames, 201 * 4);
+        }
     }
 }

@@ -11,10 +11,18 @@ use switchyard_switch::{DropReason, EngineConfig, FdbConfig, Frames, Mode, Overf
 
 type Got = Arc<Mutex<Vec<(Option<VnetHdr>, Vec<u8>)>>>;
 
-/// A port recording what it is sent; `offload` ports take offloaded frames.
+/// A port recording what it is sent; `offload` ports take offloaded
+/// frames, `gather` ports frames in two parts (recorded joined).
 struct MemoryTx {
     got: Got,
     offload: bool,
+    gather: bool,
+}
+
+fn joined_bytes(frame: &switchyard_switch::gather::Gathered<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    frame.append_to(&mut v);
+    v
 }
 
 impl Transmit for MemoryTx {
@@ -40,10 +48,46 @@ impl Transmit for MemoryTx {
             .push((Some(*hdr), frame.to_vec()));
         Some(Ok(()))
     }
+
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[switchyard_switch::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        if !self.gather {
+            return None;
+        }
+        let mut got = self.got.lock().expect("lock");
+        got.extend(frames.iter().map(|f| (None, joined_bytes(f))));
+        Some((frames.len(), None))
+    }
+
+    fn transmit_offloaded_gathered(
+        &self,
+        _ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &switchyard_switch::gather::Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        if !self.offload {
+            return None;
+        }
+        let mut got = self.got.lock().expect("lock");
+        got.push((Some(*hdr), joined_bytes(frame)));
+        Some(Ok(()))
+    }
 }
 
 /// Ports p0..: the first `offload` of them take offloaded frames.
 fn harness(n: usize, offload: usize) -> (Arc<Switch>, Vec<(Arc<Port>, Got)>) {
+    harness_gathering(n, offload, 0)
+}
+
+/// [`harness`] whose last `gather` ports take frames in two parts.
+fn harness_gathering(
+    n: usize,
+    offload: usize,
+    gather: usize,
+) -> (Arc<Switch>, Vec<(Arc<Port>, Got)>) {
     let switch = Switch::new(EngineConfig::new(Mode::Switch, FdbConfig::default()));
     let ports = (0..n)
         .map(|i| {
@@ -51,6 +95,7 @@ fn harness(n: usize, offload: usize) -> (Arc<Switch>, Vec<(Arc<Port>, Got)>) {
             let tx = MemoryTx {
                 got: got.clone(),
                 offload: i < offload,
+                gather: i + gather >= n,
             };
             let port = Arc::new(Port::new(
                 switch.allocate_id(),
@@ -263,4 +308,111 @@ fn a_gso_size_below_the_floor_is_dropped_and_counted_on_the_plain_port() {
     let c = p[2].0.counters().snapshot();
     assert_eq!(c.drops(DropReason::GsoTooSmall), 1);
     assert_eq!(c.drops(DropReason::Unsegmentable), 0);
+}
+
+/// What one port got: frames, bytes in and out, drops by reason.
+type Outcome = (Vec<(Option<VnetHdr>, Vec<u8>)>, u64, u64, Vec<u64>);
+
+/// What every port got, and what each counted, after `send` on a fresh
+/// harness of six ports: p0 and p1 take offloads, p4 and p5 frames in two
+/// parts, p1 takes both. VLAN-aware (access and trunk ports) or not.
+fn outcome(vlans: bool, send: impl FnOnce(&Switch, &Arc<Port>)) -> Vec<Outcome> {
+    let (sw, p) = harness_gathering(6, 2, 2);
+    if vlans {
+        sw.set_vlan_rules(VlanRules::new(vec![
+            (PortPattern::new("p0"), PortVlans::access(10)),
+            (PortPattern::new("p1"), "/10".parse().expect("spec")),
+            (PortPattern::new("p2"), PortVlans::access(10)),
+            (PortPattern::new("p3"), "/10".parse().expect("spec")),
+            (PortPattern::new("p4"), PortVlans::access(10)),
+            (PortPattern::new("p5"), "/10".parse().expect("spec")),
+        ]));
+    }
+    send(&sw, &p[0].0);
+    p.iter()
+        .map(|(port, got)| {
+            let c = port.counters().snapshot();
+            let drops = DropReason::ALL.iter().map(|r| c.drops(*r)).collect();
+            (take(got), c.rx_bytes, c.tx_bytes, drops)
+        })
+        .collect()
+}
+
+/// Frames in two parts (a private head, the rest where the sender wrote
+/// it: a vhost-user guest's) reach every kind of port exactly as the same
+/// frames whole do: taken whole, segmented, retagged, counted.
+#[test]
+fn gathered_frames_are_treated_as_the_same_frames_whole() {
+    use switchyard_switch::gather::split;
+    let (hdr, f) = super_frame();
+    // Only the checksum to complete; then what cannot be cut.
+    let partial = VnetHdr {
+        gso_type: gso::GSO_NONE,
+        ..hdr
+    };
+    let bad = [
+        VnetHdr {
+            gso_type: gso::GSO_UDP,
+            ..hdr
+        },
+        VnetHdr { gso_size: 1, ..hdr },
+        VnetHdr {
+            csum_start: 65_000,
+            ..partial
+        },
+    ];
+    let plain: Vec<Vec<u8>> = (0..3u8)
+        .map(|n| {
+            let mut p = f[..600].to_vec();
+            p[20] = n;
+            p
+        })
+        .collect();
+    for vlans in [false, true] {
+        let t = Duration::ZERO;
+        let whole = outcome(vlans, |sw, p0| {
+            for h in [&hdr, &partial].into_iter().chain(&bad) {
+                sw.forward(p0, Frames::Offloaded(h, &f), Overflow::Drop, t);
+            }
+            let frames: Vec<&[u8]> = plain.iter().map(|p| &p[..]).collect();
+            sw.forward(p0, Frames::Plain(&frames), Overflow::Drop, t);
+        });
+        let gathered = outcome(vlans, |sw, p0| {
+            let mut slots = Vec::new();
+            let g = split(&f, 7, &mut slots);
+            for h in [&hdr, &partial].into_iter().chain(&bad) {
+                sw.forward(p0, Frames::OffloadedGathered(h, &g), Overflow::Drop, t);
+            }
+            let mut slots: Vec<Vec<_>> = vec![Vec::new(); plain.len()];
+            let frames: Vec<_> = plain
+                .iter()
+                .zip(slots.iter_mut())
+                .map(|(p, s)| split(p, 3, s))
+                .collect();
+            sw.forward(p0, Frames::Gathered(&frames), Overflow::Drop, t);
+        });
+        assert!(whole[1].0.len() >= 4 && whole[2].0.len() > 4, "{whole:?}");
+        assert!(whole[4].0.len() > 4, "segments for a gathering port");
+        let dropped = |r: DropReason| whole[2].3[r.index()];
+        assert_eq!(dropped(DropReason::Unsegmentable), 2, "{vlans}");
+        assert_eq!(dropped(DropReason::GsoTooSmall), 1);
+        assert_eq!(whole, gathered, "vlans: {vlans}");
+    }
+}
+
+#[test]
+fn a_gathered_plain_frame_over_the_limit_is_dropped_as_too_long() {
+    use switchyard_switch::gather::split;
+    let (sw, p) = harness(2, 0);
+    let big = vec![0x02u8; switchyard_switch::MAX_FRAME + 1];
+    let mut slots = Vec::new();
+    let g = split(&big, 4, &mut slots);
+    sw.forward(
+        &p[0].0,
+        Frames::Gathered(&[g, g]),
+        Overflow::Drop,
+        Duration::ZERO,
+    );
+    assert!(take(&p[1].1).is_empty());
+    assert_eq!(p[0].0.counters().snapshot().drops(DropReason::TooLong), 2);
 }

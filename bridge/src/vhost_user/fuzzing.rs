@@ -13,6 +13,7 @@ use super::backend::NetBackend;
 use super::datapath::{FromGuest, Rings, ToGuest};
 use super::VhostUserConfig;
 use std::sync::{Arc, Mutex};
+use switchyard_switch::gather::Gathered;
 use switchyard_switch::gso::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, MAX_GSO_FRAME};
 use switchyard_switch::port::{PortId, SendError, Transmit};
 use switchyard_switch::{EngineConfig, Port, Switch};
@@ -62,6 +63,22 @@ impl Transmit for Sink {
     ) -> Option<Result<(), SendError>> {
         if let Ok(mut s) = self.0.lock() {
             s.push((true, frame.len()));
+        }
+        Some(Ok(()))
+    }
+
+    /// Whole, after reading every byte where the guest wrote it (as a
+    /// destination's copy would).
+    fn transmit_offloaded_gathered(
+        &self,
+        _: PortId,
+        _: &VnetHdr,
+        frame: &Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        let mut whole = Vec::new();
+        frame.append_to(&mut whole);
+        if let Ok(mut s) = self.0.lock() {
+            s.push((true, whole.len()));
         }
         Some(Ok(()))
     }

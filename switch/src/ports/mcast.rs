@@ -200,11 +200,29 @@ impl Transmit for McastTx {
             self.sock
                 .send_to(frame, self.group)
                 .map(|_| ())
-                .map_err(|e| match SendError::from_io(e) {
-                    SendError::Gone(_) => SendError::Down,
-                    other => other,
-                })
+                .map_err(down_not_gone)
         })
+    }
+
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[crate::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        let to = socket2::SockAddr::from(self.group);
+        Some(transmit_each(frames, |frame| {
+            crate::sys::send_to_gathered(&*self.sock, &to, &[], &frame)
+                .map(|_| ())
+                .map_err(down_not_gone)
+        }))
+    }
+}
+
+/// A group with no route is down, not gone: the port stays.
+fn down_not_gone(e: std::io::Error) -> SendError {
+    match SendError::from_io(e) {
+        SendError::Gone(_) => SendError::Down,
+        other => other,
     }
 }
 

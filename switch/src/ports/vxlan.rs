@@ -12,6 +12,7 @@ use super::receive::{attach, detach_after, frame_buffer, receive_loop, Received}
 use super::PortError;
 use crate::counters::DropReason;
 use crate::frame::{EthernetFrame, MacAddr};
+use crate::gather::Gathered;
 use crate::port::{transmit_each, Port, PortId, SendError, Transmit};
 use crate::switch::Switch;
 use socket2::SockRef;
@@ -315,50 +316,106 @@ impl VxlanTx {
         SockRef::from(&*self.sock)
             .send_to_vectored(&[IoSlice::new(&self.header), IoSlice::new(frame)], &to)
             .map(|_| ())
-            .map_err(|e| match SendError::from_io(e) {
-                SendError::Gone(_) => SendError::Down,
-                other => other,
-            })
+            .map_err(down_not_gone)
+    }
+
+    fn send_gathered_to(&self, frame: &Gathered<'_>, ip: IpAddr) -> Result<(), SendError> {
+        let to = socket2::SockAddr::from(SocketAddr::new(ip, self.port));
+        crate::sys::send_to_gathered(&*self.sock, &to, &self.header, frame)
+            .map(|_| ())
+            .map_err(down_not_gone)
+    }
+
+    /// Sends a frame whose headers are `headers` with `send`: to the one
+    /// remote its destination was learned behind, else to every remote
+    /// (head-end replication; it counts as sent if any copy went).
+    fn send_frame(
+        &self,
+        headers: &[u8],
+        send: impl Fn(IpAddr) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        let known = EthernetFrame::new_checked(headers).ok().and_then(|f| {
+            let dst = f.destination();
+            if dst.is_multicast() {
+                return None;
+            }
+            self.learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(dst, self.epoch.elapsed())
+        });
+        if let Some(ip) = known {
+            return send(ip);
+        }
+        let mut result = Ok(());
+        let mut any = false;
+        for r in &self.remotes {
+            match send(*r) {
+                Ok(()) => any = true,
+                Err(e) => result = Err(e),
+            }
+        }
+        if any {
+            Ok(())
+        } else {
+            result
+        }
+    }
+}
+
+/// A remote with no route is down, not gone: the port stays.
+fn down_not_gone(e: std::io::Error) -> SendError {
+    match SendError::from_io(e) {
+        SendError::Gone(_) => SendError::Down,
+        other => other,
     }
 }
 
 impl Transmit for VxlanTx {
     fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
         transmit_each(frames, |frame| {
-            let known = EthernetFrame::new_checked(frame).ok().and_then(|f| {
-                let dst = f.destination();
-                if dst.is_multicast() {
-                    return None;
-                }
-                self.learned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .lookup(dst, self.epoch.elapsed())
-            });
-            if let Some(ip) = known {
-                return self.send_to(frame, ip);
-            }
-            // Head-end replication: the frame counts as sent if any copy went.
-            let mut result = Ok(());
-            let mut any = false;
-            for r in &self.remotes {
-                match self.send_to(frame, *r) {
-                    Ok(()) => any = true,
-                    Err(e) => result = Err(e),
-                }
-            }
-            if any {
-                Ok(())
-            } else {
-                result
-            }
+            self.send_frame(frame, |ip| self.send_to(frame, ip))
         })
+    }
+
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        Some(transmit_each(frames, |frame| {
+            self.send_frame(frame.head(), |ip| self.send_gathered_to(&frame, ip))
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gathered_frame_goes_behind_the_header_to_every_remote() {
+        use crate::gather::split;
+        let mut frame = vec![0xffu8; 6];
+        frame.extend((0..994u32).map(|i| (i % 253) as u8));
+        let mut slots = Vec::new();
+        let g = split(&frame, 3, &mut slots);
+        let remote = UdpSocket::bind("127.0.0.1:0").expect("remote");
+        let tx = VxlanTx {
+            sock: Arc::new(UdpSocket::bind("127.0.0.1:0").expect("sock")),
+            header: header(42),
+            port: remote.local_addr().expect("addr").port(),
+            remotes: vec![IpAddr::from([127, 0, 0, 1])],
+            learned: Arc::new(Mutex::new(RemoteTable::default())),
+            epoch: std::time::Instant::now(),
+        };
+        let (sent, err) = tx.transmit_gathered(PortId(1), &[g]).expect("taken");
+        assert_eq!((sent, err.is_none()), (1, true));
+        let mut buf = vec![0u8; 2048];
+        let n = remote.recv(&mut buf).expect("recv");
+        assert_eq!(buf[..HEADER_LEN], header(42));
+        assert_eq!(&buf[HEADER_LEN..n], &frame[..]);
+    }
 
     /// A packet as Linux sent it for VNI 42: header, then a 42-byte ARP reply.
     fn linux_packet() -> Vec<u8> {

@@ -179,6 +179,9 @@ enum Bad {
     /// Posted buffers too small for this frame (a guest without MRG_RXBUF
     /// and a frame over the size of its buffers).
     TooSmall,
+    /// A TX frame in more pieces than it is forwarded in: copied whole
+    /// instead (no fault of the guest's).
+    TooMany,
 }
 
 /// The next chain the guest posted on `queue`: `Ok(None)` when it posted

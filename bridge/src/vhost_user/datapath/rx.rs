@@ -4,12 +4,15 @@
 
 use super::{next_chain, Accepted, Bad, Rings, HDR_LEN};
 use std::sync::Arc;
+use switchyard_switch::gather::{Foreign, Gathered};
 use switchyard_switch::gso::VnetHdr;
 use switchyard_switch::port::{PortId, SendError, Transmit};
 use switchyard_switch::DropReason;
 use vhost_user_backend::{VringState, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap,
+};
 
 /// The most chains one frame may span: a 64 KiB super-frame in the
 /// smallest buffers Linux posts for MRG_RXBUF (1,500 bytes and up) needs
@@ -39,7 +42,7 @@ impl ToGuest {
     fn place<'f>(
         &self,
         ingress: PortId,
-        frames: impl Iterator<Item = (&'f VnetHdr, &'f [u8])>,
+        frames: impl Iterator<Item = (&'f VnetHdr, Body<'f>)>,
     ) -> (usize, Option<SendError>) {
         let Some(vring) = self.rings.rx_for(ingress) else {
             return (0, Some(SendError::Down));
@@ -84,7 +87,28 @@ impl ToGuest {
 
 impl Transmit for ToGuest {
     fn transmit(&self, ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
-        self.place(ingress, frames.iter().map(|f| (&PLAIN, *f)))
+        self.place(ingress, frames.iter().map(|f| (&PLAIN, Body::Whole(f))))
+    }
+
+    /// Copied from where the sending guest wrote them: the one copy.
+    fn transmit_gathered(
+        &self,
+        ingress: PortId,
+        frames: &[Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        Some(self.place(ingress, frames.iter().map(|f| (&PLAIN, Body::Gathered(*f)))))
+    }
+
+    fn transmit_offloaded_gathered(
+        &self,
+        ingress: PortId,
+        hdr: &VnetHdr,
+        frame: &Gathered<'_>,
+    ) -> Option<Result<(), SendError>> {
+        if !self.rings.accepted().takes(hdr) {
+            return None;
+        }
+        self.place_one(ingress, hdr, Body::Gathered(*frame))
     }
 
     /// Whole when the guest accepted this kind of offload (GUEST_CSUM,
@@ -98,10 +122,68 @@ impl Transmit for ToGuest {
         if !self.rings.accepted().takes(hdr) {
             return None;
         }
-        match self.place(ingress, std::iter::once((hdr, frame))) {
+        self.place_one(ingress, hdr, Body::Whole(frame))
+    }
+}
+
+impl ToGuest {
+    /// Places one offloaded frame the guest takes whole.
+    fn place_one(
+        &self,
+        ingress: PortId,
+        hdr: &VnetHdr,
+        body: Body<'_>,
+    ) -> Option<Result<(), SendError>> {
+        match self.place(ingress, std::iter::once((hdr, body))) {
             (1, _) => Some(Ok(())),
             (_, Some(e)) => Some(Err(e)),
             (_, None) => Some(Err(SendError::Full)),
+        }
+    }
+}
+
+/// A frame's bytes as the switch hands them over: whole, or in two parts
+/// (its head, then pieces of the sending guest's memory).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Whole(&'a [u8]),
+    Gathered(Gathered<'a>),
+}
+
+/// At most `max` bytes of a frame from one place.
+enum Chunk<'a> {
+    Own(&'a [u8]),
+    /// `len` bytes of a foreign piece from `offset`.
+    Foreign(&'a Foreign<'a>, usize, usize),
+}
+
+impl<'a> Body<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Whole(f) => f.len(),
+            Body::Gathered(g) => g.len(),
+        }
+    }
+
+    /// The bytes from `at`, at most `max`, as far as one place holds them.
+    fn chunk(&self, at: usize, max: usize) -> Chunk<'a> {
+        let own = |b: &'a [u8], at: usize| Chunk::Own(&b[at..b.len().min(at + max)]);
+        match self {
+            Body::Whole(f) => own(f, at),
+            Body::Gathered(g) => {
+                let head = g.head();
+                if at < head.len() {
+                    return own(head, at);
+                }
+                let mut off = at - head.len();
+                for piece in g.rest() {
+                    if off < piece.len() {
+                        return Chunk::Foreign(piece, off, (piece.len() - off).min(max));
+                    }
+                    off -= piece.len();
+                }
+                Chunk::Own(&[])
+            }
         }
     }
 }
@@ -121,14 +203,15 @@ impl Filler<'_> {
     /// when the guest posted too few, none is taken (they wait for the
     /// next frame) and the frame is refused as full; a chain the guest got
     /// wrong goes back empty and the frame is refused with the reason.
-    fn put(&mut self, state: &mut State, hdr: &VnetHdr, frame: &[u8]) -> Result<(), SendError> {
+    fn put(&mut self, state: &mut State, hdr: &VnetHdr, frame: Body<'_>) -> Result<(), SendError> {
         let header = self.guest.header_for(hdr);
         let header = &header[..self.guest.header_len()];
         let merge = self.guest.merges();
         let queue = state.get_queue_mut();
         let start = queue.next_avail();
         let mut place = Placing {
-            parts: [header, frame],
+            header,
+            body: frame,
             done: 0,
             num_buffers_at: [None; 2],
         };
@@ -180,14 +263,15 @@ impl Filler<'_> {
         match outcome {
             Ok(()) => Ok(()),
             Err(Bad::Descriptor) => Err(SendError::Refused(DropReason::BadDescriptor)),
-            Err(Bad::TooSmall) => Err(SendError::Refused(DropReason::EgressError)),
+            Err(Bad::TooSmall | Bad::TooMany) => Err(SendError::Refused(DropReason::EgressError)),
         }
     }
 }
 
 /// One frame (its header, then its bytes) being copied into chains.
 struct Placing<'a> {
-    parts: [&'a [u8]; 2],
+    header: &'a [u8],
+    body: Body<'a>,
     /// Bytes of both parts copied so far.
     done: usize,
     /// Where the header's `num_buffers` landed in guest memory.
@@ -196,7 +280,7 @@ struct Placing<'a> {
 
 impl Placing<'_> {
     fn total(&self) -> usize {
-        self.parts[0].len() + self.parts[1].len()
+        self.header.len() + self.body.len()
     }
 
     fn finished(&self) -> bool {
@@ -227,18 +311,28 @@ impl Placing<'_> {
             let mut addr = desc.addr();
             let mut room = desc.len() as usize;
             while room > 0 && self.done < total {
-                let head = self.parts[0].len();
-                let (src, off) = if self.done < head {
-                    (self.parts[0], self.done)
-                } else {
-                    (self.parts[1], self.done - head)
-                };
-                let n = room.min(src.len() - off);
-                if self.done < head {
+                let head = self.header.len();
+                let chunk = if self.done < head {
+                    let n = room.min(head - self.done);
                     self.note_num_buffers(addr, n);
+                    Chunk::Own(&self.header[self.done..self.done + n])
+                } else {
+                    self.body.chunk(self.done - head, room)
+                };
+                let n = match chunk {
+                    Chunk::Own(bytes) => {
+                        mem.write_slice(bytes, addr).map_err(|_| Bad::Descriptor)?;
+                        bytes.len()
+                    }
+                    Chunk::Foreign(piece, offset, n) => {
+                        write_foreign(mem, addr, piece, offset, n)?;
+                        n
+                    }
+                };
+                if n == 0 {
+                    // A body shorter than it said: nothing more to place.
+                    return Err(Bad::Descriptor);
                 }
-                mem.write_slice(&src[off..off + n], addr)
-                    .map_err(|_| Bad::Descriptor)?;
                 self.done += n;
                 took += n;
                 room -= n;
@@ -263,5 +357,27 @@ impl Placing<'_> {
                 *slot = addr.checked_add((pos - self.done) as u64);
             }
         }
+    }
+}
+
+/// Copies `n` bytes of `piece` from `offset` into guest memory at `addr`
+/// (which may span regions).
+fn write_foreign(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    piece: &Foreign<'_>,
+    offset: usize,
+    n: usize,
+) -> Result<(), Bad> {
+    let mut done = 0;
+    for slice in mem.get_slices(addr, n) {
+        let slice = slice.map_err(|_| Bad::Descriptor)?;
+        crate::sys::copy_foreign(piece, offset + done, &slice);
+        done += slice.len();
+    }
+    if done == n {
+        Ok(())
+    } else {
+        Err(Bad::Descriptor)
     }
 }

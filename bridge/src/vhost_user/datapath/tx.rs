@@ -4,11 +4,12 @@
 use super::{next_chain, Bad, Rings};
 use std::sync::{Arc, Mutex};
 use switchyard_switch::egress::{Frames, Overflow};
+use switchyard_switch::gather::{Foreign, Gathered, HEAD};
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::{DropReason, Port, Switch};
 use vhost_user_backend::{VringMutex, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Chains taken off the TX queue per batch.
 const TX_BATCH: usize = 64;
@@ -21,13 +22,38 @@ const MAX_CHAIN: usize = super::HDR_LEN + MAX_GSO_FRAME;
 /// seven super-frames, per batch.
 const TX_BUFFER: usize = 512 * 1024;
 
-/// One frame of a batch: where it is in the buffer and, for a partial
-/// checksum or a super-frame, its offload header.
-#[derive(Clone, Copy, Default)]
+/// The most foreign pieces (descriptors, or their parts in different
+/// memory regions) one frame may be forwarded in; a frame in more is
+/// copied whole instead. Linux sends a super-frame in up to 19.
+const MAX_PIECES: usize = 64;
+
+/// The most foreign pieces of one batch: a batch ends early when fewer
+/// than [`MAX_PIECES`] are left (26 Linux super-frames; plain frames come
+/// in one or two).
+const BATCH_PIECES: usize = 512;
+
+/// One frame of a batch: its private bytes in the buffer (the virtio-net
+/// header, then the frame's head, or the whole frame when it is short or
+/// in too many pieces), its foreign pieces and, for a partial checksum or
+/// a super-frame, its offload header.
+#[derive(Clone, Default)]
 struct Taken {
     start: usize,
     end: usize,
+    pieces: std::ops::Range<usize>,
     offload: Option<VnetHdr>,
+}
+
+/// What a batch keeps between taking chains and giving them back: reused
+/// batch after batch, so no allocation per frame. (The foreign pieces
+/// live on the stack, for as long as the memory they point into.)
+#[derive(Default)]
+struct Batch {
+    /// Private bytes: each frame's header and head.
+    buf: Vec<u8>,
+    taken: Vec<Taken>,
+    /// Heads of the chains taken, to give back once forwarded.
+    chains: Vec<u16>,
 }
 
 /// The guest's side: its TX queue drained into the switch.
@@ -35,8 +61,7 @@ pub(in crate::vhost_user) struct FromGuest {
     rings: Arc<Rings>,
     switch: Arc<Switch>,
     port: Arc<Port>,
-    /// Reused for every batch: no allocation per frame.
-    buf: Mutex<Vec<u8>>,
+    batch: Mutex<Batch>,
 }
 
 impl FromGuest {
@@ -50,36 +75,43 @@ impl FromGuest {
             rings,
             switch,
             port,
-            buf: Mutex::new(Vec::new()),
+            batch: Mutex::new(Batch::default()),
         }
     }
 
-    /// Drains TX queue `queue`: batches of frames copied out of the guest's
-    /// buffers, the chains returned, then the batch forwarded; guest
-    /// notifications stay off while a batch is in flight and the queue is
-    /// looked at again before they are turned back on (EVENT_IDX).
+    /// Drains TX queue `queue` in batches: each frame's header and first
+    /// bytes copied out of the guest's buffers (what the switch decides
+    /// on), the rest forwarded from where the guest wrote it, so each
+    /// destination's copy is the only one; the chains go back to the guest
+    /// once the batch is forwarded. Guest notifications stay off while a
+    /// batch is in flight and the queue is looked at again before they are
+    /// turned back on (EVENT_IDX).
     pub(in crate::vhost_user) fn drain(&self, queue: usize) {
         let Some(vring) = self.rings.get(queue) else {
             return;
         };
-        let mut buf = match self.buf.lock() {
+        let mut batch = match self.batch.lock() {
             Ok(b) => b,
             Err(p) => p.into_inner(),
         };
-        if buf.len() < TX_BUFFER {
-            buf.resize(TX_BUFFER, 0);
+        if batch.buf.len() < TX_BUFFER {
+            batch.buf.resize(TX_BUFFER, 0);
         }
-        let mut taken = [Taken::default(); TX_BATCH];
         loop {
             let _ = vring.disable_notification();
             let mut progressed = false;
             loop {
-                let (n, popped) = self.take_batch(vring, &mut buf, &mut taken);
+                // Held until the batch's chains are back: the foreign
+                // pieces borrow this mapping.
+                let mem = self.rings.mem.memory();
+                let mut pieces = [Foreign::EMPTY; BATCH_PIECES];
+                let popped = self.take_batch(vring, &mem, &mut batch, &mut pieces);
                 progressed |= popped > 0;
                 if popped == 0 {
                     break;
                 }
-                self.forward(&buf, &taken[..n]);
+                self.forward(&batch, &pieces);
+                self.give_back(vring, &mem, &mut batch);
             }
             // True: the guest posted more while notifications were off. A
             // ring that claims more but yields no chain (a hostile index)
@@ -97,12 +129,13 @@ impl FromGuest {
 
     /// Forwards a batch in order: runs of plain frames together, each
     /// offloaded frame on its own.
-    fn forward(&self, buf: &[u8], taken: &[Taken]) {
-        let mut frames: [&[u8]; TX_BATCH] = [&[]; TX_BATCH];
+    fn forward(&self, batch: &Batch, pieces: &[Foreign<'_>]) {
+        let empty = Gathered::new(&[], &[]);
+        let mut frames = [empty; TX_BATCH];
         let mut run = 0;
         let now = self.switch.now();
-        for t in taken {
-            let frame = &buf[t.start..t.end];
+        for t in &batch.taken {
+            let frame = Gathered::new(&batch.buf[t.start..t.end], &pieces[t.pieces.clone()]);
             match &t.offload {
                 None => {
                     frames[run] = frame;
@@ -117,7 +150,7 @@ impl FromGuest {
                         // next guest or tap cut it into thousands.
                         self.port.drop_frame(DropReason::GsoTooSmall, now, None);
                     } else {
-                        let f = Frames::Offloaded(hdr, frame);
+                        let f = Frames::OffloadedGathered(hdr, &frame);
                         self.switch.forward(&self.port, f, Overflow::Drop, now);
                     }
                 }
@@ -126,32 +159,45 @@ impl FromGuest {
         self.flush(&frames[..run], now);
     }
 
-    fn flush(&self, frames: &[&[u8]], now: std::time::Duration) {
+    fn flush(&self, frames: &[Gathered<'_>], now: std::time::Duration) {
         if !frames.is_empty() {
-            let f = Frames::Plain(frames);
+            let f = Frames::Gathered(frames);
             self.switch.forward(&self.port, f, Overflow::Drop, now);
         }
     }
 
-    /// Copies up to `TX_BATCH` frames out of the TX queue into `buf`,
-    /// returns their chains to the guest (one notification) and says how
-    /// many frames `taken` holds and how many chains were taken.
-    fn take_batch(
+    /// Takes up to `TX_BATCH` chains off the TX queue into `batch` and
+    /// says how many it took (the frames among them are in `batch.taken`,
+    /// the chains to give back in `batch.chains`).
+    fn take_batch<'m>(
         &self,
         vring: &VringMutex,
-        buf: &mut [u8],
-        taken: &mut [Taken; TX_BATCH],
-    ) -> (usize, usize) {
+        mem: &'m GuestMemoryMmap,
+        batch: &mut Batch,
+        pieces: &mut [Foreign<'m>; BATCH_PIECES],
+    ) -> usize {
+        batch.taken.clear();
+        batch.chains.clear();
+        let mut used = 0usize;
+        let mut popped = 0usize;
         let mut state = vring.get_mut();
         if !state.is_enabled() || !state.get_queue().ready() {
-            return (0, 0);
+            return 0;
+        }
+        if !used_ring_fits(state.get_queue(), mem) {
+            // Chains it could never be given back: none is taken, so no
+            // frame goes out whose chain stays the switch's.
+            self.bad("the TX used ring is outside the guest's memory");
+            return 0;
         }
         let header_len = self.rings.accepted().header_len();
-        let mem = self.rings.mem.memory();
-        let (mut n, mut popped, mut fill) = (0, 0usize, 0usize);
-        while n < TX_BATCH && buf.len() - fill >= MAX_CHAIN {
+        let mut fill = 0usize;
+        while popped < TX_BATCH
+            && batch.buf.len() - fill >= MAX_CHAIN
+            && BATCH_PIECES - used >= MAX_PIECES
+        {
             let queue = state.get_queue_mut();
-            let chain = match next_chain(queue, &mem) {
+            let chain = match next_chain(queue, mem) {
                 Ok(Some(chain)) => chain,
                 Ok(None) => break,
                 Err(_) => {
@@ -159,40 +205,65 @@ impl FromGuest {
                     break;
                 }
             };
-            let head = chain.head_index();
-            let read = read_chain(chain, &mem, &mut buf[fill..fill + MAX_CHAIN]);
-            if queue.add_used(&*mem, head, 0).is_err() {
-                self.bad("the TX used ring is outside the guest's memory");
-                break;
-            }
             popped += 1;
+            if chain.head_index() >= queue.size() {
+                // It can never be given back: the used ring takes only
+                // heads inside the queue.
+                self.bad("a TX chain whose head is past the queue");
+                continue;
+            }
+            batch.chains.push(chain.head_index());
+            let private = &mut batch.buf[fill..fill + MAX_CHAIN];
+            let free = &mut pieces[used..used + MAX_PIECES];
+            let mut read = read_chain(chain.clone(), mem, private, header_len + HEAD, free);
+            if matches!(read, Err(Bad::TooMany)) {
+                // Copied whole instead.
+                read = read_chain(chain, mem, private, MAX_CHAIN, free);
+            }
             match read {
-                Ok(len) if len >= header_len => {
+                Ok((own, len, n)) if len >= header_len => {
                     // Little-endian, as VERSION_1 says and every legacy
                     // guest on a little-endian host writes.
-                    let hdr = VnetHdr::parse_le(&buf[fill..]).unwrap_or_default();
-                    taken[n] = Taken {
+                    let hdr = VnetHdr::parse_le(&batch.buf[fill..]).unwrap_or_default();
+                    batch.taken.push(Taken {
                         start: fill + header_len,
-                        end: fill + len,
+                        end: fill + own,
+                        pieces: used..used + n,
                         offload: (!hdr.is_plain()).then_some(hdr),
-                    };
-                    fill += len;
-                    n += 1;
+                    });
+                    fill += own;
+                    used += n;
                 }
                 Ok(_) => self.bad("a TX chain shorter than the virtio-net header"),
                 Err(Bad::TooSmall) => self.bad("a TX chain longer than the largest frame"),
-                Err(Bad::Descriptor) => self.bad(
+                Err(Bad::Descriptor | Bad::TooMany) => self.bad(
                     "a TX descriptor outside the guest's memory, writable, \
                      or in a chain that loops or points past the table",
                 ),
             }
         }
-        if popped > 0 && state.needs_notification().unwrap_or(true) {
+        popped
+    }
+
+    /// Gives the batch's chains back to the guest, one notification for
+    /// all (when it asked for one).
+    fn give_back(&self, vring: &VringMutex, mem: &GuestMemoryMmap, batch: &mut Batch) {
+        if batch.chains.is_empty() {
+            return;
+        }
+        let mut state = vring.get_mut();
+        let queue = state.get_queue_mut();
+        for head in batch.chains.drain(..) {
+            if queue.add_used(mem, head, 0).is_err() {
+                self.bad("the TX used ring is outside the guest's memory");
+                break;
+            }
+        }
+        if state.needs_notification().unwrap_or(true) {
             if let Err(e) = state.signal_used_queue() {
                 tracing::debug!(port = %self.port.name(), "cannot notify the guest: {e}");
             }
         }
-        (n, popped)
     }
 
     /// Counts a chain the guest got wrong; the port logs the first one a
@@ -205,13 +276,26 @@ impl FromGuest {
     }
 }
 
-/// Copies the readable descriptors of `chain` into `out`.
-fn read_chain(
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    mem: &GuestMemoryMmap,
+/// Whether `queue`'s used ring lies in `mem`: chains taken from it can be
+/// given back.
+fn used_ring_fits(queue: &virtio_queue::Queue, mem: &GuestMemoryMmap) -> bool {
+    let len = 4 + 8 * usize::from(queue.size()) + 2;
+    mem.check_range(vm_memory::GuestAddress(queue.used_ring()), len)
+}
+
+/// Reads the readable descriptors of `chain`: the first `own` bytes (at
+/// most `out.len()`) copied into `out`, the rest as foreign pieces of
+/// guest memory into `pieces`. Returns the bytes copied, the chain's
+/// length and the pieces used.
+fn read_chain<'m>(
+    chain: DescriptorChain<&'m GuestMemoryMmap>,
+    mem: &'m GuestMemoryMmap,
     out: &mut [u8],
-) -> Result<usize, Bad> {
-    let mut len = 0usize;
+    own: usize,
+    pieces: &mut [Foreign<'m>],
+) -> Result<(usize, usize, usize), Bad> {
+    let own = own.min(out.len());
+    let (mut len, mut copied, mut used) = (0usize, 0usize, 0usize);
     let mut more = false;
     let mut seen = false;
     for desc in chain {
@@ -221,15 +305,31 @@ fn read_chain(
             return Err(Bad::Descriptor);
         }
         let n = desc.len() as usize;
-        let end = len.checked_add(n).ok_or(Bad::TooSmall)?;
-        let dst = out.get_mut(len..end).ok_or(Bad::TooSmall)?;
-        mem.read_slice(dst, desc.addr())
+        len = len.checked_add(n).ok_or(Bad::TooSmall)?;
+        if len > MAX_CHAIN {
+            return Err(Bad::TooSmall);
+        }
+        let mine = n.min(own - copied);
+        mem.read_slice(&mut out[copied..copied + mine], desc.addr())
             .map_err(|_| Bad::Descriptor)?;
-        len = end;
+        copied += mine;
+        if mine == n {
+            continue;
+        }
+        let rest = desc
+            .addr()
+            .checked_add(mine as u64)
+            .ok_or(Bad::Descriptor)?;
+        for slice in mem.get_slices(rest, n - mine) {
+            let slice = slice.map_err(|_| Bad::Descriptor)?;
+            let slot = pieces.get_mut(used).ok_or(Bad::TooMany)?;
+            *slot = crate::sys::foreign(&slice);
+            used += 1;
+        }
     }
     // See `Placing::fill`: no descriptor, or a chain cut short.
     if !seen || more {
         return Err(Bad::Descriptor);
     }
-    Ok(len)
+    Ok((copied, len, used))
 }
