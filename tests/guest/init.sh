@@ -12,6 +12,10 @@
 #   PINGSIZE     optional payload size for the real ping (-s)
 #   PINGS        echo requests of the real ping, 0.2 s apart (default 3)
 #   LINGER       seconds to stay up after the ping result (default 0)
+#   TCPTO        after a good ping (ROLE=ping), send 8 MB of TCP to this
+#                address's iperf3 server (the guest's TSO super-frames,
+#                when its NIC has the offload) and print SY_TCP=
+#   IPERFD       "1": run an iperf3 server from the start
 #   VLANS        802.1Q sub-interfaces of eth0, VID:address/prefix joined by
 #                commas (e.g. 10:192.0.2.3/24,20:198.51.100.3/24); the 8021q
 #                module is loaded from /usr/lib/uml/modules first
@@ -20,6 +24,7 @@
 #   SY_BOOTED            init started
 #   SY_READY             interfaces configured
 #   SY_RESULT=OK|FAIL    outcome of ROLE=ping
+#   SY_TCP=OK|FAIL       outcome of TCPTO
 #   SY_HALT              about to power off
 #
 # The script must never return: if PID 1 exits, the kernel panics.
@@ -76,6 +81,9 @@ if [ -n "${VLANS:-}" ]; then
     done
     IFS=$old_ifs
 fi
+if [ "${IPERFD:-0}" = 1 ]; then
+    iperf3 -s -D >/dev/null 2>&1
+fi
 echo "SY_READY"
 
 case "${ROLE:-wait}" in
@@ -96,6 +104,18 @@ ping)
     fi
     if ping -c "${PINGS:-3}" -i 0.2 -W 2 "$@" "$PEER"; then
         echo "SY_RESULT=OK"
+        if [ -n "${TCPTO:-}" ]; then
+            # The server may still be starting: a few tries.
+            tcp=FAIL
+            for _ in 1 2 3 4 5 6 7 8 9 10; do
+                if iperf3 -c "$TCPTO" -n 8M -4 >/dev/null 2>&1; then
+                    tcp=OK
+                    break
+                fi
+                sleep 1
+            done
+            echo "SY_TCP=$tcp"
+        fi
     else
         echo "SY_RESULT=FAIL"
     fi

@@ -182,6 +182,20 @@ impl Guest {
         Ok(())
     }
 
+    /// Waits for the `SY_TCP=` line of a guest given `TCPTO`; Ok only
+    /// for `OK`.
+    pub fn wait_tcp_ok(&mut self) -> Result<()> {
+        self.proc.wait_for_output("SY_TCP=", RESULT_TIMEOUT)?;
+        let out = self.proc.output();
+        if !out.contains("SY_TCP=OK") {
+            bail!(
+                "{}: TCP transfer failed; guest output:\n{out}",
+                self.proc.name()
+            );
+        }
+        Ok(())
+    }
+
     /// Waits for a clean power-off (exit code 0).
     pub fn wait_halt(&mut self, timeout: Duration) -> Result<()> {
         let status = self.proc.wait_exit(timeout)?;

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 use std::time::Duration;
 use switchyard_tests::process::{Proc, Stdin};
-use switchyard_tests::transports::{wait_attached, wait_detached, Ctl};
+use switchyard_tests::transports::{counter, wait_attached, wait_detached, Ctl};
 use switchyard_tests::vhost_user::VirtioUml;
 use switchyard_tests::{preflight, Netns, SwitchCmd, TempDir, Uml};
 
@@ -14,7 +14,11 @@ use switchyard_tests::{preflight, Netns, SwitchCmd, TempDir, Uml};
 /// and the namespace's own stack behind a tap port pings both virtio
 /// guests, small and large (a 6000-byte echo crosses as IP fragments);
 /// both vhost-user ports count frames both ways, so the guests met
-/// through them.
+/// through them. Then 8 MB of TCP each: from a to the daemon guest (a's
+/// super-frames cut by the switch, each segment sent from a's buffers to
+/// the daemon socket) and from b to the namespace behind the tap (taken
+/// whole, written to the tap from b's buffers); the receivers' own TCP
+/// stacks check every byte.
 #[test]
 fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
     preflight()?;
@@ -43,20 +47,28 @@ fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
         .arg(&tap)
         .start(Some(&ns))?;
 
+    let mut iperf = ns.command("iperf3");
+    iperf.args(["-s", "-1", "-B", "192.0.2.4"]);
+    let _server = Proc::spawn("iperf3 behind the tap", iperf, Stdin::Null)?;
     let mut a = VirtioUml::new("virtio-a", &va, "192.0.2.1/24")
         .ping("192.0.2.2", 30)
+        .param("TCPTO", "192.0.2.3")
         .start(&ns, &tmp)?;
     let mut b = VirtioUml::new("virtio-b", &vb, "192.0.2.2/24")
         .ping("192.0.2.3", 30)
+        .param("TCPTO", "192.0.2.4")
         .start(&ns, &tmp)?;
     let mut c = Uml::new("daemon-c")
         .daemon("02:00:00:00:0d:03", &ctl_sock, "192.0.2.3/24")
         .ping("192.0.2.1")
-        .param("LINGER", "30")
+        .param("LINGER", "40")
+        .param("IPERFD", "1")
         .start(&ns, &tmp)?;
     a.wait_ping_ok()?;
     b.wait_ping_ok()?;
     c.wait_ping_ok()?;
+    a.wait_tcp_ok()?;
+    b.wait_tcp_ok()?;
     // The guests linger 30 s after their own pings.
     for guest in ["192.0.2.1", "192.0.2.2"] {
         for size in ["56", "6000"] {
@@ -74,6 +86,15 @@ fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
     }
     ctl.expect_traffic("va")?;
     ctl.expect_traffic("vb")?;
+    // The TCP went as super-frames: more bytes per frame than an MTU.
+    for name in ["va", "vb"] {
+        let p = ctl.port(name)?;
+        let (bytes, frames) = (counter(&p, "rx_bytes"), counter(&p, "rx_frames"));
+        ensure!(
+            frames > 0 && bytes / frames > 1514,
+            "port {name}: {bytes} bytes in {frames} frames from the guest: no TSO super-frames"
+        );
+    }
     sw.assert_running()?;
     Ok(())
 }
