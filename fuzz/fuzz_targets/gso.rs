@@ -51,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(*n, m, "counts differ");
             assert!(pieces == gathered, "in two parts, cut differently");
         }
-        (Err(_), Err(_)) => assert!(gathered.is_empty(), "emitted, then refused"),
+        (Err(a), Err(b)) => {
+            // The same verdict: it decides the drop reason.
+            assert_eq!(a, &b, "refused differently");
+            assert!(gathered.is_empty(), "emitted, then refused");
+        }
         (whole, parts) => panic!("whole: {whole:?}, in two parts: {parts:?}"),
     }
     let n = match result {

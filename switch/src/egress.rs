@@ -147,7 +147,7 @@ impl Port {
                         ingress,
                         frames: Frames::Offloaded(hdr, joined),
                     };
-                    self.send(out, overflow, now);
+                    self.send(out, overflow.reborrow(), now);
                 }
             }),
             Err(e) => self.drop_uncut(e, now),

@@ -4,6 +4,7 @@
 //! buffers reused frame after frame.
 
 use crate::egress::{Frames, Outgoing, Overflow};
+use crate::gather::Gathered;
 use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
 use crate::vlan::{Classified, Egress};
@@ -12,21 +13,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 thread_local! {
-    /// The retagged and untagged copies of the frame being forwarded: built
-    /// at most once per frame, in buffers that outlive it, so VLAN
-    /// translation allocates nothing per frame.
-    pub(crate) static VLAN_FORMS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The untagged, retagged and joined copies of the frame being
+    /// forwarded: built at most once per frame, in buffers that outlive
+    /// it, so VLAN translation allocates nothing per frame.
+    pub(crate) static VLAN_FORMS: RefCell<Bufs> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// The untagged copy, the tagged copy, and the frame joined (when it came
+/// in two parts and a copy of it is needed).
+pub(crate) type Bufs = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// A frame as it came: whole, or in two parts (see [`crate::gather`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    Whole(&'a [u8]),
+    Gathered(Gathered<'a>),
+}
+
+impl Source<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Whole(f) => f.len(),
+            Source::Gathered(g) => g.len(),
+        }
+    }
 }
 
 /// One frame's bytes as each kind of egress port must receive them.
 pub(crate) struct Forms<'a> {
-    frame: &'a [u8],
+    frame: Source<'a>,
     class: Classified,
     /// `bufs.0` holds the untagged copy.
     untagged: bool,
     /// `bufs.1` holds the tagged copy.
     tagged: bool,
-    bufs: &'a mut (Vec<u8>, Vec<u8>),
+    /// `bufs.2` holds the frame joined.
+    joined: bool,
+    bufs: &'a mut Bufs,
     /// The offload header of the frame as it arrived; `None`: a plain frame.
     offload: Option<&'a VnetHdr>,
 }
@@ -47,9 +70,9 @@ pub(crate) fn outgoing<'a>(
 
 impl<'a> Forms<'a> {
     pub(crate) fn new(
-        frame: &'a [u8],
+        frame: Source<'a>,
         class: Classified,
-        bufs: &'a mut (Vec<u8>, Vec<u8>),
+        bufs: &'a mut Bufs,
         offload: Option<&'a VnetHdr>,
     ) -> Self {
         Forms {
@@ -57,31 +80,44 @@ impl<'a> Forms<'a> {
             class,
             untagged: false,
             tagged: false,
+            joined: false,
             bufs,
             offload,
         }
     }
 
     /// The bytes a port with this egress form must receive (tagged or
-    /// untagged copies built once per frame).
-    fn bytes_for(&mut self, egress: Egress) -> &[u8] {
+    /// untagged copies built once per frame); `None`: the frame as it came.
+    fn bytes_for(&mut self, egress: Egress) -> Option<&[u8]> {
         if self.class.leaves_as_is(egress) {
-            return self.frame;
+            return None;
         }
+        let (untagged, tagged, joined) = &mut *self.bufs;
+        let whole = match self.frame {
+            Source::Whole(f) => f,
+            Source::Gathered(g) => {
+                if !self.joined {
+                    joined.clear();
+                    g.append_to(joined);
+                    self.joined = true;
+                }
+                &joined[..]
+            }
+        };
         match egress {
             Egress::Untagged => {
                 if !self.untagged {
-                    crate::vlan::untag_into(self.frame, &mut self.bufs.0);
+                    crate::vlan::untag_into(whole, untagged);
                     self.untagged = true;
                 }
-                &self.bufs.0
+                Some(&self.bufs.0)
             }
             Egress::Tagged => {
                 if !self.tagged {
-                    crate::vlan::tag_into(self.frame, self.class.vid, &mut self.bufs.1);
+                    crate::vlan::tag_into(whole, self.class.vid, tagged);
                     self.tagged = true;
                 }
-                &self.bufs.1
+                Some(&self.bufs.1)
             }
         }
     }
@@ -93,7 +129,9 @@ impl<'a> Forms<'a> {
             return Form::Outside;
         };
         let (offload, original_len) = (self.offload, self.frame.len());
-        let bytes = self.bytes_for(egress);
+        let Some(bytes) = self.bytes_for(egress) else {
+            return Form::AsIs;
+        };
         match offload.map(|h| h.shifted(bytes.len() as isize - original_len as isize)) {
             None => Form::Send(None, bytes),
             Some(Some(h)) => Form::Send(Some(h), bytes),
@@ -110,9 +148,20 @@ impl<'a> Forms<'a> {
         overflow: Overflow<'_>,
         now: Duration,
     ) {
+        let (frame, offload) = (self.frame, self.offload);
+        let frame = &frame;
         match self.form(port) {
             Form::Send(hdr, bytes) => {
                 port.send(outgoing(ingress, hdr.as_ref(), &bytes), overflow, now)
+            }
+            Form::AsIs => {
+                let frames = match (frame, offload) {
+                    (Source::Whole(f), None) => Frames::Plain(std::slice::from_ref(f)),
+                    (Source::Whole(f), Some(h)) => Frames::Offloaded(h, f),
+                    (Source::Gathered(g), None) => Frames::Gathered(std::slice::from_ref(g)),
+                    (Source::Gathered(g), Some(h)) => Frames::OffloadedGathered(h, g),
+                };
+                port.send(Outgoing { ingress, frames }, overflow, now)
             }
             Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
             Form::Outside => {}
@@ -122,6 +171,8 @@ impl<'a> Forms<'a> {
 
 /// How one frame leaves one port.
 enum Form<'b> {
+    /// As it came (and with the offload header it came with).
+    AsIs,
     /// These bytes, offloaded as the header says or plain.
     Send(Option<VnetHdr>, &'b [u8]),
     /// Not at all: the port is outside the frame's VLAN.

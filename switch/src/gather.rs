@@ -139,26 +139,25 @@ thread_local! {
         const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Calls `f` with each of `frames` joined into one piece, in order, as
-/// plain frames: the second copy gathering otherwise saves, for the paths
-/// that need it.
-pub fn with_joined<R>(frames: &[Gathered<'_>], f: impl FnOnce(&[&[u8]]) -> R) -> R {
-    let join = |(bytes, ranges): &mut (Vec<u8>, Vec<std::ops::Range<usize>>)| {
-        bytes.clear();
-        ranges.clear();
-        for g in frames {
-            let start = bytes.len();
-            g.append_to(bytes);
-            ranges.push(start..bytes.len());
+/// Calls `f` with `frames` joined (each into one piece), in order, as
+/// plain frames, a batch ([`crate::sys::MMSG_BATCH`]) at a time: the
+/// second copy gathering otherwise saves, for the paths that need it.
+pub fn with_joined(frames: &[Gathered<'_>], mut f: impl FnMut(&[&[u8]])) {
+    let mut join = |(bytes, ranges): &mut (Vec<u8>, Vec<std::ops::Range<usize>>)| {
+        for batch in frames.chunks(crate::sys::MMSG_BATCH) {
+            bytes.clear();
+            ranges.clear();
+            for g in batch {
+                let start = bytes.len();
+                g.append_to(bytes);
+                ranges.push(start..bytes.len());
+            }
+            let mut out: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
+            for (o, r) in out.iter_mut().zip(ranges.iter()) {
+                *o = &bytes[r.clone()];
+            }
+            f(&out[..ranges.len()]);
         }
-        let mut out: [&[u8]; crate::sys::MMSG_BATCH] = [&[]; crate::sys::MMSG_BATCH];
-        // `frames` holds at most a batch (the switch forwards no more at
-        // once); a longer slice is cut, not overrun.
-        let n = ranges.len().min(out.len());
-        for (o, r) in out.iter_mut().zip(ranges.iter()) {
-            *o = &bytes[r.clone()];
-        }
-        f(&out[..n])
     };
     JOINED.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => join(&mut bufs),
@@ -210,13 +209,21 @@ mod tests {
         let b: Vec<u8> = vec![2; 30];
         let ra = [foreign(&a[64..])];
         let frames = [Gathered::new(&a[..64], &ra), Gathered::new(&b, &[])];
+        let mut calls = 0;
         with_joined(&frames, |plain| {
+            calls += 1;
             assert_eq!(plain.len(), 2);
             assert_eq!(plain[0], &a[..]);
             assert_eq!(plain[1], &b[..]);
             // Re-entered: still right.
             with_joined(&frames[1..], |inner| assert_eq!(inner, [&b[..]]));
         });
+        assert_eq!(calls, 1);
+        // More than a batch: every frame, a batch at a time.
+        let many = vec![frames[1]; crate::sys::MMSG_BATCH + 3];
+        let mut seen = Vec::new();
+        with_joined(&many, |plain| seen.push(plain.len()));
+        assert_eq!(seen, [crate::sys::MMSG_BATCH, 3]);
     }
 
     #[test]

@@ -424,18 +424,21 @@ pub fn segment_gathered(
         if field + 2 > len {
             return Err(GsoError::Malformed);
         }
-        let own = field + 2;
+        // The switch's own copy through the checksum field (and a byte
+        // more when that keeps the summed words aligned): the seed in the
+        // field is read once, from the copy.
+        let own = (field + 2 + (field + 2 - start) % 2).min(len);
         let Some(n) = frame.pieces(own, len, &mut pieces) else {
             return Ok(None);
         };
         headers.clear();
         headers.resize(own, 0);
         frame.copy_range(0, headers);
-        let mut c = fold(sum_range(frame, start, len, 0));
+        let mut c = fold(sum_range(frame, own, len, sum(&headers[start..own], 0)));
         if c == 0 {
             c = 0xffff;
         }
-        headers[field..own].copy_from_slice(&c.to_be_bytes());
+        headers[field..field + 2].copy_from_slice(&c.to_be_bytes());
         emit(Gathered::new(headers, &pieces[..n]));
         return Ok(Some(1));
     }

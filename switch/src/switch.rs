@@ -5,8 +5,8 @@
 use crate::egress::{Frames, Outgoing, Overflow};
 use crate::engine::{Decided, Decision, Engine, EngineConfig, FdbEvents};
 use crate::fdb::FdbEntry;
-use crate::forms::{Forms, VLAN_FORMS};
-use crate::gather::{with_joined, Gathered};
+use crate::forms::{Forms, Source, VLAN_FORMS};
+use crate::gather::Gathered;
 use crate::gso::VnetHdr;
 use crate::port::{Port, PortId};
 use crate::ratelimit::LogLimiter;
@@ -122,8 +122,8 @@ trait Arrived<'f>: Copy + 'f {
     fn frames<'a>(offload: Option<&'a VnetHdr>, frames: &'a [Self]) -> Frames<'a>
     where
         'f: 'a;
-    /// Calls `f` with the frame in one piece.
-    fn whole(self, f: impl FnOnce(&[u8]));
+    /// The frame, for VLAN forms.
+    fn source(self) -> Source<'f>;
 }
 
 impl<'f> Arrived<'f> for &'f [u8] {
@@ -145,8 +145,8 @@ impl<'f> Arrived<'f> for &'f [u8] {
             _ => Frames::Plain(frames),
         }
     }
-    fn whole(self, f: impl FnOnce(&[u8])) {
-        f(self)
+    fn source(self) -> Source<'f> {
+        Source::Whole(self)
     }
 }
 
@@ -169,12 +169,8 @@ impl<'f> Arrived<'f> for Gathered<'f> {
             _ => Frames::Gathered(frames),
         }
     }
-    fn whole(self, f: impl FnOnce(&[u8])) {
-        with_joined(&[self], |joined| {
-            if let [frame] = joined {
-                f(frame)
-            }
-        })
+    fn source(self) -> Source<'f> {
+        Source::Gathered(self)
     }
 }
 
@@ -450,14 +446,11 @@ impl Switch {
                 port.send(out, o, now)
             });
         }
-        // Each VLAN form is a copy built from the whole frame.
-        frame.whole(|frame| {
-            VLAN_FORMS.with_borrow_mut(|bufs| {
-                let mut forms = Forms::new(frame, class, bufs, offload);
-                for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
-                    forms.send(id, port, o, now)
-                });
-            })
+        VLAN_FORMS.with_borrow_mut(|bufs| {
+            let mut forms = Forms::new(frame.source(), class, bufs, offload);
+            for_each_target(ingress, table, (decision, 1, now), overflow, |port, o| {
+                forms.send(id, port, o, now)
+            });
         });
     }
 

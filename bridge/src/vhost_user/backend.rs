@@ -187,7 +187,7 @@ impl VhostUserBackend for NetBackend {
     fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
         // The rings share the library's GuestMemoryAtomic, updated in
         // place; the new regions go under the SIGBUS guard.
-        self.rings.guard.watch(&mem.memory());
+        self.rings.guard.watch(mem.memory().into_inner());
         Ok(())
     }
 

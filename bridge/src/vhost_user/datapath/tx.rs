@@ -7,9 +7,12 @@ use switchyard_switch::egress::{Frames, Overflow};
 use switchyard_switch::gather::{Foreign, Gathered, HEAD};
 use switchyard_switch::gso::{VnetHdr, MAX_GSO_FRAME};
 use switchyard_switch::{DropReason, Port, Switch};
-use vhost_user_backend::{VringMutex, VringT};
+use vhost_user_backend::VringT;
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{Address, Bytes, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
+
+/// A queue's state, locked.
+type State = vhost_user_backend::VringState<super::Memory>;
 
 /// Chains taken off the TX queue per batch.
 const TX_BATCH: usize = 64;
@@ -105,13 +108,18 @@ impl FromGuest {
                 // pieces borrow this mapping.
                 let mem = self.rings.mem.memory();
                 let mut pieces = [Foreign::EMPTY; BATCH_PIECES];
-                let popped = self.take_batch(vring, &mem, &mut batch, &mut pieces);
+                // The queue stays locked until its chains are back: a
+                // frontend that stops or resets it meanwhile (GET_VRING_BASE,
+                // SET_VRING_ADDR) waits, and is told a base whose chains
+                // are all returned.
+                let mut state = vring.get_mut();
+                let popped = self.take_batch(&mut state, &mem, &mut batch, &mut pieces);
                 progressed |= popped > 0;
                 if popped == 0 {
                     break;
                 }
                 self.forward(&batch, &pieces);
-                self.give_back(vring, &mem, &mut batch);
+                self.give_back(&mut state, &mem, &mut batch);
             }
             // True: the guest posted more while notifications were off. A
             // ring that claims more but yields no chain (a hostile index)
@@ -171,7 +179,7 @@ impl FromGuest {
     /// the chains to give back in `batch.chains`).
     fn take_batch<'m>(
         &self,
-        vring: &VringMutex,
+        state: &mut State,
         mem: &'m GuestMemoryMmap,
         batch: &mut Batch,
         pieces: &mut [Foreign<'m>; BATCH_PIECES],
@@ -180,7 +188,6 @@ impl FromGuest {
         batch.chains.clear();
         let mut used = 0usize;
         let mut popped = 0usize;
-        let mut state = vring.get_mut();
         if !state.is_enabled() || !state.get_queue().ready() {
             return 0;
         }
@@ -247,11 +254,10 @@ impl FromGuest {
 
     /// Gives the batch's chains back to the guest, one notification for
     /// all (when it asked for one).
-    fn give_back(&self, vring: &VringMutex, mem: &GuestMemoryMmap, batch: &mut Batch) {
+    fn give_back(&self, state: &mut State, mem: &GuestMemoryMmap, batch: &mut Batch) {
         if batch.chains.is_empty() {
             return;
         }
-        let mut state = vring.get_mut();
         let queue = state.get_queue_mut();
         for head in batch.chains.drain(..) {
             if queue.add_used(mem, head, 0).is_err() {
