@@ -388,21 +388,8 @@ impl Transmit for Recorder {
 fn offloaded_frames_from_the_guest_pass_whole_and_in_order() {
     let rx = Guest::new();
     let mut tx = Guest::new();
-    let rings = Arc::new(Rings::new(tx.mem.clone()));
-    rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
-    rings.accept(offloading_guest() | 1 << VIRTIO_NET_F_HOST_TSO4);
-    let (switch, port) = vhost_port(&rings);
-    let recorded: Recorded = Arc::new(Mutex::new(Vec::new()));
-    let other = Arc::new(Port::new(
-        switch.allocate_id(),
-        "r",
-        "test",
-        "test",
-        Box::new(Recorder(recorded.clone())),
-    ));
-    switch.add_port(port.clone());
-    switch.add_port(other);
-    let from_guest = FromGuest::new(rings, switch, port);
+    let features = offloading_guest() | 1 << VIRTIO_NET_F_HOST_TSO4;
+    let (from_guest, _, recorded) = sending_to_recorder(&rx, &tx, features);
     // A plain frame, a super-frame split over three descriptors, a plain
     // frame: forwarded in that order, the super-frame whole.
     let m = tx.mem.memory();
@@ -481,6 +468,25 @@ fn sender(rx: &Guest, tx: &Guest, features: u64) -> Arc<Rings> {
     rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
     rings.accept(features);
     rings
+}
+
+/// A guest that sends (on `tx`, accepting `features`) through a
+/// vhost-user port of a switch whose only other port records what it
+/// gets: the drain, the guest's port, the record.
+fn sending_to_recorder(rx: &Guest, tx: &Guest, features: u64) -> (FromGuest, Arc<Port>, Recorded) {
+    let rings = sender(rx, tx, features);
+    let (switch, port) = vhost_port(&rings);
+    let recorded: Recorded = Arc::new(Mutex::new(Vec::new()));
+    let other = Arc::new(Port::new(
+        switch.allocate_id(),
+        "r",
+        "test",
+        "test",
+        Box::new(Recorder(recorded.clone())),
+    ));
+    switch.add_port(port.clone());
+    switch.add_port(other);
+    (FromGuest::new(rings, switch, port.clone()), port, recorded)
 }
 
 /// A port that, when a frame reaches it, rewrites the sending guest's
@@ -610,20 +616,8 @@ fn a_frame_in_more_pieces_than_forwarded_so_is_copied_whole() {
     // One frame in an indirect table of 80 descriptors of 10 bytes.
     let rx = Guest::new();
     let mut tx = Guest::new();
-    let rings = Arc::new(Rings::new(tx.mem.clone()));
-    rings.adopt(&[rx.vring.clone(), tx.vring.clone()]);
-    rings.accept(1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1);
-    let (switch, port) = vhost_port(&rings);
-    let recorded: Recorded = Arc::new(Mutex::new(Vec::new()));
-    let other = Arc::new(Port::new(
-        switch.allocate_id(),
-        "r",
-        "test",
-        "test",
-        Box::new(Recorder(recorded.clone())),
-    ));
-    switch.add_port(port.clone());
-    switch.add_port(other);
+    let version_1 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    let (from_guest, port, recorded) = sending_to_recorder(&rx, &tx, version_1);
     let f: Vec<u8> = frame(6)
         .into_iter()
         .chain((0..788).map(|i| (i % 251) as u8))
@@ -647,7 +641,7 @@ fn a_frame_in_more_pieces_than_forwarded_so_is_copied_whole() {
     drop(m);
     const INDIRECT: u16 = 4;
     tx.post(0, &[(table, (16 * n) as u32, INDIRECT)]);
-    FromGuest::new(rings, switch, port.clone()).drain(TX);
+    from_guest.drain(TX);
     assert_eq!(
         port.counters().snapshot().drops(DropReason::BadDescriptor),
         0
@@ -741,22 +735,8 @@ fn a_super_frame_to_a_guest_without_tso_arrives_cut_from_the_senders_buffers() {
 fn a_tx_head_past_the_queue_costs_only_itself() {
     let rx = Guest::new();
     let mut tx = Guest::new();
-    let rings = sender(
-        &rx,
-        &tx,
-        1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1,
-    );
-    let (switch, port) = vhost_port(&rings);
-    let recorded: Recorded = Arc::new(Mutex::new(Vec::new()));
-    let other = Arc::new(Port::new(
-        switch.allocate_id(),
-        "r",
-        "test",
-        "test",
-        Box::new(Recorder(recorded.clone())),
-    ));
-    switch.add_port(port.clone());
-    switch.add_port(other);
+    let version_1 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    let (from_guest, port, recorded) = sending_to_recorder(&rx, &tx, version_1);
     let f = frame(4);
     let m = tx.mem.memory();
     m.write_slice(&[0u8; HDR_LEN], GuestAddress(0x4000))
@@ -767,7 +747,7 @@ fn a_tx_head_past_the_queue_costs_only_itself() {
     // Head 9 of an 8-entry queue, then a good chain.
     tx.publish(9);
     tx.post(0, &[(0x4000, (HDR_LEN + f.len()) as u32, 0)]);
-    FromGuest::new(rings, switch, port.clone()).drain(TX);
+    from_guest.drain(TX);
     assert_eq!(tx.used(), 1, "the good chain goes back");
     assert_eq!(recorded.lock().expect("lock").len(), 1);
     let c = port.counters().snapshot();

@@ -21,6 +21,11 @@ const TX_BATCH: usize = 64;
 /// largest super-frame (HOST_TSO4/6).
 const MAX_CHAIN: usize = super::HDR_LEN + MAX_GSO_FRAME;
 
+/// Frame bytes after which a batch ends: the guest gets its chains back
+/// (and its TCP stack its send budget) once a batch is forwarded, so a
+/// batch of super-frames is kept to about four.
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// Bytes of the TX batch buffer: `TX_BATCH` full-size plain frames, or
 /// seven super-frames, per batch.
 const TX_BUFFER: usize = 512 * 1024;
@@ -199,7 +204,9 @@ impl FromGuest {
         }
         let header_len = self.rings.accepted().header_len();
         let mut fill = 0usize;
+        let mut bytes = 0usize;
         while popped < TX_BATCH
+            && bytes < BATCH_BYTES
             && batch.buf.len() - fill >= MAX_CHAIN
             && BATCH_PIECES - used >= MAX_PIECES
         {
@@ -240,6 +247,7 @@ impl FromGuest {
                     });
                     fill += own;
                     used += n;
+                    bytes += len;
                 }
                 Ok(_) => self.bad("a TX chain shorter than the virtio-net header"),
                 Err(Bad::TooSmall) => self.bad("a TX chain longer than the largest frame"),
