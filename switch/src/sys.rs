@@ -400,6 +400,17 @@ pub fn send_gathered(
     fd: &impl AsRawFd,
     frames: &[crate::gather::Gathered<'_>],
 ) -> io::Result<usize> {
+    send_gathered_with(fd, frames, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}
+
+/// [`send_gathered`] with the caller's `send(2)` flags (a packet socket
+/// standing in for `pcap_inject` sends without `MSG_DONTWAIT`, as
+/// [`send_frames`] does).
+pub fn send_gathered_with(
+    fd: &impl AsRawFd,
+    frames: &[crate::gather::Gathered<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let mut iov_slots = [MaybeUninit::<libc::iovec>::uninit(); GATHER_IOVECS];
     let mut hdr_slots = [MaybeUninit::<libc::mmsghdr>::uninit(); MMSG_BATCH];
     // Each frame's iovecs are split off the front of what is free, so
@@ -436,7 +447,7 @@ pub fn send_gathered(
             fd.as_raw_fd(),
             hdr_slots.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            flags,
         )
     };
     if sent < 0 {

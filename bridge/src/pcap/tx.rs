@@ -67,6 +67,25 @@ impl Transmit for PcapTx {
         (done, None)
     }
 
+    /// From a guest's buffers to the NIC in one copy, the kernel's; with
+    /// MAC-NAT on, joined for it to rewrite.
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[switchyard_switch::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        if self.nat.is_some() {
+            return None;
+        }
+        let Some(handle) = &self.handle else {
+            return Some((frames.len(), None));
+        };
+        let handle = handle.lock().unwrap_or_else(|p| p.into_inner());
+        Some(inject_with(frames.len(), |done| {
+            switchyard_switch::sys::send_gathered_with(&*handle, &frames[done..], 0)
+        }))
+    }
+
     fn forget_port(&self, port: PortId) {
         // The guest behind that port is gone: its bindings must not answer
         // for a newcomer who takes its address.
@@ -82,9 +101,20 @@ impl Transmit for PcapTx {
 /// kernel takes: `pcap_inject` on Linux is a plain `send(2)` on this
 /// socket, so `sendmmsg` there is the same injection, one call per batch.
 fn inject(handle: &impl std::os::fd::AsRawFd, frames: &[&[u8]]) -> (usize, Option<SendError>) {
+    inject_with(frames.len(), |done| {
+        switchyard_switch::sys::send_frames(handle, &frames[done..], 0)
+    })
+}
+
+/// Sends `n` frames with `send` (given how many went so far; it says how
+/// many more went), as libpcap would.
+fn inject_with(
+    n: usize,
+    mut send: impl FnMut(usize) -> std::io::Result<usize>,
+) -> (usize, Option<SendError>) {
     let mut done = 0;
-    while done < frames.len() {
-        match switchyard_switch::sys::send_frames(handle, &frames[done..], 0) {
+    while done < n {
+        match send(done) {
             Ok(0) => return (done, Some(SendError::Full)),
             Ok(n) => done += n,
             // As through libpcap: a downed NIC is `Down`, anything else

@@ -37,6 +37,21 @@ impl Conn {
             Conn::Unix(s) => s.try_write_vectored(bufs),
         }
     }
+
+    /// Writes `prefix` and then `frame`'s pieces with one `writev`, as
+    /// [`Conn::try_write_vectored`] does for whole buffers (tokio learns
+    /// of a full socket).
+    pub(super) fn try_write_gathered(
+        &self,
+        prefix: &[u8],
+        frame: &crate::gather::Gathered<'_>,
+    ) -> io::Result<usize> {
+        let interest = tokio::io::Interest::WRITABLE;
+        match self {
+            Conn::Tcp(s) => s.try_io(interest, || crate::sys::write_gathered(s, prefix, frame)),
+            Conn::Unix(s) => s.try_io(interest, || crate::sys::write_gathered(s, prefix, frame)),
+        }
+    }
 }
 
 /// One connection as one port, until either side ends it.

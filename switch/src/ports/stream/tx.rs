@@ -37,7 +37,7 @@ impl StreamTx {
     }
 
     /// Sends one record, or queues what the socket did not take.
-    fn send(&self, frame: &[u8]) -> Result<(), SendError> {
+    fn send(&self, frame: Record<'_>) -> Result<(), SendError> {
         let hdr = (frame.len() as u32).to_be_bytes();
         let total = hdr.len() + frame.len();
         let mut q = self.lock();
@@ -51,13 +51,10 @@ impl StreamTx {
                 return Err(SendError::Full);
             }
             q.bytes.extend(hdr);
-            q.bytes.extend(frame);
+            frame.append_from(0, &mut q.bytes);
             return Ok(());
         }
-        let written = match self
-            .conn
-            .try_write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
-        {
+        let written = match frame.write_behind(&self.conn, &hdr) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(SendError::from_io(e)),
@@ -69,8 +66,8 @@ impl StreamTx {
             return Err(SendError::Full);
         }
         // The rest of this record must follow, or the stream is broken.
-        let rest = hdr.iter().chain(frame.iter()).skip(written).copied();
-        q.bytes.extend(rest);
+        q.bytes.extend(hdr.iter().skip(written));
+        frame.append_from(written.saturating_sub(hdr.len()), &mut q.bytes);
         drop(q);
         self.wake.notify_one();
         Ok(())
@@ -117,6 +114,105 @@ pub(super) struct TxHandle(pub(super) Arc<StreamTx>);
 
 impl Transmit for TxHandle {
     fn transmit(&self, _ingress: PortId, frames: &[&[u8]]) -> (usize, Option<SendError>) {
-        transmit_each(frames, |frame| self.0.send(frame))
+        transmit_each(frames, |frame| self.0.send(Record::Whole(frame)))
+    }
+
+    fn transmit_gathered(
+        &self,
+        _ingress: PortId,
+        frames: &[crate::gather::Gathered<'_>],
+    ) -> Option<(usize, Option<SendError>)> {
+        Some(transmit_each(frames, |frame| {
+            self.0.send(Record::Gathered(frame))
+        }))
+    }
+}
+
+/// A record's frame: whole, or in two parts (see [`crate::gather`]).
+#[derive(Clone, Copy)]
+enum Record<'a> {
+    Whole(&'a [u8]),
+    Gathered(crate::gather::Gathered<'a>),
+}
+
+impl Record<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Record::Whole(f) => f.len(),
+            Record::Gathered(g) => g.len(),
+        }
+    }
+
+    /// Writes `hdr` and the frame with one system call.
+    fn write_behind(&self, conn: &Conn, hdr: &[u8]) -> io::Result<usize> {
+        match self {
+            Record::Whole(f) => conn.try_write_vectored(&[IoSlice::new(hdr), IoSlice::new(f)]),
+            Record::Gathered(g) => conn.try_write_gathered(hdr, g),
+        }
+    }
+
+    /// Queues the frame's bytes from `from` on.
+    fn append_from(&self, from: usize, queue: &mut VecDeque<u8>) {
+        match self {
+            Record::Whole(f) => queue.extend(&f[from.min(f.len())..]),
+            Record::Gathered(g) => {
+                let mut buf = [0u8; 4096];
+                let mut at = from;
+                while at < g.len() {
+                    let n = (g.len() - at).min(buf.len());
+                    g.copy_range(at, &mut buf[..n]);
+                    queue.extend(&buf[..n]);
+                    at += n;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gather::split;
+    use tokio::io::AsyncReadExt;
+
+    /// Frames in two parts go out as records in order, also when the
+    /// socket takes part of one and the writer task sends the rest.
+    #[tokio::test]
+    async fn gathered_frames_become_whole_records_in_order() {
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("pair");
+        let tx = Arc::new(StreamTx::new(Arc::new(Conn::Unix(ours))));
+        let writer = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.writer().await }
+        });
+        let frames: Vec<Vec<u8>> = (0..40u32)
+            .map(|n| {
+                (0..60_000u32)
+                    .map(|i| (i.wrapping_mul(n + 1) % 251) as u8)
+                    .collect()
+            })
+            .collect();
+        let mut sent = 0;
+        for f in &frames {
+            let mut slots = Vec::new();
+            let g = split(f, 9, &mut slots);
+            match TxHandle(tx.clone()).transmit_gathered(PortId(1), &[g]) {
+                Some((1, None)) => sent += 1,
+                // Full: the queue holds its limit; the reader catches up.
+                Some((0, Some(SendError::Full))) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(sent > 2, "only {sent} records taken");
+        for f in &frames[..sent] {
+            let mut len = [0u8; 4];
+            theirs.read_exact(&mut len).await.expect("length");
+            assert_eq!(u32::from_be_bytes(len) as usize, f.len());
+            let mut got = vec![0u8; f.len()];
+            theirs.read_exact(&mut got).await.expect("frame");
+            assert!(got == *f, "record differs");
+        }
+        tx.close();
+        writer.abort();
     }
 }
