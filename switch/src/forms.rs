@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 thread_local! {
-    /// The untagged, retagged and joined copies of the frame being
-    /// forwarded: built at most once per frame, in buffers that outlive
-    /// it, so VLAN translation allocates nothing per frame.
-    pub(crate) static VLAN_FORMS: RefCell<Bufs> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// The untagged and retagged copies of the frame being forwarded (of
+    /// its head, for a frame in two parts): built at most once per frame,
+    /// in buffers that outlive it, so VLAN translation allocates nothing
+    /// per frame.
+    pub(crate) static VLAN_FORMS: RefCell<Bufs> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The untagged copy, the tagged copy, and the frame joined (when it came
-/// in two parts and a copy of it is needed).
-pub(crate) type Bufs = (Vec<u8>, Vec<u8>, Vec<u8>);
+/// The untagged copy and the tagged copy.
+pub(crate) type Bufs = (Vec<u8>, Vec<u8>);
 
 /// A frame as it came: whole, or in two parts (see [`crate::gather`]).
 #[derive(Clone, Copy)]
@@ -30,11 +30,41 @@ pub(crate) enum Source<'a> {
     Gathered(Gathered<'a>),
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
     fn len(&self) -> usize {
         match self {
             Source::Whole(f) => f.len(),
             Source::Gathered(g) => g.len(),
+        }
+    }
+
+    /// The bytes a tag is added to or removed from: the whole frame, or
+    /// the head, which holds the tag (everything the engine reads).
+    fn front(&self) -> &'a [u8] {
+        match self {
+            Source::Whole(f) => f,
+            Source::Gathered(g) => g.head(),
+        }
+    }
+
+    /// The same frame with its front replaced by `front`.
+    fn with_front<'b>(&self, front: &'b [u8]) -> Source<'b>
+    where
+        'a: 'b,
+    {
+        match self {
+            Source::Whole(_) => Source::Whole(front),
+            Source::Gathered(g) => Source::Gathered(Gathered::new(front, g.rest())),
+        }
+    }
+
+    /// The frame (offloaded as `hdr` says, or plain), ready to send.
+    fn frames<'b>(&'b self, hdr: Option<&'b VnetHdr>) -> Frames<'b> {
+        match (self, hdr) {
+            (Source::Whole(f), None) => Frames::Plain(std::slice::from_ref(f)),
+            (Source::Whole(f), Some(h)) => Frames::Offloaded(h, f),
+            (Source::Gathered(g), None) => Frames::Gathered(std::slice::from_ref(g)),
+            (Source::Gathered(g), Some(h)) => Frames::OffloadedGathered(h, g),
         }
     }
 }
@@ -47,25 +77,9 @@ pub(crate) struct Forms<'a> {
     untagged: bool,
     /// `bufs.1` holds the tagged copy.
     tagged: bool,
-    /// `bufs.2` holds the frame joined.
-    joined: bool,
     bufs: &'a mut Bufs,
     /// The offload header of the frame as it arrived; `None`: a plain frame.
     offload: Option<&'a VnetHdr>,
-}
-
-/// `bytes` from `ingress`, plain or offloaded as `hdr` describes.
-#[inline]
-pub(crate) fn outgoing<'a>(
-    ingress: PortId,
-    hdr: Option<&'a VnetHdr>,
-    bytes: &'a &'a [u8],
-) -> Outgoing<'a> {
-    let frames = match hdr {
-        None => Frames::Plain(std::slice::from_ref(bytes)),
-        Some(h) => Frames::Offloaded(h, bytes),
-    };
-    Outgoing { ingress, frames }
 }
 
 impl<'a> Forms<'a> {
@@ -80,46 +94,36 @@ impl<'a> Forms<'a> {
             class,
             untagged: false,
             tagged: false,
-            joined: false,
             bufs,
             offload,
         }
     }
 
-    /// The bytes a port with this egress form must receive (tagged or
-    /// untagged copies built once per frame); `None`: the frame as it came.
-    fn bytes_for(&mut self, egress: Egress) -> Option<&[u8]> {
+    /// The frame a port with this egress form must receive (tagged or
+    /// untagged copies built once per frame: of a frame in two parts,
+    /// of its head only, the rest stays where it is).
+    fn form_for(&mut self, egress: Egress) -> Source<'_> {
         if self.class.leaves_as_is(egress) {
-            return None;
+            return self.frame;
         }
-        let (untagged, tagged, joined) = &mut *self.bufs;
-        let whole = match self.frame {
-            Source::Whole(f) => f,
-            Source::Gathered(g) => {
-                if !self.joined {
-                    joined.clear();
-                    g.append_to(joined);
-                    self.joined = true;
-                }
-                &joined[..]
-            }
-        };
-        match egress {
+        let front = self.frame.front();
+        let bytes = match egress {
             Egress::Untagged => {
                 if !self.untagged {
-                    crate::vlan::untag_into(whole, untagged);
+                    crate::vlan::untag_into(front, &mut self.bufs.0);
                     self.untagged = true;
                 }
-                Some(&self.bufs.0)
+                &self.bufs.0
             }
             Egress::Tagged => {
                 if !self.tagged {
-                    crate::vlan::tag_into(whole, self.class.vid, tagged);
+                    crate::vlan::tag_into(front, self.class.vid, &mut self.bufs.1);
                     self.tagged = true;
                 }
-                Some(&self.bufs.1)
+                &self.bufs.1
             }
-        }
+        };
+        self.frame.with_front(bytes)
     }
 
     /// How the frame leaves `port`: in the form its membership asks for,
@@ -129,12 +133,10 @@ impl<'a> Forms<'a> {
             return Form::Outside;
         };
         let (offload, original_len) = (self.offload, self.frame.len());
-        let Some(bytes) = self.bytes_for(egress) else {
-            return Form::AsIs;
-        };
-        match offload.map(|h| h.shifted(bytes.len() as isize - original_len as isize)) {
-            None => Form::Send(None, bytes),
-            Some(Some(h)) => Form::Send(Some(h), bytes),
+        let frame = self.form_for(egress);
+        match offload.map(|h| h.shifted(frame.len() as isize - original_len as isize)) {
+            None => Form::Send(None, frame),
+            Some(Some(h)) => Form::Send(Some(h), frame),
             Some(None) => Form::Unsegmentable,
         }
     }
@@ -148,19 +150,9 @@ impl<'a> Forms<'a> {
         overflow: Overflow<'_>,
         now: Duration,
     ) {
-        let (frame, offload) = (self.frame, self.offload);
-        let frame = &frame;
         match self.form(port) {
-            Form::Send(hdr, bytes) => {
-                port.send(outgoing(ingress, hdr.as_ref(), &bytes), overflow, now)
-            }
-            Form::AsIs => {
-                let frames = match (frame, offload) {
-                    (Source::Whole(f), None) => Frames::Plain(std::slice::from_ref(f)),
-                    (Source::Whole(f), Some(h)) => Frames::Offloaded(h, f),
-                    (Source::Gathered(g), None) => Frames::Gathered(std::slice::from_ref(g)),
-                    (Source::Gathered(g), Some(h)) => Frames::OffloadedGathered(h, g),
-                };
+            Form::Send(hdr, frame) => {
+                let frames = frame.frames(hdr.as_ref());
                 port.send(Outgoing { ingress, frames }, overflow, now)
             }
             Form::Unsegmentable => port.drop_frame(crate::DropReason::Unsegmentable, now, None),
@@ -171,10 +163,8 @@ impl<'a> Forms<'a> {
 
 /// How one frame leaves one port.
 enum Form<'b> {
-    /// As it came (and with the offload header it came with).
-    AsIs,
-    /// These bytes, offloaded as the header says or plain.
-    Send(Option<VnetHdr>, &'b [u8]),
+    /// This frame, offloaded as the header says or plain.
+    Send(Option<VnetHdr>, Source<'b>),
     /// Not at all: the port is outside the frame's VLAN.
     Outside,
     /// A tag added or removed left the offload header out of range.

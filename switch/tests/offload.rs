@@ -317,6 +317,11 @@ type Outcome = (Vec<(Option<VnetHdr>, Vec<u8>)>, u64, u64, Vec<u64>);
 /// harness of six ports: p0 and p1 take offloads, p4 and p5 frames in two
 /// parts, p1 takes both. VLAN-aware (access and trunk ports) or not.
 fn outcome(vlans: bool, send: impl FnOnce(&Switch, &Arc<Port>)) -> Vec<Outcome> {
+    outcome_from(0, vlans, send)
+}
+
+/// [`outcome`] for frames sent in on port `from`.
+fn outcome_from(from: usize, vlans: bool, send: impl FnOnce(&Switch, &Arc<Port>)) -> Vec<Outcome> {
     let (sw, p) = harness_gathering(6, 2, 2);
     if vlans {
         sw.set_vlan_rules(VlanRules::new(vec![
@@ -328,7 +333,7 @@ fn outcome(vlans: bool, send: impl FnOnce(&Switch, &Arc<Port>)) -> Vec<Outcome> 
             (PortPattern::new("p5"), "/10".parse().expect("spec")),
         ]));
     }
-    send(&sw, &p[0].0);
+    send(&sw, &p[from].0);
     p.iter()
         .map(|(port, got)| {
             let c = port.counters().snapshot();
@@ -398,6 +403,41 @@ fn gathered_frames_are_treated_as_the_same_frames_whole() {
         assert_eq!(dropped(DropReason::GsoTooSmall), 1);
         assert_eq!(whole, gathered, "vlans: {vlans}");
     }
+}
+
+/// In from a trunk, tagged: the access ports get the tag taken off the
+/// head alone, the rest still in two parts, as the whole frame would.
+#[test]
+fn gathered_tagged_frames_lose_their_tag_as_whole_ones_do() {
+    use switchyard_switch::gather::split;
+    let (hdr, f) = super_frame();
+    let mut tagged = Vec::new();
+    switchyard_switch::vlan::tag_into(&f, 10, &mut tagged);
+    let thdr = hdr.shifted(4).expect("shifted");
+    let plain = tagged[..700].to_vec();
+    let t = Duration::ZERO;
+    let whole = outcome_from(1, true, |sw, p1| {
+        sw.forward(p1, Frames::Offloaded(&thdr, &tagged), Overflow::Drop, t);
+        sw.forward(p1, Frames::Plain(&[&plain]), Overflow::Drop, t);
+    });
+    let gathered = outcome_from(1, true, |sw, p1| {
+        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        let g = split(&tagged, 5, &mut s1);
+        sw.forward(p1, Frames::OffloadedGathered(&thdr, &g), Overflow::Drop, t);
+        let g = split(&plain, 2, &mut s2);
+        sw.forward(p1, Frames::Gathered(&[g]), Overflow::Drop, t);
+    });
+    assert_eq!(
+        whole[0].0.len(),
+        2,
+        "the access port takes the super-frame whole"
+    );
+    assert_eq!(whole[0].0[0].1, f, "untagged");
+    assert!(
+        whole[4].0.len() > 4,
+        "segments for the gathering access port"
+    );
+    assert_eq!(whole, gathered);
 }
 
 #[test]
