@@ -246,7 +246,7 @@ fn virtio_guests_on_vlan_access_ports_reach_a_trunk_guest_only_in_their_vlan() -
         .param("TCPTO", "192.0.2.3")
         .start(&ns, &tmp)?;
     let mut b = VirtioUml::new("virtio-b", &vb, "192.0.2.2/24")
-        .ping("192.0.2.3", 0)
+        .ping("192.0.2.3", 30)
         .param("TRIES", "3")
         .start(&ns, &tmp)?;
     a.wait_ping_ok()?;
@@ -257,6 +257,11 @@ fn virtio_guests_on_vlan_access_ports_reach_a_trunk_guest_only_in_their_vlan() -
         b.proc.output().contains("SY_RESULT=FAIL"),
         "a guest of VLAN 20 reached the trunk guest's VLAN 10 address:\n{}",
         b.proc.output()
+    );
+    // Its frames did reach the switch: VLAN 20 has no one else.
+    ensure!(
+        counter(&ctl.port("vb")?, "rx_frames") > 0,
+        "the VLAN 20 guest sent nothing: its failure proves nothing"
     );
     let p = ctl.port("va")?;
     let (bytes, frames) = (counter(&p, "rx_bytes"), counter(&p, "rx_frames"));

@@ -106,14 +106,16 @@ fn inject(handle: &impl std::os::fd::AsRawFd, frames: &[&[u8]]) -> (usize, Optio
     })
 }
 
-/// Sends `n` frames with `send` (given how many went so far; it says how
-/// many more went), as libpcap would.
+/// Sends `count` frames with `send` (given how many went so far; it says
+/// how many more went), as libpcap would: blocking while the NIC's queue
+/// is full (a vhost-user guest's TX queue stays locked meanwhile; its
+/// frontend's messages wait that long).
 fn inject_with(
-    n: usize,
+    count: usize,
     mut send: impl FnMut(usize) -> std::io::Result<usize>,
 ) -> (usize, Option<SendError>) {
     let mut done = 0;
-    while done < n {
+    while done < count {
         match send(done) {
             Ok(0) => return (done, Some(SendError::Full)),
             Ok(n) => done += n,

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
-/// One memory table's mappings and the guard slots watching them.
+/// One memory table's mappings and the guard slots watching them; the
+/// slots are given back when it goes.
 struct Watched {
     mem: Arc<GuestMemoryMmap>,
     slots: Vec<usize>,
@@ -19,9 +20,11 @@ impl Watched {
     fn mask(&self) -> u64 {
         self.slots.iter().fold(0, |m, s| m | 1 << s)
     }
+}
 
-    fn unwatch(self) {
-        for slot in self.slots {
+impl Drop for Watched {
+    fn drop(&mut self) {
+        for slot in self.slots.drain(..) {
             crate::sys::unwatch_guest_memory(slot);
         }
     }
@@ -37,6 +40,9 @@ pub(super) struct MemoryGuard {
     /// unwatched once the guard holds the last reference.
     retired: Mutex<Vec<Watched>>,
     has_retired: AtomicBool,
+    /// A retired table faulted before it was unwatched: the port still
+    /// hangs up.
+    retired_faulted: AtomicBool,
     /// Every watched slot, one bit each, for the data path to test.
     mask: AtomicU64,
 }
@@ -45,6 +51,20 @@ impl MemoryGuard {
     /// Watches the regions of `mem` (the frontend's new table); what was
     /// watched before stays watched until no one reads it any more.
     pub(super) fn watch(&self, mem: Arc<GuestMemoryMmap>) {
+        // The old table retires (and goes, when no batch holds it) before
+        // the new one takes slots: a table change needs no room for two
+        // unless a batch is in flight.
+        let old = match self.current.lock() {
+            Ok(mut current) => current.take(),
+            Err(_) => return,
+        };
+        if let Some(old) = old {
+            if let Ok(mut retired) = self.retired.lock() {
+                retired.push(old);
+                self.has_retired.store(true, Ordering::Release);
+            }
+        }
+        self.reap();
         let mut slots = Vec::new();
         for region in mem.iter() {
             let (start, len) = (region.as_ptr() as usize, region.size());
@@ -59,21 +79,13 @@ impl MemoryGuard {
         }
         let new = Watched { mem, slots };
         self.mask.fetch_or(new.mask(), Ordering::AcqRel);
-        let old = match self.current.lock() {
-            Ok(mut current) => current.replace(new),
-            Err(_) => return,
-        };
-        if let Some(old) = old {
-            if let Ok(mut retired) = self.retired.lock() {
-                retired.push(old);
-                self.has_retired.store(true, Ordering::Release);
-            }
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(new);
         }
-        self.reap();
     }
 
     /// Unwatches the retired tables only the guard still holds (their
-    /// mappings go with them).
+    /// mappings go with them), remembering whether one had faulted.
     fn reap(&self) {
         if !self.has_retired.load(Ordering::Acquire) {
             return;
@@ -85,8 +97,12 @@ impl MemoryGuard {
         while i < retired.len() {
             if Arc::strong_count(&retired[i].mem) == 1 {
                 let done = retired.swap_remove(i);
-                self.mask.fetch_and(!done.mask(), Ordering::AcqRel);
-                done.unwatch();
+                let mask = done.mask();
+                if crate::sys::guest_memory_faulted(mask) != 0 {
+                    self.retired_faulted.store(true, Ordering::Release);
+                }
+                self.mask.fetch_and(!mask, Ordering::AcqRel);
+                drop(done);
             } else {
                 i += 1;
             }
@@ -97,23 +113,9 @@ impl MemoryGuard {
 
     /// Whether the frontend cut a memory file short under the mapping.
     pub(super) fn faulted(&self) -> bool {
+        let now = crate::sys::guest_memory_faulted(self.mask.load(Ordering::Acquire)) != 0;
         self.reap();
-        crate::sys::guest_memory_faulted(self.mask.load(Ordering::Acquire)) != 0
-    }
-}
-
-impl Drop for MemoryGuard {
-    fn drop(&mut self) {
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(w) = current.take() {
-                w.unwatch();
-            }
-        }
-        if let Ok(mut retired) = self.retired.lock() {
-            for w in retired.drain(..) {
-                w.unwatch();
-            }
-        }
+        now || self.retired_faulted.load(Ordering::Acquire)
     }
 }
 

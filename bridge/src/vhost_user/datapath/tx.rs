@@ -26,8 +26,8 @@ const MAX_CHAIN: usize = super::HDR_LEN + MAX_GSO_FRAME;
 /// batch of super-frames is kept to about four.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Bytes of the TX batch buffer: `TX_BATCH` full-size plain frames, or
-/// seven super-frames, per batch.
+/// Bytes of the TX batch buffer: room for a whole chain (a frame in too
+/// many pieces is copied whole) after the heads of a batch.
 const TX_BUFFER: usize = 512 * 1024;
 
 /// The most foreign pieces (descriptors, or their parts in different

@@ -204,6 +204,10 @@ mod tests {
             }
         }
         assert!(sent > 2, "only {sent} records taken");
+        assert!(
+            !tx.lock().bytes.is_empty(),
+            "the socket took every record whole: the queued path never ran"
+        );
         for f in &frames[..sent] {
             let mut len = [0u8; 4];
             theirs.read_exact(&mut len).await.expect("length");
