@@ -12,7 +12,7 @@ use crate::counters::DropReason;
 use crate::gather::{with_joined, Gathered};
 use crate::gso::VnetHdr;
 use crate::hold::Held;
-use crate::port::{Port, PortId, SendError};
+use crate::port::{Port, PortId};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,38 +176,16 @@ impl Port {
         now: Duration,
     ) {
         if let Overflow::Drop = overflow {
-            let mut done = 0;
-            while done < frames.len() {
-                let Some((sent, err)) = self.tx().transmit_gathered(ingress, &frames[done..])
-                else {
-                    break;
-                };
-                let sent = sent.min(frames.len() - done);
-                for f in &frames[done..done + sent] {
-                    self.note_sent_gathered(f);
+            let transmit = |f: &[Gathered<'_>]| self.tx().transmit_gathered(ingress, f);
+            let note = |f: Gathered<'_>| self.note_sent_gathered(&f);
+            if let Some(done) = self.send_until_full_with(frames, transmit, note, now) {
+                // What a full peer did not take is dropped, as for plain
+                // frames with nowhere to hold them.
+                for _ in &frames[done..] {
+                    self.drop_frame(DropReason::EgressFull, now, None);
                 }
-                done += sent;
-                let Some(err) = err else { break };
-                let full = matches!(err, SendError::Full);
-                let reason_for_rest = crate::port::err_reason(&err);
-                let rest_too = self.count_failure(err, now);
-                // The frame at `done` failed (and was counted, also when
-                // full); a transport that says it sent them all and failed
-                // too is held to its count.
-                done = (done + 1).min(frames.len());
-                if full || rest_too {
-                    for _ in &frames[done..] {
-                        self.drop_frame(reason_for_rest, now, None);
-                    }
-                    return;
-                }
-            }
-            if done == frames.len() {
                 return;
             }
-            return with_joined(&frames[done..], |plain| {
-                self.send_plain(ingress, plain, &mut overflow, now)
-            });
         }
         with_joined(frames, |plain| {
             self.send_plain(ingress, plain, &mut overflow, now)

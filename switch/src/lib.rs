@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(unsafe_code)]
 
+mod arrived;
 pub mod capture;
 pub mod checksum;
 pub mod counters;

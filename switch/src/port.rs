@@ -61,7 +61,7 @@ impl SendError {
 }
 
 /// The drop reason a send failure counts as.
-pub(crate) fn err_reason(err: &SendError) -> DropReason {
+fn err_reason(err: &SendError) -> DropReason {
     match err {
         SendError::Full => DropReason::EgressFull,
         SendError::Down => DropReason::EgressDown,
@@ -377,17 +377,36 @@ impl Port {
         frames: &[&[u8]],
         now: Duration,
     ) -> usize {
+        let transmit = |f: &[&[u8]]| Some(self.tx.transmit(ingress, f));
+        self.send_until_full_with(frames, transmit, |f| self.note_sent(f), now)
+            .unwrap_or(0)
+    }
+
+    /// [`Port::send_until_full`] for frames of any kind, sent by
+    /// `transmit` and counted by `note`; `None` when the transport takes
+    /// no frames of this kind (nothing was sent).
+    pub(crate) fn send_until_full_with<F: Copy>(
+        &self,
+        frames: &[F],
+        mut transmit: impl FnMut(&[F]) -> Option<(usize, Option<SendError>)>,
+        note: impl Fn(F),
+        now: Duration,
+    ) -> Option<usize> {
         let mut done = 0;
         while done < frames.len() {
-            let (sent, err) = self.tx.transmit(ingress, &frames[done..]);
+            let (sent, err) = match transmit(&frames[done..]) {
+                Some(r) => r,
+                None if done == 0 => return None,
+                None => break,
+            };
             let sent = sent.min(frames.len() - done);
             for f in &frames[done..done + sent] {
-                self.note_sent(f);
+                note(*f);
             }
             done += sent;
             let Some(err) = err else { break };
             if matches!(err, SendError::Full) {
-                return done;
+                return Some(done);
             }
             let reason_for_rest = err_reason(&err);
             let rest_too = self.count_failure(err, now);
@@ -398,10 +417,10 @@ impl Port {
                 for _ in &frames[done..] {
                     self.drop_frame(reason_for_rest, now, None);
                 }
-                return frames.len();
+                return Some(frames.len());
             }
         }
-        done
+        Some(done)
     }
 
     /// The transport, for the egress path (offloaded sends, capabilities).

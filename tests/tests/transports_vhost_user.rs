@@ -88,12 +88,7 @@ fn virtio_guests_ping_each_other_a_daemon_guest_and_a_tap() -> Result<()> {
     ctl.expect_traffic("vb")?;
     // The TCP went as super-frames: more bytes per frame than an MTU.
     for name in ["va", "vb"] {
-        let p = ctl.port(name)?;
-        let (bytes, frames) = (counter(&p, "rx_bytes"), counter(&p, "rx_frames"));
-        ensure!(
-            frames > 0 && bytes / frames > 1514,
-            "port {name}: {bytes} bytes in {frames} frames from the guest: no TSO super-frames"
-        );
+        expect_super_frames(&ctl, name)?;
     }
     sw.assert_running()?;
     Ok(())
@@ -263,12 +258,19 @@ fn virtio_guests_on_vlan_access_ports_reach_a_trunk_guest_only_in_their_vlan() -
         counter(&ctl.port("vb")?, "rx_frames") > 0,
         "the VLAN 20 guest sent nothing: its failure proves nothing"
     );
-    let p = ctl.port("va")?;
+    expect_super_frames(&ctl, "va")?;
+    sw.assert_running()?;
+    Ok(())
+}
+
+/// Fails unless port `name`'s guest sent TSO super-frames: more bytes per
+/// frame than an MTU.
+fn expect_super_frames(ctl: &Ctl, name: &str) -> Result<()> {
+    let p = ctl.port(name)?;
     let (bytes, frames) = (counter(&p, "rx_bytes"), counter(&p, "rx_frames"));
     ensure!(
         frames > 0 && bytes / frames > 1514,
-        "port va: {bytes} bytes in {frames} frames from the guest: no TSO super-frames"
+        "port {name}: {bytes} bytes in {frames} frames from the guest: no TSO super-frames"
     );
-    sw.assert_running()?;
     Ok(())
 }
